@@ -1,0 +1,60 @@
+"""Model registry: one place that maps a model name (or run folder) to an analyzer.
+
+``load_analyzer("mfcc-stats")``, ``load_analyzer("MTT_musicnn")`` or
+``load_analyzer("runs/instruments")``.  Analyzers are loaded once per process and
+reused (weights are never reloaded per file).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from soundalike.errors import ModelError
+from soundalike.models.base import Analyzer
+
+#: Pretrained models shipped by the musicnn wheel (MagnaTagATune and Million Song Dataset).
+PRETRAINED: tuple[str, ...] = ("MTT_musicnn", "MTT_vgg", "MSD_musicnn", "MSD_vgg")
+#: Analyzers that need no weights at all.
+BASELINES: tuple[str, ...] = ("mfcc-stats",)
+#: What ingest runs when no ``--model`` is given.
+DEFAULT_ANALYZER = "mfcc-stats"
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`load_analyzer` (besides paths to trained runs)."""
+    return [*BASELINES, *PRETRAINED]
+
+
+def load_analyzer(spec: str | Path) -> Analyzer:
+    """Return the analyzer for a model name or a trained run folder (cached per process).
+
+    Raises
+    ------
+    ModelError
+        Unknown name, or a path that is not a trained run.
+    """
+    key = str(spec)
+    if key not in BASELINES and key not in PRETRAINED:
+        p = Path(key).expanduser()
+        if not p.exists():
+            raise ModelError(
+                f"unknown model {key!r}: choose one of {', '.join(available())} or give a trained run folder"
+            )
+        key = str(p.resolve())
+    return _load_cached(key)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(key: str) -> Analyzer:
+    if key == "mfcc-stats":
+        from soundalike.models.baseline import MFCCStats
+
+        return MFCCStats()
+    if key in PRETRAINED:
+        from soundalike.models.pretrained import load_pretrained_analyzer
+
+        return load_pretrained_analyzer(key)
+    from soundalike.train.checkpoint import load_run_analyzer
+
+    return load_run_analyzer(Path(key))
