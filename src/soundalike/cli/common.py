@@ -1,0 +1,41 @@
+"""Options and helpers shared by the CLI modules."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+CatalogOpt = Annotated[
+    Path | None,
+    typer.Option("--catalog", envvar="SOUNDALIKE_CATALOG", show_envvar=True,
+                 help="Catalog file (SQLite). Default: the user data directory."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
+
+
+def catalog_path(path: Path | None) -> Path:
+    """The catalog file to use: ``--catalog`` / ``$SOUNDALIKE_CATALOG`` or the default."""
+    from soundalike.paths import default_catalog_path
+
+    return Path(path).expanduser() if path is not None else default_catalog_path()
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=_json_default)
+    sys.stdout.write("\n")
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
