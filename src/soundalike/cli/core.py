@@ -1,9 +1,284 @@
-"""CLI commands of the core area: ingest, info, plot, catalog stats, demo."""
+"""CLI commands of the core area: ingest, info, plot, catalog stats/errors/tag, demo."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from soundalike.cli.common import CatalogOpt, JsonOpt, catalog_path, print_json
+
+catalog_app = typer.Typer(help="Look after the catalog: statistics, ingest errors, user tags.",
+                          no_args_is_help=True)
+
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", help="Analyzer: mfcc-stats, MTT_musicnn, MTT_vgg, MSD_musicnn, MSD_vgg, or a trained run folder.")]
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to ``app``."""
+    app.command()(ingest)
+    app.command()(info)
+    app.command()(plot)
+    app.command()(demo)
+    app.add_typer(catalog_app, name="catalog")
+
+
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Folders (scanned recursively) or files.")],
+    catalog: CatalogOpt = None,
+    model: ModelOpt = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPU count).")] = None,
+    top_tags: Annotated[int, typer.Option(help="Top predicted labels stored as tags per track.")] = 5,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry files that failed before.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add new or changed audio files to the catalog (resumable; bad files are recorded, not fatal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from soundalike.catalog.ingest import ingest as run_ingest
+
+    err = Console(stderr=True)
+    cat = catalog_path(catalog)
+    progress = Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
+                        console=err, transient=True, disable=json_out or not err.is_terminal)
+    task = None
+    counts = {"ingested": 0, "unchanged": 0, "failed": 0, "known-failure": 0}
+
+    def on_event(e: dict) -> None:
+        nonlocal task
+        if e["event"] == "start":
+            task = progress.add_task("ingest", total=e["total"], status="")
+            return
+        counts[e["status"]] = counts.get(e["status"], 0) + 1
+        progress.update(task, advance=1, status=f"{counts['ingested']} new, {counts['failed']} failed")
+        if not err.is_terminal and not json_out and e["status"] in ("ingested", "failed"):
+            done = sum(counts.values())
+            if done % 50 == 0:
+                err.print(f"ingest: {done} files processed")
+
+    with progress:
+        summary = run_ingest(paths, catalog=cat, model=model, workers=workers, top_tags=top_tags,
+                             retry_failed=retry_failed, on_event=on_event)
+    if json_out:
+        print_json({"catalog": str(cat), **summary.to_dict()})
+        return
+    out = Console()
+    out.print(f"[bold]{summary.scanned}[/] audio files scanned in {summary.elapsed_s:.1f} s "
+              f"with [bold]{summary.model_name}[/] → {cat}")
+    out.print(f"  ingested   {summary.ingested}")
+    out.print(f"  unchanged  {summary.unchanged}")
+    out.print(f"  failed     {summary.failed}" + (f"  (+{summary.known_failures} known failures skipped; "
+                                                 "--retry-failed to retry)" if summary.known_failures else ""))
+    if summary.missing:
+        out.print(f"  missing    {summary.missing} (files gone; marked missing, not deleted)")
+    if summary.errors:
+        out.print("[bold red]failures:[/]")
+        for path, reason in summary.errors[:20]:
+            out.print(f"  {path}: {reason}", highlight=False, markup=False)
+        if len(summary.errors) > 20:
+            out.print(f"  ... and {len(summary.errors) - 20} more (soundalike catalog errors)")
+
+
+def info(
+    ref: Annotated[str, typer.Argument(help="Catalog track (id, path or title) or any audio file.")],
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show a track's metadata, tags and analyses, or an outside file's audio properties."""
+    from soundalike.catalog.store import Catalog
+    from soundalike.errors import TrackNotFoundError
+
+    cat_file = catalog_path(catalog)
+    track = None
+    if cat_file.exists():
+        with Catalog.open(cat_file, create=False) as cat:
+            matches = cat.find_tracks(ref)
+            if matches:
+                track = matches[0]
+                data = {"track": track.to_dict(),
+                        "tags": [t.__dict__ for t in cat.track_tags(track.id)],
+                        "analyses": [], "other_matches": [m.id for m in matches[1:]]}
+                names = {m.model_id: m.name for m in cat.models()}
+                for a in cat.track_analyses(track.id):
+                    top = sorted(a.predictions.items(), key=lambda kv: kv[1], reverse=True)[:10]
+                    data["analyses"].append({"model_id": a.model_id, "model": names.get(a.model_id, "?"),
+                                             "dim": int(a.embedding.size), "top_predictions": top})
+    if track is None:
+        p = Path(ref).expanduser()
+        if not p.is_file():
+            raise TrackNotFoundError(f"{ref!r}: no catalog track matches and it is not a file")
+        from soundalike.audio.io import info as audio_info
+        from soundalike.catalog.ingest import read_file_tags
+
+        meta = audio_info(p)
+        data = {"file": str(p), "in_catalog": False, "sr": meta.sr, "channels": meta.channels,
+                "duration_s": round(meta.duration_s, 3), "format": meta.format, "codec": meta.subtype,
+                "decoder": meta.backend, "tags": read_file_tags(p)}
+    if json_out:
+        print_json(data)
+        return
+    _print_info(data)
+
+
+def _print_info(data: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    if "file" in data:
+        out.print(f"[bold]{data['file']}[/] (not in the catalog)", highlight=False)
+        for k in ("duration_s", "sr", "channels", "format", "codec", "decoder"):
+            out.print(f"  {k:<11} {data[k]}")
+        for k, v in data["tags"].items():
+            out.print(f"  {k:<11} {v}", markup=False)
+        return
+    t = data["track"]
+    out.print(f"[bold]#{t['id']}[/] {t['path']}", highlight=False)
+    for k in ("title", "artist", "album", "genre", "year", "duration_s", "sr", "channels", "format",
+              "status", "content_hash"):
+        if t[k] is not None:
+            v = f"{t[k]:.2f}" if k == "duration_s" else t[k]
+            out.print(f"  {k:<13} {v}", markup=False, highlight=False)
+    if data["tags"]:
+        table = Table("category", "tag", "source", "confidence", title="tags", title_justify="left")
+        for tag in data["tags"]:
+            table.add_row(tag["category"], tag["tag"], tag["source"], f"{tag['confidence']:.2f}")
+        out.print(table)
+    for a in data["analyses"]:
+        top = ", ".join(f"{k} {v:.2f}" for k, v in a["top_predictions"][:8])
+        out.print(f"  analysis [bold]{a['model']}[/] ({a['dim']}-d){': ' + top if top else ''}",
+                  highlight=False)
+    if data["other_matches"]:
+        out.print(f"  (also matched: {', '.join(map(str, data['other_matches']))})")
+
+
+def plot(
+    file: Annotated[Path, typer.Argument(help="Audio file.")],
+    kind: Annotated[str, typer.Option(help="mel, mfcc or stft.")] = "mel",
+    out: Annotated[Path, typer.Option("-o", "--out", help="PNG to write.")] = Path("spectrogram.png"),
+    offset: Annotated[float, typer.Option(help="Start, seconds.")] = 0.0,
+    duration: Annotated[float | None, typer.Option(help="Length, seconds (default: whole file).")] = None,
+) -> None:
+    """Save a spectrogram (mel, MFCC or linear STFT) of FILE as a PNG with labelled axes."""
+    from soundalike.errors import ConfigError
+
+    if kind not in ("mel", "mfcc", "stft"):
+        raise ConfigError(f"--kind must be mel, mfcc or stft, not {kind!r}")
+    from soundalike.audio.io import load
+    from soundalike.audio.plot import save_spectrogram
+
+    wav = load(file, sr=22050, offset_s=offset, duration_s=duration)
+    save_spectrogram(out, y=wav.y, sr=wav.sr, kind=kind, title=f"{file.name} ({kind})")
+    print(f"wrote {out}")
+
+
+def demo(
+    catalog: CatalogOpt = None,
+    tracks_dir: Annotated[Path | None, typer.Option(help="Where to write the generated tracks.")] = None,
+    model: ModelOpt = None,
+    per_style: Annotated[int, typer.Option(help="Tracks per style.")] = 4,
+) -> None:
+    """Build a small demo catalog from generated tracks (no network) and show what to try next."""
+    from rich.console import Console
+
+    from soundalike.catalog.ingest import ingest as run_ingest
+    from soundalike.demo import write_demo_tracks
+    from soundalike.paths import data_dir
+
+    out = Console()
+    cat = catalog_path(catalog)
+    tdir = tracks_dir or (data_dir() / "demo-tracks")
+    paths = write_demo_tracks(tdir, per_style=per_style)
+    out.print(f"{len(paths)} demo tracks in {tdir}")
+    summary = run_ingest([tdir], catalog=cat, model=model)
+    out.print(f"catalog {cat}: {summary.ingested} ingested, {summary.unchanged} unchanged, "
+              f"{summary.failed} failed (model {summary.model_name})", highlight=False)
+    example = paths[0]
+    copt = "" if catalog is None else f" --catalog {cat}"
+    out.print("\n[bold]Try next:[/]")
+    for line in (
+        f"soundalike catalog stats{copt}",
+        f"soundalike info 1{copt}",
+        f"soundalike similar 1 --k 5{copt}",
+        f"soundalike similar 1 --where 'genre:electronic|ambient'{copt}",
+        f"soundalike tag {example}",
+        f"soundalike plot {example} --kind mel -o mel.png",
+        f"soundalike serve{copt}    # then open http://127.0.0.1:8000",
+    ):
+        print(f"  {line}")
+
+
+@catalog_app.command("stats")
+def catalog_stats(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None:
+    """Counts of tracks, missing files, errors, formats, tags and models."""
+    from soundalike.catalog.store import Catalog
+
+    with Catalog.open(catalog_path(catalog), create=False) as cat:
+        s = cat.stats()
+    if json_out:
+        print_json(s)
+        return
+    from rich.console import Console
+
+    out = Console()
+    hours = s["total_duration_s"] / 3600
+    out.print(f"[bold]{s['path']}[/] (schema v{s['schema_version']})", highlight=False)
+    out.print(f"  tracks    {s['tracks']}  ({hours:.2f} h)")
+    out.print(f"  missing   {s['missing']}")
+    out.print(f"  errors    {s['errors']}")
+    if s["formats"]:
+        out.print("  formats   " + ", ".join(f"{k} {v}" for k, v in s["formats"].items()))
+    if s["tags_by_source"]:
+        out.print("  tags      " + ", ".join(f"{k} {v}" for k, v in s["tags_by_source"].items()))
+    for m in s["models"]:
+        out.print(f"  model     {m['name']} ({m['dim']}-d, id {m['model_id']}): {m['tracks']} tracks",
+                  highlight=False)
+
+
+@catalog_app.command("errors")
+def catalog_errors(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None:
+    """Files that failed to ingest, with the reason."""
+    from soundalike.catalog.store import Catalog
+
+    with Catalog.open(catalog_path(catalog), create=False) as cat:
+        errs = cat.errors()
+    if json_out:
+        print_json([e.__dict__ for e in errs])
+        return
+    for e in errs:
+        print(f"{e.path}: {e.reason}")
+    print(f"{len(errs)} failed file(s)", file=sys.stderr)
+
+
+@catalog_app.command("tag")
+def catalog_tag(
+    ref: Annotated[str, typer.Argument(help="Track id, path or title.")],
+    tags: Annotated[list[str], typer.Argument(help="Tags as category:value (e.g. mood:calm); -category:value removes.")],
+    catalog: CatalogOpt = None,
+) -> None:
+    """Add (or with a leading '-', remove) user tags on a catalog track."""
+    from soundalike.catalog.store import Catalog, Tag
+    from soundalike.errors import QueryError, TrackNotFoundError
+
+    with Catalog.open(catalog_path(catalog), create=False) as cat:
+        matches = cat.find_tracks(ref)
+        if not matches:
+            raise TrackNotFoundError(f"{ref!r}: no catalog track matches")
+        track = matches[0]
+        for spec in tags:
+            remove = spec.startswith("-")
+            cat_name, sep, value = spec.lstrip("-").partition(":")
+            if not sep or not cat_name or not value:
+                raise QueryError(f"{spec!r}: write tags as category:value, e.g. mood:calm")
+            if remove:
+                n = cat.remove_tag(track.id, tag=value, category=cat_name, source="user")
+                print(f"#{track.id}: removed {cat_name}:{value}" if n else f"#{track.id}: had no user tag {spec[1:]}")
+            else:
+                cat.add_tag(track.id, Tag(value, cat_name, "user"))
+                print(f"#{track.id}: tagged {cat_name}:{value}")
+
+

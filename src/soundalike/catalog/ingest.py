@@ -1,0 +1,394 @@
+"""Ingest: scan folders, analyze new or changed audio files in worker processes, commit.
+
+Every file is committed in its own transaction (track row, file tags, embedding and
+model tags together), so killing ingest at any moment -- SIGKILL included -- loses
+nothing already committed, and running it again skips what is done, duplicates
+nothing and finishes the rest.  A file that cannot be decoded is recorded in
+``ingest_errors`` with its reason and never stops the batch.  Tracks whose files
+disappeared from a scanned folder are marked ``missing``, not deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from soundalike.audio.io import is_audio_path
+from soundalike.catalog.store import Catalog, Tag
+from soundalike.errors import CatalogError, SoundalikeError
+
+#: How many of an analyzer's labels become model tags on the track.
+DEFAULT_TOP_TAGS = 5
+#: Labels below this probability are not stored as tags even if in the top N.
+MIN_TAG_CONFIDENCE = 0.05
+
+Event = dict[str, Any]
+
+
+@dataclass
+class IngestSummary:
+    """What one ingest run did."""
+
+    ingested: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    known_failures: int = 0
+    missing: int = 0
+    scanned: int = 0
+    elapsed_s: float = 0.0
+    model_id: str = ""
+    model_name: str = ""
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+# --------------------------------------------------------------------------- scanning
+
+
+def scan(paths: Iterable[str | Path]) -> list[Path]:
+    """Audio files under ``paths`` (files are taken as given), absolute, sorted, unique.
+
+    Raises
+    ------
+    CatalogError
+        A path that does not exist.
+    """
+    found: set[Path] = set()
+    for p in paths:
+        p = Path(p).expanduser()
+        if not p.exists():
+            raise CatalogError(f"{p}: no such file or directory")
+        if p.is_file():
+            found.add(p.resolve())
+            continue
+        for root, dirs, files in os.walk(p, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in files:
+                if not name.startswith(".") and is_audio_path(name):
+                    found.add((Path(root) / name).resolve())
+    return sorted(found)
+
+
+def content_hash(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    """BLAKE2b-128 of the file's bytes (hex)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- file tags
+
+
+def read_file_tags(path: str | Path) -> dict[str, Any]:
+    """Title, artist, album, genre and year from the file's own tags (mutagen); {} if none."""
+    try:
+        import mutagen
+
+        f = mutagen.File(str(path), easy=True)
+    except Exception:  # noqa: BLE001 - tags are optional; a broken tag block must not fail ingest
+        return {}
+    if f is None or not getattr(f, "tags", None):
+        return {}
+    out: dict[str, Any] = {}
+    for key in ("title", "artist", "album", "genre"):
+        try:
+            vals = f.tags.get(key)
+        except Exception:  # noqa: BLE001
+            vals = None
+        if vals:
+            val = str(vals[0] if isinstance(vals, list) else vals).strip()
+            if val:
+                out[key] = val
+    try:
+        date = f.tags.get("date") or f.tags.get("year")
+    except Exception:  # noqa: BLE001
+        date = None
+    if date:
+        s = str(date[0] if isinstance(date, list) else date)
+        if len(s) >= 4 and s[:4].isdigit():
+            out["year"] = int(s[:4])
+    return out
+
+
+def file_tags_as_tags(meta: dict[str, Any]) -> list[Tag]:
+    """The catalog tags that a file's own metadata implies (source ``file``)."""
+    tags = []
+    genre = meta.get("genre")
+    if genre:
+        for g in str(genre).replace(";", "/").split("/"):
+            if g.strip():
+                tags.append(Tag(g, "genre", "file"))
+    if meta.get("artist"):
+        tags.append(Tag(meta["artist"], "artist", "file"))
+    return tags
+
+
+# --------------------------------------------------------------------------- worker side
+
+_ANALYZER = None
+
+
+def _watch_parent(parent: int) -> None:
+    # A SIGKILLed parent cannot tell its workers to stop: they notice and leave.
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def _init_worker(model: str, threads: int, parent: int) -> None:
+    global _ANALYZER
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    from soundalike.models.zoo import load_analyzer
+
+    _ANALYZER = load_analyzer(model)
+
+
+def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
+                 analyzer=None) -> dict[str, Any]:
+    """Hash, read tags, decode and analyze one file.  Never raises: errors come back as data."""
+    from soundalike.audio.io import info, load
+
+    analyzer = analyzer or _ANALYZER
+    try:
+        st = os.stat(path)
+        digest = content_hash(path)
+        if digest == known_hash and not need_analysis:
+            return {"kind": "touch", "path": path, "size": st.st_size, "mtime": st.st_mtime}
+        meta = info(path)
+        wav = load(path, sr=analyzer.sample_rate)
+        result = analyzer.analyze(wav.y, wav.sr)
+        return {
+            "kind": "ok", "path": path, "hash": digest, "size": st.st_size, "mtime": st.st_mtime,
+            "duration_s": meta.duration_s if meta.duration_s > 0 else wav.duration_s,
+            "sr": meta.sr, "channels": meta.channels, "format": meta.format.lower(),
+            "tags": read_file_tags(path), "embedding": result.embedding,
+            "predictions": result.predictions,
+        }
+    except SoundalikeError as exc:
+        reason = exc.reason if hasattr(exc, "reason") else str(exc)
+        return {"kind": "error", "path": path, "reason": reason, "type": type(exc).__name__,
+                **_stat_or_none(path)}
+    except MemoryError:
+        return {"kind": "error", "path": path, "reason": "out of memory while decoding",
+                "type": "MemoryError", **_stat_or_none(path)}
+    except Exception as exc:  # noqa: BLE001 - one bad file never stops a batch; the reason is kept
+        return {"kind": "error", "path": path, "reason": f"unexpected {type(exc).__name__}: {exc}",
+                "type": type(exc).__name__, **_stat_or_none(path)}
+
+
+def _stat_or_none(path: str) -> dict[str, Any]:
+    try:
+        st = os.stat(path)
+        return {"size": st.st_size, "mtime": st.st_mtime}
+    except OSError:
+        return {"size": None, "mtime": None}
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category: str,
+            top_tags: int) -> None:
+    if res["kind"] == "touch":
+        t = cat.track_by_path(res["path"])
+        if t is not None:
+            cat.touch_track(t.id, size=res["size"], mtime=res["mtime"])
+        return
+    if res["kind"] == "error":
+        cat.record_error(path=res["path"], reason=res["reason"], error_type=res["type"],
+                         size=res.get("size"), mtime=res.get("mtime"))
+        return
+    tags = res["tags"]
+    preds = res["predictions"]
+    top = sorted(preds.items(), key=lambda kv: kv[1], reverse=True)[:top_tags]
+    with cat.transaction():
+        tid = cat.upsert_track(
+            path=res["path"], content_hash=res["hash"], size=res["size"], mtime=res["mtime"],
+            duration_s=res["duration_s"], sr=res["sr"], channels=res["channels"], format=res["format"],
+            title=tags.get("title"), artist=tags.get("artist"), album=tags.get("album"),
+            genre=tags.get("genre"), year=tags.get("year"))
+        cat.set_tags(tid, file_tags_as_tags(tags), source="file")
+        cat.put_analysis(tid, model_id, res["embedding"], preds)
+        cat.set_tags(tid, [Tag(label, label_category, "model", float(p), model_id)
+                           for label, p in top if p >= MIN_TAG_CONFIDENCE],
+                     source="model", model_id=model_id)
+        cat.clear_error(res["path"])
+
+
+def ingest(
+    paths: Iterable[str | Path],
+    *,
+    catalog: str | Path | Catalog,
+    model: str | None = None,
+    workers: int | None = None,
+    top_tags: int = DEFAULT_TOP_TAGS,
+    retry_failed: bool = False,
+    mark_missing: bool = True,
+    on_event: Callable[[Event], None] | None = None,
+) -> IngestSummary:
+    """Bring the catalog up to date with the audio files under ``paths``.
+
+    Parameters
+    ----------
+    paths : folders (scanned recursively) and/or files
+    catalog : catalog file path or an open :class:`Catalog`
+    model : analyzer name or trained run folder (default: ``zoo.DEFAULT_ANALYZER``)
+    workers : worker processes (default: CPU count; 1 analyzes in this process)
+    top_tags : how many top predicted labels to store as model tags per track
+    retry_failed : retry files that failed before even if they did not change
+    mark_missing : mark catalog tracks under ``paths`` whose files are gone as missing
+    on_event : called with ``{"event": "start", "total": n}``, then one
+        ``{"event": "file", "path", "status": ingested|unchanged|failed, "reason"?}`` per file
+
+    Returns
+    -------
+    IngestSummary
+    """
+    from soundalike.models.zoo import DEFAULT_ANALYZER, load_analyzer
+
+    t0 = time.perf_counter()
+    model = model or DEFAULT_ANALYZER
+    roots = [Path(p).expanduser() for p in paths]
+    files = scan(roots)
+    analyzer = load_analyzer(model)
+    cat = catalog if isinstance(catalog, Catalog) else Catalog.open(catalog)
+    own = not isinstance(catalog, Catalog)
+    emit = on_event or (lambda e: None)
+    summary = IngestSummary(scanned=len(files), model_id=analyzer.model_id, model_name=analyzer.name)
+    try:
+        cat.register_model(model_id=analyzer.model_id, name=analyzer.name, dim=analyzer.embedding_dim,
+                           labels=list(analyzer.labels), label_category=analyzer.label_category)
+        states = cat.file_states()
+        failed_before = cat.error_states()
+        analyzed = {r[0] for r in cat.conn.execute(
+            "SELECT track_id FROM analyses WHERE model_id = ?", (analyzer.model_id,))}
+        todo: list[tuple[str, str | None, bool]] = []
+        emit({"event": "start", "total": len(files)})
+        for f in files:
+            path = str(f)
+            try:
+                st = f.stat()
+            except OSError as exc:
+                todo.append((path, None, True))  # the worker records the reason
+                continue
+            state = states.get(path)
+            if state is not None:
+                tid, size, mtime, digest, status = state
+                has = tid in analyzed
+                if size == st.st_size and mtime == st.st_mtime and status == "ok" and has:
+                    summary.unchanged += 1
+                    emit({"event": "file", "path": path, "status": "unchanged"})
+                    continue
+                todo.append((path, digest, not has))
+                continue
+            if path in failed_before and not retry_failed and failed_before[path] == (st.st_size, st.st_mtime):
+                summary.known_failures += 1
+                emit({"event": "file", "path": path, "status": "known-failure"})
+                continue
+            todo.append((path, None, True))
+
+        def handle(res: dict[str, Any]) -> None:
+            _commit(cat, res, model_id=analyzer.model_id, label_category=analyzer.label_category,
+                    top_tags=top_tags)
+            if res["kind"] == "error":
+                summary.failed += 1
+                summary.errors.append((res["path"], res["reason"]))
+                emit({"event": "file", "path": res["path"], "status": "failed", "reason": res["reason"]})
+            elif res["kind"] == "touch":
+                summary.unchanged += 1
+                emit({"event": "file", "path": res["path"], "status": "unchanged"})
+            else:
+                summary.ingested += 1
+                emit({"event": "file", "path": res["path"], "status": "ingested"})
+
+        n_workers = workers if workers is not None else (os.cpu_count() or 1)
+        n_workers = max(1, min(n_workers, len(todo)))
+        if n_workers <= 1:
+            for item in todo:
+                handle(analyze_file(*item, analyzer=analyzer))
+        else:
+            _run_pool(todo, model=model, workers=n_workers, handle=handle)
+
+        if mark_missing:
+            present = {str(f) for f in files}
+            gone = [tid for path, (tid, *_rest, status) in states.items()
+                    if status == "ok" and path not in present and _under(path, roots)]
+            summary.missing = cat.mark_missing(gone)
+    finally:
+        summary.elapsed_s = time.perf_counter() - t0
+        if own:
+            cat.close()
+    return summary
+
+
+def _under(path: str, roots: list[Path]) -> bool:
+    p = Path(path)
+    for r in roots:
+        r = r.resolve()
+        if p == r or r in p.parents:
+            return True
+    return False
+
+
+def _run_pool(todo: list[tuple[str, str | None, bool]], *, model: str, workers: int,
+              handle: Callable[[dict[str, Any]], None]) -> None:
+    """Analyze ``todo`` in ``workers`` spawned processes, handing results over as they finish.
+
+    A worker that dies (a decoder crashing the process) breaks the pool: the files that were
+    in flight are retried once in a fresh pool, and a file in flight at a second crash is
+    recorded as an error, so one poisonous file never stops the batch.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")  # fork after torch threads start can deadlock
+    queue = list(reversed(todo))
+    crashes: dict[str, int] = {}
+    while queue:
+        in_flight: dict[Any, tuple[str, str | None, bool]] = {}
+        broken = False
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(model, threads, os.getpid())) as pool:
+            def submit() -> None:
+                while queue and len(in_flight) < workers * 4:
+                    item = queue.pop()
+                    in_flight[pool.submit(analyze_file, *item)] = item
+
+            submit()
+            while in_flight and not broken:
+                done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    item = in_flight.pop(fut)
+                    try:
+                        res = fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        in_flight[fut] = item
+                        break
+                    handle(res)
+                if not broken:
+                    submit()
+        if broken:
+            for item in in_flight.values():
+                n = crashes[item[0]] = crashes.get(item[0], 0) + 1
+                if n >= 2:
+                    handle({"kind": "error", "path": item[0], "type": "WorkerCrash",
+                            "reason": "the decoder crashed the worker process", **_stat_or_none(item[0])})
+                else:
+                    queue.append(item)
