@@ -1,0 +1,593 @@
+"""A faiss vector index per model id, persisted beside the catalog and kept in step with it.
+
+Vectors are L2-normalised float32 embeddings, so inner product is cosine similarity.
+Small catalogs use an exact ``IndexFlatIP``; above :attr:`IndexConfig.hnsw_threshold`
+vectors the index is an ``IndexHNSWFlat`` (approximate, recall measured by
+``benchmarks/bench_search.py``).
+
+Filters are applied *inside* the search: a filter becomes a bitmap over the index's
+internal positions, handed to faiss as an ``IDSelectorBitmap``, so the top ``k`` are the
+top ``k`` of the allowed tracks, never a post-filtered over-fetch.  Filters that keep few
+tracks are answered exactly over the allowed vectors (still through the selector); broad
+filters on HNSW widen ``efSearch`` in proportion to how much the filter removes.
+
+On disk (for catalog ``music.sqlite``)::
+
+    music.sqlite.index/<model_id>.faiss      the faiss index
+    music.sqlite.index/<model_id>.ids.npy    int64 track id per internal position (-1: removed)
+    music.sqlite.index/<model_id>.json       {"model_id", "dim", "count", "kind", "synced_at", ...}
+
+:func:`open_index` loads it, checks the model id and dimension against the catalog
+(a mismatch raises :class:`~soundalike.errors.ModelMismatchError` saying how to rebuild),
+then brings it up to date: analyses added or re-made since ``synced_at`` are added,
+tracks that went missing are removed.  HNSW cannot delete, so removed positions become
+tombstones excluded by the selector, and the index is rebuilt once they pass
+:attr:`IndexConfig.max_tombstone_fraction`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from soundalike.errors import CatalogError, ModelMismatchError, QueryError
+
+if TYPE_CHECKING:
+    from soundalike.catalog.store import Catalog
+
+IndexKind = Literal["flat", "hnsw"]
+#: Bumped when the on-disk layout changes; older indexes are rebuilt.
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How indexes are built and searched.
+
+    Attributes
+    ----------
+    hnsw_threshold : above this many vectors build HNSW instead of exact flat search
+    hnsw_m : HNSW graph degree
+    ef_construction : HNSW build-time beam width
+    ef_search : HNSW query beam width for unfiltered queries
+    ef_search_max : cap on the widened beam for filtered HNSW queries
+    exact_filter_max : filtered queries that keep at most this many vectors are exact
+    max_tombstone_fraction : rebuild an HNSW index once this share of positions is deleted
+    """
+
+    hnsw_threshold: int = 200_000
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 64
+    ef_search_max: int = 1024
+    exact_filter_max: int = 20_000
+    max_tombstone_fraction: float = 0.2
+
+    def kind_for(self, n: int) -> IndexKind:
+        return "hnsw" if n > self.hnsw_threshold else "flat"
+
+
+def normalize(X: np.ndarray) -> np.ndarray:
+    """L2-normalise rows of float32 ``(n, d)`` (zero rows stay zero); returns a new array."""
+    X = np.array(X, dtype=np.float32, copy=True, ndmin=2)
+    norms = np.linalg.norm(X, axis=1, keepdims=True).astype(np.float32)
+    np.divide(X, norms, out=X, where=norms > 0)
+    return X
+
+
+def rebuild_hint(model_name: str | None, model_id: str) -> str:
+    return f"run `soundalike index rebuild --model {model_name or model_id}`"
+
+
+class VectorIndex:
+    """Normalised embeddings of one model id, searchable with in-search filters.
+
+    Build with :meth:`build`, load with :meth:`load`; usually through :func:`open_index`.
+
+    Attributes
+    ----------
+    model_id : the model that made every vector
+    dim : embedding length
+    kind : ``"flat"`` (exact) or ``"hnsw"``
+    ids : int64 ``(n_positions,)`` track id per internal position, ``-1`` for tombstones
+    synced_at : newest ``analyses.created_at`` (Unix seconds) included
+    """
+
+    def __init__(self, *, model_id: str, dim: int, kind: IndexKind, index: Any, ids: np.ndarray,
+                 config: IndexConfig = IndexConfig(), synced_at: float = 0.0):
+        self.model_id = model_id
+        self.dim = int(dim)
+        self.kind: IndexKind = kind
+        self.index = index
+        self.ids = np.asarray(ids, np.int64)
+        self.config = config
+        self.synced_at = float(synced_at)
+        self._lock = threading.RLock()
+        self._reindex()
+
+    # ------------------------------------------------------------------ construction
+
+    @staticmethod
+    def _empty_faiss(kind: IndexKind, dim: int, config: IndexConfig):
+        import faiss
+
+        if kind == "flat":
+            return faiss.IndexFlatIP(dim)
+        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.ef_construction
+        index.hnsw.efSearch = config.ef_search
+        return index
+
+    @classmethod
+    def build(cls, ids: np.ndarray, X: np.ndarray, *, model_id: str, config: IndexConfig = IndexConfig(),
+              kind: IndexKind | None = None, synced_at: float = 0.0) -> VectorIndex:
+        """Build an index over ``X`` float32 ``(n, d)`` for track ``ids`` int64 ``(n,)``.
+
+        ``kind`` defaults to ``config.kind_for(n)``.
+        """
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        X = np.asarray(X, np.float32)
+        if X.ndim != 2 or X.shape[0] != ids.shape[0]:
+            raise ValueError(f"X must be (n, d) with n = len(ids) = {ids.shape[0]}, got {X.shape}")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("track ids must be unique")
+        dim = X.shape[1]
+        kind = kind or config.kind_for(len(ids))
+        index = cls._empty_faiss(kind, dim, config)
+        if len(ids):
+            index.add(normalize(X))
+        return cls(model_id=model_id, dim=dim, kind=kind, index=index, ids=ids, config=config,
+                   synced_at=synced_at)
+
+    def _reindex(self) -> None:
+        live = np.flatnonzero(self.ids >= 0)
+        order = np.argsort(self.ids[live], kind="stable")
+        self._sorted_ids = self.ids[live][order]
+        self._sorted_pos = live[order]
+        self._bitmap_cache: OrderedDict[Any, tuple[np.ndarray, int]] = OrderedDict()
+        self._live_mask = self.ids >= 0
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.ids.shape[0])
+
+    def __len__(self) -> int:
+        return int(self._sorted_ids.shape[0])
+
+    @property
+    def n_tombstones(self) -> int:
+        return self.n_positions - len(self)
+
+    def track_ids(self) -> np.ndarray:
+        """int64 sorted ids of the indexed tracks."""
+        return self._sorted_ids.copy()
+
+    def positions(self, track_ids: np.ndarray) -> np.ndarray:
+        """Internal positions of those ``track_ids`` that are indexed (others are dropped)."""
+        t = np.asarray(track_ids, np.int64).reshape(-1)
+        if not len(self._sorted_ids) or not len(t):
+            return np.zeros(0, np.int64)
+        j = np.searchsorted(self._sorted_ids, t)
+        j = np.minimum(j, len(self._sorted_ids) - 1)
+        ok = self._sorted_ids[j] == t
+        return self._sorted_pos[j[ok]]
+
+    def vectors(self, track_ids: np.ndarray) -> np.ndarray:
+        """Normalised float32 ``(m, dim)`` vectors of indexed ``track_ids`` (in the given order)."""
+        pos = self.positions(track_ids)
+        if len(pos) != len(np.asarray(track_ids).reshape(-1)):
+            raise CatalogError("some tracks are not in the index")
+        return np.stack([self.index.reconstruct(int(p)) for p in pos]) if len(pos) else \
+            np.zeros((0, self.dim), np.float32)
+
+    def meta(self) -> dict:
+        return {"format": FORMAT_VERSION, "model_id": self.model_id, "dim": self.dim, "kind": self.kind,
+                "count": len(self), "positions": self.n_positions, "tombstones": self.n_tombstones,
+                "synced_at": self.synced_at, "config": asdict(self.config)}
+
+    # ------------------------------------------------------------------ changes
+
+    def add(self, ids: np.ndarray, X: np.ndarray) -> None:
+        """Add (or replace) vectors for track ``ids``; ``X`` is float32 ``(n, dim)``."""
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        if not len(ids):
+            return
+        X = np.asarray(X, np.float32)
+        if X.ndim != 2 or X.shape != (len(ids), self.dim):
+            raise ModelMismatchError(f"index of model {self.model_id} holds {self.dim}-d vectors, "
+                                     f"got shape {X.shape}")
+        with self._lock:
+            self._remove_positions(self.positions(ids))
+            self.index.add(normalize(X))
+            self.ids = np.concatenate([self.ids, ids])
+            self._reindex()
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove track ``ids`` (absent ones are ignored); returns how many were removed."""
+        with self._lock:
+            pos = self.positions(ids)
+            self._remove_positions(pos)
+            self._reindex()
+            return int(len(pos))
+
+    def _remove_positions(self, pos: np.ndarray) -> None:
+        if not len(pos):
+            return
+        if self.kind == "flat":
+            self.index.remove_ids(np.asarray(pos, np.int64))
+            self.ids = np.delete(self.ids, pos)
+        else:
+            # HNSW cannot delete: keep a tombstone that every search excludes.
+            self.ids = self.ids.copy()
+            self.ids[pos] = -1
+
+    def compacted(self) -> VectorIndex:
+        """A fresh index without tombstones, of the kind its size calls for."""
+        live = np.flatnonzero(self.ids >= 0)
+        X = self.index.reconstruct_n(0, self.n_positions)[live] if len(live) else \
+            np.zeros((0, self.dim), np.float32)
+        return VectorIndex.build(self.ids[live], X, model_id=self.model_id, config=self.config,
+                                 synced_at=self.synced_at)
+
+    # ------------------------------------------------------------------ search
+
+    def allowed_mask(self, track_ids: np.ndarray | None) -> np.ndarray:
+        """bool ``(n_positions,)``: live positions whose track is in ``track_ids`` (``None``: all)."""
+        if track_ids is None:
+            return self._live_mask.copy()
+        mask = np.zeros(self.n_positions, bool)
+        mask[self.positions(track_ids)] = True
+        return mask
+
+    def cached_mask(self, key: Any, track_ids_fn) -> np.ndarray:
+        """``allowed_mask(track_ids_fn())`` cached under ``key`` until the index changes."""
+        with self._lock:
+            hit = self._bitmap_cache.get(key)
+            if hit is not None and hit[1] == self.n_positions:
+                self._bitmap_cache.move_to_end(key)
+                return hit[0]
+        mask = self.allowed_mask(track_ids_fn())
+        with self._lock:
+            self._bitmap_cache[key] = (mask, self.n_positions)
+            while len(self._bitmap_cache) > 16:
+                self._bitmap_cache.popitem(last=False)
+        return mask
+
+    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
+               exclude_ids: np.ndarray | tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` tracks by cosine similarity, filters applied inside the search.
+
+        Parameters
+        ----------
+        queries : float32 ``(dim,)`` or ``(q, dim)``; normalised here
+        k : number of results per query
+        allowed : optional bool mask ``(n_positions,)`` from :meth:`allowed_mask`
+            (positions outside it are never returned)
+        exclude_ids : track ids never returned (e.g. the query track itself)
+
+        Returns
+        -------
+        (ids, scores)
+            int64 and float32 ``(q, k)``; unfilled slots have id ``-1`` and score ``-inf``.
+        """
+        import faiss
+
+        Q = normalize(queries)
+        if Q.shape[1] != self.dim:
+            raise ModelMismatchError(f"query vector has {Q.shape[1]} dimensions, index of model "
+                                     f"{self.model_id} has {self.dim}")
+        if k < 1:
+            raise QueryError(f"k must be at least 1, got {k}")
+        with self._lock:
+            n = self.n_positions
+            out_ids = np.full((Q.shape[0], k), -1, np.int64)
+            out_scores = np.full((Q.shape[0], k), -np.inf, np.float32)
+            if n == 0:
+                return out_ids, out_scores
+            mask = allowed
+            excl = self.positions(np.asarray(exclude_ids, np.int64)) if len(exclude_ids) else ()
+            if mask is None and (len(excl) or self.n_tombstones):
+                mask = self._live_mask
+            if mask is not None and len(excl):
+                mask = mask.copy()
+                mask[excl] = False
+            if mask is not None and mask.shape != (n,):
+                raise ValueError(f"allowed mask must have shape ({n},), got {mask.shape}")
+            kk = min(k, n)
+            if mask is None:
+                if self.kind == "hnsw":
+                    params = faiss.SearchParametersHNSW()
+                    params.efSearch = max(self.config.ef_search, kk)
+                    D, I = self.index.search(Q, kk, params=params)
+                else:
+                    D, I = self.index.search(Q, kk)
+            else:
+                n_allowed = int(np.count_nonzero(mask))
+                if n_allowed == 0:
+                    return out_ids, out_scores
+                bits = np.packbits(mask, bitorder="little")
+                sel = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
+                if self.kind == "flat" or n_allowed <= self.config.exact_filter_max:
+                    params = faiss.SearchParameters()
+                    params.sel = sel
+                    target = self.index if self.kind == "flat" else faiss.downcast_index(self.index.storage)
+                    D, I = target.search(Q, kk, params=params)
+                else:
+                    params = faiss.SearchParametersHNSW()
+                    params.sel = sel
+                    frac = n_allowed / max(len(self), 1)
+                    params.efSearch = int(min(self.config.ef_search_max,
+                                              max(kk, math.ceil(self.config.ef_search / frac))))
+                    D, I = self.index.search(Q, kk, params=params)
+                del bits  # the selector reads it during search; keep it alive until here
+            valid = I >= 0
+            out_ids[:, :kk] = np.where(valid, self.ids[np.maximum(I, 0)], -1)
+            out_scores[:, :kk] = np.where(valid, D, -np.inf)
+            return out_ids, out_scores
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``<model_id>.faiss``, ``.ids.npy`` and ``.json`` into ``directory`` atomically."""
+        import faiss
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        stem = d / _safe_name(self.model_id)
+        tag = f".tmp{os.getpid()}"
+        with self._lock:
+            faiss.write_index(self.index, str(stem) + ".faiss" + tag)
+            with open(str(stem) + ".ids.npy" + tag, "wb") as f:
+                np.save(f, self.ids)
+            Path(str(stem) + ".json" + tag).write_text(json.dumps(self.meta(), indent=2))
+        # meta last: a reader that sees the new meta sees the new index and ids too
+        for ext in (".faiss", ".ids.npy", ".json"):
+            os.replace(str(stem) + ext + tag, str(stem) + ext)
+        return stem.with_suffix(".faiss")
+
+    @classmethod
+    def load(cls, directory: str | Path, model_id: str, *, config: IndexConfig | None = None) -> VectorIndex:
+        """Load the index of ``model_id`` from ``directory``.
+
+        Raises
+        ------
+        FileNotFoundError
+            No index for that model there.
+        ModelMismatchError
+            The files describe another model, or disagree with each other.
+        """
+        import faiss
+
+        stem = Path(directory) / _safe_name(model_id)
+        meta_path = Path(str(stem) + ".json")
+        if not meta_path.exists():
+            raise FileNotFoundError(meta_path)
+        try:
+            meta = json.loads(meta_path.read_text())
+            ids = np.load(str(stem) + ".ids.npy")
+            index = faiss.read_index(str(stem) + ".faiss")
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelMismatchError(f"{stem}.faiss: unreadable index ({exc}); "
+                                     f"{rebuild_hint(None, model_id)}") from exc
+        if meta.get("model_id") != model_id:
+            raise ModelMismatchError(
+                f"{meta_path}: index was built for model {meta.get('model_id')!r}, not {model_id!r}; "
+                f"{rebuild_hint(None, model_id)}")
+        if meta.get("format") != FORMAT_VERSION or index.d != meta.get("dim") or index.ntotal != len(ids):
+            raise ModelMismatchError(f"{meta_path}: index files disagree (dim {index.d} vs {meta.get('dim')}, "
+                                     f"{index.ntotal} vectors vs {len(ids)} ids); {rebuild_hint(None, model_id)}")
+        cfg = config or IndexConfig(**meta.get("config", {}))
+        return cls(model_id=model_id, dim=index.d, kind=meta["kind"], index=index, ids=ids, config=cfg,
+                   synced_at=meta.get("synced_at", 0.0))
+
+
+def _safe_name(model_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", model_id)
+
+
+def index_dir(catalog_path: str | Path) -> Path:
+    """Where a catalog's indexes live: ``<catalog>.index/``."""
+    p = Path(catalog_path)
+    return p.with_name(p.name + ".index")
+
+
+# --------------------------------------------------------------------------- catalog sync
+
+
+def _current_state(cat: Catalog, model_id: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = cat.conn.execute(
+        "SELECT a.track_id, a.created_at FROM analyses a JOIN tracks t ON t.id = a.track_id "
+        "WHERE a.model_id = ? AND t.status = 'ok' ORDER BY a.track_id", (model_id,)).fetchall()
+    ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+    created = np.fromiter((r[1] for r in rows), np.float64, len(rows))
+    return ids, created
+
+
+def _fetch_vectors(cat: Catalog, model_id: str, ids: np.ndarray, dim: int) -> np.ndarray:
+    out = np.zeros((len(ids), dim), np.float32)
+    where = {int(t): i for i, t in enumerate(ids)}
+    lst = [int(t) for t in ids]
+    for start in range(0, len(lst), 900):
+        chunk = lst[start : start + 900]
+        for tid, blob, d in cat.conn.execute(
+                f"SELECT track_id, embedding, dim FROM analyses WHERE model_id = ? "
+                f"AND track_id IN ({','.join('?' * len(chunk))})", [model_id, *chunk]):
+            if d != dim:
+                raise ModelMismatchError(f"track {tid}: {d}-d embedding for model {model_id}, index holds "
+                                         f"{dim}-d; {rebuild_hint(None, model_id)}")
+            out[where[tid]] = np.frombuffer(blob, np.float32)
+    return out
+
+
+def model_info(cat: Catalog, model: str | None):
+    """The catalog's :class:`ModelInfo` for a model name or id (``None``: the default model).
+
+    Raises
+    ------
+    CatalogError
+        The catalog holds no analyses (of that model).
+    """
+    if model is None:
+        mid = cat.default_model_id()
+        if mid is None:
+            raise CatalogError(f"{cat.path}: no analysed tracks; run `soundalike ingest DIR "
+                               f"--catalog {cat.path}` first")
+        model = mid
+    info = cat.model(model)
+    if info is None:
+        known = ", ".join(f"{m.name} ({m.model_id})" for m in cat.models()) or "none"
+        raise CatalogError(f"{cat.path}: no analyses of model {model!r} (models in this catalog: {known}); "
+                           f"run `soundalike ingest DIR --model {model}` first")
+    return info
+
+
+def sync(index: VectorIndex, cat: Catalog) -> dict[str, int]:
+    """Bring ``index`` up to date with the catalog; returns ``{"added", "removed"}`` counts."""
+    ids, created = _current_state(cat, index.model_id)
+    present = index.track_ids()
+    gone = np.setdiff1d(present, ids, assume_unique=True)
+    new = np.setdiff1d(ids, present, assume_unique=True)
+    redone = ids[created > index.synced_at]
+    todo = np.union1d(new, redone)
+    if len(gone):
+        index.remove(gone)
+    if len(todo):
+        index.add(todo, _fetch_vectors(cat, index.model_id, todo, index.dim))
+    if len(created):
+        index.synced_at = max(index.synced_at, float(created.max()))
+    return {"added": int(len(todo)), "removed": int(len(gone))}
+
+
+def build_index(cat: Catalog, model_id: str, *, config: IndexConfig = IndexConfig()) -> VectorIndex:
+    """Build a fresh index over the catalog's ``ok`` analyses of ``model_id``."""
+    ids, created = _current_state(cat, model_id)
+    info = cat.model(model_id)
+    dim = info.dim if info else 0
+    X = _fetch_vectors(cat, model_id, ids, dim) if len(ids) else np.zeros((0, dim), np.float32)
+    return VectorIndex.build(ids, X, model_id=model_id, config=config,
+                             synced_at=float(created.max()) if len(created) else 0.0)
+
+
+def open_index(cat: Catalog, model_id: str, *, config: IndexConfig | None = None, rebuild: bool = False,
+               save: bool = True) -> tuple[VectorIndex, dict[str, Any]]:
+    """Load the persisted index of ``model_id`` (or build it), check it, bring it up to date.
+
+    Parameters
+    ----------
+    cat : the open catalog
+    model_id : the model whose embeddings to index
+    config : build/search settings (default: those saved with the index, else defaults)
+    rebuild : ignore any saved index and build from the catalog
+    save : persist the index when it was built or changed
+
+    Returns
+    -------
+    (index, report)
+        ``report`` says what happened: ``{"action": "loaded"|"built"|"rebuilt", "added", "removed"}``.
+
+    Raises
+    ------
+    ModelMismatchError
+        The saved index disagrees with the catalog's model (id or dimension); the
+        message says to run ``soundalike index rebuild --model ...``.
+    """
+    info = cat.model(model_id)
+    if info is None:
+        raise CatalogError(f"{cat.path}: no model {model_id!r} in this catalog")
+    directory = index_dir(cat.path)
+    report: dict[str, Any] = {"action": "loaded", "added": 0, "removed": 0}
+    index: VectorIndex | None = None
+    if not rebuild:
+        try:
+            index = VectorIndex.load(directory, model_id, config=config)
+        except FileNotFoundError:
+            index = None
+        except ModelMismatchError as exc:
+            raise ModelMismatchError(str(exc).replace(f"--model {model_id}", f"--model {info.name}")) from exc
+    if index is not None and index.dim != info.dim:
+        raise ModelMismatchError(
+            f"{directory}: index of model {model_id} holds {index.dim}-d vectors but the catalog's "
+            f"embeddings are {info.dim}-d; {rebuild_hint(info.name, model_id)}")
+    if index is None:
+        t0 = time.perf_counter()
+        index = build_index(cat, model_id, config=config or IndexConfig())
+        report = {"action": "rebuilt" if rebuild else "built", "added": len(index), "removed": 0,
+                  "build_s": round(time.perf_counter() - t0, 3)}
+        changed = True
+    else:
+        report.update(sync(index, cat))
+        changed = bool(report["added"] or report["removed"])
+        cfg = index.config
+        wrong_kind = cfg.kind_for(len(index)) != index.kind
+        if wrong_kind or index.n_tombstones > cfg.max_tombstone_fraction * max(index.n_positions, 1):
+            index = index.compacted()
+            report["action"] = "compacted"
+            changed = True
+    report.update({"kind": index.kind, "count": len(index), "dim": index.dim})
+    if changed and save:
+        index.save(directory)
+    return index, report
+
+
+# --------------------------------------------------------------------------- per-process cache
+
+
+@dataclass
+class _Entry:
+    index: VectorIndex
+    state: tuple
+
+
+_CACHE: dict[tuple[str, str], _Entry] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _db_state(cat: Catalog) -> tuple:
+    # data_version moves when another connection commits; total_changes when this one writes.
+    return (id(cat.conn), cat.conn.execute("PRAGMA data_version").fetchone()[0], cat.conn.total_changes)
+
+
+def cached_index(cat: Catalog, model_id: str) -> VectorIndex:
+    """The up-to-date index of ``model_id``, opened once per process and catalog.
+
+    Re-checks the catalog only when it changed (SQLite ``data_version`` / this
+    connection's writes), so calling it for every query is cheap.
+    """
+    key = (str(Path(cat.path).resolve()), model_id)
+    with _CACHE_LOCK:
+        entry = _CACHE.get(key)
+        state = _db_state(cat)
+        if entry is not None and entry.state == state:
+            return entry.index
+        if entry is None:
+            index, _ = open_index(cat, model_id)
+        else:
+            index = entry.index
+            rep = sync(index, cat)
+            if rep["added"] or rep["removed"]:
+                index.save(index_dir(cat.path))
+        _CACHE[key] = _Entry(index, _db_state(cat))
+        return index
+
+
+def forget_cached(catalog_path: str | Path | None = None) -> None:
+    """Drop cached indexes (of one catalog, or all)."""
+    with _CACHE_LOCK:
+        if catalog_path is None:
+            _CACHE.clear()
+        else:
+            p = str(Path(catalog_path).resolve())
+            for key in [k for k in _CACHE if k[0] == p]:
+                del _CACHE[key]
