@@ -1,0 +1,275 @@
+"""PyTorch re-implementations of the musicnn and VGG music taggers (Pons & Serra, 2019).
+
+The networks take log-mel patches ``(batch, n_mels=96, n_frames=187)`` (3 s at
+16 kHz, hop 256, ``log10(1 + 10000 * mel_power)``), float32, and return tag logits
+plus the intermediate layers used as embeddings.  Weights come from the TF1
+checkpoints shipped in the musicnn wheel (:mod:`soundalike.models.tfbundle`), mapped
+by TensorFlow variable name; everything runs in float32 in eval mode (batch
+normalisation uses the stored moving statistics, dropout is off).
+
+musicnn
+    front-end: batch-normalised input; *timbral* convolutions spanning 7 frames x 38
+    and x 67 mel bands (204 filters each) and *temporal* convolutions spanning
+    128, 64 and 32 frames x 1 band (51 filters each), each followed by ReLU, batch
+    norm and a max over frequency -> 561 channels per frame;
+    mid-end: three 7-frame convolutions to 64 channels with residual connections,
+    densely concatenated with the front-end -> 753 channels per frame;
+    back-end: max- and mean-pooling over time (interleaved per channel, 1506 values),
+    batch norm, a 200-unit dense layer with ReLU and batch norm (the *penultimate*
+    embedding), and the 50 tag logits.
+vgg
+    batch-normalised input and five blocks of 3x3 convolution (128 filters), ReLU,
+    batch norm and max pooling; the flattened last pool (2 x 128 = 256 values) is the
+    *penultimate* embedding that the 50 tag logits are computed from.
+
+TensorFlow's layouts (NHWC with height = time, kernels ``(h, w, in, out)``) are
+converted once at load time.  Two arithmetic shortcuts keep the outputs identical:
+a max over frequency commutes with ReLU and, channel by channel, with the following
+batch-norm affine map (taking the min instead where its scale is negative).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from soundalike.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
+
+Arch = Literal["musicnn", "vgg"]
+
+#: TF1 ``batch_normalization`` default epsilon.
+BN_EPS = 1e-3
+#: Input patch geometry the checkpoints were trained on.
+N_MELS = 96
+N_FRAMES = 187
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _param(weights: dict[str, np.ndarray], name: str, shape: tuple[int, ...] | None = None):
+    torch = _torch()
+    if name not in weights:
+        raise CheckpointError(f"checkpoint has no tensor {name!r}")
+    a = np.asarray(weights[name], dtype=np.float32)
+    if shape is not None and a.shape != shape:
+        raise CheckpointError(f"checkpoint tensor {name!r} has shape {a.shape}, expected {shape}")
+    return torch.from_numpy(a.copy())
+
+
+def _bn(weights: dict[str, np.ndarray], name: str, n: int):
+    """Inference-mode batch norm as ``(scale, shift)`` float32 tensors ``(n,)``."""
+    torch = _torch()
+    gamma = _param(weights, f"{name}/gamma", (n,))
+    beta = _param(weights, f"{name}/beta", (n,))
+    mean = _param(weights, f"{name}/moving_mean", (n,))
+    var = _param(weights, f"{name}/moving_variance", (n,))
+    scale = gamma * torch.rsqrt(var + BN_EPS)
+    return scale, beta - mean * scale
+
+
+def _conv2d_weight(weights: dict[str, np.ndarray], name: str):
+    """TF kernel ``(h, w, in, out)`` -> torch ``(out, in, h, w)``."""
+    return _param(weights, f"{name}/kernel").permute(3, 2, 0, 1).contiguous()
+
+
+def _build_modules():
+    """Define the nn.Module classes lazily so that importing this file needs no torch."""
+    torch = _torch()
+    nn = torch.nn
+    F = torch.nn.functional
+
+    class Affine(nn.Module):
+        """Per-channel ``x * scale + shift`` along dim 1 (frozen batch norm)."""
+
+        def __init__(self, scale: torch.Tensor, shift: torch.Tensor):
+            super().__init__()
+            self.register_buffer("scale", scale)
+            self.register_buffer("shift", shift)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            return x * self.scale.view(shape) + self.shift.view(shape)
+
+    class FreqMaxBlock(nn.Module):
+        """conv -> ReLU -> batch norm -> max over frequency, computed as
+        conv -> max (or min, where the BN scale is negative) over frequency -> ReLU -> BN."""
+
+        def __init__(self, weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor,
+                     shift: torch.Tensor, pad_time: tuple[int, int]):
+            super().__init__()
+            self.conv = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]))
+            self.conv.weight.data.copy_(weight)
+            self.conv.bias.data.copy_(bias)
+            self.pad_time = pad_time
+            self.bn = Affine(scale, shift)
+            self.register_buffer("negative", (scale < 0).view(1, -1, 1))
+            self.any_negative = bool((scale < 0).any())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            # x: (B, 1, T, F) -> (B, C, T)
+            x = F.pad(x, (0, 0, *self.pad_time))
+            c = self.conv(x)
+            m = c.amax(dim=3)
+            if self.any_negative:
+                m = torch.where(self.negative, c.amin(dim=3), m)
+            return self.bn(F.relu(m))
+
+    class Musicnn(nn.Module):
+        """musicnn: ``forward(x)`` with x ``(B, 96, T)`` -> dict of ``logits (B, n)``,
+        ``penultimate (B, 200)``, ``max_pool (B, 753)``, ``mean_pool (B, 753)``."""
+
+        def __init__(self, w: dict[str, np.ndarray], n_classes: int):
+            super().__init__()
+            self.bn_in = Affine(*_bn(w, "batch_normalization", 1))
+            n_mels = N_MELS
+            blocks = []
+            # (conv name, bn name, kernel height, time padding)
+            timbral = [("conv2d", "batch_normalization_1"), ("conv2d_1", "batch_normalization_2")]
+            for conv, bn in timbral:
+                k = _conv2d_weight(w, conv)
+                if k.shape[1] != 1 or k.shape[2] != 7 or k.shape[3] > n_mels:
+                    raise CheckpointError(f"{conv}/kernel has unexpected shape {tuple(k.shape)}")
+                blocks.append(FreqMaxBlock(k, _param(w, f"{conv}/bias"), *_bn(w, bn, k.shape[0]),
+                                           pad_time=(3, 3)))
+            for conv, bn in [("conv2d_2", "batch_normalization_3"), ("conv2d_3", "batch_normalization_4"),
+                             ("conv2d_4", "batch_normalization_5")]:
+                k = _conv2d_weight(w, conv)
+                kh = k.shape[2]
+                # TF 'same' padding: the extra row of an even kernel goes after.
+                blocks.append(FreqMaxBlock(k, _param(w, f"{conv}/bias"), *_bn(w, bn, k.shape[0]),
+                                           pad_time=((kh - 1) // 2, kh - 1 - (kh - 1) // 2)))
+            self.frontend = nn.ModuleList(blocks)
+            n_front = sum(b.conv.out_channels for b in blocks)
+
+            self.mid = nn.ModuleList()
+            self.mid_bn = nn.ModuleList()
+            n_in = n_front
+            for conv, bn in [("conv2d_5", "batch_normalization_6"), ("conv2d_6", "batch_normalization_7"),
+                             ("conv2d_7", "batch_normalization_8")]:
+                k = _param(w, f"{conv}/kernel")  # (7, n_in, 1, n_out): width spans all channels
+                if k.shape[1] != n_in or k.shape[2] != 1:
+                    raise CheckpointError(f"{conv}/kernel has shape {k.shape}, expected (7, {n_in}, 1, n)")
+                layer = nn.Conv1d(n_in, k.shape[3], k.shape[0], padding=k.shape[0] // 2)
+                layer.weight.data.copy_(k[:, :, 0, :].permute(2, 1, 0))
+                layer.bias.data.copy_(_param(w, f"{conv}/bias"))
+                self.mid.append(layer)
+                self.mid_bn.append(Affine(*_bn(w, bn, k.shape[3])))
+                n_in = k.shape[3]
+            n_mid = n_front + sum(m.out_channels for m in self.mid)
+            self.pool_dim = n_mid
+
+            self.bn_pool = Affine(*_bn(w, "batch_normalization_9", 2 * n_mid))
+            dk = _param(w, "dense/kernel")
+            self.dense = nn.Linear(dk.shape[0], dk.shape[1])
+            self.dense.weight.data.copy_(dk.T)
+            self.dense.bias.data.copy_(_param(w, "dense/bias"))
+            self.bn_dense = Affine(*_bn(w, "batch_normalization_10", dk.shape[1]))
+            ok = _param(w, "dense_1/kernel", (dk.shape[1], n_classes))
+            self.out = nn.Linear(dk.shape[1], n_classes)
+            self.out.weight.data.copy_(ok.T)
+            self.out.bias.data.copy_(_param(w, "dense_1/bias", (n_classes,)))
+            self.embedding_dims = {"penultimate": dk.shape[1], "max_pool": n_mid, "mean_pool": n_mid}
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            # (B, 96, T) -> TF's (B, 1, T, 96) image, time as height.
+            x = self.bn_in(x.transpose(1, 2).unsqueeze(1))
+            front = torch.cat([b(x) for b in self.frontend], dim=1)  # (B, 561, T)
+            h1 = self.mid_bn[0](F.relu(self.mid[0](front)))
+            h2 = self.mid_bn[1](F.relu(self.mid[1](h1))) + h1
+            h3 = self.mid_bn[2](F.relu(self.mid[2](h2))) + h2
+            feats = torch.cat([front, h1, h2, h3], dim=1)  # (B, 753, T)
+            max_pool = feats.amax(dim=2)
+            mean_pool = feats.mean(dim=2)
+            # TF flattens (753, 2) row-major: max and mean interleave per channel.
+            pooled = torch.stack([max_pool, mean_pool], dim=2).flatten(1)
+            pen = self.bn_dense(F.relu(self.dense(self.bn_pool(pooled))))
+            return {"logits": self.out(pen), "penultimate": pen, "max_pool": max_pool,
+                    "mean_pool": mean_pool}
+
+    class VGG(nn.Module):
+        """vgg: ``forward(x)`` with x ``(B, 96, 187)`` -> dict of ``logits (B, n)``,
+        ``penultimate (B, 256)`` (flattened last pool)."""
+
+        pools = [((4, 1), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((4, 4), (4, 4))]
+
+        def __init__(self, w: dict[str, np.ndarray], n_classes: int):
+            super().__init__()
+            self.bn_in = Affine(*_bn(w, "batch_normalization", 1))
+            self.convs = nn.ModuleList()
+            self.bns = nn.ModuleList()
+            for i in range(5):
+                k = _conv2d_weight(w, f"{i + 1}CNN")
+                if k.shape[2:] != (3, 3):
+                    raise CheckpointError(f"{i + 1}CNN/kernel has unexpected shape {tuple(k.shape)}")
+                conv = nn.Conv2d(k.shape[1], k.shape[0], 3, padding=1)
+                conv.weight.data.copy_(k)
+                conv.bias.data.copy_(_param(w, f"{i + 1}CNN/bias"))
+                self.convs.append(conv)
+                self.bns.append(Affine(*_bn(w, f"batch_normalization_{i + 1}", k.shape[0])))
+            dk = _param(w, "dense/kernel")
+            if dk.shape[1] != n_classes:
+                raise CheckpointError(f"dense/kernel has shape {tuple(dk.shape)}, expected (n, {n_classes})")
+            self.out = nn.Linear(dk.shape[0], n_classes)
+            self.out.weight.data.copy_(dk.T)
+            self.out.bias.data.copy_(_param(w, "dense/bias", (n_classes,)))
+            self.embedding_dims = {"penultimate": dk.shape[0]}
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            if x.shape[-1] != N_FRAMES:
+                raise ValueError(f"vgg needs patches of exactly {N_FRAMES} frames, got {x.shape[-1]}")
+            h = self.bn_in(x.transpose(1, 2).unsqueeze(1))  # (B, 1, T, F)
+            for conv, bn, (k, s) in zip(self.convs, self.bns, self.pools):
+                h = F.max_pool2d(bn(F.relu(conv(h))), k, s)
+            # TF flattens NHWC: (B, T', F', C) row-major.
+            pen = h.permute(0, 2, 3, 1).flatten(1)
+            return {"logits": self.out(pen), "penultimate": pen}
+
+    return Musicnn, VGG
+
+
+_MODULES: tuple | None = None
+
+
+def build_network(arch: Arch, weights: dict[str, np.ndarray], *, n_classes: int):
+    """Build an eval-mode network with the given TF-named weights.
+
+    Parameters
+    ----------
+    arch : ``"musicnn"`` or ``"vgg"``
+    weights : TF variable name -> array, as :func:`~soundalike.models.tfbundle.read_bundle` returns
+    n_classes : number of output tags (50 for the MTT and MSD checkpoints)
+
+    Returns
+    -------
+    torch.nn.Module
+        ``forward(x)`` takes float32 ``(batch, 96, n_frames)`` log-mel patches and returns
+        a dict with ``"logits"`` ``(batch, n_classes)``, ``"penultimate"`` and (musicnn)
+        ``"max_pool"`` / ``"mean_pool"`` embeddings; ``.embedding_dims`` names their sizes.
+
+    Raises
+    ------
+    CheckpointError
+        A tensor is missing or has an unexpected shape.
+    """
+    global _MODULES
+    if _MODULES is None:
+        _MODULES = _build_modules()
+    Musicnn, VGG = _MODULES
+    if arch == "musicnn":
+        net = Musicnn(weights, n_classes)
+    elif arch == "vgg":
+        net = VGG(weights, n_classes)
+    else:
+        raise ValueError(f"unknown architecture {arch!r}; choose 'musicnn' or 'vgg'")
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net

@@ -1,0 +1,414 @@
+"""Pretrained music taggers out of the box: musicnn and VGG, trained on MTT and MSD.
+
+``load("MTT_musicnn")`` returns a :class:`PretrainedModel` (loaded once per process)
+that tags audio with 50 MagnaTagATune tags (instruments, moods, vocals, tempo) or,
+for the ``MSD_*`` models, 50 Million Song Dataset tags (genres, eras, moods), and
+gives embeddings for similarity.  The weights are the original authors' TF1
+checkpoints, read from the installed ``musicnn`` wheel without importing its code or
+TensorFlow; the networks are the PyTorch ports in :mod:`soundalike.models.musicnn`.
+
+Input pipeline (what the checkpoints were trained on): mono audio resampled to
+16 kHz, Hann STFT with ``n_fft=512``, ``hop_length=256``, 96 Slaney mel bands up to
+8 kHz, ``log10(1 + 10000 * mel_power)`` in float32, cut into non-overlapping patches
+of 187 frames (3 s).  Audio shorter than one patch is repeat-padded.
+
+Examples
+--------
+>>> from soundalike.models import load
+>>> from soundalike.audio.synth import drum_pattern
+>>> m = load("MTT_musicnn")                                     # doctest: +SKIP
+>>> p = m.predict(drum_pattern(sr=16000, duration_s=6.0), 16000)  # doctest: +SKIP
+>>> p.top(3)                                                    # doctest: +SKIP
+[('drums', 0.6...), ('beat', 0.5...), ('techno', 0.3...)]
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from soundalike.config import MelConfig
+from soundalike.errors import ModelError
+from soundalike.models.base import Analysis
+
+Layer = Literal["penultimate", "max_pool"]
+
+#: The exact front end the musicnn checkpoints expect.
+MUSICNN_MEL = MelConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, fmin=0.0,
+                        fmax=8000.0, compression="log10", log_c=10000.0, top_db=None)
+#: Frames per patch: 3 s at 16 kHz, hop 256 (``1 + (48000 - 256) // 256``).
+PATCH_FRAMES = 187
+#: Bumped whenever the port's arithmetic changes in a way that could move outputs.
+PORT_VERSION = "1"
+
+#: MagnaTagATune tags, in the checkpoints' output order.
+MTT_LABELS: tuple[str, ...] = (
+    "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast",
+    "piano", "ambient", "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male",
+    "singing", "vocals", "no vocals", "harpsichord", "loud", "quiet", "flute", "woman",
+    "male vocal", "no vocal", "pop", "soft", "sitar", "solo", "man", "classic", "choir", "voice",
+    "new age", "dance", "male voice", "female vocal", "beats", "harp", "cello", "no voice",
+    "weird", "country", "metal", "female voice", "choral",
+)
+#: Million Song Dataset (last.fm) tags, in output order, lower-cased as catalog tags are.
+MSD_LABELS: tuple[str, ...] = (
+    "rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s",
+    "alternative rock", "jazz", "beautiful", "metal", "chillout", "male vocalists",
+    "classic rock", "soul", "indie rock", "mellow", "electronica", "80s", "folk", "90s", "chill",
+    "instrumental", "punk", "oldies", "blues", "hard rock", "ambient", "acoustic",
+    "experimental", "female vocalist", "guitar", "hip-hop", "70s", "party", "country",
+    "easy listening", "sexy", "catchy", "funk", "electro", "heavy metal", "progressive rock",
+    "60s", "rnb", "indie pop", "sad", "house", "happy",
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One pretrained model: its name in the wheel, architecture and tag set.
+
+    Attributes
+    ----------
+    name : folder name in the musicnn wheel, e.g. ``"MTT_musicnn"``
+    arch : ``"musicnn"`` or ``"vgg"``
+    dataset : ``"MTT"`` (MagnaTagATune) or ``"MSD"`` (Million Song Dataset)
+    labels : tag names in output order
+    roc_auc, pr_auc : published test scores (``experiment.result`` in the wheel)
+    """
+
+    name: str
+    arch: Literal["musicnn", "vgg"]
+    dataset: Literal["MTT", "MSD"]
+    labels: tuple[str, ...]
+    roc_auc: float
+    pr_auc: float
+
+
+#: The registry of pretrained models (one source of truth for names, tags and scores).
+SPECS: dict[str, ModelSpec] = {
+    s.name: s
+    for s in (
+        ModelSpec("MTT_musicnn", "musicnn", "MTT", MTT_LABELS, 0.9067, 0.3831),
+        ModelSpec("MTT_vgg", "vgg", "MTT", MTT_LABELS, 0.9030, 0.3823),
+        ModelSpec("MSD_musicnn", "musicnn", "MSD", MSD_LABELS, 0.8802, 0.2891),
+        ModelSpec("MSD_vgg", "vgg", "MSD", MSD_LABELS, 0.8768, 0.2819),
+    )
+}
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Tag probabilities of one signal (or a batch of signals).
+
+    Attributes
+    ----------
+    labels : tag names, the last axis of both arrays
+    patch_probs : float32 ``(..., n_patches, n_labels)``: each 3-s patch's sigmoid outputs
+    probs : float32 ``(..., n_labels)``: track level, the mean over patches
+    patch_starts_s : float64 ``(n_patches,)``: start time of each patch in seconds
+    """
+
+    labels: tuple[str, ...]
+    patch_probs: np.ndarray
+    probs: np.ndarray
+    patch_starts_s: np.ndarray
+
+    def top(self, n: int = 5) -> list[tuple[str, float]]:
+        """The ``n`` most probable tags of a single (unbatched) signal, highest first."""
+        if self.probs.ndim != 1:
+            raise ValueError("top() needs an unbatched prediction; index the batch first")
+        order = np.argsort(-self.probs, kind="stable")[:n]
+        return [(self.labels[i], float(self.probs[i])) for i in order]
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """Embeddings of one signal (or a batch of signals).
+
+    Attributes
+    ----------
+    layer : which layer (``"penultimate"`` or ``"max_pool"``)
+    patch_embeddings : float32 ``(..., n_patches, dim)``: each patch's own vector
+    embedding : float32 ``(..., dim)``: the track-level mean over patches
+    patch_starts_s : float64 ``(n_patches,)``
+    """
+
+    layer: str
+    patch_embeddings: np.ndarray
+    embedding: np.ndarray
+    patch_starts_s: np.ndarray
+
+
+# --------------------------------------------------------------------------- patching
+
+
+def patches_from_logmel(mel: np.ndarray, *, n_frames: int = PATCH_FRAMES,
+                        hop_frames: int | None = None) -> np.ndarray:
+    """Cut log-mel spectrograms into fixed-length patches.
+
+    Parameters
+    ----------
+    mel : float32 ``(..., n_mels, T)``
+    n_frames : frames per patch
+    hop_frames : frames between patch starts; ``None`` = ``n_frames`` (non-overlapping,
+        a trailing remainder shorter than a patch is dropped, as musicnn does)
+
+    Returns
+    -------
+    float32 ``(..., n_patches, n_mels, n_frames)``; ``T < n_frames`` gives one patch,
+    the spectrogram repeated in time until it is long enough (repeat-padding).
+    """
+    mel = np.asarray(mel, dtype=np.float32)
+    T = mel.shape[-1]
+    if T == 0:
+        raise ValueError("empty spectrogram")
+    if T < n_frames:
+        reps = -(-n_frames // T)
+        mel = np.concatenate([mel] * reps, axis=-1)[..., :n_frames]
+        T = n_frames
+    hop = hop_frames or n_frames
+    starts = range(0, T - n_frames + 1, hop)
+    return np.stack([mel[..., s : s + n_frames] for s in starts], axis=-3)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class PretrainedModel:
+    """A pretrained tagger: audio in, tag probabilities and embeddings out.
+
+    Get one with :func:`load`; it is loaded once per process and reused.
+
+    Attributes
+    ----------
+    name : e.g. ``"MTT_musicnn"``
+    spec : its :class:`ModelSpec`
+    labels : tag names in output order
+    sample_rate : 16000 (input is resampled to it)
+    mel_config : :data:`MUSICNN_MEL`
+    patch_frames : 187
+    model_id : ``NAME-<12 hex>``, a hash of the weights, front end and port version
+    embedding_dims : layer name -> embedding length (``max_pool`` only for musicnn)
+    """
+
+    sample_rate: int = MUSICNN_MEL.sample_rate
+    mel_config: MelConfig = MUSICNN_MEL
+    patch_frames: int = PATCH_FRAMES
+
+    def __init__(self, spec: ModelSpec):
+        from soundalike.models.musicnn import build_network
+        from soundalike.models.tfbundle import musicnn_checkpoint_dir, read_bundle
+
+        self.spec = spec
+        self.name = spec.name
+        self.labels: list[str] = list(spec.labels)
+        ckpt = musicnn_checkpoint_dir(spec.name)
+        weights = read_bundle(ckpt)
+        self.net = build_network(spec.arch, weights, n_classes=len(spec.labels))
+        self.embedding_dims: dict[str, int] = {
+            k: v for k, v in self.net.embedding_dims.items() if k in ("penultimate", "max_pool")
+        }
+        h = hashlib.sha256()
+        for k in sorted(weights):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(weights[k]).tobytes())
+        h.update(self.mel_config.fingerprint().encode())
+        h.update(f"patch={self.patch_frames};arch={spec.arch};port={PORT_VERSION}".encode())
+        self.model_id = f"{spec.name}-{h.hexdigest()[:12]}"
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"PretrainedModel({self.name!r}, model_id={self.model_id!r})"
+
+    # ------------------------------------------------------------------ pipeline
+
+    def logmel(self, y: np.ndarray, sr: int) -> np.ndarray:
+        """Log-mel spectrogram the model reads, float32 ``(..., 96, n_frames)``.
+
+        ``y`` is mono float ``(n,)`` or a batch ``(batch, n)`` at ``sr`` Hz.
+        """
+        from soundalike.audio.features import logmel
+        from soundalike.audio.resample import resample
+
+        y = np.asarray(y, dtype=np.float32)
+        if y.ndim not in (1, 2):
+            raise ModelError(f"{self.name}: expected samples (n,) or (batch, n), got shape {y.shape}")
+        if y.shape[-1] == 0:
+            raise ModelError(f"{self.name}: empty audio (0 samples)")
+        if not np.isfinite(y).all():
+            raise ModelError(f"{self.name}: audio contains NaN or infinite samples")
+        if sr != self.sample_rate:
+            y = resample(y, int(sr), self.sample_rate)
+        return logmel(y, self.mel_config)
+
+    def patches(self, y: np.ndarray, sr: int, *, hop_s: float | None = None) -> np.ndarray:
+        """Model input patches, float32 ``(..., n_patches, 96, 187)``.
+
+        ``hop_s`` is the time between patch starts (default: one patch, no overlap).
+        """
+        hop = None if hop_s is None else max(1, int(round(hop_s * self.sample_rate / self.mel_config.hop_length)))
+        return patches_from_logmel(self.logmel(y, sr), n_frames=self.patch_frames, hop_frames=hop)
+
+    def run_patches(self, patches: np.ndarray, *, batch_size: int = 16) -> dict[str, np.ndarray]:
+        """Run the network on patches ``(N, 96, 187)`` in chunks of ``batch_size``.
+
+        Returns
+        -------
+        dict
+            ``"probs"`` ``(N, n_labels)``, ``"penultimate"`` ``(N, d)`` and, for musicnn,
+            ``"max_pool"`` ``(N, 753)``; float32, every patch its own row.
+        """
+        import torch
+
+        patches = np.ascontiguousarray(patches, dtype=np.float32)
+        if patches.ndim != 3 or patches.shape[1:] != (self.mel_config.n_mels, self.patch_frames):
+            raise ModelError(f"{self.name}: patches must be (N, {self.mel_config.n_mels}, "
+                             f"{self.patch_frames}), got {patches.shape}")
+        keys = ["penultimate", *(["max_pool"] if "max_pool" in self.embedding_dims else [])]
+        outs: dict[str, list[np.ndarray]] = {"probs": [], **{k: [] for k in keys}}
+        with self._lock, torch.inference_mode():
+            for s in range(0, len(patches), max(1, batch_size)):
+                r = self.net(torch.from_numpy(patches[s : s + batch_size]))
+                outs["probs"].append(torch.sigmoid(r["logits"]).numpy())
+                for k in keys:
+                    outs[k].append(r[k].numpy())
+        return {k: (np.concatenate(v) if v else np.zeros((0,), np.float32)).astype(np.float32, copy=False)
+                for k, v in outs.items()}
+
+    def _run(self, y: np.ndarray, sr: int, hop_s: float | None, batch_size: int):
+        p = self.patches(y, sr, hop_s=hop_s)
+        lead = p.shape[:-3]  # () or (batch,)
+        n_patches = p.shape[-3]
+        out = self.run_patches(p.reshape(-1, *p.shape[-2:]), batch_size=batch_size)
+        out = {k: v.reshape(*lead, n_patches, v.shape[-1]) for k, v in out.items()}
+        hop = hop_s if hop_s is not None else self.patch_frames * self.mel_config.hop_length / self.sample_rate
+        starts = np.arange(n_patches, dtype=np.float64) * (
+            round(hop * self.sample_rate / self.mel_config.hop_length) * self.mel_config.hop_s)
+        return out, starts
+
+    # ------------------------------------------------------------------ public API
+
+    def predict(self, y: np.ndarray, sr: int, *, hop_s: float | None = None,
+                batch_size: int = 16) -> Prediction:
+        """Tag probabilities per patch and for the whole signal.
+
+        Parameters
+        ----------
+        y : float ``(n,)`` mono samples, or ``(batch, n)`` signals of equal length
+        sr : sample rate of ``y`` in Hz (resampled to 16 kHz)
+        hop_s : seconds between patch starts; ``None`` = 3 s (no overlap)
+        batch_size : patches per forward pass
+
+        Returns
+        -------
+        Prediction
+            ``patch_probs`` ``(..., n_patches, 50)`` and track-level ``probs`` ``(..., 50)``.
+
+        Raises
+        ------
+        ModelError
+            Empty, non-finite or wrongly shaped input.
+        """
+        out, starts = self._run(y, sr, hop_s, batch_size)
+        pp = out["probs"]
+        return Prediction(tuple(self.labels), pp, pp.mean(axis=-2).astype(np.float32), starts)
+
+    def embed(self, y: np.ndarray, sr: int, *, layer: Layer = "penultimate", hop_s: float | None = None,
+              batch_size: int = 16) -> Embedding:
+        """Per-patch and track-level (mean over patches) embeddings.
+
+        Parameters
+        ----------
+        y, sr, hop_s, batch_size : as in :meth:`predict`
+        layer : ``"penultimate"`` (200-d for musicnn, 256-d for vgg) or ``"max_pool"``
+            (musicnn only: 753-d max over time of the mid-end features)
+
+        Returns
+        -------
+        Embedding
+            ``patch_embeddings`` ``(..., n_patches, dim)`` and ``embedding`` ``(..., dim)``.
+        """
+        if layer not in self.embedding_dims:
+            raise ModelError(f"{self.name} has no layer {layer!r}; choose one of {sorted(self.embedding_dims)}")
+        out, starts = self._run(y, sr, hop_s, batch_size)
+        pe = out[layer]
+        return Embedding(layer, pe, pe.mean(axis=-2).astype(np.float32), starts)
+
+    def analyze(self, y: np.ndarray, sr: int) -> Analysis:
+        """One pass giving both the track embedding (mean penultimate) and tag probabilities."""
+        out, _ = self._run(y, sr, None, 16)
+        probs = out["probs"].mean(axis=0)
+        return Analysis(
+            embedding=out["penultimate"].mean(axis=0).astype(np.float32),
+            predictions={lab: float(p) for lab, p in zip(self.labels, probs)},
+            patch_embeddings=out["penultimate"],
+            patch_predictions=out["probs"],
+        )
+
+
+_load_lock = threading.Lock()
+
+
+def available() -> list[str]:
+    """Names of the pretrained models."""
+    return list(SPECS)
+
+
+def load(name: str) -> PretrainedModel:
+    """The pretrained model called ``name``, loaded once per process and then reused.
+
+    Raises
+    ------
+    ModelError
+        Unknown name.
+    CheckpointError
+        The musicnn wheel is missing or its files are damaged.
+    """
+    if name not in SPECS:
+        raise ModelError(f"unknown pretrained model {name!r}; choose one of {', '.join(SPECS)}")
+    with _load_lock:
+        return _load_cached(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_cached(name: str) -> PretrainedModel:
+    return PretrainedModel(SPECS[name])
+
+
+class PretrainedAnalyzer:
+    """The :class:`~soundalike.models.base.Analyzer` face of a pretrained model.
+
+    ``embedding`` = mean penultimate embedding over patches; ``predictions`` = the
+    track-level tag probabilities (independent sigmoids, so ``multi_label``).
+    """
+
+    label_category = "tag"
+    multi_label = True
+    min_duration_s = PATCH_FRAMES * MUSICNN_MEL.hop_length / MUSICNN_MEL.sample_rate
+
+    def __init__(self, model: PretrainedModel):
+        self.model = model
+        self.name = model.name
+        self.model_id = model.model_id
+        self.sample_rate = model.sample_rate
+        self.labels = list(model.labels)
+        self.embedding_dim = model.embedding_dims["penultimate"]
+
+    def analyze(self, y: np.ndarray, sr: int) -> Analysis:
+        """Analyze mono float32 ``y`` at ``sr`` Hz."""
+        y = np.asarray(y, dtype=np.float32)
+        if y.ndim != 1:
+            raise ModelError(f"{self.name}: analyze() takes mono samples (n,), got shape {y.shape}")
+        return self.model.analyze(y, sr)
+
+
+def load_pretrained_analyzer(name: str) -> PretrainedAnalyzer:
+    """An :class:`~soundalike.models.base.Analyzer` over :func:`load` ``(name)``."""
+    return PretrainedAnalyzer(load(name))
