@@ -1,9 +1,210 @@
-"""CLI commands of the search area (see the package docstring for conventions)."""
+"""CLI commands of the search area: similar, export, tags suggest, index, serve.
+
+Each command parses its options, calls one library function
+(:mod:`soundalike.search`, :mod:`soundalike.web`) and prints.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from soundalike.cli.common import CatalogOpt, JsonOpt, catalog_path, print_json
+
+export_app = typer.Typer(help="Export catalog data for use elsewhere.", no_args_is_help=True)
+tags_app = typer.Typer(help="Tag completion: suggest tags where a category is missing.", no_args_is_help=True)
+index_app = typer.Typer(help="The similarity index beside the catalog (faiss, one per model).",
+                        no_args_is_help=True)
+
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", help="Model name or id whose embeddings to use (default: the catalog's most used).")]
+WhereOpt = Annotated[str | None, typer.Option(
+    "--where", "-w", help="Filter, e.g. 'genre:rock|pop instrument:piano -mood:sad year:1990..1999'.")]
+SuggestedOpt = Annotated[bool, typer.Option(
+    "--include-suggested", help="Let filters match suggested tags too.")]
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to app."""
+    """Add this area's commands to ``app``."""
+    app.command()(similar)
+    app.command()(serve)
+    app.add_typer(export_app, name="export")
+    app.add_typer(tags_app, name="tags")
+    app.add_typer(index_app, name="index")
+
+
+def _open(catalog: Path | None):
+    from soundalike.catalog.store import Catalog
+
+    return Catalog.open(catalog_path(catalog), create=False)
+
+
+def similar(
+    query: Annotated[str, typer.Argument(help="Track id, catalog path, title/artist text, or any audio file.")],
+    k: Annotated[int, typer.Option("--k", "-k", min=1, max=1000, help="Number of similar tracks.")] = 10,
+    where: WhereOpt = None,
+    model: ModelOpt = None,
+    exclude_same_artist: Annotated[bool, typer.Option(
+        "--exclude-same-artist", help="Leave out tracks by the query's artist.")] = False,
+    include_suggested: SuggestedOpt = False,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Find the tracks that sound most like QUERY, optionally within a filter."""
+    from soundalike.search.similar import similar_with_query
+
+    with _open(catalog) as cat:
+        rq, hits = similar_with_query(query, k=k, where=where, model=model,
+                                      exclude_same_artist=exclude_same_artist,
+                                      include_suggested=include_suggested, catalog=cat)
+    if json_out:
+        print_json({"query": rq.to_dict(), "where": where, "hits": [h.to_dict() for h in hits]})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    src = f"track {rq.track.id}" if rq.track else "outside file, analyzed now"
+    out.print(f"[bold]{rq.label}[/] ({src})" + (f"  where [cyan]{where}[/]" if where else ""))
+    if not hits:
+        out.print("no similar tracks" + (" match the filter" if where else ""))
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("#", "score", "id", "track", "shared tags"):
+        table.add_column(col, justify="right" if col in ("#", "score", "id") else "left",
+                         overflow="fold")
+    for h in hits:
+        table.add_row(str(h.rank), f"{h.score:.3f}", str(h.track.id), h.track.display_name, h.why)
+    out.print(table)
+
+
+@export_app.command("embeddings")
+def export_embeddings(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output file.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="csv or npy (+ .ids.npy, .paths.txt).")] = "npy",
+    model: ModelOpt = None,
+    normalized: Annotated[bool, typer.Option("--normalized", help="L2-normalise the vectors.")] = False,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write track ids, paths and embedding vectors (csv, or npy with sidecars)."""
+    from soundalike.search.export import export_embeddings as run
+
+    with _open(catalog) as cat:
+        rep = run(cat, path=output, format=format, model=model, normalized=normalized)  # type: ignore[arg-type]
+    if json_out:
+        print_json(rep)
+    else:
+        typer.echo(f"{rep['count']} embeddings ({rep['dim']}-d, {rep['model']}) -> {', '.join(rep['files'])}")
+
+
+@tags_app.command("suggest")
+def tags_suggest(
+    apply: Annotated[bool, typer.Option("--apply", help="Store them as suggested tags (replacing older ones).")] = False,
+    model: ModelOpt = None,
+    category: Annotated[list[str] | None, typer.Option(
+        "--category", "-c", help="Only these categories (repeatable).")] = None,
+    min_confidence: Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop weaker suggestions.")] = 0.3,
+    neighbors: Annotated[int, typer.Option(min=1, help="Neighbours consulted per track.")] = 10,
+    limit: Annotated[int, typer.Option(min=0, help="Print at most this many (0: all).")] = 50,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Suggest tags for tracks lacking a category, from model predictions and neighbours' tags."""
+    from soundalike.search.index import model_info
+    from soundalike.search.suggest import apply_suggestions, suggest_tags
+
+    with _open(catalog) as cat:
+        info = model_info(cat, model)
+        sugg = suggest_tags(cat, model=info.model_id, categories=category or None, k_neighbors=neighbors,
+                            min_confidence=min_confidence)
+        stored = apply_suggestions(cat, sugg, model_id=info.model_id) if apply else 0
+        names = {t.id: t.display_name for t in cat.get_tracks({s.track_id for s in sugg}).values()}
+    if json_out:
+        print_json({"model_id": info.model_id, "applied": apply, "stored": stored,
+                    "suggestions": [s.to_dict() | {"track": names.get(s.track_id)} for s in sugg]})
+        return
+    shown = sugg if limit == 0 else sugg[:limit]
+    for s in shown:
+        typer.echo(f"{s.track_id:>6}  {names.get(s.track_id, '?')[:48]:<48}  {s.category}:{s.tag}  "
+                   f"{s.confidence:.2f}  ({s.evidence})")
+    more = len(sugg) - len(shown)
+    typer.echo(f"{len(sugg)} suggestions for {len({s.track_id for s in sugg})} tracks"
+               + (f" ({more} not shown; --limit 0 for all)" if more else "")
+               + (f"; stored {stored} as source=suggested" if apply else "; --apply to store them"))
+
+
+@index_app.command("rebuild")
+def index_rebuild(
+    model: ModelOpt = None,
+    hnsw_threshold: Annotated[int | None, typer.Option(
+        help="Use HNSW above this many tracks (default 200000).")] = None,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rebuild a model's similarity index from the catalog's embeddings."""
+    from soundalike.search.index import IndexConfig, forget_cached, model_info, open_index
+
+    with _open(catalog) as cat:
+        info = model_info(cat, model)
+        cfg = IndexConfig() if hnsw_threshold is None else IndexConfig(hnsw_threshold=hnsw_threshold)
+        _, rep = open_index(cat, info.model_id, config=cfg, rebuild=True)
+        forget_cached(cat.path)
+    rep = {"model": info.name, "model_id": info.model_id, **rep}
+    if json_out:
+        print_json(rep)
+    else:
+        typer.echo(f"rebuilt {rep['kind']} index of {rep['model']} ({rep['model_id']}): "
+                   f"{rep['count']} tracks, {rep['dim']}-d, {rep.get('build_s', 0):.2f} s")
+
+
+@index_app.command("status")
+def index_status(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None:
+    """Show each model's index: kind, size, and whether it is in step with the catalog."""
+    import json
+
+    from soundalike.search.index import _safe_name, index_dir
+
+    rows = []
+    with _open(catalog) as cat:
+        d = index_dir(cat.path)
+        for m in cat.models():
+            meta_path = d / (_safe_name(m.model_id) + ".json")
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+            rows.append({"model": m.name, "model_id": m.model_id, "catalog_tracks": m.n_tracks,
+                         "indexed": meta["count"] if meta else None, "kind": meta["kind"] if meta else None,
+                         "dim": m.dim, "in_step": bool(meta and meta["count"] == m.n_tracks
+                                                       and meta["dim"] == m.dim),
+                         "path": str(meta_path.with_suffix(".faiss")) if meta else None})
+    if json_out:
+        print_json({"index_dir": str(d), "models": rows})
+        return
+    typer.echo(f"indexes in {d}")
+    for r in rows:
+        state = ("not built (built on first search)" if r["indexed"] is None else
+                 f"{r['kind']}, {r['indexed']} tracks" + ("" if r["in_step"] else
+                                                          " (updated on next search)"))
+        typer.echo(f"  {r['model']:<16} {r['model_id']:<28} {r['catalog_tracks']:>7} analysed  {state}")
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    model: ModelOpt = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest clip accepted by the upload box (MB).")] = 20.0,
+    catalog: CatalogOpt = None,
+) -> None:
+    """Serve the web page and JSON API (/api, OpenAPI at /docs) to browse, filter, listen and search."""
+    import uvicorn
+
+    from soundalike.web.app import create_app
+
+    path = catalog_path(catalog)
+    app = create_app(path, model=model, max_upload_bytes=int(max_upload_mb * 1_000_000))
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: serving on {host}: anyone who can reach this address can browse and "
+                   f"play the catalog", err=True)
+    typer.echo(f"soundalike: http://{host}:{port}/  (catalog {path}; Ctrl-C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
