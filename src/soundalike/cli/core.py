@@ -76,11 +76,17 @@ def ingest(
     if summary.missing:
         out.print(f"  missing    {summary.missing} (files gone; marked missing, not deleted)")
     if summary.errors:
-        out.print("[bold red]failures:[/]")
-        for path, reason in summary.errors[:20]:
-            out.print(f"  {path}: {reason}", highlight=False, markup=False)
-        if len(summary.errors) > 20:
-            out.print(f"  ... and {len(summary.errors) - 20} more (soundalike catalog errors)")
+        from collections import Counter
+
+        kinds = Counter(reason.split(":")[0].split(" (")[0] for _, reason in summary.errors)
+        out.print("[bold red]failures by reason:[/]")
+        for kind, n in kinds.most_common():
+            out.print(f"  {n:>5}  {kind}", highlight=False, markup=False, soft_wrap=True)
+        out.print("[bold red]failed files:[/]")
+        for path, reason in summary.errors[:10]:
+            out.print(f"  {path}: {reason}", highlight=False, markup=False, soft_wrap=True)
+        if len(summary.errors) > 10:
+            out.print(f"  ... and {len(summary.errors) - 10} more (soundalike catalog errors)")
 
 
 def info(
