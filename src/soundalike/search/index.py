@@ -251,6 +251,11 @@ class VectorIndex:
         mask[self.positions(track_ids)] = True
         return mask
 
+    def clear_masks(self) -> None:
+        """Forget cached filter bitmaps (the catalog's tags or tracks changed)."""
+        with self._lock:
+            self._bitmap_cache.clear()
+
     def cached_mask(self, key: Any, track_ids_fn) -> np.ndarray:
         """``allowed_mask(track_ids_fn())`` cached under ``key`` until the index changes."""
         with self._lock:
@@ -431,6 +436,23 @@ def _fetch_vectors(cat: Catalog, model_id: str, ids: np.ndarray, dim: int) -> np
     return out
 
 
+def lookup_model(cat: Catalog, ref: str):
+    """The catalog's :class:`ModelInfo` by model id, else by name (newest of that name), or None.
+
+    Reads only the ``models`` table (``Catalog.model`` also counts analyses, which is
+    slow on large catalogs), so ``n_tracks`` is left at 0.
+    """
+    from soundalike.catalog.store import ModelInfo
+
+    row = cat.conn.execute(
+        "SELECT model_id, name, dim, labels, label_category FROM models WHERE model_id = ? "
+        "UNION ALL SELECT * FROM (SELECT model_id, name, dim, labels, label_category FROM models "
+        "WHERE name = ? ORDER BY created_at DESC LIMIT 1)", (ref, ref)).fetchone()
+    if row is None:
+        return None
+    return ModelInfo(row[0], row[1], int(row[2]), json.loads(row[3] or "[]"), row[4], 0)
+
+
 def model_info(cat: Catalog, model: str | None):
     """The catalog's :class:`ModelInfo` for a model name or id (``None``: the default model).
 
@@ -445,7 +467,7 @@ def model_info(cat: Catalog, model: str | None):
             raise CatalogError(f"{cat.path}: no analysed tracks; run `soundalike ingest DIR "
                                f"--catalog {cat.path}` first")
         model = mid
-    info = cat.model(model)
+    info = lookup_model(cat, model)
     if info is None:
         known = ", ".join(f"{m.name} ({m.model_id})" for m in cat.models()) or "none"
         raise CatalogError(f"{cat.path}: no analyses of model {model!r} (models in this catalog: {known}); "
@@ -473,7 +495,7 @@ def sync(index: VectorIndex, cat: Catalog) -> dict[str, int]:
 def build_index(cat: Catalog, model_id: str, *, config: IndexConfig = IndexConfig()) -> VectorIndex:
     """Build a fresh index over the catalog's ``ok`` analyses of ``model_id``."""
     ids, created = _current_state(cat, model_id)
-    info = cat.model(model_id)
+    info = lookup_model(cat, model_id)
     dim = info.dim if info else 0
     X = _fetch_vectors(cat, model_id, ids, dim) if len(ids) else np.zeros((0, dim), np.float32)
     return VectorIndex.build(ids, X, model_id=model_id, config=config,
@@ -503,7 +525,7 @@ def open_index(cat: Catalog, model_id: str, *, config: IndexConfig | None = None
         The saved index disagrees with the catalog's model (id or dimension); the
         message says to run ``soundalike index rebuild --model ...``.
     """
-    info = cat.model(model_id)
+    info = lookup_model(cat, model_id)
     if info is None:
         raise CatalogError(f"{cat.path}: no model {model_id!r} in this catalog")
     directory = index_dir(cat.path)
@@ -547,39 +569,42 @@ def open_index(cat: Catalog, model_id: str, *, config: IndexConfig | None = None
 @dataclass
 class _Entry:
     index: VectorIndex
-    state: tuple
+    states: dict  # id(connection) -> (data_version, total_changes) last seen in step
 
 
 _CACHE: dict[tuple[str, str], _Entry] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _db_state(cat: Catalog) -> tuple:
+def _db_state(cat: Catalog) -> tuple[int, int]:
     # data_version moves when another connection commits; total_changes when this one writes.
-    return (id(cat.conn), cat.conn.execute("PRAGMA data_version").fetchone()[0], cat.conn.total_changes)
+    return (cat.conn.execute("PRAGMA data_version").fetchone()[0], cat.conn.total_changes)
 
 
 def cached_index(cat: Catalog, model_id: str) -> VectorIndex:
     """The up-to-date index of ``model_id``, opened once per process and catalog.
 
-    Re-checks the catalog only when it changed (SQLite ``data_version`` / this
-    connection's writes), so calling it for every query is cheap.
+    Re-checks the catalog only when it changed as seen from ``cat``'s connection
+    (SQLite ``data_version`` / this connection's own writes), so calling it for every
+    query is cheap; cached filter bitmaps are dropped on any change (tags may have moved).
     """
     key = (str(Path(cat.path).resolve()), model_id)
+    conn_key = id(cat.conn)
     with _CACHE_LOCK:
         entry = _CACHE.get(key)
         state = _db_state(cat)
-        if entry is not None and entry.state == state:
+        if entry is not None and entry.states.get(conn_key) == state:
             return entry.index
         if entry is None:
             index, _ = open_index(cat, model_id)
+            entry = _CACHE[key] = _Entry(index, {})
         else:
-            index = entry.index
-            rep = sync(index, cat)
+            rep = sync(entry.index, cat)
+            entry.index.clear_masks()
             if rep["added"] or rep["removed"]:
-                index.save(index_dir(cat.path))
-        _CACHE[key] = _Entry(index, _db_state(cat))
-        return index
+                entry.index.save(index_dir(cat.path))
+        entry.states[conn_key] = _db_state(cat)
+        return entry.index
 
 
 def forget_cached(catalog_path: str | Path | None = None) -> None:

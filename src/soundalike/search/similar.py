@@ -147,7 +147,9 @@ def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str
     AudioDecodeError
         An outside file cannot be decoded.
     """
-    info = cat.model(model_id)
+    from soundalike.search.index import lookup_model
+
+    info = lookup_model(cat, model_id)
     if info is None:
         raise CatalogError(f"{cat.path}: no model {model_id!r}")
     sources = (*_WHY_SOURCES, "suggested") if include_suggested else _WHY_SOURCES

@@ -1,0 +1,374 @@
+"""The web page and JSON API: browse, filter, listen, and follow "more like this".
+
+``create_app(catalog_path)`` returns a FastAPI app; ``soundalike serve`` runs it with
+uvicorn on 127.0.0.1 by default.  The page (``templates/index.html`` +
+``static/app.js``) is dependency-free and works offline.  The JSON API lives under
+``/api`` (OpenAPI schema at ``/openapi.json``, browsable at ``/docs``):
+
+=======================================  =============================================
+``GET /api/tracks``                      page of tracks (``where``, ``q``, ``offset``, ``limit``)
+``GET /api/facets``                      tag counts per category over the same filter
+``GET /api/tracks/{id}``                 one track: tags by source, top predicted tags
+``GET /api/tracks/{id}/audio``           the file, with HTTP Range (206 / 416)
+``GET /api/tracks/{id}/spectrogram.png`` its mel-spectrogram
+``GET /api/similar``                     tracks like track ``id`` within ``where``
+``POST /api/similar/upload``             tracks like an uploaded clip (size + type checked)
+=======================================  =============================================
+
+Safety: audio is served only for catalog tracks, by id -- no path ever comes from the
+request; uploads are size-limited and type-checked; errors reach the client as a
+one-line JSON ``detail``, never a stack trace.  The web layer writes no SQL: it calls
+:mod:`soundalike.catalog.query`, the Catalog API and :mod:`soundalike.search`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mimetypes
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from soundalike.errors import (
+    AudioDecodeError,
+    CatalogError,
+    ModelMismatchError,
+    QueryError,
+    SoundalikeError,
+    TrackNotFoundError,
+)
+
+log = logging.getLogger("soundalike.web")
+HERE = Path(__file__).parent
+#: Default cap on uploaded clips, in bytes.
+MAX_UPLOAD_BYTES = 20_000_000
+#: Largest page ``/api/tracks`` returns.
+PAGE_LIMIT_MAX = 500
+#: Bytes per chunk when streaming audio.
+CHUNK = 256 * 1024
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class HTTPProblem(Exception):
+    """An error answered with ``status`` and a one-line ``detail``."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
+        self.status, self.detail, self.headers = status, detail, headers or {}
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """Byte range ``(start, end)`` (inclusive) asked by a ``Range`` header, or None for all.
+
+    Raises
+    ------
+    HTTPProblem
+        416 for a malformed, multi-part or unsatisfiable byte range.
+    """
+    h = header.strip()
+    if not h.lower().startswith("bytes="):
+        return None  # other units are ignored, as RFC 9110 allows
+    unsat = HTTPProblem(416, f"range {h!r} not satisfiable for {size} bytes",
+                        {"Content-Range": f"bytes */{size}"})
+    m = _RANGE_RE.match(h.replace(" ", ""))
+    if not m or (m.group(1) == "" and m.group(2) == ""):
+        raise unsat
+    a, b = m.group(1), m.group(2)
+    if a == "":  # suffix: the last b bytes
+        n = int(b)
+        if n == 0 or size == 0:
+            raise unsat
+        return max(size - n, 0), size - 1
+    start = int(a)
+    end = int(b) if b else size - 1
+    if start >= size or end < start:
+        raise unsat
+    return start, min(end, size - 1)
+
+
+class _Catalogs:
+    """One open Catalog per worker thread (sqlite connections are not shared across threads)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self):
+        cat = getattr(self._local, "cat", None)
+        if cat is None:
+            from soundalike.catalog.store import Catalog
+
+            cat = Catalog.open(self.path, create=False)
+            self._local.cat = cat
+            with self._lock:
+                self._all.append(cat)
+        return cat
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._all:
+                try:
+                    c.close()
+                except Exception:  # noqa: BLE001 - closing at shutdown is best effort
+                    pass
+            self._all.clear()
+
+
+def _track_json(t, tags=None) -> dict[str, Any]:
+    d = {"id": t.id, "name": t.display_name, "title": t.title, "artist": t.artist, "album": t.album,
+         "year": t.year, "duration_s": t.duration_s, "format": t.format,
+         "file": Path(t.path).name}
+    if tags is not None:
+        d["tags"] = [{"category": g.category, "tag": g.tag, "source": g.source,
+                      "confidence": round(g.confidence, 4)} for g in tags]
+    return d
+
+
+def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
+               max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+    """Build the FastAPI app over the catalog at ``catalog_path``.
+
+    Parameters
+    ----------
+    catalog_path : an existing catalog file
+    model : model name or id for similarity (default: the catalog's most used model)
+    max_upload_bytes : largest accepted upload, in bytes
+
+    Raises
+    ------
+    CatalogError
+        The catalog does not exist or cannot be opened.
+    """
+    from soundalike.audio.io import AUDIO_EXTENSIONS
+    from soundalike.catalog import query as cq
+    from soundalike.search import similar as sim
+    from soundalike.search.index import cached_index, model_info
+
+    cpath = Path(catalog_path).expanduser()
+    cats = _Catalogs(cpath)
+    first = cats.get()  # fails early (CatalogError) on a missing or bad catalog
+    state: dict[str, Any] = {"model_id": None}
+
+    def model_id() -> str:
+        if state["model_id"] is None:
+            state["model_id"] = model_info(cats.get(), model).model_id
+        return state["model_id"]
+
+    try:
+        cached_index(first, model_id())  # load or build the index before the first request
+    except CatalogError:
+        pass  # an empty catalog still serves its (empty) page
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        cats.close()
+
+    app = FastAPI(lifespan=lifespan, title="soundalike", version="1", description="Browse, filter, listen to and search a "
+                  "soundalike catalog. Filters use the soundalike filter grammar "
+                  "(e.g. `genre:rock|pop -mood:sad year:1990..1999`).")
+    app.state.catalogs = cats
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    # ------------------------------------------------------------------ errors: one line, no traces
+
+    @app.exception_handler(HTTPProblem)
+    async def _problem(request: Request, exc: HTTPProblem):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(SoundalikeError)
+    async def _known(request: Request, exc: SoundalikeError):
+        status = (404 if isinstance(exc, TrackNotFoundError) else 400 if isinstance(exc, QueryError)
+                  else 409 if isinstance(exc, ModelMismatchError)
+                  else 422 if isinstance(exc, AudioDecodeError) else 500)
+        if status == 500:
+            log.error("catalog error: %s", exc)
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        parts = []
+        for e in exc.errors():
+            loc = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "path", "body"))
+            parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+        return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s", request.url.path)
+        return JSONResponse({"detail": "internal error (see the server log)"}, status_code=500)
+
+    # ------------------------------------------------------------------ page
+
+    @app.get("/", include_in_schema=False)
+    def index_page() -> Response:
+        return FileResponse(HERE / "templates" / "index.html", media_type="text/html")
+
+    # ------------------------------------------------------------------ API
+
+    def _get_track(track_id: int):
+        t = cats.get().get_track(track_id)
+        if t is None or t.status != "ok":
+            raise HTTPProblem(404, f"no track {track_id} in the catalog")
+        return t
+
+    @app.get("/api/tracks", summary="List tracks (filter, text search, pagination)")
+    def list_tracks(where: Annotated[str | None, Query(max_length=2000)] = None,
+                    q: Annotated[str | None, Query(max_length=200, description="text in title/artist/album or a tag")] = None,
+                    offset: Annotated[int, Query(ge=0)] = 0,
+                    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 50,
+                    include_suggested: bool = False) -> dict[str, Any]:
+        cat = cats.get()
+        total, ids = cq.page_ids(cat.conn, where=where, text=q, include_suggested=include_suggested,
+                                 offset=offset, limit=limit, order="title")
+        tracks = cat.get_tracks(ids)
+        sources = ("file", "user", "model", "suggested") if include_suggested else ("file", "user", "model")
+        return {"total": total, "offset": offset, "limit": limit, "where": where, "q": q,
+                "tracks": [_track_json(tracks[i], cat.track_tags(i, sources=sources)[:8])
+                           for i in ids if i in tracks]}
+
+    @app.get("/api/facets", summary="Tag counts per category over the filtered tracks")
+    def facets(where: Annotated[str | None, Query(max_length=2000)] = None,
+               q: Annotated[str | None, Query(max_length=200)] = None,
+               include_suggested: bool = False,
+               per_category: Annotated[int, Query(ge=1, le=500)] = 30) -> dict[str, Any]:
+        fc = cq.facet_counts(cats.get().conn, where=where, text=q, include_suggested=include_suggested,
+                             limit_per_category=per_category)
+        return {"facets": {c: [{"tag": t, "count": n} for t, n in v] for c, v in fc.items()}}
+
+    @app.get("/api/tracks/{track_id}", summary="One track: metadata, tags, top predicted tags")
+    def track_detail(track_id: int) -> dict[str, Any]:
+        cat = cats.get()
+        t = _get_track(track_id)
+        d = _track_json(t, cat.track_tags(track_id))
+        a = cat.get_analysis(track_id, model_id())
+        top = sorted((a.predictions if a else {}).items(), key=lambda kv: kv[1], reverse=True)[:10]
+        d["predictions"] = [{"label": k, "p": round(float(v), 4)} for k, v in top]
+        d["model_id"] = model_id()
+        d["audio_url"] = f"/api/tracks/{track_id}/audio"
+        d["spectrogram_url"] = f"/api/tracks/{track_id}/spectrogram.png"
+        return d
+
+    @app.get("/api/tracks/{track_id}/audio", summary="Stream the track's file (HTTP Range supported)",
+             response_class=Response, responses={206: {"description": "partial content"},
+                                                 416: {"description": "range not satisfiable"}})
+    def audio(track_id: int, request: Request) -> Response:
+        t = _get_track(track_id)
+        p = Path(t.path)
+        if not p.is_file():
+            raise HTTPProblem(404, f"the file of track {track_id} is gone")
+        size = p.stat().st_size
+        ctype = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
+        if p.suffix.lower() in (".ogg", ".oga", ".opus"):
+            ctype = "audio/ogg"
+        headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-cache"}
+        rng = request.headers.get("range")
+        r = parse_range(rng, size) if rng else None
+        start, end = r if r else (0, size - 1)
+        length = max(end - start + 1, 0)
+
+        def body():
+            with open(p, "rb") as f:
+                f.seek(start)
+                left = length
+                while left > 0:
+                    chunk = f.read(min(CHUNK, left))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                    yield chunk
+
+        headers["Content-Length"] = str(length)
+        if r:
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            return StreamingResponse(body(), status_code=206, media_type=ctype, headers=headers)
+        return StreamingResponse(body(), status_code=200, media_type=ctype, headers=headers)
+
+    @app.get("/api/tracks/{track_id}/spectrogram.png", summary="Mel-spectrogram image",
+             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    def spectrogram(track_id: int) -> Response:
+        from soundalike.web.spectrogram import spectrogram_png
+
+        t = _get_track(track_id)
+        png = spectrogram_png(t.path, content_hash=t.content_hash)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/api/similar", summary="Tracks that sound like a catalog track, within a filter")
+    def similar_to_track(id: int,  # noqa: A002 - the API's name for it
+                         k: Annotated[int, Query(ge=1, le=200)] = 10,
+                         where: Annotated[str | None, Query(max_length=2000)] = None,
+                         exclude_same_artist: bool = False, include_suggested: bool = False) -> dict[str, Any]:
+        _get_track(id)
+        rq, hits = sim.similar_with_query(id, k=k, where=where, model=model_id(),
+                                          exclude_same_artist=exclude_same_artist,
+                                          include_suggested=include_suggested, catalog=cats.get())
+        return {"query": {"id": id, "name": rq.label}, "where": where,
+                "hits": [_hit_json(h) for h in hits]}
+
+    @app.post("/api/similar/upload", summary="Tracks that sound like an uploaded clip",
+              responses={413: {"description": "too large"}, 415: {"description": "not an audio type"}})
+    async def similar_to_upload(request: Request, file: Annotated[UploadFile, File(description="audio clip")],
+                                k: Annotated[int, Query(ge=1, le=200)] = 10,
+                                where: Annotated[str | None, Query(max_length=2000)] = None,
+                                include_suggested: bool = False) -> dict[str, Any]:
+        from starlette.concurrency import run_in_threadpool
+
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_upload_bytes + 64 * 1024:
+            raise HTTPProblem(413, f"upload too large: limit is {max_upload_bytes // 1_000_000} MB")
+        name = Path(file.filename or "clip").name
+        ext = Path(name).suffix.lower().lstrip(".")
+        ctype = (file.content_type or "").split(";")[0].strip().lower()
+        if ext not in AUDIO_EXTENSIONS:
+            raise HTTPProblem(415, f"{name!r}: not an audio file type (accepted: "
+                                   f"{', '.join(sorted(AUDIO_EXTENSIONS))})")
+        if ctype and not (ctype.startswith("audio/") or ctype in ("application/octet-stream", "video/mp4",
+                                                                   "video/webm", "application/ogg")):
+            raise HTTPProblem(415, f"{name!r}: content type {ctype!r} is not audio")
+        cq.parse(where)
+        fd, tmp = tempfile.mkstemp(suffix="." + ext, prefix="soundalike-upload-")
+        try:
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                while chunk := await file.read(CHUNK):
+                    size += len(chunk)
+                    if size > max_upload_bytes:
+                        raise HTTPProblem(413, f"upload too large: limit is {max_upload_bytes // 1_000_000} MB")
+                    out.write(chunk)
+            if size == 0:
+                raise HTTPProblem(400, f"{name!r}: empty upload")
+
+            def run():
+                return sim.similar_with_query(tmp, k=k, where=where, model=model_id(),
+                                              include_suggested=include_suggested, catalog=cats.get())
+            try:
+                rq, hits = await run_in_threadpool(run)
+            except AudioDecodeError as exc:
+                raise HTTPProblem(415, f"{name!r}: cannot decode as audio ({exc.reason})") from None
+        finally:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        return {"query": {"id": rq.track.id if rq.track else None, "name": name,
+                          "tags": [{"category": c, "tag": t} for c, t in sorted(rq.tags)]},
+                "where": where, "hits": [_hit_json(h) for h in hits]}
+
+    return app
+
+
+def _hit_json(h) -> dict[str, Any]:
+    d = _track_json(h.track)
+    d.update({"rank": h.rank, "score": round(float(h.score), 4),
+              "shared_tags": [{"category": s.category, "tag": s.tag} for s in h.shared_tags]})
+    return d
