@@ -61,6 +61,7 @@ def listen(
     recognizer, cat = open_recognizer(model=model, catalog_path=catalog_path(catalog),
                                       require_catalog=catalog is not None, config=config)
     try:
+        recognizer.warmup()
         if file is not None:
             source = sources.FileSource(file, realtime=realtime)
         elif stdin:

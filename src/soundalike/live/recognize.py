@@ -86,7 +86,7 @@ class LiveConfig(_Fingerprinted):
     smooth: int = 4
     top: int = 5
     silence_db: float = -50.0
-    min_active: float = 0.5
+    min_active: float = 0.3
     min_confidence: float = 0.2
     target_db: float | None = -20.0
     max_gain_db: float = 30.0
@@ -308,7 +308,12 @@ class TrackMatcher:
                 f"embedding has {v.shape[0]} dimensions, the catalog's {self.model_id} has {self.X.shape[1]}")
         if self._search is not None:
             hits = self._search(self.catalog, model_id=self.model_id, vector=v, k=k)
-            return [self._hit(int(h.track_id), float(h.score)) for h in hits]
+            out = []
+            for h in hits:
+                t = h.track
+                self._tracks.setdefault(int(t.id), t)
+                out.append(self._hit(int(t.id), float(h.score)))
+            return out
         v = v / max(float(np.linalg.norm(v)), 1e-12)
         scores = self.X @ v
         k = min(k, len(scores))
@@ -367,6 +372,15 @@ class Recognizer:
         self._pred_hist.clear()
         self._emb_hist.clear()
 
+    def warmup(self) -> None:
+        """Run the model and the nearest-track search once on noise, so the first real
+        hop is not slowed by lazy initialisation (weights, kernels, the search index)."""
+        rng = np.random.default_rng(0)
+        x = (0.05 * rng.standard_normal(self.window_n)).astype(np.float32)
+        emb = np.asarray(self.analyzer.analyze(x, self.sr).embedding, np.float32)
+        if self.matcher is not None:
+            self.matcher.nearest(emb, k=self.config.top)
+
     @property
     def t_s(self) -> float:
         """Seconds of audio received so far (at the analyzer's rate)."""
@@ -374,7 +388,8 @@ class Recognizer:
 
     # ---------------------------------------------------------------- feeding
 
-    def push(self, y: np.ndarray, sr: int, *, latest_only: bool = False) -> list[HopResult]:
+    def push(self, y: np.ndarray, sr: int, *, latest_only: bool = False,
+             last: bool = False) -> list[HopResult]:
         """Add float ``(n,)`` samples at ``sr`` Hz; analyse every hop they complete.
 
         Parameters
@@ -383,6 +398,7 @@ class Recognizer:
         sr : their rate in Hz (resampled to the analyzer's rate)
         latest_only : when the block completes several hops, analyse only the last
             one (live sources that fell behind catch up instead of lagging further)
+        last : the stream ends with this block (flushes the resampler's delay line)
 
         Returns
         -------
@@ -391,7 +407,9 @@ class Recognizer:
         if self._resampler is None or self._resampler.sr_in != int(sr):
             self._resampler = StreamResampler(int(sr), self.sr)
         y = np.nan_to_num(np.asarray(y, np.float32).reshape(-1), nan=0.0, posinf=1.0, neginf=-1.0)
-        y = self._resampler(y)
+        y = self._resampler(y, last=last)
+        if last:
+            self._resampler = None  # a finished soxr stream cannot take more input
         due: list[tuple[int, np.ndarray]] = []
         while len(y):
             take = min(len(y), self._next_end - self.buffer.total)
@@ -488,7 +506,8 @@ def listen(source, recognizer: Recognizer, *, duration_s: float | None = None,
         seen += len(block)
         yield from recognizer.push(block, source.sr, latest_only=latest_only)
         if limit is not None and seen >= limit:
-            return
+            break
+    yield from recognizer.push(np.zeros(0, np.float32), source.sr, latest_only=latest_only, last=True)
 
 
 def summarize(results: Iterable[HopResult]) -> dict[str, Any]:
