@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 
 from soundalike.config import MelConfig
-from soundalike.errors import ModelError
+from soundalike.errors import CheckpointError, ModelError
 from soundalike.models.base import Analysis
 
 Layer = Literal["penultimate", "max_pool"]
@@ -86,6 +86,18 @@ class ModelSpec:
     labels: tuple[str, ...]
     roc_auc: float
     pr_auc: float
+
+    @property
+    def embedding_dims(self) -> dict[str, int]:
+        """Layer name -> embedding length, known without loading the weights."""
+        return dict(ARCH_EMBEDDING_DIMS[self.arch])
+
+
+#: Embedding sizes per architecture (checked against the loaded network at load time).
+ARCH_EMBEDDING_DIMS: dict[str, dict[str, int]] = {
+    "musicnn": {"penultimate": 200, "max_pool": 753},
+    "vgg": {"penultimate": 256},
+}
 
 
 #: The registry of pretrained models (one source of truth for names, tags and scores).
@@ -215,6 +227,9 @@ class PretrainedModel:
         self.embedding_dims: dict[str, int] = {
             k: v for k, v in self.net.embedding_dims.items() if k in ("penultimate", "max_pool")
         }
+        if self.embedding_dims != spec.embedding_dims:
+            raise CheckpointError(f"{ckpt}: embedding sizes {self.embedding_dims} differ from the "
+                                  f"expected {spec.embedding_dims}")
         h = hashlib.sha256()
         for k in sorted(weights):
             h.update(k.encode())
