@@ -18,7 +18,7 @@ PRETRAINED: tuple[str, ...] = ("MTT_musicnn", "MTT_vgg", "MSD_musicnn", "MSD_vgg
 #: Analyzers that need no weights at all.
 BASELINES: tuple[str, ...] = ("mfcc-stats",)
 #: What ingest runs when no ``--model`` is given.
-DEFAULT_ANALYZER = "mfcc-stats"
+DEFAULT_ANALYZER = "MTT_musicnn"
 
 
 def available() -> list[str]:
