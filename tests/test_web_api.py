@@ -1,0 +1,153 @@
+"""The JSON API with FastAPI's TestClient: filters, pagination, Range streaming, safety."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+from soundalike.web.app import create_app
+from test_search_fixtures import demo_catalog  # noqa: F401 - fixture
+
+
+@pytest.fixture(scope="module")
+def client(demo_catalog):  # noqa: F811
+    app = create_app(demo_catalog.path, max_upload_bytes=300_000)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c, demo_catalog
+
+
+def test_page_and_openapi(client):
+    c, _ = client
+    r = c.get("/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert "http://" not in r.text and "https://" not in r.text  # no CDN: works offline
+    js = c.get("/static/app.js")
+    assert js.status_code == 200 and "https://" not in js.text
+    spec = c.get("/openapi.json").json()
+    assert {"/api/tracks", "/api/facets", "/api/similar", "/api/tracks/{track_id}/audio",
+            "/api/similar/upload"} <= set(spec["paths"])
+
+
+def test_tracks_filters_and_pagination(client):
+    c, b = client
+    all_ = c.get("/api/tracks", params={"limit": 500}).json()
+    assert all_["total"] == 20 and len(all_["tracks"]) == 20
+    seen = []
+    for offset in range(0, 20, 7):
+        page = c.get("/api/tracks", params={"offset": offset, "limit": 7}).json()
+        assert page["total"] == 20
+        seen += [t["id"] for t in page["tracks"]]
+    assert sorted(seen) == sorted(t["id"] for t in all_["tracks"]) and len(set(seen)) == 20
+    r = c.get("/api/tracks", params={"where": "instrument:piano|drums -year:..1995"}).json()
+    expect = {t for s in ("piano-arpeggio", "drum-loop") for t in b.ids[s]}
+    assert r["total"] == len(r["tracks"]) > 0
+    assert all(t["id"] in expect and t["year"] > 1995 for t in r["tracks"])
+    assert c.get("/api/tracks", params={"q": "bass-groove 2"}).json()["total"] == 1
+    bad = c.get("/api/tracks", params={"where": "year:1999..1990"})
+    assert bad.status_code == 400 and "position 6" in bad.json()["detail"]
+    assert c.get("/api/tracks", params={"limit": 0}).status_code == 422
+
+
+def test_facets_count_within_filter(client):
+    c, _ = client
+    f = c.get("/api/facets").json()["facets"]
+    assert {x["tag"]: x["count"] for x in f["instrument"]} == {
+        "bass": 4, "drums": 4, "noise": 4, "piano": 4, "synth pad": 4}
+    g = c.get("/api/facets", params={"where": "mood:calm"}).json()["facets"]
+    assert [x["tag"] for x in g["mood"]] == ["calm"] and g["mood"][0]["count"] == 4
+
+
+def test_track_detail_and_spectrogram(client):
+    c, b = client
+    tid = b.ids["piano-arpeggio"][0]
+    d = c.get(f"/api/tracks/{tid}").json()
+    assert d["id"] == tid and {"category": "instrument", "tag": "piano", "source": "file",
+                               "confidence": 1.0} in d["tags"]
+    assert "predictions" in d and d["audio_url"].endswith("/audio")
+    png = c.get(f"/api/tracks/{tid}/spectrogram.png")
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert c.get("/api/tracks/424242").status_code == 404
+
+
+def test_audio_range_requests(client):
+    c, b = client
+    tid = b.ids["drum-loop"][0]
+    data = (b.audio_dir / "drum-loop-0.wav").read_bytes()
+    size = len(data)
+    full = c.get(f"/api/tracks/{tid}/audio")
+    assert full.status_code == 200 and full.content == data
+    assert full.headers["accept-ranges"] == "bytes" and full.headers["content-type"].startswith("audio/")
+    for header, (start, end) in {"bytes=0-99": (0, 99), "bytes=1000-": (1000, size - 1),
+                                 "bytes=-500": (size - 500, size - 1),
+                                 f"bytes=100-{size + 50}": (100, size - 1)}.items():
+        r = c.get(f"/api/tracks/{tid}/audio", headers={"Range": header})
+        assert r.status_code == 206, header
+        assert r.headers["content-range"] == f"bytes {start}-{end}/{size}"
+        assert r.content == data[start : end + 1]
+        assert int(r.headers["content-length"]) == end - start + 1
+    for bad in (f"bytes={size}-", "bytes=500-100", "bytes=abc", "bytes=-0", "bytes=0-1,5-9"):
+        r = c.get(f"/api/tracks/{tid}/audio", headers={"Range": bad})
+        assert r.status_code == 416, bad
+        assert r.headers["content-range"] == f"bytes */{size}"
+
+
+def test_audio_only_by_catalog_id(client):
+    c, _ = client
+    assert c.get("/api/tracks/999999/audio").status_code == 404
+    for url in ("/api/tracks/..%2F..%2Fetc%2Fpasswd/audio", "/api/tracks/%2Fetc%2Fpasswd/audio",
+                "/api/tracks/1/audio/../../../../etc/passwd", "/static/../../../../etc/passwd",
+                "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/api/audio?path=/etc/passwd"):
+        r = c.get(url)
+        assert r.status_code in (404, 422), url
+        assert b"root:" not in r.content
+
+
+def test_similar_within_filter(client):
+    c, b = client
+    q = b.ids["bass-groove"][0]
+    r = c.get("/api/similar", params={"id": q, "k": 5}).json()
+    assert r["hits"][0]["id"] in b.ids["bass-groove"] and q not in [h["id"] for h in r["hits"]]
+    assert r["hits"][0]["shared_tags"]
+    f = c.get("/api/similar", params={"id": q, "k": 5, "where": "mood:calm|dark"}).json()
+    allowed = set(b.ids["ambient-drone"]) | set(b.ids["noise-texture"])
+    assert f["hits"] and {h["id"] for h in f["hits"]} <= allowed
+    assert c.get("/api/similar", params={"id": 999999}).status_code == 404
+    assert c.get("/api/similar", params={"id": q, "where": '"open'}).status_code == 400
+
+
+def _wav_bytes(y, sr=22050, fmt="WAV"):
+    buf = io.BytesIO()
+    sf.write(buf, y, sr, format=fmt)
+    return buf.getvalue()
+
+
+def test_upload_search_and_its_limits(client):
+    from soundalike.audio.synth import demo_track
+
+    c, b = client
+    clip = _wav_bytes(demo_track("ambient-drone", seed=9, duration_s=2.0))
+    r = c.post("/api/similar/upload", params={"k": 3}, files={"file": ("mine.wav", clip, "audio/wav")})
+    assert r.status_code == 200, r.text
+    assert r.json()["hits"][0]["id"] in b.ids["ambient-drone"]
+    big = _wav_bytes(np.zeros(200_000, np.float32))  # 400 kB > 300 kB limit
+    r = c.post("/api/similar/upload", files={"file": ("big.wav", big, "audio/wav")})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    r = c.post("/api/similar/upload", files={"file": ("notes.txt", b"hello", "text/plain")})
+    assert r.status_code == 415
+    r = c.post("/api/similar/upload", files={"file": ("fake.wav", b"RIFF not really audio" * 10, "audio/wav")})
+    assert r.status_code == 415 and "cannot decode" in r.json()["detail"]
+    assert "Traceback" not in r.text
+    r = c.post("/api/similar/upload", files={"file": ("x.wav", clip, "image/png")})
+    assert r.status_code == 415
+
+
+def test_server_binds_localhost_by_default():
+    import inspect
+
+    from soundalike.cli import search as cli_search
+
+    assert inspect.signature(cli_search.serve).parameters["host"].default == "127.0.0.1"
