@@ -8,9 +8,10 @@ the catalog's embeddings of the same model id (:class:`TrackMatcher`).
 
 Robustness, by design rather than by luck:
 
-* **silence** -- a window whose 50 ms frames are mostly below ``silence_db`` dBFS is
+* **silence** -- a window with too few 50 ms frames above ``silence_db`` dBFS is
   reported as ``status="silence"`` with no labels, no decision and no nearest tracks,
-  and the smoothing history is cleared so the next sound starts fresh;
+  and the smoothing history is cleared so the next sound starts fresh; when sound
+  starts or stops inside a window, only the sounding span is analysed;
 * **clipping** -- samples are limited to [-1, 1] and the clipped fraction is
   reported; a clipped window is still analysed (its spectrum is still the music's);
 * **level** -- each window is scaled to ``target_db`` dBFS RMS (gain limited to
@@ -441,14 +442,20 @@ class Recognizer:
         x = np.clip(x, -1.0, 1.0)
         rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
         level_db = _db(rms)
-        if self._active_fraction(x) < cfg.min_active:
+        active = self._active_frames(x)
+        if active.size == 0 or active.mean() < cfg.min_active:
             self._pred_hist.clear()
             self._emb_hist.clear()
             return HopResult(index=index, t_s=t_s, status="silence", level_db=level_db, peak=peak,
                              clipped=clipped, latency_ms=(time.perf_counter() - t0) * 1e3,
                              skipped=skipped)
-        if cfg.target_db is not None and rms > 0:
-            gain_db = min(cfg.target_db - level_db, cfg.max_gain_db)
+        # Music that starts (or stops) inside the window: analyse only the sounding
+        # span, since silent frames would drag summary statistics towards "silence".
+        on = np.flatnonzero(active)
+        x = x[on[0] * self.frame_n : (on[-1] + 1) * self.frame_n if on[-1] + 1 < len(active) else len(x)]
+        if cfg.target_db is not None:
+            span_rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+            gain_db = min(cfg.target_db - _db(span_rms), cfg.max_gain_db)
             x = (x * np.float32(10.0 ** (gain_db / 20.0))).astype(np.float32)
         analysis = self.analyzer.analyze(x, self.sr)
         emb = np.asarray(analysis.embedding, np.float32).reshape(-1)
@@ -473,15 +480,14 @@ class Recognizer:
                          latency_ms=(time.perf_counter() - t0) * 1e3,
                          n_smoothed=len(self._emb_hist), skipped=skipped)
 
-    def _active_fraction(self, x: np.ndarray) -> float:
-        """Fraction of 50 ms frames whose RMS is above the silence threshold."""
+    def _active_frames(self, x: np.ndarray) -> np.ndarray:
+        """Boolean ``(n_frames,)``: which 50 ms frames are above the silence threshold."""
         n = len(x) // self.frame_n
         if n == 0:
-            return 0.0
+            return np.zeros(0, bool)
         frames = x[: n * self.frame_n].reshape(n, self.frame_n)
         rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
-        thresh = 10.0 ** (self.config.silence_db / 20.0)
-        return float(np.mean(rms > thresh))
+        return rms > 10.0 ** (self.config.silence_db / 20.0)
 
 
 def listen(source, recognizer: Recognizer, *, duration_s: float | None = None,
