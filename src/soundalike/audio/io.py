@@ -1,19 +1,26 @@
 """Decoding audio files into mono float32 samples.
 
 ``soundfile`` (libsndfile) reads wav, flac, ogg/vorbis, opus, mp3, au/snd and aiff;
-PyAV (FFmpeg) is the fallback for what libsndfile cannot read (m4a/AAC, ...).
-Resampling uses ``soxr``.  Files are read in blocks, so an hour-long file never
-needs its whole decoded source in memory at once, and partial reads
-(``offset_s``/``duration_s``) seek instead of decoding from the start.
+PyAV (FFmpeg) is the fallback for what libsndfile cannot read (m4a/AAC, wma, webm, ...).
+The format is recognised from the file's content, never from its extension: a FLAC
+file named ``.mp3`` loads as FLAC.  Resampling uses ``soxr``.
 
-Every failure raises :class:`~soundalike.errors.AudioDecodeError` naming the path
-and the reason.
+Files are read in blocks, so an hour-long file never needs its whole decoded source in
+memory at once (:func:`stream`), and partial reads (``offset_s``/``duration_s``) seek
+instead of decoding from the start.  Partial reads are sample-accurate: they equal the
+same slice of a full decode exactly for PCM/FLAC and for MP3, Vorbis and Opus as read
+by libsndfile (we seek a little early and decode a pre-roll, because a lossy decoder
+that starts cold at the target produces different samples for its first frames).
+
+Every failure raises :class:`~soundalike.errors.AudioDecodeError` naming the path and
+the reason.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +42,17 @@ MIN_DURATION_S = 0.1
 #: Frames decoded per block (per channel) when streaming.
 BLOCK_FRAMES = 1 << 16
 
+#: Frames decoded before the target of a seek in a lossy stream and thrown away.  An MP3
+#: decoder that starts at the target lacks its bit reservoir and MDCT overlap and gets
+#: the first frames wrong; 8192 frames was always enough in our measurements, twice that
+#: is a margin that costs well under a millisecond of decoding.
+SEEK_PREROLL_FRAMES = 16384
+
+#: How much earlier than the target a PyAV (FFmpeg) seek aims, in seconds.
+_AV_SEEK_PREROLL_S = 0.5
+
+_LOSSY_SUBTYPES = frozenset({"MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III", "VORBIS", "OPUS"})
+
 
 class Waveform(NamedTuple):
     """Mono samples and their rate: ``y`` is float32 ``(n,)``, ``sr`` in Hz."""
@@ -49,7 +67,11 @@ class Waveform(NamedTuple):
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What a file holds, read from its header (no decoding)."""
+    """What a file holds, read from its header (no decoding).
+
+    ``frames`` is the length in samples per channel at ``sr`` as the container states
+    it (for MP3 without a Xing/LAME header, an estimate).
+    """
 
     path: str
     sr: int
@@ -75,11 +97,42 @@ def _check_file(path: Path) -> None:
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise AudioDecodeError(path, f"cannot stat file: {exc.strerror or exc}") from exc
+        raise AudioDecodeError(path, f"cannot read file: {exc.strerror or exc}") from exc
     if size == 0:
         raise AudioDecodeError(path, "empty file (zero bytes)")
     if not os.access(path, os.R_OK):
         raise AudioDecodeError(path, "permission denied")
+
+
+def _sniff(path: Path) -> str | None:
+    """Name the container from the file's first bytes (``None``: not a known audio format)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return None
+    if head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE" or head[:4] in (b"RF64", b"BW64"):
+        return "WAV"
+    if head[:4] == b"fLaC":
+        return "FLAC"
+    if head[:4] == b"OggS":
+        return "Ogg"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "AIFF"
+    if head[:4] == b".snd":
+        return "AU"
+    if head[4:8] == b"ftyp":
+        return "MP4/M4A"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "Matroska/WebM"
+    if head[:4] == b"\x30\x26\xb2\x75":
+        return "ASF/WMA"
+    if head[:3] == b"ID3":
+        return "MP3"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        # MPEG audio frame sync; ADTS AAC has layer bits 00.
+        return "AAC (ADTS)" if head[1] & 0x06 == 0 else "MP3"
+    return None
 
 
 def _to_mono(block: np.ndarray) -> np.ndarray:
@@ -89,9 +142,11 @@ def _to_mono(block: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(block, dtype=np.float32)
 
 
-def _check_finite(path: Path, y: np.ndarray) -> None:
+def _check_finite(path: Path, y: np.ndarray, *, offset: int, sr: int) -> None:
+    """Raise on NaN/inf; ``offset`` is the index of ``y[0]`` in the source, at ``sr`` Hz."""
     if y.size and not np.isfinite(y).all():
-        raise AudioDecodeError(path, "contains NaN or infinite samples")
+        first = offset + int(np.flatnonzero(~np.isfinite(y))[0])
+        raise AudioDecodeError(path, f"contains NaN or infinite samples (the first at {first / sr:.3f} s)")
 
 
 class _Resampler:
@@ -110,133 +165,298 @@ class _Resampler:
         return self._stream.resample_chunk(y, last=last)
 
 
+def _truncated(p: Path, promised_s: float, got_s: float) -> AudioDecodeError:
+    return AudioDecodeError(
+        p, f"truncated: the header promises {promised_s:.2f} s of audio, only {got_s:.2f} s could be decoded")
+
+
 # --------------------------------------------------------------------------- soundfile
 
 
-def _sf_open(path: Path):
+# libsndfile's header log says "data : 88200 (should be 29370)" when a file is shorter
+# than its header claims (WAV "data", AIFF "SSND", AU "Data Size").
+_SF_SHORT_CHUNK = re.compile(r"^\s*(?:data|SSND|Data Size)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
+_PCM_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4,
+              "DOUBLE": 8, "ULAW": 1, "ALAW": 1}
+# Placeholder sizes written by streaming recorders that never patched the header.
+_SF_UNKNOWN_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFE}
+
+
+class _SfSource:
+    """A file libsndfile can open."""
+
+    backend = "soundfile"
+
+    def __init__(self, path: Path, f):
+        self.path = path
+        self.f = f
+        self.meta = AudioInfo(str(path), int(f.samplerate), int(f.channels), int(f.frames),
+                              str(f.format), str(f.subtype), self.backend)
+        if self.meta.sr <= 0 or self.meta.channels <= 0:
+            f.close()
+            raise AudioDecodeError(path, "header has no valid sample rate or channel count")
+        self._check_header_length()
+
+    def _check_header_length(self) -> None:
+        m = _SF_SHORT_CHUNK.search(self.f.extra_info or "")
+        if not m:
+            return
+        declared, actual = int(m.group(1)), int(m.group(2))
+        if declared in _SF_UNKNOWN_SIZES or declared <= actual:
+            return
+        self.f.close()
+        bytes_per_frame = _PCM_BYTES.get(self.meta.subtype, 0) * self.meta.channels
+        if bytes_per_frame:
+            promised_s = declared / bytes_per_frame / self.meta.sr
+        else:
+            promised_s = self.meta.frames * (declared / max(actual, 1)) / self.meta.sr
+        raise _truncated(self.path, promised_s, self.meta.frames / self.meta.sr)
+
+    def close(self) -> None:
+        self.f.close()
+
+    def _read(self, n: int) -> np.ndarray:
+        """Read up to ``n`` frames as float32 ``(frames, channels)``.
+
+        soundfile's ``SoundFile.read`` calls ``tell()`` and re-seeks to the current
+        position around every read; libsndfile's MP3 decoder takes that as a real seek
+        and loses its bit reservoir, corrupting the first frames of every block.  So we
+        call libsndfile's ``sf_readf_float`` directly.
+        """
+        out = np.empty((n, self.meta.channels), np.float32)
+        try:
+            from soundfile import _ffi, _snd
+
+            got = _snd.sf_readf_float(self.f._file, _ffi.cast("float *", out.ctypes.data), n)
+        except (ImportError, AttributeError):  # pragma: no cover - soundfile internals moved
+            return self.f.read(n, dtype="float32", always_2d=True)
+        err = _snd.sf_error(self.f._file)
+        if err:
+            msg = _ffi.string(_snd.sf_error_number(err)).decode("utf-8", "replace")
+            raise RuntimeError(msg)
+        return out[:got]
+
+    def _seek_start(self, start: int) -> int:
+        """Where to seek for a read beginning at ``start`` (earlier for lossy codecs)."""
+        if self.meta.subtype not in _LOSSY_SUBTYPES:
+            return start
+        at = max(0, start - SEEK_PREROLL_FRAMES)
+        if self.meta.subtype == "VORBIS":
+            # libsndfile lands on wrong samples when seeking into the last Ogg page;
+            # aim at the page before it and decode forward.
+            last = _ogg_last_page_start(self.path)
+            if last is not None and start >= last:
+                at = max(0, min(at, last - SEEK_PREROLL_FRAMES))
+        return at
+
+    def blocks(self, start: int, stop: int | None) -> Iterator[np.ndarray]:
+        import soundfile as sf
+
+        p, f = self.path, self.f
+        decoded = 0
+        try:
+            with f:
+                if start:
+                    if not f.seekable():
+                        raise AudioDecodeError(p, "cannot seek in this file")
+                    at = self._seek_start(start)
+                    if at >= self.meta.frames > 0:
+                        return
+                    f.seek(at)
+                    skip = start - at
+                    while skip > 0:
+                        got = len(self._read(min(BLOCK_FRAMES, skip)))
+                        if got == 0:
+                            return
+                        skip -= got
+                remaining = None if stop is None else max(0, stop - start)
+                while remaining is None or remaining > 0:
+                    n = BLOCK_FRAMES if remaining is None else min(BLOCK_FRAMES, remaining)
+                    block = self._read(n)
+                    if len(block) == 0:
+                        break
+                    decoded += len(block)
+                    if remaining is not None:
+                        remaining -= len(block)
+                    yield block
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            where = f" after {(start + decoded) / self.meta.sr:.2f} s" if decoded else ""
+            raise AudioDecodeError(p, f"corrupt or truncated {self.meta.format} data{where} "
+                                      f"({str(exc).strip() or type(exc).__name__})") from exc
+        if start == 0 and stop is None:
+            expected = self.meta.frames
+            # MP3 lengths without a Xing header are estimates: tolerate 2 % and 50 ms.
+            if 0 < expected < 2**62 and decoded < 0.98 * expected - 0.05 * self.meta.sr:
+                raise _truncated(p, expected / self.meta.sr, decoded / self.meta.sr)
+
+
+def _ogg_last_page_start(path: Path) -> int | None:
+    """Granule position (sample index) where the last Ogg page's audio begins.
+
+    That is the granule of the page before the last one; read from the file's tail
+    (an Ogg page holds at most 65,307 bytes, so two pages fit in 132 KiB).
+    """
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 132 * 1024))
+            tail = fh.read()
+    except OSError:
+        return None
+    granules = []
+    i = tail.find(b"OggS")
+    while i >= 0:
+        if i + 14 <= len(tail) and tail[i + 4] == 0:
+            granules.append(int.from_bytes(tail[i + 6 : i + 14], "little", signed=True))
+        i = tail.find(b"OggS", i + 4)
+    granules = [g for g in granules if g >= 0]
+    return granules[-2] if len(granules) >= 2 else None
+
+
+def _sf_open(path: Path) -> _SfSource | None:
     import soundfile as sf
 
     try:
-        return sf.SoundFile(str(path))
-    except sf.LibsndfileError:
+        f = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         return None
-    except (RuntimeError, TypeError, ValueError):
-        return None
-
-
-def _sf_blocks(path: Path, f, start: int, stop: int | None) -> Iterator[np.ndarray]:
-    import soundfile as sf
-
-    try:
-        if start:
-            if not f.seekable():
-                raise AudioDecodeError(path, "file is not seekable")
-            f.seek(start)
-        remaining = None if stop is None else max(0, stop - start)
-        while remaining is None or remaining > 0:
-            n = BLOCK_FRAMES if remaining is None else min(BLOCK_FRAMES, remaining)
-            block = f.read(n, dtype="float32", always_2d=True)
-            if len(block) == 0:
-                break
-            if remaining is not None:
-                remaining -= len(block)
-            yield block
-    except sf.LibsndfileError as exc:
-        raise AudioDecodeError(path, f"truncated or corrupt data: {exc}") from exc
-    except RuntimeError as exc:
-        raise AudioDecodeError(path, f"truncated or corrupt data: {exc}") from exc
+    return _SfSource(path, f)
 
 
 # --------------------------------------------------------------------------- PyAV
 
 
-def _av_open(path: Path):
-    import av
-
-    try:
-        container = av.open(str(path), mode="r")
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError, OSError) as exc:
-        raise AudioDecodeError(path, f"not an audio file or unsupported format ({_av_reason(exc)})") from exc
-    if not container.streams.audio:
-        container.close()
-        raise AudioDecodeError(path, "no audio stream in file")
-    return container
-
-
 def _av_reason(exc: BaseException) -> str:
-    msg = str(exc).strip() or type(exc).__name__
-    # FFmpeg errors repeat the path; keep just the reason.
-    return msg.split(": '")[0]
+    """FFmpeg's message without errno numbers or the repeated path."""
+    msg = getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
+    return str(msg).split(": '")[0]
 
 
-def _av_info(path: Path) -> AudioInfo:
-    container = _av_open(path)
-    try:
-        stream = container.streams.audio[0]
-        ctx = stream.codec_context
+class _AvSource:
+    """A file opened with PyAV (FFmpeg)."""
+
+    backend = "pyav"
+
+    def __init__(self, path: Path):
+        import av
+
+        self.path = path
+        kind = _sniff(path)
+        try:
+            self.container = av.open(str(path), mode="r")
+        except (av.error.FFmpegError, UnicodeDecodeError, ValueError, OSError) as exc:
+            if kind is None:
+                raise AudioDecodeError(path, "not an audio file (the content is no audio format we know)") from exc
+            raise AudioDecodeError(path, f"corrupt or truncated {kind} file ({_av_reason(exc)})") from exc
+        try:
+            self._init_stream(kind)
+        except BaseException:
+            self.container.close()
+            raise
+
+    def _init_stream(self, kind: str | None) -> None:
+        p = self.path
+        c = self.container
+        if not c.streams.audio:
+            if kind is None and not c.streams:
+                raise AudioDecodeError(p, "not an audio file (the content is no audio format we know)")
+            raise AudioDecodeError(p, "no audio stream in file")
+        self.stream = st = c.streams.audio[0]
+        ctx = st.codec_context
+        if ctx is None:
+            raise AudioDecodeError(p, "unsupported codec: FFmpeg has no decoder for this audio stream")
         sr = int(ctx.sample_rate or 0)
-        channels = int(ctx.channels or getattr(ctx.layout, "nb_channels", 0) or 0)
+        channels = int(getattr(ctx, "channels", 0) or getattr(ctx.layout, "nb_channels", 0) or 0)
         if sr <= 0 or channels <= 0:
-            raise AudioDecodeError(path, "unsupported codec or stream without sample rate")
-        if stream.duration is not None and stream.time_base is not None:
-            duration_s = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration_s = container.duration / 1_000_000
+            raise AudioDecodeError(p, f"unsupported codec {ctx.name!r}: no sample rate or channel count")
+        tb = st.time_base
+        self.start_pts = int(st.start_time or 0)
+        fmt_name = (c.format.name or "").split(",")[0]
+        # mov/mp4 durations come from the sample table and edit list (exact; the edit list
+        # also trims the encoder's padding); elsewhere they may be bitrate estimates.
+        self.exact_length = fmt_name in ("mov", "mp4") and st.duration is not None and tb is not None
+        if st.duration is not None and tb is not None:
+            duration_s = float(st.duration * tb)
+        elif c.duration is not None:
+            duration_s = c.duration / 1_000_000
         else:
             duration_s = 0.0
-        fmt = (container.format.name or "").split(",")[0].upper()
-        return AudioInfo(str(path), sr, channels, int(round(duration_s * sr)), fmt,
-                         str(ctx.name).upper(), "pyav")
-    finally:
-        container.close()
+        self.meta = AudioInfo(str(p), sr, channels, int(round(duration_s * sr)), fmt_name.upper(),
+                              str(ctx.name).upper(), self.backend)
 
+    def close(self) -> None:
+        self.container.close()
 
-def _av_blocks(path: Path, start: int, stop: int | None) -> Iterator[np.ndarray]:
-    """Decode with FFmpeg, returning (frames, channels) float32 blocks in [start, stop)."""
-    import av
+    def _pos(self, frame, sr: int) -> int | None:
+        if frame.pts is None or frame.time_base is None:
+            return None
+        return int(round(float((frame.pts - self.start_pts) * frame.time_base) * sr))
 
-    container = _av_open(path)
-    try:
-        stream = container.streams.audio[0]
-        sr = int(stream.codec_context.sample_rate)
+    def blocks(self, start: int, stop: int | None) -> Iterator[np.ndarray]:
+        """(frames, channels) float32 blocks covering samples ``[start, stop)``."""
+        import av
+
+        p, c, st, sr = self.path, self.container, self.stream, self.meta.sr
+        full = start == 0 and stop is None
+        if self.exact_length and self.meta.frames > 0:
+            stop = self.meta.frames if stop is None else min(stop, self.meta.frames)
         resampler = av.AudioResampler(format="fltp", layout=None, rate=sr)
         pos: int | None = None
-        if start > 0 and stream.time_base is not None:
-            # Seek somewhat before the target; frame timestamps tell where we landed.
-            target = max(0.0, start / sr - 0.5)
-            try:
-                container.seek(int(target / stream.time_base), stream=stream, backward=True)
-            except av.error.FFmpegError:
-                container.seek(0, stream=stream)
-        else:
-            pos = 0
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError as exc:
-                raise AudioDecodeError(path, f"truncated or corrupt data ({_av_reason(exc)})") from exc
-            for frame in frames:
-                if pos is None:
-                    if frame.pts is None or frame.time_base is None:
-                        raise AudioDecodeError(path, "cannot seek: stream has no timestamps")
-                    pos = int(round(float(frame.pts * frame.time_base) * sr))
-                for out in resampler.resample(frame):
-                    arr = out.to_ndarray()  # (channels, n) planar float32
-                    block = np.ascontiguousarray(arr.T, dtype=np.float32)
-                    n = len(block)
-                    lo, hi = pos, pos + n
-                    pos = hi
-                    if hi <= start:
-                        continue
-                    if stop is not None and lo >= stop:
-                        return
-                    a = max(0, start - lo)
-                    b = n if stop is None else min(n, stop - lo)
-                    yield block[a:b]
-    except av.error.FFmpegError as exc:
-        raise AudioDecodeError(path, f"truncated or corrupt data ({_av_reason(exc)})") from exc
-    finally:
-        container.close()
+        decoded = 0
+        try:
+            target_s = start / sr - _AV_SEEK_PREROLL_S
+            if target_s > 0 and st.time_base is not None:
+                # Seek somewhat before the target; frame timestamps tell where we landed.
+                # (Near the start we decode from the beginning: after a seek FFmpeg does
+                # not drop the encoder's priming samples again.)
+                ts = self.start_pts + int(target_s / st.time_base)
+                try:
+                    c.seek(ts, stream=st, backward=True)
+                except av.error.FFmpegError:
+                    c.seek(self.start_pts, stream=st)
+            for packet in c.demux(st):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    if pos is None or decoded == 0:
+                        raise
+                    continue  # one damaged packet: FFmpeg conceals it, so do we
+                for frame in frames:
+                    fpos = self._pos(frame, sr)
+                    if pos is None:
+                        if fpos is None and start > 0:
+                            raise AudioDecodeError(p, "cannot seek: the stream has no timestamps")
+                        pos = fpos if fpos is not None else 0
+                    for out in resampler.resample(frame):
+                        block = np.ascontiguousarray(out.to_ndarray().T, dtype=np.float32)
+                        n = len(block)
+                        lo, hi = pos, pos + n
+                        pos = hi
+                        decoded += n
+                        if hi <= start:
+                            continue
+                        if stop is not None and lo >= stop:
+                            return
+                        a = max(0, start - lo)
+                        b = n if stop is None else min(n, stop - lo)
+                        yield block[a:b]
+        except av.error.DecoderNotFoundError as exc:
+            raise AudioDecodeError(p, "unsupported codec: FFmpeg has no decoder for this audio stream") from exc
+        except av.error.FFmpegError as exc:
+            where = f" after {pos / sr:.2f} s" if pos else ""
+            raise AudioDecodeError(p, f"corrupt or truncated {self.meta.format} data{where} "
+                                      f"({_av_reason(exc)})") from exc
+        finally:
+            c.close()
+        if full and self.exact_length and stop is not None and decoded < 0.98 * stop - 0.05 * sr:
+            raise _truncated(p, stop / sr, decoded / sr)
+
+
+def _open(p: Path) -> _SfSource | _AvSource:
+    _check_file(p)
+    src = _sf_open(p)
+    return src if src is not None else _AvSource(p)
 
 
 # --------------------------------------------------------------------------- public API
@@ -248,33 +468,12 @@ def info(path: str | os.PathLike) -> AudioInfo:
     Raises
     ------
     AudioDecodeError
-        When the file is missing, empty, not audio, or uses an unsupported codec.
+        When the file is missing, empty, not audio, truncated (PCM containers whose
+        header promises more than the file holds) or uses an unsupported codec.
     """
-    p = Path(path)
-    _check_file(p)
-    f = _sf_open(p)
-    if f is not None:
-        with f:
-            if f.samplerate <= 0 or f.channels <= 0:
-                raise AudioDecodeError(p, "header has no valid sample rate or channel count")
-            return AudioInfo(str(p), int(f.samplerate), int(f.channels), int(f.frames),
-                             str(f.format), str(f.subtype), "soundfile")
-    return _av_info(p)
-
-
-def _raw_blocks(p: Path, start: int, stop: int | None) -> tuple[AudioInfo, Iterator[np.ndarray]]:
-    f = _sf_open(p)
-    if f is not None:
-        meta = AudioInfo(str(p), int(f.samplerate), int(f.channels), int(f.frames),
-                         str(f.format), str(f.subtype), "soundfile")
-
-        def gen() -> Iterator[np.ndarray]:
-            with f:
-                yield from _sf_blocks(p, f, start, stop)
-
-        return meta, gen()
-    meta = _av_info(p)
-    return meta, _av_blocks(p, start, stop)
+    src = _open(Path(path))
+    src.close()
+    return src.meta
 
 
 def stream(
@@ -290,31 +489,40 @@ def stream(
     ----------
     path : audio file
     sr : target sample rate in Hz (``None`` keeps the file's own)
-    offset_s, duration_s : the part of the file to read, in seconds of the source
+    offset_s, duration_s : the part of the file to read, in seconds of the source;
+        the file is seeked to ``offset_s``, not decoded up to it
 
     Returns
     -------
-    (sr, blocks) : the output rate and an iterator of mono float32 ``(n,)`` blocks.
-        Non-finite samples raise :class:`AudioDecodeError` as they are met.
+    (sr, blocks) : the output rate and an iterator of mono float32 ``(n,)`` blocks of
+        at most about ``BLOCK_FRAMES * sr / source_sr`` samples each.  Decoding errors
+        (corrupt data, NaN/inf samples, truncation) raise :class:`AudioDecodeError` as
+        they are met.
     """
     p = Path(path)
-    _check_file(p)
-    if offset_s < 0 or (duration_s is not None and duration_s <= 0):
+    if not (offset_s >= 0 and (duration_s is None or duration_s > 0)):
         raise AudioDecodeError(p, f"invalid range: offset_s={offset_s}, duration_s={duration_s}")
-    src_sr = info(p).sr
+    if sr is not None and sr <= 0:
+        raise AudioDecodeError(p, f"invalid target sample rate {sr}")
+    src = _open(p)
+    src_sr = src.meta.sr
     start = int(round(offset_s * src_sr))
     stop = None if duration_s is None else start + int(round(duration_s * src_sr))
-    _, raw = _raw_blocks(p, start, stop)
     out_sr = int(sr or src_sr)
     resample = _Resampler(src_sr, out_sr)
 
     def gen() -> Iterator[np.ndarray]:
-        for block in raw:
-            y = _to_mono(block)
-            _check_finite(p, y)
-            out = resample(y)
-            if len(out):
-                yield out
+        done = 0
+        try:
+            for block in src.blocks(start, stop):
+                y = _to_mono(block)
+                _check_finite(p, y, offset=start + done, sr=src_sr)
+                done += len(y)
+                out = resample(y)
+                if len(out):
+                    yield out
+        finally:
+            src.close()
         tail = resample(np.zeros(0, np.float32), last=True)
         if len(tail):
             yield tail
@@ -335,6 +543,7 @@ def load(
     Parameters
     ----------
     path : wav, flac, mp3, ogg/vorbis, opus, au/snd, aiff, m4a/aac, ...
+        (recognised by content, not by extension)
     sr : target rate in Hz; ``None`` keeps the file's rate
     offset_s : start of the read, in seconds; the file is seeked, not decoded up to it
     duration_s : length of the read in seconds (``None``: to the end)
@@ -343,38 +552,40 @@ def load(
     Returns
     -------
     Waveform
-        ``y`` float32 ``(n,)`` and ``sr``.
+        ``y`` float32 ``(n,)`` and ``sr``.  Stereo and multichannel files are averaged
+        to mono.
 
     Raises
     ------
     AudioDecodeError
-        zero bytes, truncated or corrupt data, not audio, unsupported codec,
-        NaN/inf samples, or shorter than ``min_duration_s``.
+        missing file, directory, zero bytes, truncated or corrupt data, not audio,
+        unsupported codec, NaN/inf samples, or shorter than ``min_duration_s``.
     """
     p = Path(path)
     out_sr, blocks = stream(p, sr=sr, offset_s=offset_s, duration_s=duration_s)
-    parts = list(blocks)
-    y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    if offset_s == 0 and duration_s is None:
-        _check_complete(p, y, out_sr)
+    y = _collect(blocks)
     if len(y) < min_duration_s * out_sr:
         got = len(y) / out_sr
         if got == 0 and offset_s > 0:
-            raise AudioDecodeError(p, f"offset {offset_s:.3f} s is past the end of the file")
-        raise AudioDecodeError(p, f"too short: {got:.3f} s of audio (minimum {min_duration_s} s)")
+            raise AudioDecodeError(p, f"offset {offset_s:.3f} s is at or past the end of the file")
+        raise AudioDecodeError(p, f"too short: {got:.3f} s of audio (the minimum is {min_duration_s} s)")
     return Waveform(y, out_sr)
 
 
-def _check_complete(p: Path, y: np.ndarray, out_sr: int) -> None:
-    """Raise if a container promised clearly more audio than it delivered (truncation)."""
-    meta = info(p)
-    if meta.backend != "soundfile" or meta.frames <= 0 or meta.frames >= 2**62:
-        return
-    expected = meta.frames * out_sr / meta.sr
-    if len(y) < 0.98 * expected - out_sr * 0.05:
-        raise AudioDecodeError(
-            p, f"truncated: header promises {meta.duration_s:.2f} s, only {len(y) / out_sr:.2f} s decoded"
-        )
+def _collect(blocks: Iterator[np.ndarray]) -> np.ndarray:
+    """Concatenate blocks into one array, growing it geometrically (peak ~1.5x the result)."""
+    buf = np.empty(0, np.float32)
+    n = 0
+    for b in blocks:
+        if n + len(b) > len(buf):
+            grown = np.empty(max(n + len(b), len(buf) + len(buf) // 2, 1 << 16), np.float32)
+            grown[:n] = buf[:n]
+            buf = grown
+        buf[n : n + len(b)] = b
+        n += len(b)
+    if n < len(buf):
+        buf.resize(n, refcheck=False)  # shrinks in place: no second copy at the peak
+    return buf
 
 
 def duration(path: str | os.PathLike) -> float:
