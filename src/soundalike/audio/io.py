@@ -198,7 +198,11 @@ class _SfSource:
         self._check_header_length()
 
     def _check_header_length(self) -> None:
-        m = _SF_SHORT_CHUNK.search(self.f.extra_info or "")
+        log = self.f.extra_info or ""
+        if "File ended unexpectedly" in log and self.meta.format == "OGG":
+            self.f.close()
+            raise AudioDecodeError(self.path, "truncated: the Ogg stream stops before its last page")
+        m = _SF_SHORT_CHUNK.search(log)
         if not m:
             return
         declared, actual = int(m.group(1)), int(m.group(2))
