@@ -37,6 +37,7 @@ def listen(
     duration: Annotated[str | None, typer.Option(
         help="Stop after this much audio, e.g. 30s (default: until the source ends or Ctrl-C).")] = None,
     silence_db: Annotated[float, typer.Option(help="Frames quieter than this (dBFS) are silence.")] = -50.0,
+    threads: Annotated[int, typer.Option(help="CPU threads for the model (1 keeps a core free).", min=1)] = 1,
     json_out: JsonOpt = False,
 ) -> None:
     """Recognise music live: top labels and the nearest catalog tracks, updated every hop.
@@ -59,7 +60,8 @@ def listen(
                         top=top, silence_db=silence_db)
     limit = parse_duration(duration) if duration is not None else None
     recognizer, cat = open_recognizer(model=model, catalog_path=catalog_path(catalog),
-                                      require_catalog=catalog is not None, config=config)
+                                      require_catalog=catalog is not None, config=config,
+                                      threads=threads)
     try:
         recognizer.warmup()
         if file is not None:
