@@ -169,7 +169,7 @@ class Augmenter:
     p: float = 0.7
     noises: list[np.ndarray] = field(default_factory=list)
     gain_db: tuple[float, float] = (-12.0, 6.0)
-    snr_db: tuple[float, float] = (5.0, 30.0)
+    snr_db: tuple[float, float] = (10.0, 40.0)
 
     def rng(self, epoch: int, index: int) -> np.random.Generator:
         """The generator for item ``index`` of ``epoch`` (independent of batching)."""

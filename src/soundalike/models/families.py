@@ -105,8 +105,8 @@ class FamilyConfig:
 #: Defaults per family that differ from the dataclass defaults.
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "mfcc-mlp": {"hop_length": 512, "n_mels": 64, "hidden": 256, "embedding_dim": 128},
-    "waveform-cnn": {"channels": (32, 32, 64, 64, 128)},
-    "mel-cnn": {"channels": (16, 32, 64, 128)},
+    "waveform-cnn": {"channels": (16, 16, 32, 64, 128)},
+    "mel-cnn": {"channels": (16, 32, 64, 64), "hop_length": 512},
     "probe": {"hidden": 256, "embedding_dim": 256, "dropout": 0.2},
 }
 
@@ -200,7 +200,7 @@ def _define() -> dict[str, type]:
         def __init__(self, config: FamilyConfig):
             super().__init__(config)
             ch = config.channels
-            layers: list[nn.Module] = [nn.Conv1d(1, ch[0], kernel_size=32, stride=8, padding=12),
+            layers: list[nn.Module] = [nn.Conv1d(1, ch[0], kernel_size=64, stride=16, padding=24),
                                        nn.BatchNorm1d(ch[0]), nn.ReLU()]
             pools = [4, 4, 4, 3] + [2] * 8
             for i, (a, b) in enumerate(zip(ch[:-1], ch[1:])):
