@@ -240,6 +240,16 @@ class _SfSource:
             raise RuntimeError(msg)
         return out[:got]
 
+    def _length_is_exact(self) -> bool:
+        """Whether ``frames`` is a stated length rather than an estimate.
+
+        For MP3 it is stated only by a Xing/Info/VBRI header; without one libsndfile
+        guesses from the file size, tags and cover art included (often 0.2 s too long).
+        """
+        if not self.meta.subtype.startswith("MPEG_LAYER"):
+            return True
+        return _mp3_has_length_header(self.path)
+
     def _seek_start(self, start: int) -> int:
         """Where to seek for a read beginning at ``start`` (earlier for lossy codecs)."""
         if self.meta.subtype not in _LOSSY_SUBTYPES:
@@ -287,11 +297,26 @@ class _SfSource:
             where = f" after {(start + decoded) / self.meta.sr:.2f} s" if decoded else ""
             raise AudioDecodeError(p, f"corrupt or truncated {self.meta.format} data{where} "
                                       f"({str(exc).strip() or type(exc).__name__})") from exc
-        if start == 0 and stop is None:
+        if start == 0 and stop is None and self._length_is_exact():
             expected = self.meta.frames
-            # MP3 lengths without a Xing header are estimates: tolerate 2 % and 50 ms.
             if 0 < expected < 2**62 and decoded < 0.98 * expected - 0.05 * self.meta.sr:
                 raise _truncated(p, expected / self.meta.sr, decoded / self.meta.sr)
+
+
+def _mp3_has_length_header(path: Path) -> bool:
+    """Whether an MP3's first frame carries a Xing/Info/VBRI header (exact frame count)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(10)
+            skip = 0
+            if head[:3] == b"ID3" and len(head) == 10:  # ID3v2 size is "syncsafe" (7 bits/byte)
+                skip = 10 + ((head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7
+                             | (head[9] & 0x7F))
+            fh.seek(skip)
+            first = fh.read(4096)
+    except OSError:
+        return False
+    return any(tag in first for tag in (b"Xing", b"Info", b"VBRI"))
 
 
 def _ogg_last_page_start(path: Path) -> int | None:
