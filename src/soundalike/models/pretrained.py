@@ -43,6 +43,26 @@ MUSICNN_MEL = MelConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96,
                         fmax=8000.0, compression="log10", log_c=10000.0, top_db=None)
 #: Frames per patch: 3 s at 16 kHz, hop 256 (``1 + (48000 - 256) // 256``).
 PATCH_FRAMES = 187
+#: Patches per forward pass by default: small batches keep the big front-end
+#: activations in cache; on 2 cores, 1-2 beat 8-32 (benchmarks/bench_models.py).
+DEFAULT_BATCH = 2
+
+
+def default_threads() -> int:
+    """Torch intra-op threads used for inference: ``$SOUNDALIKE_THREADS`` or half the CPUs.
+
+    OpenMP threads that spin-wait collapse when the CPUs are shared (with 2 threads on a
+    busy 2-core machine we measured 10-20x slower than with 1), and ingest already runs
+    one model per worker process, so we leave headroom rather than take every core.
+    """
+    import os
+
+    env = os.environ.get("SOUNDALIKE_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
 #: Bumped whenever the port's arithmetic changes in a way that could move outputs.
 PORT_VERSION = "1"
 
@@ -271,8 +291,10 @@ class PretrainedModel:
         hop = None if hop_s is None else max(1, int(round(hop_s * self.sample_rate / self.mel_config.hop_length)))
         return patches_from_logmel(self.logmel(y, sr), n_frames=self.patch_frames, hop_frames=hop)
 
-    def run_patches(self, patches: np.ndarray, *, batch_size: int = 16) -> dict[str, np.ndarray]:
+    def run_patches(self, patches: np.ndarray, *, batch_size: int = DEFAULT_BATCH) -> dict[str, np.ndarray]:
         """Run the network on patches ``(N, 96, 187)`` in chunks of ``batch_size``.
+
+        Runs with :func:`default_threads` torch threads (restored afterwards).
 
         Returns
         -------
@@ -289,11 +311,16 @@ class PretrainedModel:
         keys = ["penultimate", *(["max_pool"] if "max_pool" in self.embedding_dims else [])]
         outs: dict[str, list[np.ndarray]] = {"probs": [], **{k: [] for k in keys}}
         with self._lock, torch.inference_mode():
-            for s in range(0, len(patches), max(1, batch_size)):
-                r = self.net(torch.from_numpy(patches[s : s + batch_size]))
-                outs["probs"].append(torch.sigmoid(r["logits"]).numpy())
-                for k in keys:
-                    outs[k].append(r[k].numpy())
+            before = torch.get_num_threads()
+            torch.set_num_threads(default_threads())
+            try:
+                for s in range(0, len(patches), max(1, batch_size)):
+                    r = self.net(torch.from_numpy(patches[s : s + batch_size]))
+                    outs["probs"].append(torch.sigmoid(r["logits"]).numpy())
+                    for k in keys:
+                        outs[k].append(r[k].numpy())
+            finally:
+                torch.set_num_threads(before)
         return {k: (np.concatenate(v) if v else np.zeros((0,), np.float32)).astype(np.float32, copy=False)
                 for k, v in outs.items()}
 
@@ -311,7 +338,7 @@ class PretrainedModel:
     # ------------------------------------------------------------------ public API
 
     def predict(self, y: np.ndarray, sr: int, *, hop_s: float | None = None,
-                batch_size: int = 16) -> Prediction:
+                batch_size: int = DEFAULT_BATCH) -> Prediction:
         """Tag probabilities per patch and for the whole signal.
 
         Parameters
@@ -336,7 +363,7 @@ class PretrainedModel:
         return Prediction(tuple(self.labels), pp, pp.mean(axis=-2).astype(np.float32), starts)
 
     def embed(self, y: np.ndarray, sr: int, *, layer: Layer = "penultimate", hop_s: float | None = None,
-              batch_size: int = 16) -> Embedding:
+              batch_size: int = DEFAULT_BATCH) -> Embedding:
         """Per-patch and track-level (mean over patches) embeddings.
 
         Parameters
@@ -358,7 +385,7 @@ class PretrainedModel:
 
     def analyze(self, y: np.ndarray, sr: int) -> Analysis:
         """One pass giving both the track embedding (mean penultimate) and tag probabilities."""
-        out, _ = self._run(y, sr, None, 16)
+        out, _ = self._run(y, sr, None, DEFAULT_BATCH)
         probs = out["probs"].mean(axis=0)
         return Analysis(
             embedding=out["penultimate"].mean(axis=0).astype(np.float32),
