@@ -319,9 +319,18 @@ def test_catalog_without_the_model_raises_mismatch(catalog):
         TrackMatcher(cat, model_id="some-other-model")
 
 
+def test_named_catalog_without_the_model_is_an_error_implicit_one_is_skipped(catalog):
+    cat, _ = catalog
+    with pytest.raises(ModelMismatchError, match="mfcc-stats"):
+        open_recognizer(model="MTT_musicnn", catalog_path=cat.path, require_catalog=True, threads=None)
+    rec, opened = open_recognizer(model="MTT_musicnn", catalog_path=cat.path, require_catalog=False,
+                                  threads=None)
+    assert opened is None and rec.matcher is None and rec.sr == 16000
+
+
 def test_open_recognizer_picks_the_catalogs_default_model(catalog):
     cat, _ = catalog
-    rec, opened = open_recognizer(catalog_path=cat.path, require_catalog=True)
+    rec, opened = open_recognizer(catalog_path=cat.path, require_catalog=True, threads=None)
     try:
         assert rec.analyzer.name == "mfcc-stats" and rec.matcher is not None
     finally:
@@ -402,7 +411,17 @@ def test_json_lines_one_per_hop(catalog, tracks):
         assert set(d) >= {"t_s", "decision", "labels", "nearest", "level_db", "clipped", "latency_ms"}
 
 
-def test_cli_listen_file_json(catalog, tmp_path, tracks, capsys):
+@pytest.fixture
+def keep_torch_threads():
+    """`soundalike listen` limits torch's threads for the process: restore them for other tests."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_cli_listen_file_json(catalog, tmp_path, tracks, capsys, keep_torch_threads):
     from soundalike.cli import main
 
     cat, ids = catalog
@@ -416,7 +435,7 @@ def test_cli_listen_file_json(catalog, tmp_path, tracks, capsys):
     assert lines[-1]["nearest"][0]["track_id"] == ids["noise-texture"]
 
 
-def test_cli_missing_catalog_is_an_error(tmp_path, capsys):
+def test_cli_missing_catalog_is_an_error(tmp_path, capsys, keep_torch_threads):
     from soundalike.cli import main
 
     rc = main(["listen", "--catalog", str(tmp_path / "nope.sqlite"), "--stdin"])

@@ -556,8 +556,8 @@ def open_recognizer(*, model: str | None = None, catalog_path=None, require_cata
     ----------
     model : model name or trained run folder; ``None`` picks the catalog's default
         model (the one with most analyses) or else ``zoo.DEFAULT_ANALYZER``
-    catalog_path : catalog file; ``None`` or a missing file means no nearest tracks,
-        unless ``require_catalog``
+    catalog_path : catalog file; ``None``, a missing file, or one without embeddings of
+        the model means no nearest tracks, unless ``require_catalog``
     require_catalog : a missing ``catalog_path`` is an error (the user named it)
     config : live parameters
     threads : torch intra-op threads (see :func:`set_threads`)
@@ -600,7 +600,15 @@ def open_recognizer(*, model: str | None = None, catalog_path=None, require_cata
                 analyzer = load_analyzer(DEFAULT_ANALYZER)
         else:
             analyzer = load_analyzer(model)
-        matcher = TrackMatcher(catalog, model_id=analyzer.model_id) if catalog is not None else None
+        matcher = None
+        if catalog is not None:
+            try:
+                matcher = TrackMatcher(catalog, model_id=analyzer.model_id)
+            except ModelMismatchError:
+                if require_catalog:
+                    raise
+                catalog.close()  # the implicit default catalog knows nothing of this model
+                catalog = None
     except BaseException:
         if catalog is not None:
             catalog.close()
