@@ -151,6 +151,11 @@ def _init_worker(model: str, threads: int, parent: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, threads))
+    # Decoders (mpg123 inside libsndfile) print warnings straight to fd 2; in workers every
+    # failure already comes back as data with its reason, so silence C-level chatter.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     from soundalike.models.zoo import load_analyzer
 
