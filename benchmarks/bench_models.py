@@ -63,11 +63,14 @@ for line in sys.stdin:
     req = json.loads(line)
     if req["op"] == "patches":
         sess, x, t, probs = graph(req["model"])
-        P = np.transpose(np.load(req["path"]), (0, 2, 1))[: req["batch"]]
-        sess.run(probs, {x: P, t: False})
+        P = np.transpose(np.load(req["path"]), (0, 2, 1))
+        b = req["batch"]
+        sess.run(probs, {x: P[:b], t: False})
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < req["seconds"]:
-            sess.run(probs, {x: P, t: False}); n += len(P)
+            for s in range(0, len(P), b):
+                sess.run(probs, {x: P[s:s + b], t: False})
+            n += len(P)
         ans = {"patches_per_s": n / (time.perf_counter() - t0)}
     elif req["op"] == "extract":
         from musicnn.extractor import extractor
@@ -132,15 +135,12 @@ def make_clips(folder: Path, n: int) -> list[Path]:
 
 
 def port_patches_per_s(model, P: np.ndarray, batch: int, seconds: float) -> float:
-    import torch
-
-    x = torch.from_numpy(np.ascontiguousarray(P[:batch]))
-    with torch.inference_mode():
-        model.net(x)
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            model.net(x)
-            n += batch
+    """Throughput on all of ``P`` fed in forward passes of ``batch`` patches."""
+    model.run_patches(P[: 2 * batch], batch_size=batch)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        model.run_patches(P, batch_size=batch)
+        n += len(P)
     return n / (time.perf_counter() - t0)
 
 
@@ -159,21 +159,22 @@ def main() -> None:
     ap.add_argument("--models", default="MTT_musicnn,MTT_vgg,MSD_musicnn,MSD_vgg")
     ap.add_argument("--batch-sizes", default="1,2,4,8,16,32")
     ap.add_argument("--seconds", type=float, default=3.0, help="time per patches/s measurement")
-    ap.add_argument("--clips", type=int, default=3, help="30-s clips for the clips/s measurement")
+    ap.add_argument("--clips", type=int, default=2, help="30-s clips for the clips/s measurement")
     ap.add_argument("--tf-python", help="a Python with tensorflow + the musicnn wheel (the original)")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads for the port (default: SOUNDALIKE_THREADS or half the CPUs)")
     args = ap.parse_args()
 
     import torch
 
-    from soundalike.models.pretrained import load
-
     if args.threads:
-        torch.set_num_threads(args.threads)
+        os.environ["SOUNDALIKE_THREADS"] = str(args.threads)
+    from soundalike.models.pretrained import DEFAULT_BATCH, default_threads, load
+
     models = args.models.split(",")
     batches = [int(b) for b in args.batch_sizes.split(",")]
     tf = TFWorker(args.tf_python) if args.tf_python else None
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+    print(f"# torch {torch.__version__}, {default_threads()} thread(s) for the port, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}"
           + (f"; original: tensorflow {tf.ask(op='version')['tf']}" if tf else "; no TF original (--tf-python)"))
     try:
@@ -185,7 +186,7 @@ def main() -> None:
             ppath = Path(tmp) / "patches.npy"
             np.save(ppath, P)
 
-            print(f"\n## patches/s (3-s patches, network only; {len(P)} distinct patches from the clips)\n")
+            print(f"\n## patches/s (3-s patches, network only: the same 32 patches fed in forward passes of `batch`)\n")
             head = f"| model | batch | port |" + (" TF original | ratio |" if tf else "")
             print(head)
             print("|" + "|".join(["---"] * (head.count("|") - 1)) + "|")
@@ -201,17 +202,19 @@ def main() -> None:
                     print(row, flush=True)
 
             print(f"\n## 30-s clips/s end to end ({len(files)} clips: decode, resample, log-mel, network)\n")
-            head = "| model | port, batch 1 | port, batch 16 |" + (" TF extractor | ratio (batch 16) |" if tf else "")
+            head = (f"| model | port, batch 1 | port, batch {DEFAULT_BATCH} (default) | port, batch 16 |"
+                    + (" TF extractor | ratio (default) |" if tf else ""))
             print(head)
             print("|" + "|".join(["---"] * (head.count("|") - 1)) + "|")
             for name in models:
                 m = load(name)
                 c1 = port_clips_per_s(m, files, 1)
+                cd = port_clips_per_s(m, files, DEFAULT_BATCH)
                 c16 = port_clips_per_s(m, files, 16)
-                row = f"| {name} | {c1:.2f} | {c16:.2f} |"
+                row = f"| {name} | {c1:.2f} | {cd:.2f} | {c16:.2f} |"
                 if tf:
                     theirs = tf.ask(op="extract", model=name, files=[str(f) for f in files])["clips_per_s"]
-                    row += f" {theirs:.2f} | {c16 / theirs:.2f} |"
+                    row += f" {theirs:.2f} | {cd / theirs:.2f} |"
                 print(row, flush=True)
     finally:
         if tf:

@@ -44,23 +44,37 @@ MUSICNN_MEL = MelConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96,
 #: Frames per patch: 3 s at 16 kHz, hop 256 (``1 + (48000 - 256) // 256``).
 PATCH_FRAMES = 187
 #: Patches per forward pass by default: small batches keep the big front-end
-#: activations in cache; on 2 cores, 1-2 beat 8-32 (benchmarks/bench_models.py).
-DEFAULT_BATCH = 2
+#: activations in cache; on 2 busy cores batch 1 ran fastest (benchmarks/bench_models.py).
+DEFAULT_BATCH = 1
 
 
 def default_threads() -> int:
-    """Torch intra-op threads used for inference: ``$SOUNDALIKE_THREADS`` or half the CPUs.
+    """Patch-parallel inference threads: ``$SOUNDALIKE_THREADS`` or the number of CPUs.
 
-    OpenMP threads that spin-wait collapse when the CPUs are shared (with 2 threads on a
-    busy 2-core machine we measured 10-20x slower than with 1), and ingest already runs
-    one model per worker process, so we leave headroom rather than take every core.
+    Inference runs each chunk of patches on torch with one intra-op thread and spreads
+    chunks over this many Python threads itself.  torch's own OpenMP parallelism
+    spin-waits and collapses when the CPUs are shared: on a busy 2-core machine two
+    OpenMP threads ran 10-20x slower than one (benchmarks/bench_models.py); blocking
+    worker threads degrade gracefully instead, as TensorFlow's thread pool does.
     """
     import os
 
     env = os.environ.get("SOUNDALIKE_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    return max(1, (os.cpu_count() or 1) // 2)
+    return max(1, os.cpu_count() or 1)
+
+
+_thread_state = threading.local()
+
+
+def _single_threaded() -> None:
+    """One torch intra-op thread for the calling thread (OpenMP settings are per thread)."""
+    if not getattr(_thread_state, "single", False):
+        import torch
+
+        torch.set_num_threads(1)
+        _thread_state.single = True
 
 
 #: Bumped whenever the port's arithmetic changes in a way that could move outputs.
@@ -258,6 +272,15 @@ class PretrainedModel:
         h.update(f"patch={self.patch_frames};arch={spec.arch};port={PORT_VERSION}".encode())
         self.model_id = f"{spec.name}-{h.hexdigest()[:12]}"
         self._lock = threading.Lock()
+        self.threads = default_threads()
+        self._pool = None
+
+    def _executor(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix=f"{self.name}-infer")
+        return self._pool
 
     def __repr__(self) -> str:
         return f"PretrainedModel({self.name!r}, model_id={self.model_id!r})"
@@ -294,7 +317,8 @@ class PretrainedModel:
     def run_patches(self, patches: np.ndarray, *, batch_size: int = DEFAULT_BATCH) -> dict[str, np.ndarray]:
         """Run the network on patches ``(N, 96, 187)`` in chunks of ``batch_size``.
 
-        Runs with :func:`default_threads` torch threads (restored afterwards).
+        Chunks run in parallel on :attr:`threads` worker threads, each with one torch
+        intra-op thread (see :func:`default_threads`).
 
         Returns
         -------
@@ -310,17 +334,22 @@ class PretrainedModel:
                              f"{self.patch_frames}), got {patches.shape}")
         keys = ["penultimate", *(["max_pool"] if "max_pool" in self.embedding_dims else [])]
         outs: dict[str, list[np.ndarray]] = {"probs": [], **{k: [] for k in keys}}
-        with self._lock, torch.inference_mode():
-            before = torch.get_num_threads()
-            torch.set_num_threads(default_threads())
-            try:
-                for s in range(0, len(patches), max(1, batch_size)):
-                    r = self.net(torch.from_numpy(patches[s : s + batch_size]))
-                    outs["probs"].append(torch.sigmoid(r["logits"]).numpy())
-                    for k in keys:
-                        outs[k].append(r[k].numpy())
-            finally:
-                torch.set_num_threads(before)
+        chunks = [patches[s : s + max(1, batch_size)] for s in range(0, len(patches), max(1, batch_size))]
+
+        def run(chunk: np.ndarray) -> dict[str, np.ndarray]:
+            _single_threaded()
+            with torch.inference_mode():
+                r = self.net(torch.from_numpy(chunk))
+                return {"probs": torch.sigmoid(r["logits"]).numpy(), **{k: r[k].numpy() for k in keys}}
+
+        with self._lock:
+            if len(chunks) > 1 and self.threads > 1:
+                results = list(self._executor().map(run, chunks))
+            else:
+                results = [run(c) for c in chunks]
+        for r in results:
+            for k in outs:
+                outs[k].append(r[k])
         return {k: (np.concatenate(v) if v else np.zeros((0,), np.float32)).astype(np.float32, copy=False)
                 for k, v in outs.items()}
 
