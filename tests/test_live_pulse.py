@@ -124,7 +124,7 @@ def test_listen_names_the_track_playing_into_the_virtual_mic(pulse, music_catalo
     catalog, files, ids = music_catalog
     proc = subprocess.Popen(
         _soundalike("listen", "--json", "--catalog", str(catalog), "--model", "mfcc-stats",
-                    "--window", "3s", "--hop", "0.5s", "--duration", "10s"),
+                    "--window", "3s", "--hop", "0.5s", "--duration", "8s"),
         env=pulse, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(40, proc.kill)
     watchdog.start()
