@@ -73,12 +73,13 @@ def render(r: HopResult | None, *, model: str, source: str, label_category: str 
     if has_catalog:
         t = Table(box=None, show_header=True, header_style="bold", pad_edge=False, expand=False)
         t.add_column("#", justify="right")
-        t.add_column("nearest catalog tracks", min_width=24, max_width=60, no_wrap=True,
+        t.add_column("nearest catalog tracks", min_width=20, max_width=42, no_wrap=True,
                      overflow="ellipsis")
         t.add_column("similarity", no_wrap=True)
         t.add_column("", justify="right", no_wrap=True)
         for i, n in enumerate(r.nearest, 1):
-            t.add_row(str(i), _esc(n.name), f"[green]{bar(max(n.score, 0.0))}[/]", f"{n.score:5.2f}")
+            t.add_row(str(i), _esc(n.name), f"[green]{bar(max(n.score, 0.0), width=20)}[/]",
+                      f"{n.score:5.2f}")
         parts.extend([Text(""), t])
     elif not has_labels:
         parts.append(Text("\n  this model has no labels; give --catalog to see the nearest tracks",

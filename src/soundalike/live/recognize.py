@@ -26,7 +26,7 @@ import collections
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -514,21 +514,6 @@ def listen(source, recognizer: Recognizer, *, duration_s: float | None = None,
         if limit is not None and seen >= limit:
             break
     yield from recognizer.push(np.zeros(0, np.float32), source.sr, latest_only=latest_only, last=True)
-
-
-def summarize(results: Iterable[HopResult]) -> dict[str, Any]:
-    """Counts of statuses and decisions, and latency percentiles, over a run."""
-    rs = list(results)
-    lat = np.array([r.latency_ms for r in rs if r.status == "ok"], np.float64)
-    tops = collections.Counter(r.nearest[0].track_id for r in rs if r.nearest)
-    return {
-        "hops": len(rs),
-        "silence": sum(r.status == "silence" for r in rs),
-        "decisions": dict(collections.Counter(r.decision for r in rs if r.decision)),
-        "top_nearest": dict(tops),
-        "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
-        "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
-    }
 
 
 def set_threads(threads: int | None) -> None:
