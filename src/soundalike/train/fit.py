@@ -433,6 +433,7 @@ def train(manifest: Manifest, *, config: TrainConfig = TrainConfig(), out: str |
     man.save(run_dir / "manifest.json")
     split.save(run_dir / "split.json", man)
 
+    torch.manual_seed(config.seed)  # the backbone may have drawn from torch's generator
     model = build(fam)
     meta = RunMeta(fam, list(man.labels), man.task, man.label_category,
                    backbone=config.backbone if backbone is not None else None,
