@@ -11,7 +11,7 @@ TESTSTAMP := $(VENV)/.installed-test
 # Debian packages the tests use: a headless browser for the web page, PulseAudio for a
 # virtual microphone, PortAudio for sounddevice, ALSA's pulse plugin so PortAudio reaches it.
 DEB_TEST  := chromium chromium-driver pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 
 .PHONY: demo test venv venv-test deb-test clean help
 
@@ -51,7 +51,7 @@ demo: venv
 	$(BIN)/soundalike demo
 
 test: venv-test deb-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	SOUNDALIKE_STRICT_DEPS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -14,6 +14,7 @@ one directory that holds nothing else (so a whole-directory ingest sees only the
 
 from __future__ import annotations
 
+import os
 import struct
 from fractions import Fraction
 from pathlib import Path
@@ -196,3 +197,21 @@ def corrupt_files(tmp_path_factory, audio_files) -> dict[str, Path]:
     out["too_short"] = d / "short.wav"
     sf.write(str(out["too_short"]), y[: int(0.05 * SR)], SR, subtype="PCM_16")
     return out
+
+
+# --------------------------------------------------------------------------- system dependencies
+
+#: Set by `make test`, which installs the Debian packages the browser and microphone tests
+#: need: there, a test that would skip for a missing system package fails instead, so a
+#: broken install step can never pass CI silently.
+STRICT_DEPS = os.environ.get("SOUNDALIKE_STRICT_DEPS") == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if STRICT_DEPS and rep.skipped and (item.get_closest_marker("browser") or item.get_closest_marker("pulse")):
+        rep.outcome = "failed"
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.longrepr = f"skipped, but SOUNDALIKE_STRICT_DEPS=1 requires it to run: {reason}"
