@@ -46,19 +46,22 @@ def ingest(
                         TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
                         console=err, transient=True, disable=json_out or not err.is_terminal)
     task = None
+    total = 0
     counts = {"ingested": 0, "unchanged": 0, "failed": 0, "known-failure": 0}
 
     def on_event(e: dict) -> None:
-        nonlocal task
+        nonlocal task, total
         if e["event"] == "start":
-            task = progress.add_task("ingest", total=e["total"], status="")
+            total = e["total"]
+            task = progress.add_task("ingest", total=total, status="")
             return
         counts[e["status"]] = counts.get(e["status"], 0) + 1
-        progress.update(task, advance=1, status=f"{counts['ingested']} new, {counts['failed']} failed")
+        status = f"{counts['ingested']} new, {counts['failed']} failed"
+        progress.update(task, advance=1, status=status)
         if not err.is_terminal and not json_out and e["status"] in ("ingested", "failed"):
             done = sum(counts.values())
-            if done % 50 == 0:
-                err.print(f"ingest: {done} files processed")
+            if done % 100 == 0:  # a log line now and then when stderr is not a terminal
+                err.print(f"ingest: {done}/{total} files ({status})", highlight=False)
 
     with progress:
         summary = run_ingest(paths, catalog=cat, model=model, workers=workers, top_tags=top_tags,
