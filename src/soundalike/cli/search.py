@@ -72,11 +72,12 @@ def similar(
         out.print("no similar tracks" + (" match the filter" if where else ""))
         return
     table = Table(show_edge=False, pad_edge=False)
-    for col in ("#", "score", "id", "track", "shared tags"):
+    for col in ("#", "score", "id", "track", "file", "shared tags"):
         table.add_column(col, justify="right" if col in ("#", "score", "id") else "left",
                          overflow="fold")
     for h in hits:
-        table.add_row(str(h.rank), f"{h.score:.3f}", str(h.track.id), h.track.display_name, h.why)
+        table.add_row(str(h.rank), f"{h.score:.3f}", str(h.track.id), h.track.display_name,
+                      Path(h.track.path).name, h.why)
     out.print(table)
 
 
