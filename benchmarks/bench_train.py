@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "philharmonia"
-EPOCHS = {"mfcc-mlp": 40, "waveform-cnn": 20, "mel-cnn": 20, "probe": 60}
+EPOCHS = {"mfcc-mlp": 40, "waveform-cnn": 20, "mel-cnn": 30, "probe": 60}
 
 
 def main(argv: list[str] | None = None) -> int:

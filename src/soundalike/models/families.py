@@ -20,7 +20,8 @@ Families
                   frames -> dense network (GTZAN-style genre classifier)
 ``waveform-cnn``  strided 1-D conv front-end on raw samples, conv/pool blocks,
                   global max+mean pooling (MagnaTagATune-style tagger)
-``mel-cnn``       short-chunk 2-D CNN on log-mel (3x3 conv, batch-norm, max-pool blocks)
+``mel-cnn``       short-chunk 2-D CNN on log-mel (3x3 conv, batch-norm, max-pool blocks),
+                  max+mean pooled over time only, so the frequency position survives
 ``probe``         linear or one-hidden-layer head on frozen pretrained embeddings
 """
 
@@ -224,15 +225,19 @@ def _define() -> dict[str, type]:
                 layers += [nn.Conv2d(a, b, kernel_size=3, padding=1), nn.BatchNorm2d(b), nn.ReLU(),
                            nn.MaxPool2d(2, ceil_mode=True)]
             self.conv = nn.Sequential(*layers)
-            self.proj = nn.Sequential(nn.Linear(2 * ch[-1], config.embedding_dim), nn.ReLU())
+            n_freq = config.n_mels
+            for _ in config.channels:
+                n_freq = -(-n_freq // 2)
+            # Pool over time only: an instrument's register (where in frequency) matters.
+            self.proj = nn.Sequential(nn.Linear(2 * ch[-1] * n_freq, config.embedding_dim), nn.ReLU())
 
         def spectrogram(self, x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 return logmel(x, self.config.mel_config()).unsqueeze(1)  # (B, 1, M, T)
 
         def features(self, x: torch.Tensor) -> torch.Tensor:
-            h = self.conv(self.spectrogram(x)).flatten(2)
-            return self.proj(torch.cat([h.amax(dim=2), h.mean(dim=2)], dim=1))
+            h = self.conv(self.spectrogram(x))  # (B, C, F', T')
+            return self.proj(torch.cat([h.amax(dim=3), h.mean(dim=3)], dim=1).flatten(1))
 
     class Probe(_Base):
         """Linear (``hidden=0``) or one-hidden-layer head on frozen embeddings."""
