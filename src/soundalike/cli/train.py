@@ -148,6 +148,7 @@ def evaluate_cmd(
     audio_root: Annotated[Path | None, typer.Option("--audio-root")] = None,
     split: Annotated[str, typer.Option("--split", help="all tracks of DATA, or the run's own "
                                        "test split (test).")] = "all",
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Feature cache root.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Evaluate a trained run on any dataset (cross-dataset testing); writes report.json/.md."""
@@ -163,7 +164,8 @@ def evaluate_cmd(
                             top_tags=top_tags, label_column=label_column, audio_root=audio_root)
     bar, update = _progress()
     with bar:
-        report = evaluate_run(run, manifest, out=out, only_test_split=split == "test", progress=update)
+        report = evaluate_run(run, manifest, out=out, only_test_split=split == "test",
+                              cache_dir=cache_dir, progress=update)
     if json_out:
         from soundalike.train.report import _clean
 
