@@ -101,13 +101,6 @@ def _out(t: torch.Tensor, numpy: bool):
     return t.numpy() if numpy else t
 
 
-@functools.lru_cache(maxsize=32)
-def _mel_filterbank_t(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float):
-    import torch
-
-    return torch.tensor(mel_filterbank(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
-
-
 #: Mel filters per block of the blocked mel projection.
 _MEL_GROUP = 16
 
@@ -215,82 +208,6 @@ def _mel_power_tf(y: torch.Tensor, config: MelConfig) -> torch.Tensor:
             out[b, a : a + _FRAME_CHUNK] = _mel_project(
                 _power(fr[b, a : a + _FRAME_CHUNK], window, config.power), blocks)
     return out.reshape(*y.shape[:-1], n_frames_, config.n_mels)
-
-
-#: Mel filters per block of the blocked mel projection.
-_MEL_GROUP = 16
-
-
-@functools.lru_cache(maxsize=32)
-def _mel_blocks_t(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float):
-    """The filterbank cut into blocks of ``_MEL_GROUP`` filters, each with its bin range.
-
-    Returns ``[(lo, hi, W)]`` with ``W`` float32 ``(hi - lo, filters)``: a triangular
-    filter is zero outside a few bins, so ``S[..., lo:hi] @ W`` per block does about a
-    sixth of the dense ``S @ fb.T`` work and gives the same sums (the skipped terms are
-    exact zeros).
-    """
-    import torch
-
-    fb = mel_filterbank(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
-    blocks = []
-    for a in range(0, n_mels, _MEL_GROUP):
-        blk = fb[a : a + _MEL_GROUP]
-        cols = np.flatnonzero(blk.any(axis=0))
-        lo, hi = (int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, 1)
-        blocks.append((lo, hi, torch.tensor(np.ascontiguousarray(blk[:, lo:hi].T))))
-    return blocks
-
-
-def _mel_project(S: torch.Tensor, blocks) -> torch.Tensor:
-    """Time-major power ``(..., n_frames, n_bins)`` -> mel ``(..., n_frames, n_mels)``."""
-    import torch
-
-    return torch.cat([torch.matmul(S[..., lo:hi], W) for lo, hi, W in blocks], dim=-1)
-
-
-@functools.lru_cache(maxsize=16)
-def _dct_matrix_t(n_mfcc: int, n_mels: int):
-    import torch
-
-    return torch.tensor(dct_matrix(n_mfcc, n_mels))
-
-
-@functools.lru_cache(maxsize=16)
-def _window(n_fft: int, win_length: int):
-    """Periodic Hann of ``win_length`` zero-padded (centred) to ``n_fft``, as librosa does."""
-    import torch
-
-    w = torch.hann_window(win_length, periodic=True, dtype=torch.float32)
-    if win_length < n_fft:
-        left = (n_fft - win_length) // 2
-        w = torch.nn.functional.pad(w, (left, n_fft - win_length - left))
-    return w
-
-
-def _stft_power_tf(y: torch.Tensor, *, n_fft: int, hop_length: int, win_length: int | None,
-                   center: bool, power: float) -> torch.Tensor:
-    """Power STFT, time-major: float32 ``(..., n_frames, 1 + n_fft // 2)``.
-
-    Frames are cut with ``unfold`` and transformed with ``rfft`` along the contiguous
-    last axis; keeping time first lets the mel projection be one contiguous matmul.
-    """
-    import torch
-
-    shape = y.shape
-    flat = y.reshape(-1, shape[-1])
-    if center:
-        flat = torch.nn.functional.pad(flat, (n_fft // 2, n_fft // 2))
-    n_bins = 1 + n_fft // 2
-    if flat.shape[-1] < n_fft:
-        return flat.new_zeros((*shape[:-1], 0, n_bins))
-    frames = flat.unfold(-1, n_fft, hop_length) * _window(n_fft, win_length or n_fft)
-    spec = torch.view_as_real(torch.fft.rfft(frames, dim=-1))
-    re, im = spec[..., 0], spec[..., 1]
-    mag = re.square().addcmul_(im, im)  # 4x faster than abs().square() or sum(-1) over (re, im)
-    if power != 2.0:
-        mag = mag.pow_(power / 2.0)
-    return mag.reshape(*shape[:-1], *mag.shape[-2:])
 
 
 # --------------------------------------------------------------------------- public API
