@@ -52,6 +52,69 @@ def test_index_matches_brute_force_and_filters_never_leak(kind):
     assert np.mean(recall) >= (0.99 if kind == "flat" else 0.9)
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_every_filtered_path_gives_the_exact_answer(kind):
+    """Gathered subset, bitmap selector, one-off mask and over-fetched exclusions agree with brute force."""
+    ids, X = _clustered(2000, 16, seed=3)
+    rng = np.random.default_rng(4)
+    allowed = rng.choice(ids, 150, replace=False)
+    gathered = ix.VectorIndex.build(ids, X, model_id="m", kind=kind)
+    no_budget = ix.VectorIndex.build(ids, X, model_id="m", kind=kind, config=ix.IndexConfig(subset_cache_mb=0))
+    for vi in (gathered, no_budget):
+        sel = vi.cached_selection("f", lambda: allowed)
+        assert sel is vi.cached_selection("f", lambda: pytest.fail("not cached"))
+        many = ids[rng.choice(len(ids), 100, replace=False)]  # more than the over-fetch limit
+        for qi in rng.integers(0, len(ids), 10):
+            want = _brute(ids, X, X[qi], 7, np.setdiff1d(allowed, ids[qi]))
+            for allowed_arg in (sel, vi.allowed_mask(allowed)):
+                got, scores = vi.search(X[qi], 7, allowed=allowed_arg, exclude_ids=[ids[qi]])
+                assert got[0].tolist() == want.tolist()
+                assert np.all(np.diff(scores[0]) <= 1e-6)
+            got, _ = vi.search(X[qi], 7, allowed=sel, exclude_ids=many)
+            assert got[0].tolist() == _brute(ids, X, X[qi], 7, np.setdiff1d(allowed, many)).tolist()
+        assert (sel.vectors is not None) == (vi is gathered)
+    # a selection made before a change is re-checked, never returns a removed track
+    sel = gathered.cached_selection("f", lambda: allowed)
+    gathered.remove(allowed[:20])
+    got, _ = gathered.search(X[:20], 5, allowed=sel)
+    assert set(got.ravel()) - {-1} <= set(allowed[20:].tolist())
+    # fewer allowed than k: the rest of the row is empty
+    got, scores = gathered.search(X[0], 5, allowed=gathered.allowed_mask(allowed[20:23]))
+    assert sorted(got[0, :3].tolist()) == sorted(allowed[20:23].tolist())
+    assert got[0, 3:].tolist() == [-1, -1] and np.all(np.isneginf(scores[0, 3:]))
+
+
+def test_concurrent_searches_while_the_index_changes():
+    import threading
+
+    ids, X = _clustered(3000, 16, seed=5)
+    vi = ix.VectorIndex.build(ids, X, model_id="m")
+    sel = vi.cached_selection("f", lambda: ids[::3])
+    errors = []
+
+    def reader(seed):
+        r = np.random.default_rng(seed)
+        try:
+            for _ in range(60):
+                qi = int(r.integers(0, len(ids)))
+                got, _ = vi.search(X[qi], 5, allowed=sel if qi % 2 else None)
+                assert len(got[0]) == 5 and set(got[0].tolist()) <= set(ids.tolist()) | {-1}
+                if qi % 2:
+                    assert set(got[0].tolist()) <= set(ids[::3].tolist()) | {-1}  # never leaks
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(0, 300, 30):
+        vi.remove(ids[i : i + 30])
+        vi.add(ids[i : i + 30], X[i : i + 30])
+    for t in threads:
+        t.join()
+    assert not errors and len(vi) == len(ids)
+
+
 def test_remove_add_save_load_roundtrip(tmp_path):
     ids, X = _clustered(500, 16)
     for kind in ("flat", "hnsw"):

@@ -62,7 +62,12 @@ class IndexConfig:
     ef_construction : HNSW build-time beam width
     ef_search : HNSW query beam width for unfiltered queries
     ef_search_max : cap on the widened beam for filtered HNSW queries
-    exact_filter_max : filtered queries that keep at most this many vectors are exact
+    exact_filter_max : on HNSW, filtered queries that keep at most this many vectors are
+        answered exactly (a flat index is always exact)
+    subset_cache_mb : memory for the vectors of cached filters, gathered into one
+        contiguous block per filter so an exact filtered search reads only those vectors
+        (a bitmap over all positions makes faiss walk every position); filters beyond the
+        budget fall back to the bitmap
     max_tombstone_fraction : rebuild an HNSW index once this share of positions is deleted
     """
 
@@ -72,6 +77,7 @@ class IndexConfig:
     ef_search: int = 64
     ef_search_max: int = 1024
     exact_filter_max: int = 20_000
+    subset_cache_mb: float = 512.0
     max_tombstone_fraction: float = 0.2
 
     def kind_for(self, n: int) -> IndexKind:
@@ -84,6 +90,95 @@ def normalize(X: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(X, axis=1, keepdims=True).astype(np.float32)
     np.divide(X, norms, out=X, where=norms > 0)
     return X
+
+
+class _RWLock:
+    """Many readers (searches) or one writer (add/remove), writers first.
+
+    faiss releases the GIL while it searches, so concurrent searches of one index run in
+    parallel; only changes to the index must be alone.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    @contextlib.contextmanager
+    def read(self):
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self):
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class Selection:
+    """The positions one filter allows in one state of a :class:`VectorIndex`.
+
+    Made by :meth:`VectorIndex.selection` / :meth:`VectorIndex.cached_selection`; cached
+    ones may also hold the allowed vectors gathered into one contiguous block, so an exact
+    filtered search reads ``n_allowed`` vectors instead of walking every position.
+
+    Attributes
+    ----------
+    mask : bool ``(n_positions,)``
+    positions : int64 ``(n_allowed,)`` allowed positions, ascending
+    generation : the index state it belongs to (a stale one is remapped by track id)
+    track_ids : int64 ``(n_allowed,)`` the tracks at :attr:`positions`
+    vectors : float32 ``(n_allowed, dim)`` or None (not gathered)
+    """
+
+    def __init__(self, mask: np.ndarray, generation: int, ids: np.ndarray):
+        self.mask = np.asarray(mask, bool)
+        self.mask.flags.writeable = False
+        self.positions = np.flatnonzero(self.mask)
+        self.track_ids = ids[self.positions]
+        self.generation = generation
+        self.vectors: np.ndarray | None = None
+        self._bits: np.ndarray | None = None
+
+    @property
+    def n_allowed(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def bits(self) -> np.ndarray:
+        """uint8 bitmap of :attr:`mask` (little bit order), as ``IDSelectorBitmap`` reads it."""
+        if self._bits is None:
+            self._bits = np.packbits(self.mask, bitorder="little")
+        return self._bits
+
+    @property
+    def nbytes_vectors(self) -> int:
+        return 0 if self.vectors is None else int(self.vectors.nbytes)
+
+
+#: Excluded ids up to this many are dropped from an over-fetched result (exact: the top
+#: ``k + e`` hold the top ``k`` of the rest); more become a one-off mask.
+_MAX_OVERFETCH = 64
 
 
 def rebuild_hint(model_name: str | None, model_id: str) -> str:
@@ -113,7 +208,9 @@ class VectorIndex:
         self.ids = np.asarray(ids, np.int64)
         self.config = config
         self.synced_at = float(synced_at)
-        self._lock = threading.RLock()
+        self._rw = _RWLock()
+        self._cache_lock = threading.Lock()
+        self._generation = 0
         self._reindex()
 
     # ------------------------------------------------------------------ construction
@@ -155,8 +252,10 @@ class VectorIndex:
         order = np.argsort(self.ids[live], kind="stable")
         self._sorted_ids = self.ids[live][order]
         self._sorted_pos = live[order]
-        self._bitmap_cache: OrderedDict[Any, tuple[np.ndarray, int]] = OrderedDict()
+        self._generation += 1
+        self._sel_cache: OrderedDict[Any, Selection] = OrderedDict()
         self._live_mask = self.ids >= 0
+        self._live_sel = Selection(self._live_mask, self._generation, self.ids) if self.n_tombstones else None
 
     # ------------------------------------------------------------------ facts
 
@@ -209,7 +308,7 @@ class VectorIndex:
         if X.ndim != 2 or X.shape != (len(ids), self.dim):
             raise ModelMismatchError(f"index of model {self.model_id} holds {self.dim}-d vectors, "
                                      f"got shape {X.shape}")
-        with self._lock:
+        with self._rw.write():
             self._remove_positions(self.positions(ids))
             self.index.add(normalize(X))
             self.ids = np.concatenate([self.ids, ids])
@@ -217,7 +316,7 @@ class VectorIndex:
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove track ``ids`` (absent ones are ignored); returns how many were removed."""
-        with self._lock:
+        with self._rw.write():
             pos = self.positions(ids)
             self._remove_positions(pos)
             self._reindex()
@@ -252,26 +351,76 @@ class VectorIndex:
         mask[self.positions(track_ids)] = True
         return mask
 
+    def selection(self, allowed: np.ndarray | Selection | None) -> Selection | None:
+        """A :class:`Selection` for a bool mask ``(n_positions,)`` (``None``: every live position)."""
+        if isinstance(allowed, Selection):
+            if allowed.generation == self._generation:
+                return allowed
+            allowed = self.allowed_mask(allowed.track_ids)  # made before the index changed
+        if allowed is None:
+            return self._live_sel
+        mask = np.asarray(allowed, bool)
+        if mask.shape != (self.n_positions,):
+            raise ValueError(f"allowed mask must have shape ({self.n_positions},), got {mask.shape}")
+        if self.n_tombstones:
+            mask = mask & self._live_mask
+        return Selection(mask, self._generation, self.ids)
+
     def clear_masks(self) -> None:
-        """Forget cached filter bitmaps (the catalog's tags or tracks changed)."""
-        with self._lock:
-            self._bitmap_cache.clear()
+        """Forget cached filter selections (the catalog's tags or tracks changed)."""
+        with self._cache_lock:
+            self._sel_cache.clear()
+
+    def cached_selection(self, key: Any, track_ids_fn) -> Selection:
+        """``selection(allowed_mask(track_ids_fn()))`` cached under ``key`` until the index changes.
+
+        At most 16 are kept (least recently used dropped); their gathered vectors share
+        :attr:`IndexConfig.subset_cache_mb`.
+        """
+        with self._cache_lock:
+            hit = self._sel_cache.get(key)
+            if hit is not None and hit.generation == self._generation:
+                self._sel_cache.move_to_end(key)
+                return hit
+        sel = Selection(self.allowed_mask(track_ids_fn()), self._generation, self.ids)
+        with self._cache_lock:
+            if sel.generation == self._generation:
+                self._sel_cache[key] = sel
+                while len(self._sel_cache) > 16:
+                    self._sel_cache.popitem(last=False)
+        return sel
 
     def cached_mask(self, key: Any, track_ids_fn) -> np.ndarray:
-        """``allowed_mask(track_ids_fn())`` cached under ``key`` until the index changes."""
-        with self._lock:
-            hit = self._bitmap_cache.get(key)
-            if hit is not None and hit[1] == self.n_positions:
-                self._bitmap_cache.move_to_end(key)
-                return hit[0]
-        mask = self.allowed_mask(track_ids_fn())
-        with self._lock:
-            self._bitmap_cache[key] = (mask, self.n_positions)
-            while len(self._bitmap_cache) > 16:
-                self._bitmap_cache.popitem(last=False)
-        return mask
+        """The mask of :meth:`cached_selection` (read-only)."""
+        return self.cached_selection(key, track_ids_fn).mask
 
-    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
+    def _stored_vectors(self) -> np.ndarray:
+        """float32 ``(n_positions, dim)`` view of the vectors faiss holds (no copy)."""
+        import faiss
+
+        store = self.index if self.kind == "flat" else faiss.downcast_index(self.index.storage)
+        n = store.ntotal
+        if n == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return faiss.rev_swig_ptr(store.get_xb(), n * self.dim).reshape(n, self.dim)
+
+    def _subset_vectors(self, sel: Selection) -> np.ndarray | None:
+        """The gathered vectors of a cached ``sel``, gathering them if the budget allows."""
+        if sel.vectors is not None:
+            return sel.vectors
+        with self._cache_lock:
+            if not any(v is sel for v in self._sel_cache.values()):
+                return None  # a one-off filter: gathering costs more than one bitmap search
+            if sel.vectors is not None:
+                return sel.vectors
+            used = sum(v.nbytes_vectors for v in self._sel_cache.values())
+            need = sel.n_allowed * self.dim * 4
+            if used + need > self.config.subset_cache_mb * 1e6:
+                return None
+            sel.vectors = np.ascontiguousarray(self._stored_vectors()[sel.positions])
+            return sel.vectors
+
+    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | Selection | None = None,
                exclude_ids: np.ndarray | tuple = ()) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` tracks by cosine similarity, filters applied inside the search.
 
@@ -279,69 +428,91 @@ class VectorIndex:
         ----------
         queries : float32 ``(dim,)`` or ``(q, dim)``; normalised here
         k : number of results per query
-        allowed : optional bool mask ``(n_positions,)`` from :meth:`allowed_mask`
-            (positions outside it are never returned)
+        allowed : optional bool mask ``(n_positions,)`` from :meth:`allowed_mask`, or a
+            :class:`Selection` (positions outside it are never returned)
         exclude_ids : track ids never returned (e.g. the query track itself)
 
         Returns
         -------
         (ids, scores)
             int64 and float32 ``(q, k)``; unfilled slots have id ``-1`` and score ``-inf``.
-        """
-        import faiss
 
+        Notes
+        -----
+        Unfiltered: the flat index is exact, HNSW uses ``ef_search``.  Filtered: a flat
+        index, or HNSW when at most ``exact_filter_max`` vectors are allowed, is searched
+        exactly -- over the filter's gathered vectors when it is cached and fits
+        ``subset_cache_mb``, else through a bitmap selector; broader filters on HNSW use
+        the selector with ``efSearch`` widened in proportion to what the filter removes.
+        Concurrent searches run in parallel (faiss releases the GIL), one thread each.
+        """
         Q = normalize(queries)
         if Q.shape[1] != self.dim:
             raise ModelMismatchError(f"query vector has {Q.shape[1]} dimensions, index of model "
                                      f"{self.model_id} has {self.dim}")
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
-        with self._lock, _single_thread(Q.shape[0] <= 4):
-            n = self.n_positions
-            out_ids = np.full((Q.shape[0], k), -1, np.int64)
-            out_scores = np.full((Q.shape[0], k), -np.inf, np.float32)
-            if n == 0:
+        excl_ids = np.asarray(exclude_ids, np.int64).reshape(-1)
+        nq = Q.shape[0]
+        out_ids = np.full((nq, k), -1, np.int64)
+        out_scores = np.full((nq, k), -np.inf, np.float32)
+        with self._rw.read(), _single_thread(nq <= 4):
+            if self.n_positions == 0:
                 return out_ids, out_scores
-            mask = allowed
-            excl = self.positions(np.asarray(exclude_ids, np.int64)) if len(exclude_ids) else ()
-            if mask is None and (len(excl) or self.n_tombstones):
-                mask = self._live_mask
-            if mask is not None and len(excl):
-                mask = mask.copy()
+            sel = self.selection(allowed)
+            excl = self.positions(excl_ids) if len(excl_ids) else np.zeros(0, np.int64)
+            if sel is not None and len(excl):
+                excl = excl[sel.mask[excl]]
+            if len(excl) > _MAX_OVERFETCH:
+                mask = (sel.mask if sel is not None else self._live_mask).copy()
                 mask[excl] = False
-            if mask is not None and mask.shape != (n,):
-                raise ValueError(f"allowed mask must have shape ({n},), got {mask.shape}")
-            kk = min(k, n)
-            if mask is None:
-                if self.kind == "hnsw":
-                    params = faiss.SearchParametersHNSW()
-                    params.efSearch = max(self.config.ef_search, kk)
-                    D, I = self.index.search(Q, kk, params=params)
-                else:
-                    D, I = self.index.search(Q, kk)
-            else:
-                n_allowed = int(np.count_nonzero(mask))
-                if n_allowed == 0:
-                    return out_ids, out_scores
-                bits = np.packbits(mask, bitorder="little")
-                sel = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
-                if self.kind == "flat" or n_allowed <= self.config.exact_filter_max:
-                    params = faiss.SearchParameters()
-                    params.sel = sel
-                    target = self.index if self.kind == "flat" else faiss.downcast_index(self.index.storage)
-                    D, I = target.search(Q, kk, params=params)
-                else:
-                    params = faiss.SearchParametersHNSW()
-                    params.sel = sel
-                    frac = n_allowed / max(len(self), 1)
-                    params.efSearch = int(min(self.config.ef_search_max,
-                                              max(kk, math.ceil(self.config.ef_search / frac))))
-                    D, I = self.index.search(Q, kk, params=params)
-                del bits  # the selector reads it during search; keep it alive until here
+                sel, excl = Selection(mask, self._generation, self.ids), np.zeros(0, np.int64)
+            n_allowed = (sel.n_allowed if sel is not None else len(self)) - len(excl)
+            if n_allowed <= 0:
+                return out_ids, out_scores
+            kk = min(k, n_allowed)
+            D, I = self._search_positions(Q, kk + len(excl), sel)
+            if len(excl):
+                D, I = _drop(D, I, excl, kk)
+            kk = min(kk, I.shape[1])
+            D, I = D[:, :kk], I[:, :kk]
             valid = I >= 0
             out_ids[:, :kk] = np.where(valid, self.ids[np.maximum(I, 0)], -1)
             out_scores[:, :kk] = np.where(valid, D, -np.inf)
             return out_ids, out_scores
+
+    def _search_positions(self, Q: np.ndarray, k: int, sel: Selection | None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores float32, positions int64) ``(q, k)`` of the top ``k`` within ``sel``."""
+        import faiss
+
+        cfg = self.config
+        if sel is None:
+            if self.kind == "hnsw":
+                params = faiss.SearchParametersHNSW()
+                params.efSearch = max(cfg.ef_search, k)
+                return self.index.search(Q, k, params=params)
+            return self.index.search(Q, k)
+        if sel.n_allowed == 0:
+            return np.zeros((Q.shape[0], 0), np.float32), np.zeros((Q.shape[0], 0), np.int64)
+        exact = self.kind == "flat" or sel.n_allowed <= cfg.exact_filter_max
+        if exact:
+            V = self._subset_vectors(sel)
+            if V is not None:
+                kk = min(k, sel.n_allowed)
+                D, J = faiss.knn(Q, V, kk, metric=faiss.METRIC_INNER_PRODUCT)
+                return D, np.where(J >= 0, sel.positions[np.maximum(J, 0)], -1)
+        bits = sel.bits
+        fsel = faiss.IDSelectorBitmap(self.n_positions, faiss.swig_ptr(bits))
+        if exact:
+            params = faiss.SearchParameters()
+            params.sel = fsel
+            target = self.index if self.kind == "flat" else faiss.downcast_index(self.index.storage)
+            return target.search(Q, k, params=params)
+        params = faiss.SearchParametersHNSW()
+        params.sel = fsel
+        frac = sel.n_allowed / max(len(self), 1)
+        params.efSearch = int(min(cfg.ef_search_max, max(k, math.ceil(cfg.ef_search / frac))))
+        return self.index.search(Q, k, params=params)
 
     # ------------------------------------------------------------------ persistence
 
@@ -353,7 +524,7 @@ class VectorIndex:
         d.mkdir(parents=True, exist_ok=True)
         stem = d / _safe_name(self.model_id)
         tag = f".tmp{os.getpid()}"
-        with self._lock:
+        with self._rw.read():
             faiss.write_index(self.index, str(stem) + ".faiss" + tag)
             with open(str(stem) + ".ids.npy" + tag, "wb") as f:
                 np.save(f, self.ids)
@@ -414,6 +585,18 @@ def _single_thread(on: bool):
         yield
     finally:
         faiss.omp_set_num_threads(before)
+
+
+def _drop(D: np.ndarray, I: np.ndarray, excl: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Remove positions ``excl`` from each row of an over-fetched result, keep ``k`` per row."""
+    D2 = np.full((I.shape[0], k), -np.inf, np.float32)
+    I2 = np.full((I.shape[0], k), -1, np.int64)
+    bad = np.isin(I, excl)
+    for r in range(I.shape[0]):
+        keep = np.flatnonzero(~bad[r])[:k]
+        D2[r, : len(keep)] = D[r, keep]
+        I2[r, : len(keep)] = I[r, keep]
+    return D2, I2
 
 
 def _safe_name(model_id: str) -> str:

@@ -185,14 +185,15 @@ def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str
 
 
 def _filter_mask(cat: Catalog, index, where: str | None, include_suggested: bool,
-                 exclude: Iterable[int] = ()) -> np.ndarray | None:
+                 exclude: Iterable[int] = ()):
+    """The index's cached :class:`~soundalike.search.index.Selection` for ``where`` (None: no filter)."""
     from soundalike.catalog.query import match_ids, parse
 
     q = parse(where)
     if not q:
         return None
-    return index.cached_mask(("where", q.text, include_suggested),
-                             lambda: match_ids(cat.conn, q, include_suggested=include_suggested))
+    return index.cached_selection(("where", q.text, include_suggested),
+                                  lambda: match_ids(cat.conn, q, include_suggested=include_suggested))
 
 
 def _hits(cat: Catalog, ids: np.ndarray, scores: np.ndarray, query_tags: frozenset[tuple[str, str]],
