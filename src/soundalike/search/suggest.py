@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 #: Sources whose tags count as "the track has a tag in this category" and as votes.
 KNOWN_SOURCES = ("file", "user")
+#: Categories completed only when asked for by name.
+NOT_SUGGESTED_BY_DEFAULT = ("artist",)
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,8 @@ def suggest_tags(cat: Catalog, *, model: str | None = None, categories: list[str
     cat : open catalog
     model : model name or id whose embeddings and predictions to use (default: the
         catalog's most used model)
-    categories : categories to complete (default: every category with file/user tags,
-        plus the model's label category)
+    categories : categories to complete (default: every category with file/user tags
+        except ``artist``)
     k_neighbors : neighbours consulted per track and category
     min_confidence : suggestions below this are dropped
     per_category : at most this many suggestions per track and category
@@ -96,7 +98,9 @@ def suggest_tags(cat: Catalog, *, model: str | None = None, categories: list[str
     info = model_info(cat, model)
     index = cached_index(cat, info.model_id)
     known = _known_tags(cat, categories)
-    cats = sorted(set(categories) if categories else set(known) | {info.label_category})
+    # By default: the categories people tag by hand.  The model's own label category is
+    # already stored as model tags at ingest, and an artist is a fact, not a guess to offer.
+    cats = sorted(set(categories) if categories else set(known) - set(NOT_SUGGESTED_BY_DEFAULT))
     candidates = index.track_ids()
     if track_ids is not None:
         candidates = np.intersect1d(candidates, np.asarray(track_ids, np.int64))
