@@ -49,6 +49,7 @@ deb-test:
 
 demo: venv
 	$(BIN)/soundalike demo
+	@echo "(the commands above run in the project's environment: . $(VENV)/bin/activate)"
 
 test: venv-test deb-test
 	SOUNDALIKE_STRICT_DEPS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)

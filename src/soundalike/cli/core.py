@@ -202,10 +202,10 @@ def demo(
     cat = catalog_path(catalog)
     tdir = tracks_dir or (data_dir() / "demo-tracks")
     paths = write_demo_tracks(tdir, per_style=per_style)
-    out.print(f"{len(paths)} demo tracks in {tdir}")
+    out.print(f"{len(paths)} demo tracks in {tdir}", highlight=False, soft_wrap=True)
     summary = run_ingest([tdir], catalog=cat, model=model)
     out.print(f"catalog {cat}: {summary.ingested} ingested, {summary.unchanged} unchanged, "
-              f"{summary.failed} failed (model {summary.model_name})", highlight=False)
+              f"{summary.failed} failed (model {summary.model_name})", highlight=False, soft_wrap=True)
     example = paths[0]
     copt = "" if catalog is None else f" --catalog {cat}"
     out.print("\n[bold]Try next:[/]")
