@@ -165,3 +165,27 @@ def test_ingest_on_empty_folder(tmp_path, workers):
     (tmp_path / "empty").mkdir()
     s = ingest([tmp_path / "empty"], catalog=tmp_path / "c.sqlite", model="mfcc-stats", workers=workers)
     assert (s.scanned, s.ingested, s.failed) == (0, 0, 0)
+
+
+def test_long_files_are_analyzed_in_blocks(tmp_path, monkeypatch):
+    """Above LONG_FILE_S a file is streamed in blocks; its embedding stays close to a whole-file one."""
+    from soundalike.catalog import ingest as ingest_mod
+    from soundalike.models.zoo import load_analyzer
+
+    y = np.concatenate([synth.demo_track("bass-groove", seed=s, duration_s=10.0, sr=SR) for s in range(3)])
+    path = tmp_path / "m" / "long.flac"
+    path.parent.mkdir()
+    sf.write(path, y, SR)
+    whole = load_analyzer("mfcc-stats").analyze(y, SR).embedding
+    monkeypatch.setattr(ingest_mod, "LONG_FILE_S", 12.0)
+    monkeypatch.setattr(ingest_mod, "BLOCK_S", 7.0)
+    emb, preds, decoded_s = ingest_mod.analyze_in_blocks(str(path), load_analyzer("mfcc-stats"))
+    assert abs(decoded_s - 30.0) < 0.05 and preds == {}
+    cos = float(emb @ whole / np.linalg.norm(emb) / np.linalg.norm(whole))
+    assert cos > 0.99
+    s = ingest([tmp_path / "m"], catalog=tmp_path / "c.sqlite", model="mfcc-stats", workers=1)
+    assert s.ingested == 1
+    with Catalog.open(tmp_path / "c.sqlite") as cat:
+        t = cat.track_by_path(str(path.resolve()))
+        np.testing.assert_allclose(cat.get_analysis(t.id, cat.default_model_id()).embedding, emb, rtol=1e-6)
+        assert abs(t.duration_s - 30.0) < 0.05

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from soundalike.audio.io import is_audio_path
 from soundalike.catalog.store import Catalog, Tag
 from soundalike.errors import CatalogError, SoundalikeError
@@ -162,6 +164,56 @@ def _init_worker(model: str, threads: int, parent: int) -> None:
     _ANALYZER = load_analyzer(model)
 
 
+#: Files longer than this (seconds, from the header) are analyzed block by block ...
+LONG_FILE_S = 600.0
+#: ... in blocks of this many seconds, so an hour-long file never sits in memory whole.
+BLOCK_S = 300.0
+
+
+def analyze_in_blocks(path: str, analyzer, *, block_s: float | None = None
+                      ) -> tuple[np.ndarray, dict[str, float], float]:
+    """Analyze a long file in bounded memory: ``block_s`` blocks, duration-weighted means.
+
+    Returns ``(embedding float32 (dim,), predictions, decoded duration in s)``.  The
+    track embedding and label probabilities are the means over blocks weighted by their
+    length (for patch-mean models this equals the whole-file mean up to block edges).
+    """
+    from soundalike.audio.io import MIN_DURATION_S, stream
+    from soundalike.errors import AudioDecodeError
+
+    sr, blocks = stream(path, sr=analyzer.sample_rate)
+    size = int((block_s or BLOCK_S) * sr)
+    emb_sum: np.ndarray | None = None
+    pred_sum: dict[str, float] = {}
+    total = 0
+    pending: list[np.ndarray] = []
+    n_pending = 0
+
+    def flush(final: bool) -> None:
+        nonlocal emb_sum, total, pending, n_pending
+        y = np.concatenate(pending) if pending else np.zeros(0, np.float32)
+        pending, n_pending = [], 0
+        if len(y) < MIN_DURATION_S * sr or (final and total and len(y) < 0.25 * size):
+            return  # a sliver at the end adds nothing but noise
+        a = analyzer.analyze(y, sr)
+        w = float(len(y))
+        emb_sum = a.embedding.astype(np.float64) * w if emb_sum is None else emb_sum + a.embedding * w
+        for label, p in a.predictions.items():
+            pred_sum[label] = pred_sum.get(label, 0.0) + float(p) * w
+        total += len(y)
+
+    for block in blocks:
+        pending.append(block)
+        n_pending += len(block)
+        if n_pending >= size:
+            flush(final=False)
+    flush(final=True)
+    if emb_sum is None or total == 0:
+        raise AudioDecodeError(path, f"too short: no block of at least {MIN_DURATION_S} s decoded")
+    return ((emb_sum / total).astype(np.float32), {k: v / total for k, v in pred_sum.items()},
+            total / sr)
+
+
 def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
                  analyzer=None) -> dict[str, Any]:
     """Hash, read tags, decode and analyze one file.  Never raises: errors come back as data."""
@@ -174,14 +226,17 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
         if digest == known_hash and not need_analysis:
             return {"kind": "touch", "path": path, "size": st.st_size, "mtime": st.st_mtime}
         meta = info(path)
-        wav = load(path, sr=analyzer.sample_rate)
-        result = analyzer.analyze(wav.y, wav.sr)
+        if meta.duration_s > LONG_FILE_S:
+            embedding, predictions, decoded_s = analyze_in_blocks(path, analyzer)
+        else:
+            wav = load(path, sr=analyzer.sample_rate)
+            result = analyzer.analyze(wav.y, wav.sr)
+            embedding, predictions, decoded_s = result.embedding, result.predictions, wav.duration_s
         return {
             "kind": "ok", "path": path, "hash": digest, "size": st.st_size, "mtime": st.st_mtime,
-            "duration_s": meta.duration_s if meta.duration_s > 0 else wav.duration_s,
+            "duration_s": meta.duration_s if meta.duration_s > 0 else decoded_s,
             "sr": meta.sr, "channels": meta.channels, "format": meta.format.lower(),
-            "tags": read_file_tags(path), "embedding": result.embedding,
-            "predictions": result.predictions,
+            "tags": read_file_tags(path), "embedding": embedding, "predictions": predictions,
         }
     except SoundalikeError as exc:
         reason = exc.reason if hasattr(exc, "reason") else str(exc)
