@@ -82,7 +82,8 @@ def train_cmd(
                                                     "a table are resolved against.")] = None,
     backbone: Annotated[str, typer.Option("--backbone", help="Pretrained analyzer under a probe.")] = "MTT_musicnn",
     window_s: Annotated[float | None, typer.Option("--window", help="Window length in seconds "
-                                                   "(default 3).")] = None,
+                                                   "(default: from the data: the median track "
+                                                   "length rounded up to 0.5 s, 1 to 3 s).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=2)] = 32,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 2e-3,
     patience: Annotated[int, typer.Option("--patience", min=0, help="Early-stopping patience "
@@ -112,6 +113,10 @@ def train_cmd(
     if not json_out:
         con.print(f"{len(manifest)} tracks, {len(manifest.labels)} labels ({manifest.task}-label, "
                   f"category {manifest.label_category}); {len(manifest.errors)} entries skipped")
+        if category is None and manifest.label_category == "tag":
+            con.print(f"hint: the labels will be catalog tags of category 'tag' (e.g. "
+                      f"tag:{manifest.labels[0]}); if they are instruments, genres or moods, say so "
+                      f"with --category instrument|genre|mood so ingest files them there")
     bar, update = _progress()
 
     def on_epoch(row: dict) -> None:
@@ -130,11 +135,16 @@ def train_cmd(
         return
     tr = report["training"]
     print(f"run: {report['run_dir']}  (model id {report['model_id']})")
-    print(f"trained {tr['epochs_run']} epochs (best {tr['best_epoch']}) in {tr['train_time_s']:.1f} s, "
+    fam = report["config"]["family"]
+    what = (f"{report['family']} on {fam['window_s']:g}-s windows" if report["family"] != "probe"
+            else f"probe on {report['config']['backbone']}")
+    print(f"{what}: trained {tr['epochs_run']} epochs (best {tr['best_epoch']}) in {tr['train_time_s']:.1f} s, "
           f"{tr['samples_per_s']:.0f} windows/s; {report['dataset']['n_errors']} files skipped")
     print(f"test ({report['dataset']['split_sizes']['test']} tracks): "
           f"{_headline_text(report['task'], report['test'])}")
     print(f"report: {Path(report['run_dir']) / 'report.md'}")
+    print(f"use it: soundalike predict {report['run_dir']} FILE  |  "
+          f"soundalike ingest DIR --model {report['run_dir']}")
 
 
 def evaluate_cmd(

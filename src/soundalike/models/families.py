@@ -53,6 +53,11 @@ class FamilyConfig:
     embedding_dim : penultimate width
     dropout : before the output layer
     input_dim : backbone embedding size (probe)
+    freq_mask, time_mask : SpecAugment (mel-cnn, training only): widest band of mel bins
+        and of frames set to the spectrogram's mean, one of each per window (0: off)
+    hop_fraction : hop between a track's inference windows, as a fraction of the window
+        (1.0: back to back; 0.5: half-overlapping); the last window always ends at the
+        track's end, so no window is mostly padding
     """
 
     family: str
@@ -68,6 +73,9 @@ class FamilyConfig:
     embedding_dim: int = 128
     dropout: float = 0.3
     input_dim: int = 0
+    freq_mask: int = 0
+    time_mask: int = 0
+    hop_fraction: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -77,7 +85,14 @@ class FamilyConfig:
             raise ConfigError("n_labels must be at least 1")
         if self.family == "probe" and self.input_dim <= 0:
             raise ConfigError("probe needs input_dim (the backbone's embedding size)")
+        if not 0.0 < self.hop_fraction <= 1.0:
+            raise ConfigError(f"hop_fraction must be in (0, 1], got {self.hop_fraction}")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+
+    @property
+    def hop_samples(self) -> int:
+        """Hop between inference windows in samples."""
+        return max(1, int(round(self.window_samples * self.hop_fraction)))
 
     @property
     def window_samples(self) -> int:
@@ -233,7 +248,26 @@ def _define() -> dict[str, type]:
 
         def spectrogram(self, x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return logmel(x, self.config.mel_config()).unsqueeze(1)  # (B, 1, M, T)
+                S = logmel(x, self.config.mel_config()).unsqueeze(1)  # (B, 1, M, T)
+                if self.training and (self.config.freq_mask or self.config.time_mask):
+                    S = self._mask(S)
+                return S
+
+        def _mask(self, S: torch.Tensor) -> torch.Tensor:
+            """SpecAugment: one random band of mel bins and one of frames per item -> the item's mean."""
+            B, _, M, T = S.shape
+            fill = S.mean(dim=(1, 2, 3), keepdim=True)
+            keep = torch.ones_like(S, dtype=torch.bool)
+            for size, axis, n in ((self.config.freq_mask, 2, M), (self.config.time_mask, 3, T)):
+                if size <= 0:
+                    continue
+                width = torch.randint(0, min(size, n) + 1, (B,))
+                start = (torch.rand(B) * (n - width + 1).float()).long()
+                pos = torch.arange(n)
+                band = (pos[None, :] >= start[:, None]) & (pos[None, :] < (start + width)[:, None])
+                shape = (B, 1, n, 1) if axis == 2 else (B, 1, 1, n)
+                keep &= ~band.view(shape)
+            return torch.where(keep, S, fill)
 
         def features(self, x: torch.Tensor) -> torch.Tensor:
             h = self.conv(self.spectrogram(x))  # (B, C, F', T')

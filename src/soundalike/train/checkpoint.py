@@ -136,18 +136,23 @@ def run_model_id(model, meta: RunMeta) -> str:
 
 
 def windows(x: np.ndarray, *, size: int, hop: int | None = None) -> np.ndarray:
-    """Cut ``(n,)`` samples into ``(n_windows, size)`` windows (last one zero-padded).
+    """Cut ``(n,)`` samples into ``(n_windows, size)`` windows covering the whole signal.
 
-    A signal shorter than ``size`` gives one padded window.
+    Windows start every ``hop`` samples (default ``size``: back to back); the last one
+    is placed to end exactly at the signal's end, so a track a little longer than a
+    window gives two full windows instead of one full and one mostly zero-padded.  A
+    signal shorter than ``size`` gives one window, zero-padded at the end.
     """
     hop = hop or size
     n = len(x)
-    count = 1 if n <= size else 1 + int(np.ceil((n - size) / hop))
-    out = np.zeros((count, size), np.float32)
-    for i in range(count):
-        seg = x[i * hop : i * hop + size]
-        out[i, : len(seg)] = seg
-    return out
+    if n <= size:
+        out = np.zeros((1, size), np.float32)
+        out[0, :n] = x
+        return out
+    starts = list(range(0, n - size + 1, hop))
+    if starts[-1] != n - size:
+        starts.append(n - size)
+    return np.stack([np.asarray(x[s : s + size], np.float32) for s in starts])
 
 
 def infer_windows(model, X: np.ndarray, *, multi_label: bool, batch_size: int = 64):
@@ -180,7 +185,7 @@ def track_inputs(data: np.ndarray, config: FamilyConfig) -> np.ndarray:
     """All model inputs of one track: its windows (waveform) or its patch embeddings (probe)."""
     if config.input_kind == "embedding":
         return np.atleast_2d(np.asarray(data, np.float32))
-    return windows(np.asarray(data, np.float32), size=config.window_samples)
+    return windows(np.asarray(data, np.float32), size=config.window_samples, hop=config.hop_samples)
 
 
 # --------------------------------------------------------------------------- analyzer

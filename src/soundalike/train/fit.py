@@ -50,10 +50,15 @@ class TrainConfig:
     noise_dir : folder of noise recordings for the ``noise`` augmentation
     augment_p : probability of each augmentation per window
     class_weighting : weight the loss by inverse class frequency (``pos_weight`` for multi-label)
+    label_smoothing : cross-entropy label smoothing (single-label)
+    mixup : mixup's Beta(a, a) parameter ``a`` (0: off): each batch is blended with a
+        shuffled copy of itself (audio summed, targets blended)
     crops_per_track : most random windows drawn per track per epoch (short tracks give one)
     max_duration_s : seconds of each file decoded for training (from the start)
     backbone : pretrained analyzer the probe sits on
-    window_s, sample_rate : override the family's window and input rate
+    window_s : window length in seconds; ``None`` picks it from the data (see
+        :func:`auto_window_s`: 3 s for songs, shorter for sets of short sounds)
+    sample_rate : override the family's input rate
     model : further family hyper-parameters (``channels``, ``hidden``, ``n_mels`` ...)
     cache_dir : feature cache root (default: the user cache); ``use_cache=False`` disables it
     """
@@ -72,6 +77,8 @@ class TrainConfig:
     noise_dir: str | None = None
     augment_p: float = 0.5
     class_weighting: bool = True
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
     crops_per_track: int = 4
     max_duration_s: float = 120.0
     backbone: str = "MTT_musicnn"
@@ -86,6 +93,8 @@ class TrainConfig:
             raise ConfigError(f"unknown model family {self.family!r}: choose one of {', '.join(FAMILIES)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be at least 1")
+        if not 0.0 <= self.label_smoothing < 1.0 or self.mixup < 0.0:
+            raise ConfigError("label_smoothing must be in [0, 1) and mixup at least 0")
         object.__setattr__(self, "augment", tuple(self.augment))
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,6 +181,25 @@ def prepare_tracks(manifest: Manifest, *, config: FamilyConfig | None, backbone=
     return TrackSet(data, sub, errors)
 
 
+def auto_window_s(lengths: list[int] | np.ndarray, *, sr: int, longest_s: float = 3.0,
+                  shortest_s: float = 1.0) -> float:
+    """A window length for a dataset: its median track duration rounded up to 0.5 s, within limits.
+
+    Songs (median well over 3 s) get ``longest_s``; a set of short sounds (single notes,
+    samples) gets a window about as long as a typical sound, so most of each window is
+    sound rather than zero padding.
+
+    Parameters
+    ----------
+    lengths : track lengths in samples
+    sr : sample rate of ``lengths`` in Hz
+    """
+    if len(lengths) == 0:
+        return longest_s
+    median_s = float(np.median(np.asarray(lengths, np.float64))) / sr
+    return float(min(longest_s, max(shortest_s, math.ceil(median_s * 2.0) / 2.0)))
+
+
 # --------------------------------------------------------------------------- batches
 
 
@@ -235,7 +263,8 @@ def predict_tracks(model, track_data: list[np.ndarray], indices: list[int], *, c
     return probs.astype(np.float32), emb.astype(np.float32)
 
 
-def _loss_fn(task: str, targets: np.ndarray, train_idx: list[int], n_labels: int, weighting: bool):
+def _loss_fn(task: str, targets: np.ndarray, train_idx: list[int], n_labels: int, weighting: bool,
+             label_smoothing: float = 0.0):
     import torch
 
     if task == "single":
@@ -244,7 +273,7 @@ def _loss_fn(task: str, targets: np.ndarray, train_idx: list[int], n_labels: int
             counts = np.bincount(targets[train_idx], minlength=n_labels).astype(np.float64)
             w = np.where(counts > 0, len(train_idx) / (n_labels * np.maximum(counts, 1)), 0.0)
             weight = torch.tensor(w, dtype=torch.float32)
-        return torch.nn.CrossEntropyLoss(weight=weight)
+        return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
     pos_weight = None
     if weighting:
         pos = targets[train_idx].sum(axis=0).astype(np.float64)
@@ -301,7 +330,8 @@ def fit_model(model, tracks: TrackSet, split, *, config: FamilyConfig, train: Tr
     if train.augment and config.input_kind == "waveform":
         augment = Augmenter(tuple(train.augment), sr=config.sample_rate, seed=train.seed,
                             p=train.augment_p, noises=noises)
-    loss_fn = _loss_fn(task, targets, split.train, config.n_labels, train.class_weighting)
+    loss_fn = _loss_fn(task, targets, split.train, config.n_labels, train.class_weighting,
+                       train.label_smoothing)
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=train.epochs, eta_min=train.lr * 0.02)
     val_idx = split.val or split.train  # tiny sets: fall back to train for model selection
@@ -334,7 +364,17 @@ def fit_model(model, tracks: TrackSet, split, *, config: FamilyConfig, train: Tr
             yb = (torch.from_numpy(targets[idx]) if task == "single"
                   else torch.from_numpy(targets[idx].astype(np.float32)))
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
+            if train.mixup > 0:
+                mrng = np.random.default_rng([train.seed, epoch, b, 0x31])
+                lam = float(mrng.beta(train.mixup, train.mixup))
+                perm = torch.from_numpy(mrng.permutation(len(chunk)))
+                logits = model(lam * xb + (1.0 - lam) * xb[perm])
+                if task == "single":
+                    loss = lam * loss_fn(logits, yb) + (1.0 - lam) * loss_fn(logits, yb[perm])
+                else:
+                    loss = loss_fn(logits, lam * yb + (1.0 - lam) * yb[perm])
+            else:
+                loss = loss_fn(model(xb), yb)
             loss.backward()
             opt.step()
             total_loss += float(loss.detach())
@@ -426,6 +466,9 @@ def train(manifest: Manifest, *, config: TrainConfig = TrainConfig(), out: str |
         fam = make_config(config.family, n_labels=n_labels, **overrides)
         tracks = prepare_tracks(manifest, config=fam, max_duration_s=config.max_duration_s,
                                 cache=cache, progress=progress)
+        if config.window_s is None:
+            overrides["window_s"] = auto_window_s([len(x) for x in tracks.data], sr=fam.sample_rate)
+            fam = make_config(config.family, n_labels=n_labels, **overrides)
     feature_time_s = time.perf_counter() - t_feat
     man = tracks.manifest
     split = split_manifest(man, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
