@@ -131,15 +131,16 @@ def _free_port() -> int:
 
 
 def bench_http(args) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-search-"))
-    cat_path = tmp / "catalog.sqlite"
-    t0 = time.perf_counter()
-    make_catalog(cat_path, args.http_tracks, args.dim, args.clusters)
-    print(f"# catalog of {args.http_tracks:,} tracks built in {time.perf_counter() - t0:.1f} s", flush=True)
+    cat_path = args.http_catalog or Path(tempfile.mkdtemp(prefix="bench-search-")) / "catalog.sqlite"
+    if not cat_path.exists():
+        t0 = time.perf_counter()
+        make_catalog(cat_path, args.http_tracks, args.dim, args.clusters)
+        print(f"# catalog of {args.http_tracks:,} tracks built in {time.perf_counter() - t0:.1f} s", flush=True)
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-c", "from soundalike.cli import main; raise SystemExit(main())",
-                             "serve", "--catalog", str(cat_path), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "serve", "--catalog", str(cat_path), "--port", str(port),
+                             "--workers", str(args.workers)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
         while time.time() < deadline:
@@ -155,9 +156,12 @@ def bench_http(args) -> dict:
         else:
             raise RuntimeError("server did not start")
         rng = np.random.default_rng(3)
-        # warm the filter bitmap cache the way a user session would
-        c.request("GET", "/api/similar?id=1&k=10&where=genre:g3")
-        c.getresponse().read()
+        # warm the filter cache the way a user session would (every worker process)
+        for _ in range(4 * args.workers):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            c.request("GET", "/api/similar?id=1&k=10&where=genre:g3")
+            c.getresponse().read()
+            c.close()
         lat: list[float] = []
         errors = [0]
         lock = threading.Lock()
@@ -188,10 +192,12 @@ def bench_http(args) -> dict:
         for th in threads:
             th.join()
         wall = time.perf_counter() - t0
-        res = {"tracks": args.http_tracks, "clients": args.concurrency, "requests": len(lat),
+        res = {"tracks": args.http_tracks, "clients": args.concurrency, "workers": args.workers,
+               "requests": len(lat),
                "errors": errors[0], "rps": len(lat) / wall, "p50_ms": 1e3 * float(np.percentile(lat, 50)),
                "p99_ms": 1e3 * float(np.percentile(lat, 99))}
-        print(f"HTTP /api/similar, {res['tracks']:,} tracks, {res['clients']} clients: {res['rps']:.0f} req/s, "
+        print(f"HTTP /api/similar, {res['tracks']:,} tracks, {res['clients']} clients, {args.workers} "
+              f"worker(s): {res['rps']:.0f} req/s, "
               f"p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms, errors {res['errors']}", flush=True)
         return res
     finally:
@@ -211,6 +217,8 @@ def main() -> int:
     ap.add_argument("--http-tracks", type=int, default=100_000)
     ap.add_argument("--http-requests", type=int, default=100, help="requests per client")
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=2, help="`soundalike serve --workers`")
+    ap.add_argument("--http-catalog", type=Path, help="reuse (or build once) the HTTP catalog here")
     ap.add_argument("--http-only", action="store_true")
     ap.add_argument("--no-http", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the results here")

