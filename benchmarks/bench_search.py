@@ -89,13 +89,35 @@ def bench_index(n: int, args) -> list[dict]:
         t0 = time.perf_counter()
         index = VectorIndex.build(ids, X, model_id="bench", kind=kind, config=cfg)
         build_s = time.perf_counter() - t0
-        for filt in (False, True):
-            mask = index.allowed_mask(ids[keep]) if filt else None
-            m = measure(index, Q, 10, mask, truth[filt])
-            row = {"n": n, "kind": kind, "filter": "10%" if filt else "none", "build_s": build_s, **m}
+        # "10% mask": a one-off bool mask (bitmap selector, or filtered HNSW);
+        # "10% cached": what similar() and the web use, a cached Selection whose vectors are
+        # gathered on first use (that first query is timed separately, as "first ms").
+        for filt in ("none", "10% mask", "10% cached"):
+            first_ms = None
+            if filt == "none":
+                allowed = None
+            elif filt == "10% mask":
+                allowed = index.allowed_mask(ids[keep])
+            else:
+                allowed = index.cached_selection("genre:g3", lambda: ids[keep])
+                t0 = time.perf_counter()
+                index.search(Q[0], 10, allowed=allowed)
+                first_ms = 1e3 * (time.perf_counter() - t0)
+            m = measure(index, Q, 10, allowed, truth[filt != "none"])
+            row = {"n": n, "kind": kind, "filter": filt, "build_s": build_s, "first_ms": first_ms, **m}
             rows.append(row)
-            print(f"{n:>9,} {kind:<5} {row['filter']:<5} build {build_s:7.1f} s  p50 {m['p50_ms']:6.2f} ms  "
-                  f"p99 {m['p99_ms']:6.2f} ms  recall@10 {m['recall10']:.3f}", flush=True)
+            print(f"{n:>9,} {kind:<5} {filt:<10} build {build_s:7.1f} s  p50 {m['p50_ms']:6.2f} ms  "
+                  f"p99 {m['p99_ms']:6.2f} ms  recall@10 {m['recall10']:.3f}"
+                  + (f"  first {first_ms:.1f} ms" if first_ms is not None else ""), flush=True)
+        if kind == "hnsw" and args.ef_sweep:
+            for efs in args.ef_sweep:
+                sweep = VectorIndex(model_id="bench", dim=index.dim, kind="hnsw", index=index.index, ids=index.ids,
+                                    config=IndexConfig(**{**vars(cfg), "ef_search": efs}))
+                m = measure(sweep, Q, 10, None, truth[False])
+                rows.append({"n": n, "kind": kind, "filter": f"none efS={efs}", "build_s": build_s,
+                             "first_ms": None, **m})
+                print(f"{n:>9,} hnsw  none efS={efs:<5} p50 {m['p50_ms']:6.2f} ms  p99 {m['p99_ms']:6.2f} ms  "
+                      f"recall@10 {m['recall10']:.3f}", flush=True)
         del index
     return rows
 
@@ -122,6 +144,13 @@ def make_catalog(path: Path, n: int, dim: int, clusters: int) -> None:
                     tags.append(Tag(moods[int(rng.integers(0, 4))], "mood", "file"))
                 cat.set_tags(tid, tags, source="file")
                 cat.put_analysis(tid, "bench-200d", X[i])
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def _free_port() -> int:
@@ -214,6 +243,7 @@ def main() -> int:
     ap.add_argument("--hnsw-m", type=int, default=IndexConfig.hnsw_m)
     ap.add_argument("--ef-construction", type=int, default=IndexConfig.ef_construction)
     ap.add_argument("--ef-search", type=int, default=IndexConfig.ef_search)
+    ap.add_argument("--ef-sweep", type=int, nargs="*", default=[32, 128], help="also measure these efSearch")
     ap.add_argument("--http-tracks", type=int, default=100_000)
     ap.add_argument("--http-requests", type=int, default=100, help="requests per client")
     ap.add_argument("--concurrency", type=int, default=16)
@@ -226,29 +256,33 @@ def main() -> int:
 
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, dim {args.dim}, "
           f"{args.clusters} clusters, {args.queries} queries, HNSW M={args.hnsw_m} "
-          f"efC={args.ef_construction} efS={args.ef_search}", flush=True)
+          f"efC={args.ef_construction} efS={args.ef_search}; load average at the start: {_loadavg()}", flush=True)
     rows = [] if args.http_only else [r for n in args.sizes for r in bench_index(n, args)]
     http = None if args.no_http else bench_http(args)
 
-    print("\n| n | index | filter | build s | p50 ms | p99 ms | recall@10 |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n# load average at the end: {_loadavg()}")
+    print("\n| n | index | filter | build s | p50 ms | p99 ms | recall@10 | first query ms |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
+        first = f"{r['first_ms']:.1f}" if r.get("first_ms") is not None else ""
         print(f"| {r['n']:,} | {r['kind']} | {r['filter']} | {r['build_s']:.1f} | {r['p50_ms']:.2f} | "
-              f"{r['p99_ms']:.2f} | {r['recall10']:.3f} |")
+              f"{r['p99_ms']:.2f} | {r['recall10']:.3f} | {first} |")
     print("\n| target | measured | met |")
     print("|---|---|---|")
     by = {(r["n"], r["kind"], r["filter"]): r for r in rows}
-    if (1_000_000, "hnsw", "10%") in by:
-        r = by[(1_000_000, "hnsw", "10%")]
-        ok = r["p50_ms"] <= 5 and r["recall10"] >= 0.95
-        print(f"| 1M filtered top-10 p50 <= 5 ms at recall@10 >= 0.95 | p50 {r['p50_ms']:.2f} ms, "
-              f"recall {r['recall10']:.3f} (HNSW) | {'yes' if ok else 'NO'} |")
+    for filt in ("10% cached", "10% mask"):
+        if (1_000_000, "hnsw", filt) in by:
+            r = by[(1_000_000, "hnsw", filt)]
+            ok = r["p50_ms"] <= 5 and r["recall10"] >= 0.95
+            print(f"| 1M filtered top-10 p50 <= 5 ms at recall@10 >= 0.95 | {filt}: p50 {r['p50_ms']:.2f} ms, "
+                  f"p99 {r['p99_ms']:.2f} ms, recall {r['recall10']:.3f} (HNSW index) | {'yes' if ok else 'NO'} |")
     if (100_000, "flat", "none") in by:
         r = by[(100_000, "flat", "none")]
         print(f"| exact search at 100k <= 5 ms | p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms | "
               f"{'yes' if r['p50_ms'] <= 5 else 'NO'} |")
     if http:
-        print(f"| web p99 <= 100 ms at 16 concurrent clients | p99 {http['p99_ms']:.1f} ms, "
+        print(f"| web p99 <= 100 ms at {http['clients']} concurrent clients ({http['tracks']:,} tracks, "
+              f"{http['workers']} workers) | p99 {http['p99_ms']:.1f} ms, p50 {http['p50_ms']:.1f} ms, "
               f"{http['rps']:.0f} req/s | {'yes' if http['p99_ms'] <= 100 else 'NO'} |")
     if args.json:
         args.json.write_text(json.dumps({"index": rows, "http": http}, indent=2))
