@@ -151,3 +151,24 @@ def test_server_binds_localhost_by_default():
     from soundalike.cli import search as cli_search
 
     assert inspect.signature(cli_search.serve).parameters["host"].default == "127.0.0.1"
+
+
+def test_worker_factory_reads_its_settings_from_the_environment(demo_catalog, monkeypatch):  # noqa: F811
+    """`serve --workers N` starts each worker with app_from_env(): same catalog, same answers."""
+    from soundalike.errors import CatalogError
+    from soundalike.web import app as web
+
+    for name in (web.ENV_CATALOG, web.ENV_MODEL, web.ENV_MAX_UPLOAD):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(CatalogError, match=web.ENV_CATALOG):
+        web.app_from_env()
+    env = web.serve_settings_env(demo_catalog.path, max_upload_bytes=1234)
+    assert env[web.ENV_MAX_UPLOAD] == "1234" and web.ENV_MODEL not in env
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    tid = demo_catalog.ids["piano-arpeggio"][0]
+    with TestClient(web.app_from_env()) as c, TestClient(create_app(demo_catalog.path)) as ref:
+        got = c.get("/api/similar", params={"id": tid, "k": 3}).json()
+        assert got["hits"] and got == ref.get("/api/similar", params={"id": tid, "k": 3}).json()
+        files = {"file": ("clip.wav", b"x" * 2000, "audio/wav")}
+        assert c.post("/api/similar/upload", files=files).status_code == 413  # the 1234-byte limit

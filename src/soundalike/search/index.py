@@ -5,11 +5,17 @@ Small catalogs use an exact ``IndexFlatIP``; above :attr:`IndexConfig.hnsw_thres
 vectors the index is an ``IndexHNSWFlat`` (approximate, recall measured by
 ``benchmarks/bench_search.py``).
 
-Filters are applied *inside* the search: a filter becomes a bitmap over the index's
-internal positions, handed to faiss as an ``IDSelectorBitmap``, so the top ``k`` are the
-top ``k`` of the allowed tracks, never a post-filtered over-fetch.  Filters that keep few
-tracks are answered exactly over the allowed vectors (still through the selector); broad
-filters on HNSW widen ``efSearch`` in proportion to how much the filter removes.
+Filters are applied *inside* the search, so the top ``k`` are the top ``k`` of the
+allowed tracks, never a post-filtered over-fetch.  A filter becomes a :class:`Selection`
+of internal positions; cached ones (one per filter text, dropped when the catalog
+changes) gather their vectors into one contiguous block on first use, and are answered
+exactly by scanning just that block (at 1M tracks a 10% filter scans 100k vectors in a
+few ms, where a bitmap selector would walk all 1M positions).  Other filters go to faiss
+as an ``IDSelectorBitmap``: exact on a flat index and on small selections, otherwise
+HNSW with ``efSearch`` widened in proportion to how much the filter removes.
+
+Searches of one index run concurrently (faiss releases the GIL; each runs on one
+OpenMP thread); adding and removing vectors waits for them and runs alone.
 
 On disk (for catalog ``music.sqlite``)::
 
