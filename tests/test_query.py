@@ -152,3 +152,17 @@ def test_facet_counts_follow_the_filter(cat):
     sad = facet_counts(c.conn, where="mood:sad")
     assert dict(sad["genre"]) == {"rock": 1, "jazz": 1}
     assert dict(facet_counts(c.conn, include_suggested=True)["genre"])["jazz"] == 2
+
+
+def test_tags_of_many_tracks_equals_one_by_one(cat):
+    from soundalike.catalog.query import tags_of
+
+    c, ids = cat
+    every = [*ids.values(), 999]  # 999: no such track, answered with no tags
+    for sources in (None, ("file", "user", "model"), ("suggested",)):
+        got = tags_of(c.conn, every, sources=sources)
+        assert set(got) == set(every) and got[999] == []
+        for tid in ids.values():
+            assert got[tid] == c.track_tags(tid, sources=sources)
+    two = tags_of(c.conn, [ids["Moon River"]], limit_per_track=2)[ids["Moon River"]]
+    assert two == c.track_tags(ids["Moon River"])[:2] and len(two) == 2

@@ -384,3 +384,40 @@ def facet_counts(conn: sqlite3.Connection, *, where: Query | str | None = None, 
         if len(lst) < limit_per_category:
             lst.append((tag, int(count)))
     return out
+
+
+def tags_of(conn: sqlite3.Connection, track_ids, *, sources=None, limit_per_track: int | None = None) -> dict:
+    """Tags of many tracks at once: one query per 900 ids instead of one per track.
+
+    Parameters
+    ----------
+    conn : the catalog's connection
+    track_ids : iterable of int track ids
+    sources : tag sources to include (``None``: all)
+    limit_per_track : keep at most this many tags per track
+
+    Returns
+    -------
+    dict[int, list[Tag]]
+        every requested id, its tags in the order of ``Catalog.track_tags``
+        (suggested last, most confident first, then category and tag).
+    """
+    from soundalike.catalog.store import Tag
+
+    ids = [int(i) for i in track_ids]
+    out: dict[int, list] = {i: [] for i in ids}
+    srcs = list(sources) if sources is not None else None
+    for start in range(0, len(ids), 900):
+        chunk = ids[start : start + 900]
+        q = (f"SELECT track_id, tag, category, source, confidence, model_id FROM tags "
+             f"WHERE track_id IN ({_placeholders(len(chunk))})")
+        args: list[object] = list(chunk)
+        if srcs is not None:
+            q += f" AND source IN ({_placeholders(len(srcs))})"
+            args += srcs
+        q += " ORDER BY track_id, source = 'suggested', confidence DESC, category, tag"
+        for tid, tag, category, source, confidence, model_id in conn.execute(q, args):
+            lst = out[tid]
+            if limit_per_track is None or len(lst) < limit_per_track:
+                lst.append(Tag(tag, category, source, confidence, model_id or None))
+    return out

@@ -233,9 +233,9 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
                                  offset=offset, limit=limit, order="title")
         tracks = cat.get_tracks(ids)
         sources = ("file", "user", "model", "suggested") if include_suggested else ("file", "user", "model")
+        tags = cq.tags_of(cat.conn, ids, sources=sources, limit_per_track=8)  # one query, not one per track
         return {"total": total, "offset": offset, "limit": limit, "where": where, "q": q,
-                "tracks": [_track_json(tracks[i], cat.track_tags(i, sources=sources)[:8])
-                           for i in ids if i in tracks]}
+                "tracks": [_track_json(tracks[i], tags[i]) for i in ids if i in tracks]}
 
     @app.get("/api/facets", summary="Tag counts per category over the filtered tracks")
     def facets(where: Annotated[str | None, Query(max_length=2000)] = None,
