@@ -269,3 +269,14 @@ def test_export_embeddings(demo_catalog, tmp_path, fmt):
         assert M.dtype == np.float32 and np.array_equal(M, X)
         assert np.array_equal(np.load(rep["files"][1]), ids)
         assert len(open(rep["files"][2]).read().splitlines()) == 20
+
+
+def test_loaded_index_keeps_build_settings_and_takes_current_search_policy(tmp_path):
+    ids, X = _clustered(300, 8)
+    cfg = ix.IndexConfig(hnsw_m=8, ef_construction=20, ef_search=7, exact_filter_max=5)
+    ix.VectorIndex.build(ids, X, model_id="m", kind="hnsw", config=cfg).save(tmp_path)
+    back = ix.VectorIndex.load(tmp_path, "m")
+    assert (back.config.hnsw_m, back.config.ef_construction) == (8, 20)
+    assert back.config.ef_search == ix.IndexConfig().ef_search
+    assert back.config.exact_filter_max == ix.IndexConfig().exact_filter_max
+    assert ix.VectorIndex.load(tmp_path, "m", config=cfg).config == cfg
