@@ -193,13 +193,6 @@ class Selection:
         return 0 if self.vectors is None else int(self.vectors.nbytes)
 
 
-#: Searches that may scan vectors at the same time, per process: one per CPU.  More
-#: only share the cores and the memory bandwidth (a 100k x 200 scan streams 80 MB), which
-#: stretches every concurrent request alike; queued ones wait instead, so under load the
-#: latency of each stays close to its own scan time plus its wait.
-_SEARCH_SLOTS = threading.BoundedSemaphore(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                               else (os.cpu_count() or 1)))
-
 #: Excluded ids up to this many are dropped from an over-fetched result (exact: the top
 #: ``k + e`` hold the top ``k`` of the rest); more become a one-off mask.
 _MAX_OVERFETCH = 64
@@ -495,8 +488,7 @@ class VectorIndex:
             if n_allowed <= 0:
                 return out_ids, out_scores
             kk = min(k, n_allowed)
-            with _SEARCH_SLOTS:
-                D, I = self._search_positions(Q, kk + len(excl), sel)
+            D, I = self._search_positions(Q, kk + len(excl), sel)
             if len(excl):
                 D, I = _drop(D, I, excl, kk)
             kk = min(kk, I.shape[1])
