@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "philharmonia"
-EPOCHS = {"mfcc-mlp": 40, "waveform-cnn": 20, "mel-cnn": 30, "probe": 60}
+EPOCHS = {"mfcc-mlp": 40, "waveform-cnn": 20, "mel-cnn": 40, "probe": 60}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,15 +65,19 @@ def main(argv: list[str] | None = None) -> int:
                    "train_s": tr["train_time_s"], "wall_s": wall, "windows_per_s": tr["samples_per_s"],
                    "accuracy": te["accuracy"], "balanced_accuracy": te["balanced_accuracy"],
                    "macro_f1": te["macro_f1"], "test_tracks": te["n_tracks"],
+                   "window_s": rep["config"]["family"]["window_s"],
+                   "val_best": tr["history"][tr["best_epoch"] - 1]["val_score"],
                    "skipped": rep["dataset"]["n_errors"], "run": rep["run_dir"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()
-    print("| family | epochs (best) | features s | train s | windows/s | test acc | bal. acc | macro-F1 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| family | window s | epochs (best) | features s | train s | windows/s | val acc | test acc "
+          "| bal. acc | macro-F1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['family']} | {r['epochs']} ({r['best_epoch']}) | {r['feature_s']:.1f} | "
-              f"{r['train_s']:.1f} | {r['windows_per_s']:.0f} | {r['accuracy']:.4f} | "
+        window = f"{r['window_s']:g}" if not r["family"].startswith("probe") else "(3, backbone)"
+        print(f"| {r['family']} | {window} | {r['epochs']} ({r['best_epoch']}) | {r['feature_s']:.1f} | "
+              f"{r['train_s']:.1f} | {r['windows_per_s']:.0f} | {r['val_best']:.4f} | {r['accuracy']:.4f} | "
               f"{r['balanced_accuracy']:.4f} | {r['macro_f1']:.4f} |")
     best = max(rows, key=lambda r: r["accuracy"])
     probe = [r for r in rows if r["family"] == "probe (cached)"]

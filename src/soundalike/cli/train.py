@@ -60,7 +60,7 @@ def train_cmd(
     task: Annotated[str | None, typer.Option("--task", help="single (softmax) or multi (sigmoid); "
                                              "default: inferred from the labels.")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help=FAMILY_HELP)] = "mel-cnn",
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Maximum epochs.")] = 30,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Maximum epochs.")] = 40,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default "
                                              "runs/<dataset>-<model>-<timestamp>).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seeds split, crops, augmentation, weights.")] = 0,
@@ -87,7 +87,11 @@ def train_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", min=2)] = 32,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 2e-3,
     patience: Annotated[int, typer.Option("--patience", min=0, help="Early-stopping patience "
-                                          "in epochs (0: off).")] = 8,
+                                          "in epochs (0: off).")] = 10,
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing", min=0.0, max=0.9,
+                                                   help="Label smoothing (single-label).")] = 0.1,
+    mixup: Annotated[float, typer.Option("--mixup", min=0.0, help="Mixup Beta(a, a) parameter "
+                                         "(0: off).")] = 0.0,
     test_fraction: Annotated[float, typer.Option("--test-fraction")] = 0.2,
     val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.1,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
@@ -103,6 +107,7 @@ def train_cmd(
     if task not in (None, "single", "multi"):
         raise ConfigError(f"--task must be single or multi, got {task!r}")
     config = TrainConfig(family=model, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                         label_smoothing=label_smoothing, mixup=mixup,
                          seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                          augment=parse_augment(augment), noise_dir=str(noise_dir) if noise_dir else None,
                          backbone=backbone, window_s=window_s,
