@@ -243,7 +243,7 @@ def main() -> int:
     ap.add_argument("--hnsw-m", type=int, default=IndexConfig.hnsw_m)
     ap.add_argument("--ef-construction", type=int, default=IndexConfig.ef_construction)
     ap.add_argument("--ef-search", type=int, default=IndexConfig.ef_search)
-    ap.add_argument("--ef-sweep", type=int, nargs="*", default=[32, 128], help="also measure these efSearch")
+    ap.add_argument("--ef-sweep", type=int, nargs="*", default=[64, 128], help="also measure these efSearch")
     ap.add_argument("--http-tracks", type=int, default=100_000)
     ap.add_argument("--http-requests", type=int, default=100, help="requests per client")
     ap.add_argument("--concurrency", type=int, default=16)

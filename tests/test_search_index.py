@@ -273,10 +273,11 @@ def test_export_embeddings(demo_catalog, tmp_path, fmt):
 
 def test_loaded_index_keeps_build_settings_and_takes_current_search_policy(tmp_path):
     ids, X = _clustered(300, 8)
-    cfg = ix.IndexConfig(hnsw_m=8, ef_construction=20, ef_search=7, exact_filter_max=5)
+    cfg = ix.IndexConfig(hnsw_threshold=100, hnsw_m=8, ef_construction=20, ef_search=7, exact_filter_max=5)
     ix.VectorIndex.build(ids, X, model_id="m", kind="hnsw", config=cfg).save(tmp_path)
     back = ix.VectorIndex.load(tmp_path, "m")
     assert (back.config.hnsw_m, back.config.ef_construction) == (8, 20)
+    assert back.config.hnsw_threshold == cfg.hnsw_threshold
     assert back.config.ef_search == ix.IndexConfig().ef_search
     assert back.config.exact_filter_max == ix.IndexConfig().exact_filter_max
     assert ix.VectorIndex.load(tmp_path, "m", config=cfg).config == cfg

@@ -97,8 +97,9 @@ class IndexConfig:
         return "hnsw" if n > self.hnsw_threshold else "flat"
 
 
-#: IndexConfig fields fixed when an index is built (kept from its saved metadata on load).
-_BUILD_FIELDS = ("hnsw_m", "ef_construction")
+#: IndexConfig fields that shaped a built index (its kind, its graph): kept from its saved
+#: metadata on load; the others (how to search) are the current defaults.
+_BUILD_FIELDS = ("hnsw_threshold", "hnsw_m", "ef_construction")
 
 
 def normalize(X: np.ndarray) -> np.ndarray:
