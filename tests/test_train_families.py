@@ -123,7 +123,7 @@ def test_run_is_an_analyzer_through_the_zoo(mel_run):
     assert a.model_id == report["model_id"] and a.model_id.startswith("run-")
     assert a.label_category == "instrument" and not a.multi_label
     y = np.random.default_rng(0).standard_normal(10000).astype(np.float32) * 0.1
-    out = a.analyze(y, 8000)  # 1.25 s in 0.5-s windows: three, the last zero-padded
+    out = a.analyze(y, 8000)  # 1.25 s in 0.5-s windows: three, the last ending at the end
     assert out.embedding.shape == (a.embedding_dim,) and out.embedding.dtype == np.float32
     assert out.patch_embeddings.shape == (3, a.embedding_dim)
     np.testing.assert_allclose(out.embedding, out.patch_embeddings.mean(axis=0), rtol=1e-6)
@@ -165,3 +165,12 @@ def test_same_seed_same_run(toy_folders, tmp_path):
     r2 = train(m, config=cfg, out=tmp_path / "b")
     assert r1["model_id"] == r2["model_id"]
     assert r1["training"]["history"][-1]["train_loss"] == r2["training"]["history"][-1]["train_loss"]
+
+
+def test_run_identity_matches_the_analyzer(mel_run):
+    from soundalike.train.checkpoint import load_run_analyzer, run_identity
+
+    run, report = mel_run
+    name, model_id = run_identity(run)
+    a = load_run_analyzer(run)
+    assert (name, model_id) == (a.name, a.model_id) and model_id == report["model_id"]

@@ -252,3 +252,19 @@ def load_run_analyzer(run_dir: Path) -> RunAnalyzer:
     model, meta = load_checkpoint(run_dir)
     p = Path(run_dir)
     return RunAnalyzer(model, meta, name=meta.name or (p.name if p.is_dir() else p.parent.name))
+
+
+def run_identity(run: str | Path) -> tuple[str, str]:
+    """``(name, model_id)`` of a run folder, as ingest records it in a catalog.
+
+    Cheap (no backbone is loaded): lets search and live commands resolve
+    ``--model runs/X`` to the catalog model that ``ingest --model runs/X`` wrote.
+
+    Raises
+    ------
+    CheckpointError
+        ``run`` is not a readable run checkpoint.
+    """
+    model, meta = load_checkpoint(run)
+    p = Path(run)
+    return meta.name or (p.name if p.is_dir() else p.parent.name), run_model_id(model, meta)
