@@ -88,8 +88,9 @@ def train_cmd(
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 2e-3,
     patience: Annotated[int, typer.Option("--patience", min=0, help="Early-stopping patience "
                                           "in epochs (0: off).")] = 10,
-    label_smoothing: Annotated[float, typer.Option("--label-smoothing", min=0.0, max=0.9,
-                                                   help="Label smoothing (single-label).")] = 0.1,
+    label_smoothing: Annotated[float | None, typer.Option(
+        "--label-smoothing", min=0.0, max=0.9,
+        help="Label smoothing (single-label; default 0.1, 0 for the probe).")] = None,
     mixup: Annotated[float, typer.Option("--mixup", min=0.0, help="Mixup Beta(a, a) parameter "
                                          "(0: off).")] = 0.0,
     test_fraction: Annotated[float, typer.Option("--test-fraction")] = 0.2,

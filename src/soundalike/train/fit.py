@@ -50,8 +50,9 @@ class TrainConfig:
     noise_dir : folder of noise recordings for the ``noise`` augmentation
     augment_p : probability of each augmentation per window
     class_weighting : weight the loss by inverse class frequency (``pos_weight`` for multi-label)
-    label_smoothing : cross-entropy label smoothing (single-label; 0.1 won on Philharmonia's
-        validation split, see docs/recipes.md)
+    label_smoothing : cross-entropy label smoothing (single-label); ``None``: 0.1 for the
+        waveform families, 0 for the probe (what won on Philharmonia's validation split,
+        see docs/recipes.md)
     mixup : mixup's Beta(a, a) parameter ``a`` (0: off): each batch is blended with a
         shuffled copy of itself (audio summed, targets blended)
     crops_per_track : most random windows drawn per track per epoch (short tracks give one)
@@ -78,7 +79,7 @@ class TrainConfig:
     noise_dir: str | None = None
     augment_p: float = 0.5
     class_weighting: bool = True
-    label_smoothing: float = 0.1
+    label_smoothing: float | None = None
     mixup: float = 0.0
     crops_per_track: int = 4
     max_duration_s: float = 120.0
@@ -94,7 +95,8 @@ class TrainConfig:
             raise ConfigError(f"unknown model family {self.family!r}: choose one of {', '.join(FAMILIES)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be at least 1")
-        if not 0.0 <= self.label_smoothing < 1.0 or self.mixup < 0.0:
+        bad_smoothing = self.label_smoothing is not None and not 0.0 <= self.label_smoothing < 1.0
+        if bad_smoothing or self.mixup < 0.0:
             raise ConfigError("label_smoothing must be in [0, 1) and mixup at least 0")
         object.__setattr__(self, "augment", tuple(self.augment))
 
@@ -331,8 +333,10 @@ def fit_model(model, tracks: TrackSet, split, *, config: FamilyConfig, train: Tr
     if train.augment and config.input_kind == "waveform":
         augment = Augmenter(tuple(train.augment), sr=config.sample_rate, seed=train.seed,
                             p=train.augment_p, noises=noises)
-    loss_fn = _loss_fn(task, targets, split.train, config.n_labels, train.class_weighting,
-                       train.label_smoothing)
+    smoothing = train.label_smoothing
+    if smoothing is None:
+        smoothing = 0.0 if config.input_kind == "embedding" else 0.1
+    loss_fn = _loss_fn(task, targets, split.train, config.n_labels, train.class_weighting, smoothing)
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=train.epochs, eta_min=train.lr * 0.02)
     val_idx = split.val or split.train  # tiny sets: fall back to train for model selection
