@@ -205,6 +205,20 @@ def test_no_result_before_first_window_is_full():
     assert len(rec.push(synth.noise(duration_s=0.2, sr=SR), SR)) == 1
 
 
+def test_a_stream_shorter_than_a_window_still_gets_one_decision_at_its_end():
+    a = WindowRecorder()
+    rec = Recognizer(a, config=LiveConfig(window_s=3.0, hop_s=0.5))
+    y = synth.noise(duration_s=0.8, sr=SR, amplitude=0.2)
+    assert rec.push(y, SR) == []
+    out = rec.push(np.zeros(0, np.float32), SR, last=True)
+    assert len(out) == 1 and len(a.windows) == 1
+    assert len(a.windows[0]) == pytest.approx(0.8 * SR, abs=SR * 0.01)
+    # A stream that did fill a window gets no extra partial decision at its end.
+    rec = Recognizer(WindowRecorder(), config=LiveConfig(window_s=1.0, hop_s=0.5))
+    assert len(rec.push(synth.noise(duration_s=1.2, sr=SR), SR)) == 1
+    assert rec.push(np.zeros(0, np.float32), SR, last=True) == []
+
+
 # --------------------------------------------------------------------------- smoothing & decisions
 
 

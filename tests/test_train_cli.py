@@ -75,3 +75,24 @@ def test_bad_arguments_are_clear(tmp_path):
 
     assert main(["train", str(tmp_path / "nothing")]) == 1
     assert main(["model", "summary", str(tmp_path)]) == 1
+
+
+def test_a_run_is_a_model_for_ingest_and_similar(trained):
+    """ingest --model RUN stores its embeddings and labels; similar --model RUN finds them."""
+    tmp, data, _ = trained
+    db = str(tmp / "cat.sqlite")
+    run = str(tmp / "run")
+    res = runner.invoke(app, ["ingest", str(data), "--model", run, "--catalog", db, "--workers", "1",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    n = json.loads(res.output)["ingested"]
+    assert n == 36
+    query = sorted((data / "tone").glob("*.wav"))[0]
+    res = runner.invoke(app, ["similar", str(query), "--model", run, "--catalog", db, "--k", "5", "--json"])
+    assert res.exit_code == 0, res.output
+    hits = json.loads(res.output)["hits"]
+    folders = [h["path"].split("/")[-2] for h in hits]
+    assert folders.count("tone") >= 4, folders
+    # its predicted labels became instrument tags on the tracks
+    info = json.loads(runner.invoke(app, ["info", hits[0]["path"], "--catalog", db, "--json"]).output)
+    assert any(t["category"] == "instrument" and t["source"] == "model" for t in info["tags"])

@@ -19,7 +19,8 @@ def listen(
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="Model name (MTT_musicnn, mfcc-stats, ...) or trained run folder. "
         "Default: the catalog's default model, else mfcc-stats.")] = None,
-    window: Annotated[str, typer.Option(help="Analysis window, e.g. 3s, 2500ms.")] = "3s",
+    window: Annotated[str | None, typer.Option(
+        help="Analysis window, e.g. 3s, 2500ms. Default: a trained run's own window, else 3s.")] = None,
     hop: Annotated[str, typer.Option(help="Time between predictions, e.g. 0.5s, 250ms.")] = "0.5s",
     smooth: Annotated[int, typer.Option(help="Average over the last N windows.", min=1)] = 4,
     catalog: CatalogOpt = None,
@@ -56,12 +57,21 @@ def listen(
     from soundalike.cli.common import catalog_path
     from soundalike.live.recognize import LiveConfig, listen as run, open_recognizer, parse_duration
 
-    config = LiveConfig(window_s=parse_duration(window), hop_s=parse_duration(hop), smooth=smooth,
-                        top=top, silence_db=silence_db)
+    config = LiveConfig(window_s=parse_duration(window or "3s"), hop_s=parse_duration(hop),
+                        smooth=smooth, top=top, silence_db=silence_db)
     limit = parse_duration(duration) if duration is not None else None
     recognizer, cat = open_recognizer(model=model, catalog_path=catalog_path(catalog),
                                       require_catalog=catalog is not None, config=config,
                                       threads=threads)
+    run_window = float(getattr(recognizer.analyzer, "min_duration_s", 0.0) or 0.0)
+    if window is None and 0.0 < run_window < config.window_s:
+        # A run trained on short windows (e.g. 1.5-s instrument notes) listens in those.
+        from dataclasses import replace
+
+        from soundalike.live.recognize import Recognizer
+
+        recognizer = Recognizer(recognizer.analyzer, config=replace(config, window_s=run_window),
+                                matcher=recognizer.matcher)
     try:
         recognizer.warmup()
         if file is not None:

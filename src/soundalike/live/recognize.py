@@ -419,6 +419,10 @@ class Recognizer:
             if self.buffer.total >= self._next_end:
                 due.append((self.buffer.total, self.buffer.latest(self.window_n)))
                 self._next_end += self.hop_n
+        if last and not due and self._hops == 0 and self.buffer.total > 0:
+            # A stream shorter than one window (a single note played from a file) still
+            # gets one decision, on what there is; the analyzer pads it.
+            due.append((self.buffer.total, self.buffer.latest(self.buffer.total)))
         if latest_only and len(due) > 1:
             skipped = len(due) - 1
             due = due[-1:]

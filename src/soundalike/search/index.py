@@ -672,6 +672,12 @@ def lookup_model(cat: Catalog, ref: str):
         "UNION ALL SELECT * FROM (SELECT model_id, name, dim, labels, label_category FROM models "
         "WHERE name = ? ORDER BY created_at DESC LIMIT 1)", (ref, ref)).fetchone()
     if row is None:
+        run = Path(ref).expanduser()
+        if run.exists():  # a trained run folder: ingest recorded it under its model id
+            from soundalike.train.checkpoint import run_identity
+
+            _, model_id = run_identity(run)
+            return lookup_model(cat, model_id) if model_id != ref else None
         return None
     return ModelInfo(row[0], row[1], int(row[2]), json.loads(row[3] or "[]"), row[4], 0)
 
