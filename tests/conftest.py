@@ -215,3 +215,14 @@ def pytest_runtest_makereport(item, call):
         rep.outcome = "failed"
         reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
         rep.longrepr = f"skipped, but SOUNDALIKE_STRICT_DEPS=1 requires it to run: {reason}"
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny models run faster on one torch thread and do not fight parallel test workers."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -9,14 +9,7 @@ from soundalike.train.checkpoint import windows
 from soundalike.train.fit import TrainConfig, auto_window_s
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.mark.parametrize("n", [1, 99, 100, 101, 150, 199, 200, 201, 357, 1000])
