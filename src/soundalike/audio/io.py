@@ -18,6 +18,8 @@ the reason.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import os
 import re
@@ -343,11 +345,31 @@ def _ogg_last_page_start(path: Path) -> int | None:
     return granules[-2] if len(granules) >= 2 else None
 
 
+@contextlib.contextmanager
+def _quiet_c_stderr() -> Iterator[None]:
+    """Silence C libraries writing to fd 2 (mpg123's "Illegal Audio-MPEG-Header" notes while
+    libsndfile probes a file that is not MP3); our own error says what went wrong."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (daemonised): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _sf_open(path: Path) -> _SfSource | None:
     import soundfile as sf
 
     try:
-        f = sf.SoundFile(str(path))
+        with _quiet_c_stderr():
+            f = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         return None
     return _SfSource(path, f)
