@@ -53,7 +53,10 @@ def plot_taggram(prediction: Prediction, path: str | Path, *, title: str | None 
         ax.set_yticks(np.arange(len(rows)))
         ax.set_yticklabels([labels[i] for i in rows], fontsize=7)
         ax.set_xlabel("time (s)")
-        ax.set_title(title or "taggram")
+        import textwrap
+
+        width = max(30, int(fig.get_figwidth() * 9))  # characters that fit at fontsize 10
+        ax.set_title("\n".join(textwrap.wrap(title or "taggram", width)), fontsize=10)
         fig.colorbar(im, ax=ax, label="probability", fraction=0.03, pad=0.02)
         fig.tight_layout()
         out = Path(path)
