@@ -98,29 +98,45 @@ def _build_modules():
             shape = (1, -1) + (1,) * (x.dim() - 2)
             return x * self.scale.view(shape) + self.shift.view(shape)
 
+    def _cl_weight(weight: torch.Tensor) -> torch.Tensor:
+        """``(out, in, h, w)`` with explicit channels-last strides ``(h*w*in, 1, w*in, in)``.
+
+        With a single input channel both layouts are "contiguous", and torch then picks
+        NCHW: oneDNN computes in its blocked layout and reorders the big output back
+        (a third of the time of the timbral convolutions).  Spelling out channels-last
+        strides makes it write NHWC directly (brgemm kernels, measured 1.7-2.5x faster).
+        """
+        return weight.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+
     class FreqMaxBlock(nn.Module):
         """conv -> ReLU -> batch norm -> max over frequency, computed as
-        conv -> max (or min, where the BN scale is negative) over frequency -> ReLU -> BN."""
+        conv -> max (or min, where the BN scale is negative) over frequency -> ReLU -> BN.
+
+        The min is a max of the negated filter: filters and biases of negative-scale
+        channels are stored negated and the max is negated back, so one reduction
+        serves all channels.  Works time-major: ``(B, T + pad, F)`` in, ``(B, T, C)`` out.
+        """
 
         def __init__(self, weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor,
                      shift: torch.Tensor, pad_time: tuple[int, int]):
             super().__init__()
-            self.conv = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]))
-            self.conv.weight.data.copy_(weight)
-            self.conv.bias.data.copy_(bias)
+            sign = torch.where(scale < 0, -1.0, 1.0).to(torch.float32)
+            self.out_channels = int(weight.shape[0])
+            self.kernel_time = int(weight.shape[2])
+            self.register_buffer("weight", _cl_weight(weight * sign.view(-1, 1, 1, 1)))
+            self.register_buffer("bias", (bias * sign).contiguous())
+            self.register_buffer("sign", sign)
             self.pad_time = pad_time
-            self.bn = Affine(scale, shift)
-            self.register_buffer("negative", (scale < 0).view(1, -1, 1))
-            self.any_negative = bool((scale < 0).any())
+            self.register_buffer("scale", scale)
+            self.register_buffer("shift", shift)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            # x: (B, 1, T, F) -> (B, C, T)
-            x = F.pad(x, (0, 0, *self.pad_time))
-            c = self.conv(x)
-            m = c.amax(dim=3)
-            if self.any_negative:
-                m = torch.where(self.negative, c.amin(dim=3), m)
-            return self.bn(F.relu(m))
+            # x: (B, T + kernel_time - 1, F) -> NCHW view (B, 1, T', F) with NHWC strides
+            # strides (T'F, 1, F, 1): torch reads this, not an unsqueeze(1), as channels-last
+            x = x.contiguous().unsqueeze(3).permute(0, 3, 1, 2)
+            c = F.conv2d(x, self.weight, self.bias)  # (B, C, T, F'), channels-last memory
+            m = c.permute(0, 2, 3, 1).amax(dim=2)  # (B, T, C): a reduction over contiguous rows
+            return F.relu(m * self.sign) * self.scale + self.shift
 
     class Musicnn(nn.Module):
         """musicnn: ``forward(x)`` with x ``(B, 96, T)`` -> dict of ``logits (B, n)``,
@@ -147,7 +163,8 @@ def _build_modules():
                 blocks.append(FreqMaxBlock(k, _param(w, f"{conv}/bias"), *_bn(w, bn, k.shape[0]),
                                            pad_time=((kh - 1) // 2, kh - 1 - (kh - 1) // 2)))
             self.frontend = nn.ModuleList(blocks)
-            n_front = sum(b.conv.out_channels for b in blocks)
+            self.pad_time = max(b.pad_time[0] for b in blocks), max(b.pad_time[1] for b in blocks)
+            n_front = sum(b.out_channels for b in blocks)
 
             self.mid = nn.ModuleList()
             self.mid_bn = nn.ModuleList()
@@ -157,8 +174,9 @@ def _build_modules():
                 k = _param(w, f"{conv}/kernel")  # (7, n_in, 1, n_out): width spans all channels
                 if k.shape[1] != n_in or k.shape[2] != 1:
                     raise CheckpointError(f"{conv}/kernel has shape {k.shape}, expected (7, {n_in}, 1, n)")
-                layer = nn.Conv1d(n_in, k.shape[3], k.shape[0], padding=k.shape[0] // 2)
-                layer.weight.data.copy_(k[:, :, 0, :].permute(2, 1, 0))
+                # conv over time only, as a channels-last conv2d on (B, C, T, 1)
+                layer = nn.Conv2d(n_in, k.shape[3], (k.shape[0], 1), padding=(k.shape[0] // 2, 0))
+                layer.weight.data = _cl_weight(k[:, :, 0, :].permute(2, 1, 0).unsqueeze(3))
                 layer.bias.data.copy_(_param(w, f"{conv}/bias"))
                 self.mid.append(layer)
                 self.mid_bn.append(Affine(*_bn(w, bn, k.shape[3])))
@@ -178,16 +196,27 @@ def _build_modules():
             self.out.bias.data.copy_(_param(w, "dense_1/bias", (n_classes,)))
             self.embedding_dims = {"penultimate": dk.shape[1], "max_pool": n_mid, "mean_pool": n_mid}
 
+        def _mid(self, i: int, h: torch.Tensor) -> torch.Tensor:
+            """Mid-end layer ``i`` on time-major ``(B, T, C)``: conv -> ReLU -> BN."""
+            c = self.mid[i](h.transpose(1, 2).unsqueeze(3))  # (B, C', T, 1), channels-last
+            bn = self.mid_bn[i]
+            return F.relu(c.squeeze(3).transpose(1, 2)) * bn.scale + bn.shift
+
         def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-            # (B, 96, T) -> TF's (B, 1, T, 96) image, time as height.
-            x = self.bn_in(x.transpose(1, 2).unsqueeze(1))
-            front = torch.cat([b(x) for b in self.frontend], dim=1)  # (B, 561, T)
-            h1 = self.mid_bn[0](F.relu(self.mid[0](front)))
-            h2 = self.mid_bn[1](F.relu(self.mid[1](h1))) + h1
-            h3 = self.mid_bn[2](F.relu(self.mid[2](h2))) + h2
-            feats = torch.cat([front, h1, h2, h3], dim=1)  # (B, 753, T)
-            max_pool = feats.amax(dim=2)
-            mean_pool = feats.mean(dim=2)
+            # (B, 96, T) -> TF's image with time as height, kept time-major (B, T, 96)
+            # throughout; the front-end blocks run NHWC convolutions on it.
+            T = x.shape[-1]
+            x = self.bn_in(x.unsqueeze(1)).squeeze(1).transpose(1, 2)
+            lo, hi = self.pad_time
+            x = F.pad(x, (0, 0, lo, hi))
+            front = torch.cat([b(x[:, lo - b.pad_time[0] : lo + T + b.pad_time[1]]) for b in self.frontend],
+                              dim=2)  # (B, T, 561)
+            h1 = self._mid(0, front)
+            h2 = self._mid(1, h1) + h1
+            h3 = self._mid(2, h2) + h2
+            feats = torch.cat([front, h1, h2, h3], dim=2)  # (B, T, 753)
+            max_pool = feats.amax(dim=1)
+            mean_pool = feats.mean(dim=1)
             # TF flattens (753, 2) row-major: max and mean interleave per channel.
             pooled = torch.stack([max_pool, mean_pool], dim=2).flatten(1)
             pen = self.bn_dense(F.relu(self.dense(self.bn_pool(pooled))))
