@@ -43,9 +43,13 @@ MUSICNN_MEL = MelConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96,
                         fmax=8000.0, compression="log10", log_c=10000.0, top_db=None)
 #: Frames per patch: 3 s at 16 kHz, hop 256 (``1 + (48000 - 256) // 256``).
 PATCH_FRAMES = 187
-#: Patches per forward pass by default: small batches keep the big front-end
-#: activations in cache; on 2 busy cores batch 1 ran fastest (benchmarks/bench_models.py).
-DEFAULT_BATCH = 1
+#: Patches handed to the network at a time by default (``predict``/``embed``/``analyze``,
+#: and so ingest and tag).  Any batch is split into micro-batches over the worker threads.
+DEFAULT_BATCH = 16
+#: Most patches one forward pass gets: a musicnn front-end map is ~9 MB per patch, so
+#: small passes keep it in cache.  Measured single-threaded (patches/s, batch 1/2/4/8/16):
+#: musicnn 55.9/56.0/55.7/41.2/35.8, vgg 89.1/103.1/102.7/60.6/47.8.
+MICRO_BATCH = 2
 
 
 def default_threads() -> int:
@@ -66,6 +70,45 @@ def default_threads() -> int:
 
 
 _thread_state = threading.local()
+
+_malloc_tuned = False
+
+
+def tune_malloc() -> bool:
+    """Keep freed big buffers in the process instead of handing them back to the kernel.
+
+    glibc returns blocks above its mmap threshold (dynamic, up to 32 MiB) and heap tops
+    above its trim threshold to the kernel on ``free``; every forward pass then
+    page-faults and zero-fills its 5-20 MB activation maps again.  That, not the
+    arithmetic, made the port slower at larger batches (single thread, patches/s at
+    batch 1/2/4/8 -- vgg: 107/71/71/59 untuned, 103/109/107/102 tuned).  Sets
+    ``M_MMAP_THRESHOLD`` to 32 MiB and ``M_TRIM_THRESHOLD`` to 256 MiB, once per process;
+    a no-op off glibc or with ``SOUNDALIKE_MALLOC_TUNE=0``.
+
+    Returns
+    -------
+    bool
+        Whether the settings are in effect.
+    """
+    global _malloc_tuned
+    import os
+    import sys
+
+    if _malloc_tuned:
+        return True
+    if os.environ.get("SOUNDALIKE_MALLOC_TUNE", "1").strip() == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024) == 1
+        ok = libc.mallopt(m_trim_threshold, 256 * 1024 * 1024) == 1 and ok
+    except (OSError, AttributeError):
+        return False
+    _malloc_tuned = ok
+    return ok
 
 
 def _single_threaded() -> None:
@@ -273,6 +316,7 @@ class PretrainedModel:
         self.model_id = f"{spec.name}-{h.hexdigest()[:12]}"
         self._lock = threading.Lock()
         self.threads = default_threads()
+        tune_malloc()
         self._pool = None
 
     def _executor(self):
@@ -315,10 +359,12 @@ class PretrainedModel:
         return patches_from_logmel(self.logmel(y, sr), n_frames=self.patch_frames, hop_frames=hop)
 
     def run_patches(self, patches: np.ndarray, *, batch_size: int = DEFAULT_BATCH) -> dict[str, np.ndarray]:
-        """Run the network on patches ``(N, 96, 187)`` in chunks of ``batch_size``.
+        """Run the network on patches ``(N, 96, 187)``, ``batch_size`` at a time.
 
-        Chunks run in parallel on :attr:`threads` worker threads, each with one torch
-        intra-op thread (see :func:`default_threads`).
+        Each batch is split into micro-batches of at most :data:`MICRO_BATCH` patches
+        (as evenly as possible over the threads) that run in parallel on
+        :attr:`threads` worker threads, each with one torch intra-op thread (see
+        :func:`default_threads`).  Every patch's outputs depend on that patch alone.
 
         Returns
         -------
@@ -334,7 +380,12 @@ class PretrainedModel:
                              f"{self.patch_frames}), got {patches.shape}")
         keys = ["penultimate", *(["max_pool"] if "max_pool" in self.embedding_dims else [])]
         outs: dict[str, list[np.ndarray]] = {"probs": [], **{k: [] for k in keys}}
-        chunks = [patches[s : s + max(1, batch_size)] for s in range(0, len(patches), max(1, batch_size))]
+        batch_size = max(1, batch_size)
+        chunks = []
+        for s in range(0, len(patches), batch_size):
+            batch = patches[s : s + batch_size]
+            n_parts = max(-(-len(batch) // MICRO_BATCH), min(self.threads, len(batch)))
+            chunks += [c for c in np.array_split(batch, n_parts) if len(c)]
 
         def run(chunk: np.ndarray) -> dict[str, np.ndarray]:
             _single_threaded()
