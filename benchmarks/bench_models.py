@@ -11,8 +11,11 @@ wheel, e.g. the throw-away env described in tests/data/musicnn_reference/README.
 it runs, in the same run and interleaved with ours so both see the same machine load:
 the original TF graph on the same patches at the same batch sizes, and the original
 ``musicnn.extractor.extractor`` on the same clip files; it prints the ratios.
-Target: port / TF >= 1.0 (goal 2.0).  Clips are the first 30 s of
-../shared/data/music-excerpts when present, synthetic demo tracks otherwise.
+Target: port / TF >= 1.0 (goal 2.0).  ``batch`` is what ``run_patches(batch_size=)``
+gets: the port splits each batch into micro-batches of at most ``MICRO_BATCH`` patches
+over its worker threads; TF takes the batch whole with its own 2-thread pool.  Clips
+are the first 30 s of ../shared/data/music-excerpts when present, synthetic demo
+tracks otherwise.
 """
 
 from __future__ import annotations
@@ -162,20 +165,20 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=2, help="30-s clips for the clips/s measurement")
     ap.add_argument("--tf-python", help="a Python with tensorflow + the musicnn wheel (the original)")
     ap.add_argument("--threads", type=int, default=None,
-                    help="torch intra-op threads for the port (default: SOUNDALIKE_THREADS or half the CPUs)")
+                    help="worker threads for the port (default: SOUNDALIKE_THREADS or the number of CPUs)")
     args = ap.parse_args()
 
     import torch
 
     if args.threads:
         os.environ["SOUNDALIKE_THREADS"] = str(args.threads)
-    from soundalike.models.pretrained import DEFAULT_BATCH, default_threads, load
+    from soundalike.models.pretrained import DEFAULT_BATCH, MICRO_BATCH, default_threads, load
 
     models = args.models.split(",")
     batches = [int(b) for b in args.batch_sizes.split(",")]
     tf = TFWorker(args.tf_python) if args.tf_python else None
     print(f"# torch {torch.__version__}, {default_threads()} thread(s) for the port, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}"
+          f"load average {os.getloadavg()[0]:.1f}, micro-batch {MICRO_BATCH}"
           + (f"; original: tensorflow {tf.ask(op='version')['tf']}" if tf else "; no TF original (--tf-python)"))
     try:
         with tempfile.TemporaryDirectory() as tmp:

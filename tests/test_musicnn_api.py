@@ -165,3 +165,26 @@ def test_cli_tag_and_model_list(tmp_path, capsys):
     assert main(["model", "list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["MTT_vgg"]["embedding_dims"] == {"penultimate": 256} and rows["MSD_musicnn"]["labels"] == 50
+
+
+@pytest.mark.parametrize("name", ["MTT_musicnn", "MTT_vgg"])
+def test_run_patches_is_independent_of_batching(name):
+    """Batches are split into micro-batches over worker threads: rows must stay in order
+    and each patch's outputs must not depend on its neighbours or the batch size."""
+    from soundalike.models.pretrained import MICRO_BATCH
+
+    m = load(name)
+    signals = [synth.tone(f, duration_s=3.0, sr=SR, amplitude=0.5) for f in (220.0, 880.0, 3000.0)]
+    signals += [synth.drum_pattern(duration_s=3.0, sr=SR, seed=s) for s in (1, 2)]
+    signals += [synth.demo_track("piano-arpeggio", seed=s, duration_s=3.0, sr=SR) for s in (0, 1)]
+    P = np.concatenate([m.patches(y, SR) for y in signals])  # 7 distinct patches
+    alone = [m.run_patches(P[i : i + 1], batch_size=1) for i in range(len(P))]
+    ref = {k: np.concatenate([a[k] for a in alone]) for k in alone[0]}
+    assert np.ptp(ref["probs"], axis=0).max() > 0.05  # the patches really differ
+    for bs in (2, MICRO_BATCH + 1, 7, 64):
+        out = m.run_patches(P, batch_size=bs)
+        assert out.keys() == ref.keys()
+        for k in ref:
+            assert out[k].shape == ref[k].shape and out[k].dtype == np.float32
+            np.testing.assert_allclose(out[k], ref[k], rtol=1e-5, atol=1e-5 * np.abs(ref[k]).max())
+

@@ -46,9 +46,13 @@ PATCH_FRAMES = 187
 #: Patches handed to the network at a time by default (``predict``/``embed``/``analyze``,
 #: and so ingest and tag).  Any batch is split into micro-batches over the worker threads.
 DEFAULT_BATCH = 16
-#: Most patches one forward pass gets: a musicnn front-end map is ~9 MB per patch, so
-#: small passes keep it in cache.  Measured single-threaded (patches/s, batch 1/2/4/8/16):
-#: musicnn 55.9/56.0/55.7/41.2/35.8, vgg 89.1/103.1/102.7/60.6/47.8.
+#: Most patches one forward pass gets.  A pass's activation maps are ~5-9 MB per patch;
+#: past ~2 patches glibc hands such buffers back to the kernel on free (mmap threshold),
+#: so every pass page-faults and zero-fills them again, and they fall out of cache.
+#: Single-threaded patches/s at 1/2/4/8 patches per pass: vgg 107/71/71/59 as is,
+#: 103/109/107/102 with glibc told to keep the memory (M_MMAP_THRESHOLD 32 MiB,
+#: M_TRIM_THRESHOLD 256 MiB); musicnn 56/56/56/41.  Passes of <= 2 patches run at full
+#: speed without touching the process's malloc settings.
 MICRO_BATCH = 2
 
 
@@ -70,45 +74,6 @@ def default_threads() -> int:
 
 
 _thread_state = threading.local()
-
-_malloc_tuned = False
-
-
-def tune_malloc() -> bool:
-    """Keep freed big buffers in the process instead of handing them back to the kernel.
-
-    glibc returns blocks above its mmap threshold (dynamic, up to 32 MiB) and heap tops
-    above its trim threshold to the kernel on ``free``; every forward pass then
-    page-faults and zero-fills its 5-20 MB activation maps again.  That, not the
-    arithmetic, made the port slower at larger batches (single thread, patches/s at
-    batch 1/2/4/8 -- vgg: 107/71/71/59 untuned, 103/109/107/102 tuned).  Sets
-    ``M_MMAP_THRESHOLD`` to 32 MiB and ``M_TRIM_THRESHOLD`` to 256 MiB, once per process;
-    a no-op off glibc or with ``SOUNDALIKE_MALLOC_TUNE=0``.
-
-    Returns
-    -------
-    bool
-        Whether the settings are in effect.
-    """
-    global _malloc_tuned
-    import os
-    import sys
-
-    if _malloc_tuned:
-        return True
-    if os.environ.get("SOUNDALIKE_MALLOC_TUNE", "1").strip() == "0" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024) == 1
-        ok = libc.mallopt(m_trim_threshold, 256 * 1024 * 1024) == 1 and ok
-    except (OSError, AttributeError):
-        return False
-    _malloc_tuned = ok
-    return ok
 
 
 def _single_threaded() -> None:
@@ -316,7 +281,6 @@ class PretrainedModel:
         self.model_id = f"{spec.name}-{h.hexdigest()[:12]}"
         self._lock = threading.Lock()
         self.threads = default_threads()
-        tune_malloc()
         self._pool = None
 
     def _executor(self):
