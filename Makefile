@@ -24,15 +24,18 @@ $(PY):
 	$(BIN)/pip install --quiet --upgrade pip
 
 # torch is pinned exactly and installed first (pip takes the local CPU wheel); the musicnn
-# wheel is installed without its dependencies: we only read its checkpoint files.
+# wheel is installed without its dependencies: we only read its checkpoint files, so its
+# stale pins (TensorFlow 1, NumPy < 1.17) are expected to be unmet: --no-warn-conflicts.
+PIP_INSTALL := $(BIN)/pip install --quiet --no-warn-conflicts
+
 $(STAMP): pyproject.toml | $(PY)
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e .
-	$(BIN)/pip install --quiet --no-deps musicnn==0.1.0
+	$(PIP_INSTALL) torch==2.13.0
+	$(PIP_INSTALL) -e .
+	$(PIP_INSTALL) --no-deps musicnn==0.1.0
 	touch $@
 
 $(TESTSTAMP): $(STAMP) pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(PIP_INSTALL) -e '.[test]'
 	touch $@
 
 venv: $(STAMP)
