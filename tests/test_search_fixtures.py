@@ -33,8 +33,9 @@ class Built:
 
 
 def build_catalog(root: Path, *, per_style: int = 4, duration_s: float = 2.0,
-                  drop_genre_every: int = 4) -> Built:
-    """Write ``per_style`` tracks of each demo style under ``root`` and catalog them."""
+                  drop_genre_every: int = 4, durations: tuple[float, ...] | None = None) -> Built:
+    """Write ``per_style`` tracks of each demo style under ``root`` and catalog them
+    (``durations``: the length of seed ``i`` is ``durations[i % len]``, else ``duration_s``)."""
     audio_dir = root / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     analyzer = load_analyzer("mfcc-stats")
@@ -46,7 +47,8 @@ def build_catalog(root: Path, *, per_style: int = 4, duration_s: float = 2.0,
     n = 0
     for seed in range(per_style):
         for style in STYLES:
-            y = demo_track(style, seed=seed, duration_s=duration_s, sr=SR)
+            length = durations[seed % len(durations)] if durations else duration_s
+            y = demo_track(style, seed=seed, duration_s=length, sr=SR)
             p = audio_dir / f"{style}-{seed}.wav"
             sf.write(p, y, SR)
             data = p.read_bytes()

@@ -125,9 +125,16 @@ class _Catalogs:
 
 
 def _track_json(t, tags=None) -> dict[str, Any]:
+    from soundalike.web.present import display_title
+
     d = {"id": t.id, "name": t.display_name, "title": t.title, "artist": t.artist, "album": t.album,
          "year": t.year, "duration_s": t.duration_s, "format": t.format,
-         "file": Path(t.path).name}
+         "file": Path(t.path).name, "display_title": display_title(t.title, t.path),
+         "added_at": t.added_at}
+    for extra in ("bpm", "key"):  # per-track attributes, where the catalog has them
+        v = getattr(t, extra, None)
+        if v is not None:
+            d[extra] = v
     if tags is not None:
         d["tags"] = [{"category": g.category, "tag": g.tag, "source": g.source,
                       "confidence": round(g.confidence, 4)} for g in tags]
@@ -211,8 +218,12 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     # ------------------------------------------------------------------ page
 
     @app.get("/", include_in_schema=False)
-    def index_page() -> Response:
-        return FileResponse(HERE / "templates" / "index.html", media_type="text/html")
+    def index_page(request: Request) -> Response:
+        from soundalike.web.buyer import set_csrf_cookie
+
+        r = FileResponse(HERE / "templates" / "index.html", media_type="text/html")
+        set_csrf_cookie(request, r)
+        return r
 
     # ------------------------------------------------------------------ API
 
@@ -245,6 +256,10 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         fc = cq.facet_counts(cats.get().conn, where=where, text=q, include_suggested=include_suggested,
                              limit_per_category=per_category)
         return {"facets": {c: [{"tag": t, "count": n} for t, n in v] for c, v in fc.items()}}
+
+    from soundalike.web.buyer import register as register_buyer_routes
+
+    register_buyer_routes(app, cats=cats, model_id=model_id, get_track=_get_track, track_json=_track_json)
 
     @app.get("/api/tracks/{track_id}", summary="One track: metadata, tags, top predicted tags")
     def track_detail(track_id: int) -> dict[str, Any]:
