@@ -107,6 +107,9 @@ def _driver(profile: Path, width: int, height: int):
     opts.add_experimental_option("prefs", {"download.default_directory": str(profile / "downloads"),
                                            "download.prompt_for_download": False})
     d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    if width < 500:  # below Chrome's smallest window: emulate a phone's viewport instead
+        d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                          {"width": width, "height": height, "deviceScaleFactor": 2, "mobile": True})
     d.set_page_load_timeout(30)
     d.set_script_timeout(60)
     return d

@@ -252,9 +252,11 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     def facets(where: Annotated[str | None, Query(max_length=2000)] = None,
                q: Annotated[str | None, Query(max_length=200)] = None,
                include_suggested: bool = False,
-               per_category: Annotated[int, Query(ge=1, le=500)] = 30) -> dict[str, Any]:
+               per_category: Annotated[int, Query(ge=1, le=500)] = 30,
+               categories: Annotated[list[str] | None, Query(max_length=100, description="only these categories")] = None
+               ) -> dict[str, Any]:
         fc = cq.facet_counts(cats.get().conn, where=where, text=q, include_suggested=include_suggested,
-                             limit_per_category=per_category)
+                             categories=categories or None, limit_per_category=per_category)
         return {"facets": {c: [{"tag": t, "count": n} for t, n in v] for c, v in fc.items()}}
 
     from soundalike.web.buyer import register as register_buyer_routes

@@ -310,7 +310,8 @@ function renderFacets(facets) {
       ul.append(el("li", { class: i >= FACETS_SHOWN && !on ? "extra" : null }, b));
     });
     const details = el("details", { class: "facet-group", open: true },
-                       el("summary", {}, category, chosen.size ? el("span", { class: "n" }, ` ${chosen.size} chosen`) : null), ul);
+                       el("summary", {}, el("span", { class: "cat" }, category),
+                          chosen.size ? el("span", { class: "n" }, ` · ${chosen.size} chosen`) : null), ul);
     if (facets[category].length > FACETS_SHOWN) {
       const more = el("button", { type: "button", class: "linkish more", "aria-expanded": "false" },
                       `more ${category}`);
@@ -513,6 +514,7 @@ function showSeed(name, track) {
   ui.seedTrack = track;
   $("#seed").hidden = false;
   $("#seed-name").textContent = name;
+  $("#seed-where").textContent = state.where ? `within ${state.where}` : "";
   const tools = $("#seed-tools");
   tools.replaceChildren();
   if (track) {
