@@ -382,7 +382,24 @@ function setupRange(field, [lo, hi], fmt, step) {
   };
 }
 
+// The active filter as removable chips above the list (on a phone the panel is hidden).
+function renderActive() {
+  const box = $("#active");
+  box.replaceChildren();
+  const ts = terms(state.where);
+  if (state.q) ts.unshift(`"${state.q}"`);
+  for (const t of ts) {
+    const isQ = state.q && t === `"${state.q}"`;
+    box.append(el("button", { type: "button", class: "term", "aria-label": `remove filter ${t}`,
+                              onclick: () => isQ ? go({ q: "", offset: 0 })
+                                : go({ where: terms(state.where).filter((x) => x !== t).join(" "), offset: 0, view: listView() }) },
+                  t, el("span", { "aria-hidden": "true" }, " ×")));
+  }
+  box.hidden = !ts.length;
+}
+
 function syncControls() {
+  renderActive();
   $("#q").value = state.q;
   $("#where").value = state.where;
   $("#sort").value = state.sort;
