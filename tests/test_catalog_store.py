@@ -18,7 +18,9 @@ def _add(cat: Catalog, path: str, **kw) -> int:
 def test_new_catalog_has_current_schema_and_wal(tmp_path):
     with Catalog.open(tmp_path / "c.sqlite") as cat:
         assert cat.schema_version == SCHEMA_VERSION
-        assert cat.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with sqlite3.connect(tmp_path / "c.sqlite") as conn:  # an outside observer
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with Catalog.open(tmp_path / "c.sqlite") as cat:
         assert cat.count_tracks() == 0
 
 
@@ -63,7 +65,7 @@ def test_transaction_rolls_back_everything_on_error(tmp_path):
                 cat.put_analysis(tid, "m1", np.ones(4, np.float32), {})
                 raise RuntimeError("boom")
         assert cat.count_tracks() == 0
-        assert cat.conn.execute("SELECT COUNT(*) FROM analyses").fetchone()[0] == 0
+        assert cat.count_analyses() == 0
 
 
 def test_embeddings_round_trip_float32(tmp_path):
