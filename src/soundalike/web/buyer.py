@@ -86,11 +86,9 @@ def register(app: FastAPI, *, cats, model_id, get_track, track_json) -> None:
     from soundalike.web.app import HTTPProblem
 
     def page_tracks(ids: list[int]) -> list[dict[str, Any]]:
-        from soundalike.catalog import query as cq
-
         cat = cats.get()
         tracks = cat.get_tracks(ids)
-        tags = cq.tags_of(cat.conn, ids, sources=("file", "user", "model"), limit_per_track=8)
+        tags = cat.tag_lists(ids, sources=("file", "user", "model"), limit_per_track=8)
         return [track_json(tracks[i], tags[i]) for i in ids if i in tracks and tracks[i].status == "ok"]
 
     def playlist_or_404(pid: int):
