@@ -167,6 +167,9 @@ def test_sort_orders_and_file_name_search(c, built):
     assert c.get("/api/tracks", params={"sort": "loudest"}).status_code == 422
     # the file name is searched too ("piano-arpeggio-1.wav" has no such title word "wav")
     assert ids(q="arpeggio-1.wav") == [built.ids["piano-arpeggio"][1]]
+    assert ids(where="file:drum-loop") == sorted(built.ids["drum-loop"], key=lambda i: ids(sort="title").index(i))
+    assert ids(q="audio") == []  # the folder (".../audio/") is not the file's name
+    assert c.get("/api/tracks", params={"sort": "bpm"}).status_code == 400  # no BPM in this catalog
     # relevance: a title that starts with the words comes before one that only contains them
     rel = c.get("/api/tracks", params={"q": "groove"}).json()["tracks"]
     assert rel and all("groove" in (t["title"] + t["file"]) for t in rel)

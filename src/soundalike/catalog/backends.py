@@ -68,6 +68,12 @@ class Dialect:
         """A test that lower-cased ``column_sql`` contains the next bound parameter."""
         return f"{self.substr_fn}(lower(coalesce({column_sql}, '')), ?) > 0"
 
+    def file_name(self, path_sql: str) -> str:
+        """The last ``/``-separated part of a path column (its file name)."""
+        if self.name == "sqlite":  # strip the name's own characters from the right: the folder is left
+            return f"replace({path_sql}, rtrim({path_sql}, replace({path_sql}, '/', '')), '')"
+        return f"regexp_replace({path_sql}, '^.*/', '')"
+
     def ddl(self, text: str) -> str:
         """Fill a migration's ``{blob}``, ``{bigint}``, ``{real}``, ``{identity}`` tokens."""
         return text.format(blob=self.blob, bigint=self.bigint, real=self.real, identity=self.identity)

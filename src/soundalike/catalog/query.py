@@ -14,14 +14,15 @@ Filter                                      Keeps tracks ...
 ``year:1990..`` / ``duration:..30``         open ranges (duration in seconds)
 ``year:1995`` / ``sr:22050|44100``          exact numbers, ``|`` ORs them too
 ``title:moon`` / ``artist:bach|handel``     title / artist / album containing the text
+``file:banjo_a3``                           file name (not its folders) containing the text
 ``piano``                                   tagged ``piano`` in any category, or with
-                                            ``piano`` in title, artist or album
+                                            ``piano`` in title, artist, album or file name
 ``"night train"``                           the same for a quoted phrase
 ``-noise``                                  negates a bare word as well
 ==========================================  ==============================================
 
 Numeric fields: ``year``, ``duration`` (seconds), ``sr`` (Hz), ``channels``, ``id``.
-Text fields: ``title``, ``artist``, ``album``.  Any other ``field:`` is a tag category
+Text fields: ``title``, ``artist``, ``album``, ``file`` (the file's name).  Any other ``field:`` is a tag category
 (``genre``, ``mood``, ``instrument``, ``tag`` ...).  Matching is case-insensitive: tags
 are stored lower-case and values are lower-cased.  A negated term keeps tracks with no
 value at all (``-year:1990..1999`` keeps tracks without a year).
@@ -58,7 +59,7 @@ NUMERIC_FIELDS: dict[str, str] = {
     "id": "id",
 }
 #: Text fields and the ``tracks`` column each one searches (substring, case-insensitive).
-TEXT_FIELDS: dict[str, str] = {"title": "title", "artist": "artist", "album": "album"}
+TEXT_FIELDS: dict[str, str] = {"title": "title", "artist": "artist", "album": "album", "file": "path"}
 #: Tag sources that always match; ``suggested`` is added on request.
 BASE_SOURCES: tuple[str, ...] = ("file", "user", "model")
 SUGGESTED = "suggested"
@@ -256,10 +257,10 @@ def _term_sql(term: Term, sources: tuple[str, ...], d: Dialect) -> tuple[str, li
                 params.append(r.hi)
         return "(" + " OR ".join(parts) + ")", params
     if term.kind == "text":
-        col = TEXT_FIELDS[term.field or ""]
-        parts = [d.contains(f"t.{col}") for _ in term.values]
+        col = _text_sql(TEXT_FIELDS[term.field or ""], d)
+        parts = [d.contains(col) for _ in term.values]
         return "(" + " OR ".join(parts) + ")", [str(v) for v in term.values]
-    # bare word: any tag equal to it, or a substring of title / artist / album
+    # bare word: any tag equal to it, or a substring of title / artist / album / file name
     vals = [str(v) for v in term.values]
     tag_sql = (f"t.id IN (SELECT g.track_id FROM tags g WHERE g.tag IN ({_placeholders(len(vals))}) "
                f"AND g.source IN ({src}))")
@@ -267,9 +268,15 @@ def _term_sql(term: Term, sources: tuple[str, ...], d: Dialect) -> tuple[str, li
     parts = [tag_sql]
     for v in vals:
         for col in TEXT_FIELDS.values():
-            parts.append(d.contains(f"t.{col}"))
+            parts.append(d.contains(_text_sql(col, d)))
             params.append(v)
     return "(" + " OR ".join(parts) + ")", params
+
+
+def _text_sql(col: str, d: Dialect) -> str:
+    """The text a ``TEXT_FIELDS`` column is searched in: the file's name, not its folders
+    (``music`` must not match every file under ``~/music``)."""
+    return d.file_name("t.path") if col == "path" else f"t.{col}"
 
 
 def compile_sql(query: Query | str | None, *, include_suggested: bool = False,

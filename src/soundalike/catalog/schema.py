@@ -129,6 +129,40 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX analyses_model_version ON analyses(model_id, version)
         """,
     ),
+    Migration(
+        "waveform peaks per track; favourites; saved playlists",
+        # peaks.content_hash is the file's hash when its peaks were made: a changed file
+        # has stale peaks (Catalog.get_peaks ignores them, ids_without_peaks lists it).
+        # favourites and playlists are the catalog's own (one listener per catalog).
+        """
+        CREATE TABLE peaks (
+            track_id      {bigint} PRIMARY KEY REFERENCES tracks(id) ON DELETE CASCADE,
+            format        TEXT NOT NULL,
+            duration_s    {real} NOT NULL,
+            data          {blob} NOT NULL,
+            content_hash  TEXT NOT NULL,
+            created_at    {real} NOT NULL
+        );
+        CREATE TABLE favourites (
+            track_id  {bigint} PRIMARY KEY REFERENCES tracks(id) ON DELETE CASCADE,
+            added_at  {real} NOT NULL
+        );
+        CREATE TABLE playlists (
+            id          {identity},
+            name        TEXT NOT NULL UNIQUE,
+            created_at  {real} NOT NULL,
+            updated_at  {real} NOT NULL
+        );
+        CREATE TABLE playlist_tracks (
+            playlist_id  {bigint} NOT NULL REFERENCES playlists(id) ON DELETE CASCADE,
+            position     {bigint} NOT NULL,
+            track_id     {bigint} NOT NULL REFERENCES tracks(id) ON DELETE CASCADE,
+            added_at     {real} NOT NULL,
+            PRIMARY KEY (playlist_id, position)
+        );
+        CREATE INDEX playlist_tracks_track ON playlist_tracks(playlist_id, track_id)
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -34,7 +34,7 @@ import numpy as np
 from soundalike.catalog import query as _q
 from soundalike.catalog.backends import DATABASE_ERRORS, Backend, chunked, is_url, open_backend
 from soundalike.catalog.schema import SCHEMA_VERSION, migrate
-from soundalike.errors import CatalogError, ModelMismatchError
+from soundalike.errors import CatalogError, ModelMismatchError, TrackNotFoundError
 
 TagSource = Literal["file", "user", "model", "suggested"]
 TAG_SOURCES: tuple[str, ...] = ("file", "user", "model", "suggested")
@@ -110,6 +110,26 @@ class ModelInfo:
     labels: list[str] = field(default_factory=list)
     label_category: str = "tag"
     n_tracks: int = 0
+
+
+#: Orders :meth:`Catalog.page` knows.
+PageOrder = Literal["id", "title", "artist", "path", "length", "added", "relevance"]
+PAGE_ORDERS: tuple[str, ...] = ("id", "title", "artist", "path", "length", "added", "relevance")
+
+
+@dataclass(frozen=True)
+class PlaylistInfo:
+    """A saved playlist (its tracks: :meth:`Catalog.playlist_track_ids`)."""
+
+    id: int
+    name: str
+    created_at: float
+    updated_at: float
+    n_tracks: int = 0
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "name": self.name, "created_at": self.created_at,
+                "updated_at": self.updated_at, "n_tracks": self.n_tracks}
 
 
 @dataclass(frozen=True)
@@ -491,8 +511,13 @@ class Catalog:
 
     def page(self, *, where: _q.Query | str | None = None, text: str | None = None,
              include_suggested: bool = False, offset: int = 0, limit: int = 50,
-             order: Literal["id", "title", "artist", "path"] = "id") -> tuple[int, list[int]]:
+             order: PageOrder = "id") -> tuple[int, list[int]]:
         """One page of matching track ids and the total count.
+
+        ``order``: ``id``; ``title`` / ``artist`` / ``path`` (A-Z); ``length`` (shortest
+        first); ``added`` (newest first); ``relevance`` -- with ``text``, titles that start
+        with it, then titles that contain it, then the rest (tag, artist, album or file
+        name matches), each A-Z; without ``text`` the same as ``title``.
 
         Returns
         -------
@@ -501,11 +526,27 @@ class Catalog:
         """
         sql, params = self._where(where, text, include_suggested)
         total = self._db.fetchone(f"SELECT count(*) FROM tracks t WHERE {sql}", params)[0]
-        order_sql = {"id": "t.id", "title": "lower(coalesce(t.title, t.path)), t.id",
-                     "artist": "lower(coalesce(t.artist, '')), t.id", "path": "t.path"}[order]
+        by_title = "lower(coalesce(t.title, t.path)), t.id"
+        order_sql = {"id": "t.id", "title": by_title, "relevance": by_title,
+                     "artist": "lower(coalesce(t.artist, '')), t.id", "path": "t.path",
+                     "length": "coalesce(t.duration_s, 0), t.id", "added": "t.added_at DESC, t.id DESC"}.get(order)
+        if order_sql is None:
+            raise CatalogError(f"unknown track order {order!r}: one of {', '.join(PAGE_ORDERS)}")
+        order_params: list = []
+        if order == "relevance" and text and text.strip():
+            w = text.strip().lower()
+            f = self._db.dialect.substr_fn
+            order_sql = (f"CASE WHEN {f}(lower(coalesce(t.title, '')), ?) = 1 THEN 0 "
+                         f"WHEN {f}(lower(coalesce(t.title, '')), ?) > 0 THEN 1 ELSE 2 END, {by_title}")
+            order_params = [w, w]
         rows = self._db.fetchall(f"SELECT t.id FROM tracks t WHERE {sql} ORDER BY {order_sql} LIMIT ? OFFSET ?",
-                                 [*params, int(limit), int(offset)])
+                                 [*params, *order_params, int(limit), int(offset)])
         return int(total), [int(r[0]) for r in rows]
+
+    def duration_range(self) -> tuple[float, float] | None:
+        """Shortest and longest ``ok`` track in seconds (for a length slider), None when empty."""
+        r = self._db.fetchone("SELECT min(duration_s), max(duration_s) FROM tracks WHERE status = 'ok'")
+        return (float(r[0]), float(r[1])) if r and r[0] is not None else None
 
     def facets(self, *, where: _q.Query | str | None = None, text: str | None = None,
                include_suggested: bool = False, categories: list[str] | None = None,
@@ -710,6 +751,139 @@ class Catalog:
     def errors(self) -> list[IngestErrorRecord]:
         return [IngestErrorRecord(int(r[0]), r[1], r[2], r[3], r[4]) for r in self._db.fetchall(
             "SELECT id, path, reason, error_type, time FROM ingest_errors ORDER BY path")]
+
+    # ------------------------------------------------------------------ waveform peaks
+
+    def put_peaks(self, track_id: int, peaks) -> None:
+        """Store a track's waveform :class:`~soundalike.audio.peaks.Peaks` (replacing older ones)."""
+        from soundalike.audio.peaks import PEAKS_FORMAT
+
+        t = self.get_track(track_id)
+        if t is None:
+            raise TrackNotFoundError(f"no track {track_id} in the catalog")
+        with self.transaction():
+            self._write(
+                "INSERT INTO peaks (track_id, format, duration_s, data, content_hash, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (track_id) DO UPDATE SET format = excluded.format, "
+                "duration_s = excluded.duration_s, data = excluded.data, content_hash = excluded.content_hash, "
+                "created_at = excluded.created_at",
+                (int(track_id), PEAKS_FORMAT, float(peaks.duration_s), peaks.to_bytes(), t.content_hash, time.time()))
+
+    def get_peaks(self, track_id: int):
+        """The stored :class:`~soundalike.audio.peaks.Peaks` of a track, or None (none, or of an older file)."""
+        from soundalike.audio.peaks import PEAKS_FORMAT, Peaks
+
+        r = self._db.fetchone(
+            "SELECT p.data, p.duration_s FROM peaks p JOIN tracks t ON t.id = p.track_id "
+            "WHERE p.track_id = ? AND p.format = ? AND p.content_hash = t.content_hash",
+            (int(track_id), PEAKS_FORMAT))
+        return Peaks.from_bytes(bytes(r[0]), duration_s=float(r[1])) if r else None
+
+    def ids_without_peaks(self) -> list[int]:
+        """``ok`` tracks with no current peaks (never computed, another format, or the file changed)."""
+        from soundalike.audio.peaks import PEAKS_FORMAT
+
+        rows = self._db.fetchall(
+            "SELECT t.id FROM tracks t LEFT JOIN peaks p ON p.track_id = t.id AND p.format = ? "
+            "AND p.content_hash = t.content_hash WHERE t.status = 'ok' AND p.track_id IS NULL ORDER BY t.id",
+            (PEAKS_FORMAT,))
+        return [int(r[0]) for r in rows]
+
+    # ------------------------------------------------------------------ favourites
+
+    def set_favourite(self, track_id: int, on: bool) -> None:
+        """Mark (``on``) or unmark a track as a favourite; marking twice keeps the first time."""
+        with self.transaction():
+            if on:
+                self._write("INSERT INTO favourites (track_id, added_at) VALUES (?, ?) "
+                            "ON CONFLICT (track_id) DO NOTHING", (int(track_id), time.time()))
+            else:
+                self._write("DELETE FROM favourites WHERE track_id = ?", (int(track_id),))
+
+    def favourite_ids(self) -> list[int]:
+        """Ids of the favourite ``ok`` tracks, most recently marked first."""
+        rows = self._db.fetchall("SELECT f.track_id FROM favourites f JOIN tracks t ON t.id = f.track_id "
+                                 "WHERE t.status = 'ok' ORDER BY f.added_at DESC, f.track_id DESC")
+        return [int(r[0]) for r in rows]
+
+    # ------------------------------------------------------------------ saved playlists
+
+    def _playlist_rows(self, pid: int | None = None) -> list[PlaylistInfo]:
+        sql = ("SELECT p.id, p.name, p.created_at, p.updated_at, "
+               "(SELECT count(*) FROM playlist_tracks x WHERE x.playlist_id = p.id) FROM playlists p")
+        rows = (self._db.fetchall(sql + " WHERE p.id = ?", (int(pid),)) if pid is not None
+                else self._db.fetchall(sql + " ORDER BY p.updated_at DESC, p.id DESC"))
+        return [PlaylistInfo(int(r[0]), r[1], float(r[2]), float(r[3]), int(r[4])) for r in rows]
+
+    def playlists(self) -> list[PlaylistInfo]:
+        """Saved playlists, most recently changed first."""
+        return self._playlist_rows()
+
+    def playlist(self, playlist_id: int) -> PlaylistInfo | None:
+        rows = self._playlist_rows(playlist_id)
+        return rows[0] if rows else None
+
+    def playlist_by_name(self, name: str) -> PlaylistInfo | None:
+        """The playlist called ``name`` (case-insensitive, spaces collapsed), or None."""
+        r = self._db.fetchone("SELECT id FROM playlists WHERE lower(name) = lower(?)", (" ".join(name.split()),))
+        return self.playlist(int(r[0])) if r else None
+
+    def create_playlist(self, name: str) -> PlaylistInfo:
+        """A new empty playlist.
+
+        Raises
+        ------
+        CatalogError
+            the name is empty, or another playlist has it (names are unique, case-insensitive).
+        """
+        clean = " ".join(str(name).split())
+        if not clean:
+            raise CatalogError("a playlist needs a name")
+        with self.transaction():
+            if self.playlist_by_name(clean) is not None:
+                raise CatalogError(f"a playlist named {clean!r} exists already")
+            now = time.time()
+            r = self._write("INSERT INTO playlists (name, created_at, updated_at) VALUES (?, ?, ?) RETURNING id",
+                            (clean, now, now)).fetchone()
+        return self.playlist(int(r[0]))
+
+    def playlist_track_ids(self, playlist_id: int) -> list[int]:
+        """The playlist's ``ok`` tracks in order."""
+        rows = self._db.fetchall("SELECT x.track_id FROM playlist_tracks x JOIN tracks t ON t.id = x.track_id "
+                                 "WHERE x.playlist_id = ? AND t.status = 'ok' ORDER BY x.position",
+                                 (int(playlist_id),))
+        return [int(r[0]) for r in rows]
+
+    def add_to_playlist(self, playlist_id: int, track_ids: Iterable[int]) -> int:
+        """Append tracks not yet in the playlist, in the order given; returns how many were added."""
+        with self.transaction():
+            have = set(self.playlist_track_ids(playlist_id))
+            r = self._db.fetchone("SELECT coalesce(max(position), 0) FROM playlist_tracks WHERE playlist_id = ?",
+                                  (int(playlist_id),))
+            pos, now, n = int(r[0]), time.time(), 0
+            for tid in track_ids:
+                if int(tid) in have:
+                    continue
+                pos += 1
+                n += 1
+                have.add(int(tid))
+                self._write("INSERT INTO playlist_tracks (playlist_id, position, track_id, added_at) VALUES (?, ?, ?, ?)",
+                            (int(playlist_id), pos, int(tid), now))
+            self._write("UPDATE playlists SET updated_at = ? WHERE id = ?", (now, int(playlist_id)))
+        return n
+
+    def remove_from_playlist(self, playlist_id: int, track_id: int) -> int:
+        """Remove a track from a playlist; returns how many entries went (0 or 1)."""
+        with self.transaction():
+            n = self._write("DELETE FROM playlist_tracks WHERE playlist_id = ? AND track_id = ?",
+                            (int(playlist_id), int(track_id))).rowcount
+            self._write("UPDATE playlists SET updated_at = ? WHERE id = ?", (time.time(), int(playlist_id)))
+        return int(n or 0)
+
+    def delete_playlist(self, playlist_id: int) -> None:
+        with self.transaction():
+            self._write("DELETE FROM playlist_tracks WHERE playlist_id = ?", (int(playlist_id),))
+            self._write("DELETE FROM playlists WHERE id = ?", (int(playlist_id),))
 
     # ------------------------------------------------------------------ summary
 

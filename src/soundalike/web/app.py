@@ -31,7 +31,7 @@ import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -56,6 +56,8 @@ PAGE_LIMIT_MAX = 500
 #: Bytes per chunk when streaming audio.
 CHUNK = 256 * 1024
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: Sort orders the track list offers (``bpm`` needs per-track attributes in the catalog).
+SortKey = Literal["relevance", "title", "length", "bpm", "added"]
 
 
 class HTTPProblem(Exception):
@@ -238,10 +240,16 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
                     q: Annotated[str | None, Query(max_length=200, description="text in title/artist/album or a tag")] = None,
                     offset: Annotated[int, Query(ge=0)] = 0,
                     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 50,
-                    include_suggested: bool = False) -> dict[str, Any]:
+                    include_suggested: bool = False,
+                    sort: Annotated[SortKey, Query(description="relevance (to q), title, length, bpm or added (newest)")]
+                    = "relevance") -> dict[str, Any]:
+        from soundalike.catalog.store import PAGE_ORDERS
+
         cat = cats.get()
+        if sort not in PAGE_ORDERS:
+            raise HTTPProblem(400, f"this catalog cannot sort by {sort}: it has no such per-track attribute")
         total, ids = cat.page(where=where, text=q, include_suggested=include_suggested,
-                              offset=offset, limit=limit, order="title")
+                              offset=offset, limit=limit, order=sort)
         tracks = cat.get_tracks(ids)
         sources = ("file", "user", "model", "suggested") if include_suggested else ("file", "user", "model")
         tags = cat.tag_lists(ids, sources=sources, limit_per_track=8)  # one query, not one per track
@@ -257,7 +265,10 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
                ) -> dict[str, Any]:
         fc = cats.get().facets(where=where, text=q, include_suggested=include_suggested,
                                categories=categories or None, limit_per_category=per_category)
-        return {"facets": {c: [{"tag": t, "count": n} for t, n in v] for c, v in fc.items()}}
+        out: dict[str, Any] = {"facets": {c: [{"tag": t, "count": n} for t, n in v] for c, v in fc.items()}}
+        dr = cats.get().duration_range()  # whole-catalog bounds: a slider's scale must not move
+        out["ranges"] = {"duration": list(dr)} if dr else {}
+        return out
 
     from soundalike.web.buyer import register as register_buyer_routes
 

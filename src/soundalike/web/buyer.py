@@ -190,6 +190,8 @@ def register(app: FastAPI, *, cats, model_id, get_track, track_json) -> None:
         name = " ".join(str(body.get("name", "")).split())
         if not name or len(name) > MAX_NAME:
             raise HTTPProblem(422, f"a playlist needs a name of 1 to {MAX_NAME} characters")
+        if cats.get().playlist_by_name(name) is not None:
+            raise HTTPProblem(409, f"a playlist named {name!r} exists already: add to it, or pick another name")
         return cats.get().create_playlist(name).to_dict()
 
     @app.get("/api/playlists/{pid}", summary="One playlist and its tracks in order")

@@ -344,6 +344,8 @@ function renderRanges(ranges, keys) {
   setupRange("duration", ranges.duration || (ui.ranges && ui.ranges.duration) || [0, 600], fmtTime, 1);
   const bpm = ranges.bpm;
   $("#range-bpm").hidden = !bpm;
+  $('#sort option[value="bpm"]').hidden = !bpm;
+  $('#sort option[value="bpm"]').disabled = !bpm;
   if (bpm) setupRange("bpm", bpm, (v) => String(Math.round(v)), 1);
   const keyBox = $("#key-box");
   keyBox.hidden = !(keys && keys.length);
