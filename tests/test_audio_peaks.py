@@ -40,6 +40,23 @@ def test_block_size_does_not_change_peaks():
         assert np.array_equal(a.min, b.min) and np.array_equal(a.max, b.max)
 
 
+def test_folding_keeps_exact_extremes_at_any_length():
+    """However many times the bins fold, each column is the exact min/max of its samples."""
+    rng = np.random.default_rng(3)
+    for n in (999, 1000, 8001, 16_003, 333_333):
+        y = rng.uniform(-1, 1, n).astype(np.float32)
+        p = peaks_from_blocks(_blocks(y, 4093), sr=8000, n_columns=100)
+        cols = min(100, n)
+        assert p.n_columns == cols
+        # the extremes of the whole track survive in some column
+        assert p.max.max() == round(float(y.max()) * 127) and p.min.min() == round(float(y.min()) * 127)
+        # and a column never reports more than its share of the track holds
+        share = int(np.ceil(n / cols)) * 9  # a column spans at most a few bins of doubling width
+        for i in (0, cols // 2, cols - 1):
+            lo_i = max(0, int(i * n / cols) - share)
+            assert p.max[i] <= round(float(y[lo_i : lo_i + 2 * share].max()) * 127)
+
+
 def test_a_click_is_never_lost_between_columns():
     sr = 22050
     y = np.zeros(10 * sr, np.float32)
@@ -52,7 +69,7 @@ def test_a_click_is_never_lost_between_columns():
 
 def test_short_and_empty_streams():
     p = peaks_from_blocks([np.array([0.1, -0.2, 0.3], np.float32)], sr=22050, n_columns=1000)
-    assert p.n_columns == 1  # 3 samples fit in one bin
+    assert p.n_columns == 3 and p.min.tolist() == [13, -25, 38]  # one column per sample
     e = peaks_from_blocks([], sr=22050)
     assert e.n_columns == 0 and e.duration_s == 0.0
     with pytest.raises(ValueError):
@@ -91,4 +108,4 @@ def test_bad_file_raises_a_typed_error(tmp_path, corrupt_files):
             peaks_of_file(path)
     wav = tmp_path / "x.wav"
     sf.write(wav, np.zeros(100, np.float32), 8000)
-    assert peaks_of_file(wav).n_columns == 3  # 100 samples in 5 ms bins at 8 kHz
+    assert peaks_of_file(wav).n_columns == 100  # a column per sample

@@ -24,6 +24,27 @@ class BackfillResult:
         return {"computed": self.computed, "failed": [{"path": p, "reason": r} for p, r in self.failed]}
 
 
+def track_peaks(path: str, *, decoded=None):
+    """A file's waveform :class:`~soundalike.audio.peaks.Peaks` for ingest.
+
+    Parameters
+    ----------
+    path : the audio file
+    decoded : the whole file already decoded for the analysis (a
+        :class:`~soundalike.audio.io.Waveform`), reused at no decoding cost; ``None``
+        (a partial or block-wise analysis) decodes the file once more at its own rate
+
+    Raises
+    ------
+    AudioDecodeError
+    """
+    from soundalike.audio.peaks import peaks_from_blocks, peaks_of_file
+
+    if decoded is not None:
+        return peaks_from_blocks([decoded.y], sr=decoded.sr)
+    return peaks_of_file(path)
+
+
 def backfill_peaks(catalog, *, on_progress: Callable[[int, int], None] | None = None) -> BackfillResult:
     """Compute and store peaks for every ``ok`` track that has no current ones.
 

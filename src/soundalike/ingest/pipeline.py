@@ -218,6 +218,7 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
                  analyzer=None) -> dict[str, Any]:
     """Hash, read tags, decode and analyze one file.  Never raises: errors come back as data."""
     from soundalike.audio.io import info, load
+    from soundalike.ingest.peaks import track_peaks
 
     analyzer = analyzer or _ANALYZER
     try:
@@ -226,17 +227,20 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
         if digest == known_hash and not need_analysis:
             return {"kind": "touch", "path": path, "size": st.st_size, "mtime": st.st_mtime}
         meta = info(path)
+        wav = None
         if meta.duration_s > LONG_FILE_S:
             embedding, predictions, decoded_s = analyze_in_blocks(path, analyzer)
         else:
             wav = load(path, sr=analyzer.sample_rate)
             result = analyzer.analyze(wav.y, wav.sr)
             embedding, predictions, decoded_s = result.embedding, result.predictions, wav.duration_s
+        peaks = track_peaks(path, decoded=wav)  # the web page's waveform (2 kB)
         return {
             "kind": "ok", "path": path, "hash": digest, "size": st.st_size, "mtime": st.st_mtime,
             "duration_s": meta.duration_s if meta.duration_s > 0 else decoded_s,
             "sr": meta.sr, "channels": meta.channels, "format": meta.format.lower(),
             "tags": read_file_tags(path), "embedding": embedding, "predictions": predictions,
+            "peaks": peaks,
         }
     except SoundalikeError as exc:
         reason = exc.reason if hasattr(exc, "reason") else str(exc)
@@ -283,6 +287,8 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
             genre=tags.get("genre"), year=tags.get("year"))
         cat.set_tags(tid, file_tags_as_tags(tags), source="file")
         cat.put_analysis(tid, model_id, res["embedding"], preds)
+        if res.get("peaks") is not None:
+            cat.put_peaks(tid, res["peaks"])
         cat.set_tags(tid, [Tag(label, label_category, "model", float(p), model_id)
                            for label, p in top if p >= MIN_TAG_CONFIDENCE],
                      source="model", model_id=model_id)
