@@ -57,8 +57,9 @@ def _wait(fn, timeout=15.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def server(tmp_path_factory):
+    """A fresh catalog and server per journey (favourites and playlists start empty)."""
     import uvicorn
     from fastapi import Request
 

@@ -526,7 +526,7 @@ class Catalog:
         """
         sql, params = self._where(where, text, include_suggested)
         total = self._db.fetchone(f"SELECT count(*) FROM tracks t WHERE {sql}", params)[0]
-        by_title = "lower(coalesce(t.title, t.path)), t.id"
+        by_title = f"lower(coalesce(t.title, {self._db.dialect.file_name('t.path')})), t.id"  # as the list shows it
         order_sql = {"id": "t.id", "title": by_title, "relevance": by_title,
                      "artist": "lower(coalesce(t.artist, '')), t.id", "path": "t.path",
                      "length": "coalesce(t.duration_s, 0), t.id", "added": "t.added_at DESC, t.id DESC"}.get(order)

@@ -248,6 +248,32 @@ def catalog_stats(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None
                   highlight=False)
 
 
+@catalog_app.command("peaks")
+def catalog_peaks(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None:
+    """Compute the waveform peaks the web page draws, for tracks that have none yet
+    (catalogs made before peaks existed, or changed files).  Ingest stores them itself."""
+    from soundalike.catalog.store import Catalog
+    from soundalike.ingest.peaks import backfill_peaks
+
+    with Catalog.open(catalog_path(catalog), create=False) as cat:
+        todo = len(cat.ids_without_peaks())
+        if json_out:
+            r = backfill_peaks(cat)
+        else:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            with Progress(TextColumn("waveforms"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          transient=True) as bar:
+                task = bar.add_task("peaks", total=todo)
+                r = backfill_peaks(cat, on_progress=lambda done, total: bar.update(task, completed=done))
+    if json_out:
+        print_json(r.to_dict())
+        return
+    for path, reason in r.failed:
+        print(f"{path}: {reason}", file=sys.stderr)
+    print(f"{r.computed} track(s) got waveform peaks" + (f", {len(r.failed)} could not be decoded" if r.failed else ""))
+
+
 @catalog_app.command("errors")
 def catalog_errors(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None:
     """Files that failed to ingest, with the reason."""

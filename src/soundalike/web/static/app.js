@@ -430,7 +430,7 @@ function trackSub(t) {
   const bits = [];
   if (t.artist) bits.push(t.artist);
   if (t.album) bits.push(t.album);
-  if (t.file && t.file !== trackTitle(t)) bits.push(t.file);
+  if (t.file && !t.title_is_file) bits.push(t.file);  // else the title already is the file's name
   return bits.join(" · ");
 }
 
