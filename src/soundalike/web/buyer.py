@@ -171,12 +171,12 @@ def register(app: FastAPI, *, cats, model_id, get_track, track_json) -> None:
                               where: Annotated[str | None, Query(max_length=2000)] = None,
                               include_suggested: bool = False) -> JSONResponse:
         from soundalike.search.taste import similar_to_set
-        from soundalike.web.app import _hit_json
+        from soundalike.web.app import _hits_json
 
         ids = cats.get().favourite_ids()
         hits = similar_to_set(cats.get(), track_ids=ids, model_id=model_id(), k=k, where=where,
                               include_suggested=include_suggested)
-        return JSONResponse({"seed_ids": ids, "where": where, "hits": [_hit_json(h) for h in hits]})
+        return JSONResponse({"seed_ids": ids, "where": where, "hits": _hits_json(cats.get(), hits)})
 
     # -------------------------------------------------------------- playlists
 

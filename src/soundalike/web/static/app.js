@@ -397,7 +397,8 @@ function renderActive() {
                                 : go({ where: terms(state.where).filter((x) => x !== t).join(" "), offset: 0, view: listView() }) },
                   t, el("span", { "aria-hidden": "true" }, " ×")));
   }
-  box.hidden = !ts.length;
+  // collections are not filtered: their view shows no filter chips
+  box.hidden = !ts.length || ["favourites", "playlists", "playlist"].includes(state.view);
 }
 
 function syncControls() {
@@ -839,6 +840,8 @@ function wire() {
       const res = await api("/api/similar/upload?" + filterParams({ k: SIMILAR_K }), { method: "POST", body: fd });
       ui.uploadHits = res.hits;
       ui.uploadName = `your clip “${f.name}”`;
+      $("#upload-form").hidden = true;
+      $("#upload-open").setAttribute("aria-expanded", "false");
       await go({ view: "upload" });
       window.scrollTo({ top: 0 });
       $("#back").focus({ preventScroll: true });
