@@ -32,13 +32,17 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 #: Cookie holding the CSRF token and the header that must echo it.
 CSRF_COOKIE, CSRF_HEADER = "soundalike_csrf", "x-csrf-token"
 #: Most tracks one playlist request may add, and the longest playlist name.
 MAX_ADD, MAX_NAME = 500, 100
+
+
+def _problem(status: int, detail: str) -> HTTPException:
+    return HTTPException(status_code=status, detail=detail)  # answered as {"detail": ...}, as every error
 
 
 def set_csrf_cookie(request: Request, response: Response) -> None:
@@ -56,23 +60,21 @@ def check_csrf(request: Request) -> None:
 
     Raises
     ------
-    HTTPProblem
+    HTTPException
         403 naming what is missing.
     """
-    from soundalike.web.app import HTTPProblem
-
     origin = request.headers.get("origin")
     host = request.headers.get("host", "")
     if origin and origin != "null" and origin.split("://", 1)[-1].rstrip("/") != host:
-        raise HTTPProblem(403, f"cross-site request refused: Origin {origin!r} is not this server ({host})")
+        raise _problem(403, f"cross-site request refused: Origin {origin!r} is not this server ({host})")
     cookie = request.cookies.get(CSRF_COOKIE, "")
     header = request.headers.get(CSRF_HEADER, "")
     if not cookie or not header or not hmac.compare_digest(cookie.encode(), header.encode()):
-        raise HTTPProblem(403, "missing or wrong X-CSRF-Token header: reload the page (it sets the "
+        raise _problem(403, "missing or wrong X-CSRF-Token header: reload the page (it sets the "
                                f"{CSRF_COOKIE} cookie the header must repeat)")
 
 
-def register(app: FastAPI, *, cats, model_id, get_track, track_json) -> None:
+def register(app: FastAPI, *, cats, model_id, get_track, track_json, hits_json) -> None:
     """Add the routes above to ``app``.
 
     Parameters
@@ -81,9 +83,9 @@ def register(app: FastAPI, *, cats, model_id, get_track, track_json) -> None:
     model_id : ``() -> str``, the model similarity uses
     get_track : ``(id) -> Track``; raises a 404 problem for an unknown or missing track
     track_json : ``(track, tags) -> dict``, the API's track representation
+    hits_json : ``(catalog, hits) -> list[dict]``, the API's similar-hit representation
     """
     from soundalike.web import present
-    from soundalike.web.app import HTTPProblem
 
     def page_tracks(ids: list[int]) -> list[dict[str, Any]]:
         cat = cats.get()
@@ -94,7 +96,7 @@ def register(app: FastAPI, *, cats, model_id, get_track, track_json) -> None:
     def playlist_or_404(pid: int):
         p = cats.get().playlist(pid)
         if p is None:
-            raise HTTPProblem(404, f"no playlist {pid} in the catalog")
+            raise _problem(404, f"no playlist {pid} in the catalog")
         return p
 
     def url_for_track(request: Request):
@@ -122,7 +124,7 @@ def register(app: FastAPI, *, cats, model_id, get_track, track_json) -> None:
         get_track(track_id)
         p = cats.get().get_peaks(track_id)
         if p is None:
-            raise HTTPProblem(404, f"no waveform peaks stored for track {track_id}: run "
+            raise _problem(404, f"no waveform peaks stored for track {track_id}: run "
                                    "`soundalike catalog peaks` to compute them")
         return JSONResponse(p.to_json(), headers={"Cache-Control": "max-age=86400"})
 
@@ -132,7 +134,7 @@ def register(app: FastAPI, *, cats, model_id, get_track, track_json) -> None:
         t = get_track(track_id)
         p = Path(t.path)
         if not p.is_file():
-            raise HTTPProblem(404, f"the file of track {track_id} is gone")
+            raise _problem(404, f"the file of track {track_id} is gone")
         return FileResponse(p, filename=p.name, content_disposition_type="attachment",
                             media_type="application/octet-stream")
 
@@ -163,7 +165,7 @@ def register(app: FastAPI, *, cats, model_id, get_track, track_json) -> None:
              response_class=Response)
     def export_favourites(fmt: str, request: Request) -> Response:
         if fmt not in ("m3u8", "csv"):
-            raise HTTPProblem(404, f"no export format {fmt!r}: use m3u8 or csv")
+            raise _problem(404, f"no export format {fmt!r}: use m3u8 or csv")
         return export(request, cats.get().favourite_ids(), "favourites", fmt)
 
     @app.get("/api/similar/favourites", summary="Tracks that sound like the favourites, within a filter")
@@ -171,12 +173,11 @@ def register(app: FastAPI, *, cats, model_id, get_track, track_json) -> None:
                               where: Annotated[str | None, Query(max_length=2000)] = None,
                               include_suggested: bool = False) -> JSONResponse:
         from soundalike.search.taste import similar_to_set
-        from soundalike.web.app import _hits_json
 
         ids = cats.get().favourite_ids()
         hits = similar_to_set(cats.get(), track_ids=ids, model_id=model_id(), k=k, where=where,
                               include_suggested=include_suggested)
-        return JSONResponse({"seed_ids": ids, "where": where, "hits": _hits_json(cats.get(), hits)})
+        return JSONResponse({"seed_ids": ids, "where": where, "hits": hits_json(cats.get(), hits)})
 
     # -------------------------------------------------------------- playlists
 
@@ -189,9 +190,9 @@ def register(app: FastAPI, *, cats, model_id, get_track, track_json) -> None:
         check_csrf(request)
         name = " ".join(str(body.get("name", "")).split())
         if not name or len(name) > MAX_NAME:
-            raise HTTPProblem(422, f"a playlist needs a name of 1 to {MAX_NAME} characters")
+            raise _problem(422, f"a playlist needs a name of 1 to {MAX_NAME} characters")
         if cats.get().playlist_by_name(name) is not None:
-            raise HTTPProblem(409, f"a playlist named {name!r} exists already: add to it, or pick another name")
+            raise _problem(409, f"a playlist named {name!r} exists already: add to it, or pick another name")
         return cats.get().create_playlist(name).to_dict()
 
     @app.get("/api/playlists/{pid}", summary="One playlist and its tracks in order")
@@ -213,7 +214,7 @@ def register(app: FastAPI, *, cats, model_id, get_track, track_json) -> None:
         raw = body.get("track_ids")
         if not isinstance(raw, list) or not raw or len(raw) > MAX_ADD or not all(
                 isinstance(i, int) and not isinstance(i, bool) for i in raw):
-            raise HTTPProblem(422, f"track_ids must be a list of 1 to {MAX_ADD} integer track ids")
+            raise _problem(422, f"track_ids must be a list of 1 to {MAX_ADD} integer track ids")
         for i in raw:
             get_track(i)
         n = cats.get().add_to_playlist(pid, present.unique_ids(raw))
@@ -229,6 +230,6 @@ def register(app: FastAPI, *, cats, model_id, get_track, track_json) -> None:
     @app.get("/api/playlists/{pid}/export.{fmt}", summary="A playlist as M3U8 or CSV", response_class=Response)
     def export_playlist(pid: int, fmt: str, request: Request) -> Response:
         if fmt not in ("m3u8", "csv"):
-            raise HTTPProblem(404, f"no export format {fmt!r}: use m3u8 or csv")
+            raise _problem(404, f"no export format {fmt!r}: use m3u8 or csv")
         p = playlist_or_404(pid)
         return export(request, cats.get().playlist_track_ids(pid), p.name, fmt)
