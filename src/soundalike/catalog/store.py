@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 
 from soundalike.catalog import query as _q
-from soundalike.catalog.backends import DATABASE_ERRORS, Backend, chunked, is_url, open_backend
+from soundalike.catalog.backends import Backend, chunked, database_errors, is_url, open_backend
 from soundalike.catalog.schema import SCHEMA_VERSION, migrate
 from soundalike.errors import CatalogError, ModelMismatchError
 
@@ -173,11 +173,12 @@ class Catalog:
             newer schema.
         """
         backend = open_backend(path, create=create, timeout_s=timeout_s)
-        where: Path | str = str(path) if is_url(path) else Path(path).expanduser()
+        # a URL is kept without its password: `path` appears in messages
+        where: Path | str = backend.location if is_url(path) else Path(path).expanduser()
         cat = cls(where, backend)
         try:
             migrate(backend)
-        except DATABASE_ERRORS as exc:
+        except database_errors() as exc:
             backend.close()
             raise CatalogError(f"{where}: not a soundalike catalog ({exc})") from exc
         except BaseException:
@@ -191,11 +192,26 @@ class Catalog:
 
     @property
     def location(self) -> str:
-        """A stable text naming this catalog (cache keys, messages)."""
+        """A stable text naming this catalog (cache keys, messages; a URL without password)."""
         return self._db.location if is_url(self.path) else str(Path(self.path).resolve())
 
     def index_dir(self) -> Path:
-        """Where this catalog's faiss indexes are kept: ``<catalog file>.index/``."""
+        """Where this process keeps the catalog's faiss indexes.
+
+        A SQLite catalog: ``<catalog file>.index/`` beside it.  A server catalog: the
+        embeddings live in the database and each host keeps its own copy of the index
+        in ``<data dir>/indexes/<database>-<hash of the URL>/`` (rebuilt from the
+        database whenever it is missing).
+        """
+        if is_url(self.path):
+            import hashlib
+            import re
+
+            from soundalike.paths import data_dir
+
+            loc = self._db.location
+            name = re.sub(r"[^A-Za-z0-9_.-]", "_", loc.rsplit("/", 1)[-1].split("?")[0]) or "catalog"
+            return data_dir() / "indexes" / f"{name}-{hashlib.sha1(loc.encode()).hexdigest()[:12]}"
         p = Path(self.path)
         return p.with_name(p.name + ".index")
 
@@ -320,9 +336,10 @@ class Catalog:
                 if t:
                     return [t]
         like = "%" + ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        like_op = self._db.dialect.ilike
         rows = self._db.fetchall(
-            f"SELECT {_TRACK_COLS} FROM tracks WHERE title LIKE ? ESCAPE '\\' OR artist LIKE ? ESCAPE '\\' "
-            "OR path LIKE ? ESCAPE '\\' ORDER BY status = 'ok' DESC, id LIMIT ?",
+            f"SELECT {_TRACK_COLS} FROM tracks WHERE title {like_op} ? ESCAPE '\\' OR artist {like_op} ? "
+            f"ESCAPE '\\' OR path {like_op} ? ESCAPE '\\' ORDER BY status = 'ok' DESC, id LIMIT ?",
             (like, like, like, limit))
         return [_track(r) for r in rows]
 
