@@ -236,8 +236,12 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(scope="session")
-def pg_server():
-    """A real PostgreSQL server (Debian's ``postgresql``), started once per test process."""
+def pg_server(tmp_path_factory):
+    """A real PostgreSQL server (Debian's ``postgresql``), started once per test process.
+
+    Server catalogs keep their faiss indexes in the data directory: pointed at a temporary
+    one here, so no test writes into the user's.
+    """
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -247,9 +251,15 @@ def pg_server():
     bin_dir = find_bin_dir()
     if bin_dir is None:
         pytest.skip("needs PostgreSQL server binaries (Debian postgresql; `make test` installs it)")
+    old = os.environ.get("SOUNDALIKE_DATA_DIR")
+    os.environ["SOUNDALIKE_DATA_DIR"] = str(tmp_path_factory.mktemp("soundalike-data"))
     server = PgServer(bin_dir).start()
     yield server
     server.stop()
+    if old is None:
+        os.environ.pop("SOUNDALIKE_DATA_DIR", None)
+    else:
+        os.environ["SOUNDALIKE_DATA_DIR"] = old
 
 
 def new_catalog_target(backend: str, tmp_path: Path, request) -> str | Path:
