@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -140,8 +141,10 @@ class Backend:
         """Record ``version`` (called inside the migration's transaction)."""
         raise NotImplementedError
 
-    def lock_schema(self) -> None:
-        """Inside a transaction: keep other processes from migrating at the same time."""
+    @contextmanager
+    def schema_lock(self) -> Iterator[None]:
+        """Keep other processes from migrating at the same time (taken outside a transaction)."""
+        yield
 
     def reset_identity(self, table: str) -> None:
         """After rows were inserted with explicit ids: let the next generated id follow them."""
@@ -241,8 +244,16 @@ class PostgresBackend(Backend):
         self._conn.execute("DELETE FROM soundalike_schema")
         self._conn.execute("INSERT INTO soundalike_schema (version) VALUES (%s)", (int(version),))
 
-    def lock_schema(self) -> None:
-        self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._SCHEMA_LOCK,))
+    @contextmanager
+    def schema_lock(self) -> Iterator[None]:
+        # A session lock taken *before* BEGIN: the transaction then starts after the previous
+        # migrator committed and sees its tables (inside an already open transaction the
+        # server's catalog cache could still say they do not exist).
+        self._conn.execute("SELECT pg_advisory_lock(%s)", (self._SCHEMA_LOCK,))
+        try:
+            yield
+        finally:
+            self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._SCHEMA_LOCK,))
 
     def reset_identity(self, table: str) -> None:
         self._conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "

@@ -149,17 +149,16 @@ def migrate(backend: Backend) -> int:
                 f"(v{SCHEMA_VERSION}); upgrade soundalike")
         if version == SCHEMA_VERSION:
             return first
-        backend.begin()
-        try:
-            # several processes may open a new catalog at once: one migrates, the others
-            # wait for it and find the work done (SQLite: BEGIN IMMEDIATE already serialises)
-            backend.lock_schema()
-            now = backend.get_schema_version()
-            if now == version:
-                backend.run_script(backend.dialect.ddl(MIGRATIONS[version].text_for(backend.dialect.name)))
-                backend.set_schema_version(version + 1)
-        except BaseException:
-            backend.rollback()
-            raise
-        backend.commit()
+        # several processes may open a new catalog at once: one migrates, the others wait
+        # for it and find the work done (SQLite: BEGIN IMMEDIATE already serialises them)
+        with backend.schema_lock():
+            backend.begin()
+            try:
+                if backend.get_schema_version() == version:
+                    backend.run_script(backend.dialect.ddl(MIGRATIONS[version].text_for(backend.dialect.name)))
+                    backend.set_schema_version(version + 1)
+            except BaseException:
+                backend.rollback()
+                raise
+            backend.commit()
         version = backend.get_schema_version()
