@@ -146,6 +146,16 @@ class Backend:
         """Keep other processes from migrating at the same time (taken outside a transaction)."""
         yield
 
+    def tables(self) -> dict[str, tuple[list[str], set[str]]]:
+        """The catalog's tables: name -> (columns in order, tables its foreign keys point to)."""
+        raise NotImplementedError
+
+    def iter_rows(self, sql: str, params: Sequence[Any] = (), *, batch: int = 2000) -> Iterator[list[tuple]]:
+        """Rows of a query in lists of ``batch`` (long reads, e.g. copying a catalog)."""
+        cur = self.execute(sql, params)
+        while rows := cur.fetchmany(batch):
+            yield rows
+
     def reset_identity(self, table: str) -> None:
         """After rows were inserted with explicit ids: let the next generated id follow them."""
 
@@ -182,6 +192,15 @@ class SQLiteBackend(Backend):
 
     def get_schema_version(self) -> int:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def tables(self) -> dict[str, tuple[list[str], set[str]]]:
+        out = {}
+        for (name,) in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                          "AND name NOT LIKE 'sqlite_%' ORDER BY name").fetchall():
+            cols = [r[1] for r in self._conn.execute(f'PRAGMA table_info("{name}")')]
+            parents = {r[2] for r in self._conn.execute(f'PRAGMA foreign_key_list("{name}")')} - {name}
+            out[name] = (cols, parents)
+        return out
 
     def set_schema_version(self, version: int) -> None:
         self._conn.execute(f"PRAGMA user_version = {int(version)}")
@@ -238,6 +257,30 @@ class PostgresBackend(Backend):
             return 0
         row = self._conn.execute("SELECT max(version) FROM soundalike_schema").fetchone()
         return int(row[0] or 0)
+
+    def tables(self) -> dict[str, tuple[list[str], set[str]]]:
+        out = {}
+        names = [r[0] for r in self._conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+            "AND tablename <> 'soundalike_schema' ORDER BY tablename").fetchall()]
+        for name in names:
+            cols = [r[0] for r in self._conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = %s ORDER BY ordinal_position", (name,)).fetchall()]
+            parents = {r[0] for r in self._conn.execute(
+                "SELECT DISTINCT ccu.table_name FROM information_schema.table_constraints tc "
+                "JOIN information_schema.constraint_column_usage ccu ON ccu.constraint_name = tc.constraint_name "
+                "AND ccu.table_schema = tc.table_schema WHERE tc.constraint_type = 'FOREIGN KEY' "
+                "AND tc.table_schema = current_schema() AND tc.table_name = %s", (name,)).fetchall()} - {name}
+            out[name] = (cols, parents)
+        return out
+
+    def iter_rows(self, sql: str, params: Sequence[Any] = (), *, batch: int = 2000) -> Iterator[list[tuple]]:
+        # a server-side cursor: a 100k-track catalog is not loaded into memory at once
+        with self._conn.transaction(), self._conn.cursor(name="soundalike_rows") as cur:
+            cur.execute(self._tr(sql), tuple(params))
+            while rows := cur.fetchmany(batch):
+                yield rows
 
     def set_schema_version(self, version: int) -> None:
         self._conn.execute("CREATE TABLE IF NOT EXISTS soundalike_schema (version INTEGER NOT NULL)")

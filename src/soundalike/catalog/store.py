@@ -751,6 +751,73 @@ class Catalog:
                        for m in self.models()],
         }
 
+    # ------------------------------------------------------------------ whole-catalog copies (copy.py)
+
+    def table_layout(self) -> list[tuple[str, list[str]]]:
+        """Every table with its columns, parents before children (the order to copy them in)."""
+        tables = self._db.tables()
+        order: list[str] = []
+
+        def visit(name: str, seen: tuple[str, ...] = ()) -> None:
+            if name in order or name in seen:
+                return
+            for parent in sorted(tables[name][1] & set(tables)):
+                visit(parent, (*seen, name))
+            order.append(name)
+
+        for name in sorted(tables):
+            visit(name)
+        return [(name, tables[name][0]) for name in order]
+
+    def _known_table(self, table: str, columns: Sequence[str]) -> None:
+        layout = dict(self.table_layout())
+        if table not in layout or not set(columns) <= set(layout[table]):
+            raise CatalogError(f"{self.path}: no table {table} with columns {list(columns)}")
+
+    def read_table(self, table: str, columns: Sequence[str], *, batch: int = 2000) -> Iterator[list[tuple]]:
+        """All rows of ``table`` (``columns`` only), in batches, in a stable order."""
+        self._known_table(table, columns)
+        cols = ", ".join(columns)
+        yield from self._db.iter_rows(f"SELECT {cols} FROM {table} ORDER BY {cols.split(', ')[0]}",
+                                      batch=batch)
+
+    def write_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+        """Insert rows as they are (explicit ids included) inside the caller's transaction."""
+        self._known_table(table, columns)
+        assert self._in_tx, "write_rows goes through Catalog.transaction()"
+        self._tx_dirty = True
+        self._db.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                             f"({self._db.dialect.marks(len(columns))})", rows)
+
+    def clear_table(self, table: str) -> None:
+        """Delete every row of ``table`` inside the caller's transaction (seeded tables before a copy)."""
+        self._known_table(table, [])
+        self._write(f"DELETE FROM {table}")
+
+    def count_rows(self, table: str) -> int:
+        self._known_table(table, [])
+        return int(self._db.fetchone(f"SELECT COUNT(*) FROM {table}")[0])
+
+    def after_bulk_insert(self) -> None:
+        """Let generated ids continue after explicitly inserted ones (tables with an ``id``)."""
+        for table, cols in self.table_layout():
+            if "id" in cols:
+                self._db.reset_identity(table)
+
+    def embeddings_checksum(self) -> tuple[int, str]:
+        """``(n, sha256)`` over every analysis (track id, model id, dim, embedding bytes), by key."""
+        import hashlib
+
+        h = hashlib.sha256()
+        n = 0
+        for rows in self._db.iter_rows("SELECT track_id, model_id, dim, embedding FROM analyses "
+                                       "ORDER BY track_id, model_id"):
+            for tid, mid, dim, blob in rows:
+                h.update(f"{int(tid)}\0{mid}\0{int(dim)}\0".encode())
+                h.update(bytes(blob))
+                n += 1
+        return n, h.hexdigest()
+
     def integrity_check(self) -> str:
         """``"ok"`` when the database's own consistency check passes (SQLite ``integrity_check``)."""
         if self.dialect_name == "sqlite":
