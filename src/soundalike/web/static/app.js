@@ -425,6 +425,8 @@ function tagChips(tags, max = 4) {
   return span;
 }
 
+function trackKey(t) { return t.key || t.camelot || ""; }  // Camelot notation (8A = A minor)
+
 function trackTitle(t) { return t.display_title || t.name || t.file || `track ${t.id}`; }
 
 function trackSub(t) {
@@ -456,7 +458,7 @@ function renderList() {
   // BPM and key columns only where the catalog has them (older catalogs do not)
   const results = $("#results");
   results.classList.toggle("no-bpm", !ui.rows.some((t) => t.bpm));
-  results.classList.toggle("no-key", !ui.rows.some((t) => t.key));
+  results.classList.toggle("no-key", !ui.rows.some((t) => trackKey(t)));
   ui.index = ui.current ? ui.rows.findIndex((t) => t.id === ui.current.id) : -1;
   markSelected(false);
   $("#count").textContent = state.view === "tracks"
@@ -486,7 +488,7 @@ function renderRow(t, i) {
     el("span", { class: "c-tags" }, tagChips(t.shared_tags && t.shared_tags.length ? t.shared_tags : t.tags)),
     el("span", { class: "c-num" }, fmtTime(t.duration_s)),
     el("span", { class: "c-num c-bpm" }, t.bpm ? Math.round(t.bpm) : ""),
-    el("span", { class: "c-key" }, t.key || ""),
+    el("span", { class: "c-key" }, trackKey(t)),
     actions);
   return li;
 }
@@ -538,11 +540,14 @@ function showSeed(name, track) {
   const tools = $("#seed-tools");
   tools.replaceChildren();
   if (track) {
-    const playing = ui.current && ui.current.id === track.id;
-    tools.append(el("button", { type: "button", class: "icon play", "aria-label": `play ${name}`,
-                                onclick: () => playTrack(track, -1) }, playing ? "♪" : "▶"),
+    tools.append(el("button", { type: "button", class: "icon play", id: "seed-play", "aria-label": `play ${name}`,
+                                onclick: () => {
+                                  const a = $("#audio");
+                                  if (ui.current && ui.current.id === track.id && !a.paused) a.pause(); else playTrack(track, -1);
+                                } }, "▶"),
                  el("span", { class: "muted" }, fmtTime(track.duration_s)), " ",
                  tagChips(track.tags, 5));
+    updatePlayButtons();
   }
 }
 
@@ -612,7 +617,7 @@ function playTrack(t, i) {
     a.src = `/api/tracks/${t.id}/audio`;
     a.dataset.trackId = t.id;
     $("#pl-title").textContent = trackTitle(t);
-    $("#pl-sub").textContent = [t.artist, fmtTime(t.duration_s), t.bpm ? `${Math.round(t.bpm)} BPM` : "", t.key || ""].filter(Boolean).join(" · ");
+    $("#pl-sub").textContent = [t.artist, fmtTime(t.duration_s), t.bpm ? `${Math.round(t.bpm)} BPM` : "", trackKey(t)].filter(Boolean).join(" · ");
     const dl = $("#pl-download");
     dl.hidden = false;
     dl.href = `/api/tracks/${t.id}/download`;
@@ -639,6 +644,12 @@ function updatePlayButtons() {
   const b = $("#pl-play");
   b.textContent = playing ? "❚❚" : "▶";
   b.setAttribute("aria-label", playing ? "pause" : "play");
+  const seedBtn = $("#seed-play");
+  if (seedBtn && ui.seedTrack) {
+    const on = playing && ui.current && ui.current.id === ui.seedTrack.id;
+    seedBtn.textContent = on ? "❚❚" : "▶";
+    seedBtn.setAttribute("aria-label", `${on ? "pause" : "play"} ${trackTitle(ui.seedTrack)}`);
+  }
   document.querySelectorAll("#list .row").forEach((li) => {
     const on = ui.current && String(ui.current.id) === li.dataset.id && playing;
     const btn = li.querySelector("button.play");
