@@ -93,3 +93,41 @@ def test_orders_and_file_name_search(catalog_target):
         assert cat.duration_range() == (12.0, 200.0)
         with pytest.raises(CatalogError, match="unknown track order"):
             cat.page(order="loudest")
+
+
+def test_facets_from_the_in_memory_table_equal_a_brute_force_count(catalog_target):
+    import random
+    from collections import Counter
+
+    from soundalike.catalog.store import Tag
+
+    rng = random.Random(0)
+    with Catalog.open(catalog_target) as cat:
+        truth: dict[int, set[tuple[str, str]]] = {}
+        for i in range(60):
+            tid = cat.upsert_track(path=f"/m/{i}.wav", content_hash=f"h{i}", size=1, mtime=1.0,
+                                   duration_s=float(i))
+            file_tags = [Tag(rng.choice("abcd"), rng.choice(["genre", "mood"]), "file") for _ in range(3)]
+            model_tags = [Tag(rng.choice("abcd"), "genre", "model", 0.5, "m") for _ in range(2)]
+            cat.set_tags(tid, file_tags, source="file")
+            cat.set_tags(tid, model_tags, source="model", model_id="m")
+            truth[tid] = {(t.category, t.tag) for t in file_tags + model_tags}
+        cat.mark_missing([1, 2])
+        for where in (None, "duration:10..40", "genre:a|b -mood:c"):
+            ids = set(cat.match(where).tolist())
+            want = Counter(lab for t in ids for lab in truth[t])
+            got = cat.facets(where=where, limit_per_category=100)
+            assert {(c, t): n for c, v in got.items() for t, n in v} == dict(want), where
+            for c, v in got.items():
+                assert [n for _, n in v] == sorted((n for _, n in v), reverse=True)
+        assert set(cat.facets(categories=["mood"])) <= {"mood"}
+        # a tag edit is seen at once (the table follows the change token) ...
+        token = cat.change_token()
+        cat.add_tag(3, Tag("zzz", "mood", "user"))
+        assert ("zzz", 1) in cat.facets()["mood"] and cat.change_token() > token
+        # ... while favourites, playlists and peaks leave the token (and so the caches) alone
+        token = cat.change_token()
+        cat.set_favourite(3, True)
+        cat.add_to_playlist(cat.create_playlist("p").id, [3, 4])
+        cat.put_peaks(3, Peaks(min=np.zeros(2, np.int8), max=np.ones(2, np.int8), duration_s=1.0))
+        assert cat.change_token() == token

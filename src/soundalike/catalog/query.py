@@ -257,9 +257,13 @@ def _term_sql(term: Term, sources: tuple[str, ...], d: Dialect) -> tuple[str, li
                 params.append(r.hi)
         return "(" + " OR ".join(parts) + ")", params
     if term.kind == "text":
-        col = _text_sql(TEXT_FIELDS[term.field or ""], d)
-        parts = [d.contains(col) for _ in term.values]
-        return "(" + " OR ".join(parts) + ")", [str(v) for v in term.values]
+        col = TEXT_FIELDS[term.field or ""]
+        parts, params = [], []
+        for v in term.values:
+            sql_v, p_v = _contains(col, str(v), d)
+            parts.append(sql_v)
+            params += p_v
+        return "(" + " OR ".join(parts) + ")", params
     # bare word: any tag equal to it, or a substring of title / artist / album / file name
     vals = [str(v) for v in term.values]
     tag_sql = (f"t.id IN (SELECT g.track_id FROM tags g WHERE g.tag IN ({_placeholders(len(vals))}) "
@@ -268,15 +272,19 @@ def _term_sql(term: Term, sources: tuple[str, ...], d: Dialect) -> tuple[str, li
     parts = [tag_sql]
     for v in vals:
         for col in TEXT_FIELDS.values():
-            parts.append(d.contains(_text_sql(col, d)))
-            params.append(v)
+            sql_v, p_v = _contains(col, v, d)
+            parts.append(sql_v)
+            params += p_v
     return "(" + " OR ".join(parts) + ")", params
 
 
-def _text_sql(col: str, d: Dialect) -> str:
-    """The text a ``TEXT_FIELDS`` column is searched in: the file's name, not its folders
-    (``music`` must not match every file under ``~/music``)."""
-    return d.file_name("t.path") if col == "path" else f"t.{col}"
+def _contains(col: str, value: str, d: Dialect) -> tuple[str, list[object]]:
+    """``value`` in a ``TEXT_FIELDS`` column; for ``path`` in the file's name, not its folders
+    (``music`` must not match every file under ``~/music``).  The cheap test on the whole
+    path runs first, so the file-name expression is computed only for rows that can match."""
+    if col == "path":
+        return f"({d.contains('t.path')} AND {d.contains(d.file_name('t.path'))})", [value, value]
+    return d.contains(f"t.{col}"), [value]
 
 
 def compile_sql(query: Query | str | None, *, include_suggested: bool = False,

@@ -130,7 +130,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
-        "waveform peaks per track; favourites; saved playlists",
+        "waveform peaks per track; favourites; saved playlists; tags by tag alone (bare-word search)",
         # peaks.content_hash is the file's hash when its peaks were made: a changed file
         # has stale peaks (Catalog.get_peaks ignores them, ids_without_peaks lists it).
         # favourites and playlists are the catalog's own (one listener per catalog).
@@ -160,7 +160,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             added_at     {real} NOT NULL,
             PRIMARY KEY (playlist_id, position)
         );
-        CREATE INDEX playlist_tracks_track ON playlist_tracks(playlist_id, track_id)
+        CREATE INDEX playlist_tracks_track ON playlist_tracks(playlist_id, track_id);
+        CREATE INDEX tags_tag ON tags(tag)
         """,
     ),
 )

@@ -274,6 +274,12 @@ class Catalog:
         self._tx_dirty = True
         return self._db.execute(sql, params)
 
+    def _write_aside(self, sql: str, params: Sequence = ()):
+        """A write that changes no track, tag or analysis (peaks, favourites, playlists):
+        it leaves :meth:`change_token` alone, so search indexes and facet tables stay valid."""
+        assert self._in_tx, "writes go through Catalog.transaction()"
+        return self._db.execute(sql, params)
+
     def _version(self) -> int:
         """This transaction's change-counter value (bumped on first use).
 
@@ -577,25 +583,24 @@ class Catalog:
         ``{category: [(tag, n_tracks), ...]}`` most frequent first, at most
         ``limit_per_category`` per category; categories sorted by name.
         """
-        sql, params = self._where(where, text, include_suggested)
+        from soundalike.catalog.facets import cached_table
+
         sources = _q.BASE_SOURCES + ((_q.SUGGESTED,) if include_suggested else ())
-        m = self._db.dialect.marks
-        cat_sql, cat_params = "", []
-        if categories:
-            cat_sql = f" AND g.category IN ({m(len(categories))})"
-            cat_params = list(categories)
+        # counted in memory from the catalog's (track, tag) pairs, cached per change token
+        # (see catalog/facets.py: a GROUP BY over every tag row was most of a second at 100k)
+        table = cached_table((self.location, sources, self.change_token()), lambda: self._facet_table(sources))
+        q = _q.with_text(where, text)
+        ids = self.match(q, include_suggested=include_suggested) if q else None
+        return table.counts(ids, categories=categories, limit_per_category=limit_per_category)
+
+    def _facet_table(self, sources: Sequence[str]):
+        from soundalike.catalog.facets import FacetTable
+
         rows = self._db.fetchall(
-            f"SELECT g.category, g.tag, count(DISTINCT g.track_id) AS n FROM tags g "
-            f"WHERE g.source IN ({m(len(sources))}){cat_sql} "
-            f"AND g.track_id IN (SELECT t.id FROM tracks t WHERE {sql}) "
-            f"GROUP BY g.category, g.tag ORDER BY g.category, n DESC, g.tag",
-            [*sources, *cat_params, *params])
-        out: dict[str, list[tuple[str, int]]] = {}
-        for category, tag, count in rows:
-            lst = out.setdefault(category, [])
-            if len(lst) < limit_per_category:
-                lst.append((tag, int(count)))
-        return out
+            f"SELECT g.track_id, g.category, g.tag FROM tags g JOIN tracks t ON t.id = g.track_id "
+            f"WHERE t.status = 'ok' AND g.source IN ({self._db.dialect.marks(len(sources))})", list(sources))
+        return FacetTable.from_pairs(np.fromiter((r[0] for r in rows), np.int64, count=len(rows)),
+                                     [r[1] for r in rows], [r[2] for r in rows])
 
     # ------------------------------------------------------------------ models & analyses
 
@@ -779,7 +784,7 @@ class Catalog:
         if t is None:
             raise TrackNotFoundError(f"no track {track_id} in the catalog")
         with self.transaction():
-            self._write(
+            self._write_aside(
                 "INSERT INTO peaks (track_id, format, duration_s, data, content_hash, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (track_id) DO UPDATE SET format = excluded.format, "
                 "duration_s = excluded.duration_s, data = excluded.data, content_hash = excluded.content_hash, "
@@ -812,10 +817,10 @@ class Catalog:
         """Mark (``on``) or unmark a track as a favourite; marking twice keeps the first time."""
         with self.transaction():
             if on:
-                self._write("INSERT INTO favourites (track_id, added_at) VALUES (?, ?) "
+                self._write_aside("INSERT INTO favourites (track_id, added_at) VALUES (?, ?) "
                             "ON CONFLICT (track_id) DO NOTHING", (int(track_id), time.time()))
             else:
-                self._write("DELETE FROM favourites WHERE track_id = ?", (int(track_id),))
+                self._write_aside("DELETE FROM favourites WHERE track_id = ?", (int(track_id),))
 
     def favourite_ids(self) -> list[int]:
         """Ids of the favourite ``ok`` tracks, most recently marked first."""
@@ -860,7 +865,7 @@ class Catalog:
             if self.playlist_by_name(clean) is not None:
                 raise CatalogError(f"a playlist named {clean!r} exists already")
             now = time.time()
-            r = self._write("INSERT INTO playlists (name, created_at, updated_at) VALUES (?, ?, ?) RETURNING id",
+            r = self._write_aside("INSERT INTO playlists (name, created_at, updated_at) VALUES (?, ?, ?) RETURNING id",
                             (clean, now, now)).fetchone()
         return self.playlist(int(r[0]))
 
@@ -884,23 +889,23 @@ class Catalog:
                 pos += 1
                 n += 1
                 have.add(int(tid))
-                self._write("INSERT INTO playlist_tracks (playlist_id, position, track_id, added_at) VALUES (?, ?, ?, ?)",
+                self._write_aside("INSERT INTO playlist_tracks (playlist_id, position, track_id, added_at) VALUES (?, ?, ?, ?)",
                             (int(playlist_id), pos, int(tid), now))
-            self._write("UPDATE playlists SET updated_at = ? WHERE id = ?", (now, int(playlist_id)))
+            self._write_aside("UPDATE playlists SET updated_at = ? WHERE id = ?", (now, int(playlist_id)))
         return n
 
     def remove_from_playlist(self, playlist_id: int, track_id: int) -> int:
         """Remove a track from a playlist; returns how many entries went (0 or 1)."""
         with self.transaction():
-            n = self._write("DELETE FROM playlist_tracks WHERE playlist_id = ? AND track_id = ?",
+            n = self._write_aside("DELETE FROM playlist_tracks WHERE playlist_id = ? AND track_id = ?",
                             (int(playlist_id), int(track_id))).rowcount
-            self._write("UPDATE playlists SET updated_at = ? WHERE id = ?", (time.time(), int(playlist_id)))
+            self._write_aside("UPDATE playlists SET updated_at = ? WHERE id = ?", (time.time(), int(playlist_id)))
         return int(n or 0)
 
     def delete_playlist(self, playlist_id: int) -> None:
         with self.transaction():
-            self._write("DELETE FROM playlist_tracks WHERE playlist_id = ?", (int(playlist_id),))
-            self._write("DELETE FROM playlists WHERE id = ?", (int(playlist_id),))
+            self._write_aside("DELETE FROM playlist_tracks WHERE playlist_id = ?", (int(playlist_id),))
+            self._write_aside("DELETE FROM playlists WHERE id = ?", (int(playlist_id),))
 
     # ------------------------------------------------------------------ summary
 
