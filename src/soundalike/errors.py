@@ -28,6 +28,10 @@ class AudioDecodeError(SoundalikeError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class AudioTooLongError(AudioDecodeError):
+    """A clip is longer than the caller accepts (decoding stopped at the limit)."""
+
+
 class ConfigError(SoundalikeError):
     """A configuration value is out of range or inconsistent."""
 

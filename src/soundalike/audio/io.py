@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from soundalike.errors import AudioDecodeError
+from soundalike.errors import AudioDecodeError, AudioTooLongError
 
 #: File extensions ingest looks at (lower case, without the dot).
 AUDIO_EXTENSIONS = frozenset(
@@ -135,6 +135,18 @@ def _sniff(path: Path) -> str | None:
         # MPEG audio frame sync; ADTS AAC has layer bits 00.
         return "AAC (ADTS)" if head[1] & 0x06 == 0 else "MP3"
     return None
+
+
+#: Container (as :func:`_sniff` names it) -> the media type to send it as.
+_MIME = {"WAV": "audio/wav", "FLAC": "audio/flac", "Ogg": "audio/ogg", "AIFF": "audio/aiff",
+         "AU": "audio/basic", "MP4/M4A": "audio/mp4", "Matroska/WebM": "audio/webm",
+         "ASF/WMA": "audio/x-ms-wma", "MP3": "audio/mpeg", "AAC (ADTS)": "audio/aac"}
+
+
+def sniff_mime(path: str | os.PathLike) -> str | None:
+    """The media type of an audio file from its first bytes, not its name (None: unknown)."""
+    kind = _sniff(Path(path))
+    return _MIME.get(kind) if kind else None
 
 
 def _to_mono(block: np.ndarray) -> np.ndarray:
@@ -588,6 +600,7 @@ def load(
     offset_s: float = 0.0,
     duration_s: float | None = None,
     min_duration_s: float = MIN_DURATION_S,
+    max_duration_s: float | None = None,
 ) -> Waveform:
     """Decode an audio file (or a part of it) to mono float32 at ``sr``.
 
@@ -599,6 +612,9 @@ def load(
     offset_s : start of the read, in seconds; the file is seeked, not decoded up to it
     duration_s : length of the read in seconds (``None``: to the end)
     min_duration_s : shorter results raise ``AudioDecodeError``
+    max_duration_s : longer audio raises :class:`~soundalike.errors.AudioTooLongError`
+        as soon as decoding passes the limit (a file is never decoded past it, whatever
+        its header claims); ``None``: no limit
 
     Returns
     -------
@@ -614,7 +630,11 @@ def load(
     """
     p = Path(path)
     out_sr, blocks = stream(p, sr=sr, offset_s=offset_s, duration_s=duration_s)
-    y = _collect(blocks)
+    limit = None if max_duration_s is None else int(max_duration_s * out_sr) + 1
+    y = _collect(blocks, limit=limit)
+    if y is None:
+        raise AudioTooLongError(p, f"too long: more than {max_duration_s:g} s of audio "
+                                   f"(the limit is {max_duration_s:g} s)")
     if len(y) < min_duration_s * out_sr:
         got = len(y) / out_sr
         if got == 0 and offset_s > 0:
@@ -623,11 +643,17 @@ def load(
     return Waveform(y, out_sr)
 
 
-def _collect(blocks: Iterator[np.ndarray]) -> np.ndarray:
-    """Concatenate blocks into one array, growing it geometrically (peak ~1.5x the result)."""
+def _collect(blocks: Iterator[np.ndarray], *, limit: int | None = None) -> np.ndarray | None:
+    """Concatenate blocks into one array, growing it geometrically (peak ~1.5x the result).
+
+    Returns None (and stops decoding) once more than ``limit`` samples arrived.
+    """
     buf = np.empty(0, np.float32)
     n = 0
     for b in blocks:
+        if limit is not None and n + len(b) > limit:
+            blocks.close()  # type: ignore[attr-defined] - a generator: closes the file now
+            return None
         if n + len(b) > len(buf):
             grown = np.empty(max(n + len(b), len(buf) + len(buf) // 2, 1 << 16), np.float32)
             grown[:n] = buf[:n]

@@ -186,6 +186,7 @@ def analyze_in_blocks(path: str, analyzer, *, block_s: float | None = None
     emb_sum: np.ndarray | None = None
     pred_sum: dict[str, float] = {}
     total = 0
+    decoded = 0  # every sample, the slivers that are not analyzed included
     pending: list[np.ndarray] = []
     n_pending = 0
 
@@ -203,6 +204,7 @@ def analyze_in_blocks(path: str, analyzer, *, block_s: float | None = None
         total += len(y)
 
     for block in blocks:
+        decoded += len(block)
         pending.append(block)
         n_pending += len(block)
         if n_pending >= size:
@@ -211,7 +213,7 @@ def analyze_in_blocks(path: str, analyzer, *, block_s: float | None = None
     if emb_sum is None or total == 0:
         raise AudioDecodeError(path, f"too short: no block of at least {MIN_DURATION_S} s decoded")
     return ((emb_sum / total).astype(np.float32), {k: v / total for k, v in pred_sum.items()},
-            total / sr)
+            decoded / sr)
 
 
 def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
@@ -234,7 +236,9 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
             embedding, predictions, decoded_s = result.embedding, result.predictions, wav.duration_s
         return {
             "kind": "ok", "path": path, "hash": digest, "size": st.st_size, "mtime": st.st_mtime,
-            "duration_s": meta.duration_s if meta.duration_s > 0 else decoded_s,
+            # what was decoded, not the header's guess (MP3 without a Xing header, cover
+            # art, a streamed FLAC without a sample count: all off, some by 10^14)
+            "duration_s": decoded_s,
             "sr": meta.sr, "channels": meta.channels, "format": meta.format.lower(),
             "tags": read_file_tags(path), "embedding": embedding, "predictions": predictions,
         }

@@ -195,26 +195,35 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
     model: ModelOpt = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest clip accepted by the upload box (MB).")] = 20.0,
+    max_clip_s: Annotated[float, typer.Option(min=1.0, help=(
+        "Longest clip accepted by the upload box, in seconds of audio (decoding stops there)."))] = 600.0,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", metavar="NAME", help=(
+            "Another Host name the server answers to (repeatable; '*' for any). Loopback names "
+            "and the --host address always work; others are refused (DNS rebinding)."))] = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help=(
         "Server processes. Each holds its own copy of the index in memory; more than one lets "
         "requests use several CPU cores (Python serialises the request handling of one process)."))] = 1,
     catalog: CatalogOpt = None,
 ) -> None:
-    """Serve the web page and JSON API (/api, OpenAPI at /docs) to browse, filter, listen and search."""
+    """Serve the web page and JSON API (/api, OpenAPI schema at /openapi.json) to browse, filter, listen and search."""
     import os
 
     import uvicorn
 
     from soundalike.web.app import create_app, serve_settings_env
+    from soundalike.web.guard import allowed_hosts_for
 
     path = catalog_path(catalog)
     max_bytes = int(max_upload_mb * 1_000_000)
+    hosts = allowed_hosts_for(host, allowed_host or ())
+    settings = {"model": model, "max_upload_bytes": max_bytes, "max_clip_s": max_clip_s, "allowed_hosts": hosts}
     if workers == 1:
-        app = create_app(path, model=model, max_upload_bytes=max_bytes)
+        app = create_app(path, **settings)
     else:
         # fail here, once, on a bad catalog/model, and build the index before the workers load it
-        create_app(path, model=model, max_upload_bytes=max_bytes).state.catalogs.close()
-        os.environ.update(serve_settings_env(path, model=model, max_upload_bytes=max_bytes))
+        create_app(path, **settings).state.catalogs.close()
+        os.environ.update(serve_settings_env(path, **settings))
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: serving on {host}: anyone who can reach this address can browse and "
                    f"play the catalog", err=True)
