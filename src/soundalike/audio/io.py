@@ -91,6 +91,17 @@ class AudioInfo:
 # --------------------------------------------------------------------------- helpers
 
 
+def os_error_reason(exc: OSError) -> str:
+    """What an ``OSError`` on an audio file means, in plain words (no errno, no path)."""
+    if isinstance(exc, PermissionError):
+        return "permission denied: the file cannot be read by this user"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not an audio file"
+    return f"cannot read the file: {(exc.strerror or str(exc)).lower()}"
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise AudioDecodeError(path, "file not found")
@@ -103,7 +114,7 @@ def _check_file(path: Path) -> None:
     if size == 0:
         raise AudioDecodeError(path, "empty file (zero bytes)")
     if not os.access(path, os.R_OK):
-        raise AudioDecodeError(path, "permission denied")
+        raise AudioDecodeError(path, os_error_reason(PermissionError()))
 
 
 def _sniff(path: Path) -> str | None:
@@ -432,6 +443,8 @@ class _AvSource:
         sr = int(ctx.sample_rate or 0)
         channels = int(getattr(ctx, "channels", 0) or getattr(ctx.layout, "nb_channels", 0) or 0)
         if sr <= 0 or channels <= 0:
+            if kind is None:  # FFmpeg guessed a demuxer from the extension of a non-audio file
+                raise AudioDecodeError(p, "not an audio file (the content is no audio format we know)")
             raise AudioDecodeError(p, f"unsupported codec {ctx.name!r}: no sample rate or channel count")
         tb = st.time_base
         self.start_pts = int(st.start_time or 0)

@@ -246,6 +246,11 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
         reason = exc.reason if hasattr(exc, "reason") else str(exc)
         return {"kind": "error", "path": path, "reason": reason, "type": type(exc).__name__,
                 **_stat_or_none(path)}
+    except OSError as exc:  # unreadable, vanished, a directory: say so, not "unexpected ..."
+        from soundalike.audio.io import os_error_reason
+
+        return {"kind": "error", "path": path, "reason": os_error_reason(exc), "type": "AudioDecodeError",
+                **_stat_or_none(path)}
     except MemoryError:
         return {"kind": "error", "path": path, "reason": "out of memory while decoding",
                 "type": "MemoryError", **_stat_or_none(path)}

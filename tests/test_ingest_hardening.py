@@ -1,0 +1,109 @@
+"""Ingest against files that lie about themselves or cannot be read: the catalog stores
+what was decoded, and every failure is one recorded error that says plainly what is wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from soundalike.audio.io import load
+from soundalike.catalog.store import Catalog
+
+SR = 44100
+
+
+def _note(seconds: float = 0.63) -> np.ndarray:
+    t = np.arange(int(seconds * SR), dtype=np.float32) / SR
+    return (0.3 * np.sin(2 * np.pi * 440 * t) * np.exp(-3 * t)).astype(np.float32)
+
+
+def streamed_flac(path: Path) -> Path:
+    """A FLAC whose STREAMINFO has no sample count (0: "unknown"), as streaming encoders write."""
+    sf.write(path, _note(), SR, format="FLAC")
+    b = bytearray(path.read_bytes())
+    off = 8 + 10  # "fLaC" + block header, then 10 bytes of block sizes: sr/ch/bps/total follow
+    b[off + 3] &= 0xF0
+    b[off + 4 : off + 8] = b"\0\0\0\0"
+    path.write_bytes(bytes(b))
+    return path
+
+
+def mp3_with_cover_no_xing(path: Path) -> Path:
+    """An MP3 with 300 kB of cover art and no Xing header: its length is a guess from the size."""
+    from mutagen.id3 import APIC, ID3
+
+    sf.write(path, _note(), SR, format="MP3")
+    tags = ID3()
+    tags.add(APIC(encoding=3, mime="image/jpeg", type=3, desc="cover",
+                  data=b"\xff\xd8" + np.random.default_rng(0).bytes(300_000)))
+    tags.save(path)
+    b = bytearray(path.read_bytes())
+    i = b.find(b"Xing")
+    assert i > 0
+    b[i : i + 4] = b"\0\0\0\0"
+    path.write_bytes(bytes(b))
+    return path
+
+
+def _ingest(paths, cat_path):
+    from soundalike.catalog.ingest import ingest
+
+    return ingest(paths, catalog=cat_path, model="mfcc-stats", workers=1)
+
+
+def test_stored_duration_is_what_was_decoded(tmp_path):
+    from soundalike.audio.io import info
+
+    music = tmp_path / "music"
+    music.mkdir()
+    files = [streamed_flac(music / "streamed.flac"), mp3_with_cover_no_xing(music / "cover.mp3")]
+    assert info(files[0]).duration_s > 1e9 and info(files[1]).duration_s > 5  # the headers' guesses
+    s = _ingest([music], tmp_path / "cat.sqlite")
+    assert s.ingested == 2, s.errors
+    with Catalog.open(tmp_path / "cat.sqlite") as cat:
+        stored = {Path(t.path).name: t.duration_s for t in cat.iter_tracks()}
+        total_h = cat.stats()["total_duration_s"] / 3600
+    for f in files:
+        assert stored[f.name] == pytest.approx(load(f).duration_s, abs=0.01), f.name
+    assert total_h < 0.01
+
+
+def test_text_named_flac_is_not_audio(tmp_path):
+    p = tmp_path / "notes.flac"
+    p.write_text("hello, this is a text file\n" * 50)
+    from soundalike.errors import AudioDecodeError
+
+    with pytest.raises(AudioDecodeError, match="not an audio file"):
+        load(p)
+
+
+def test_unreadable_file_says_permission_denied(tmp_path):
+    """chmod 000 stops everyone but root; as root the ingest runs in a child without the
+    capabilities that bypass file permissions (setpriv, util-linux)."""
+    music = tmp_path / "music"
+    music.mkdir()
+    sf.write(music / "locked.wav", _note(), SR)
+    sf.write(music / "open.wav", _note(), SR)
+    os.chmod(music / "locked.wav", 0o000)
+    code = ("import json, sys; from soundalike.catalog.ingest import ingest; "
+            "s = ingest([sys.argv[1]], catalog=sys.argv[2], model='mfcc-stats', workers=1); "
+            "print(json.dumps(s.to_dict()))")
+    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    try:
+        out = subprocess.run([*prefix, sys.executable, "-c", code, str(music), str(tmp_path / "cat.sqlite")],
+                             capture_output=True, text=True, timeout=300)
+    finally:
+        os.chmod(music / "locked.wav", 0o644)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["ingested"] == 1 and summary["failed"] == 1
+    (path, reason), = summary["errors"]
+    assert path == str(music / "locked.wav")
+    assert reason.startswith("permission denied") and "unexpected" not in reason
