@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from soundalike.cli.common import CatalogOpt, JsonOpt, catalog_path, print_json
+from soundalike.cli.common import CatalogOpt, JsonOpt, catalog_path, console, print_json
 
 export_app = typer.Typer(help="Export catalog data for use elsewhere.", no_args_is_help=True)
 tags_app = typer.Typer(help="Tag completion: suggest tags where a category is missing.", no_args_is_help=True)
@@ -62,10 +62,9 @@ def similar(
     if json_out:
         print_json({"query": rq.to_dict(), "where": where, "hits": [h.to_dict() for h in hits]})
         return
-    from rich.console import Console
     from rich.table import Table
 
-    out = Console()
+    out = console()
     src = f"track {rq.track.id}" if rq.track else "outside file, analyzed now"
     out.print(f"[bold]{rq.label}[/] ({src})" + (f"  where [cyan]{where}[/]" if where else ""))
     if not hits:

@@ -84,7 +84,7 @@ def train_cmd(
     window_s: Annotated[float | None, typer.Option("--window", help="Window length in seconds "
                                                    "(default: from the data: the median track "
                                                    "length rounded up to 0.5 s, 1 to 3 s).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=2)] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Windows per training step.")] = 32,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 2e-3,
     patience: Annotated[int, typer.Option("--patience", min=0, help="Early-stopping patience "
                                           "in epochs (0: off).")] = 10,
@@ -93,8 +93,10 @@ def train_cmd(
         help="Label smoothing (single-label; default 0.1, 0 for the probe).")] = None,
     mixup: Annotated[float, typer.Option("--mixup", min=0.0, help="Mixup Beta(a, a) parameter "
                                          "(0: off).")] = 0.0,
-    test_fraction: Annotated[float, typer.Option("--test-fraction")] = 0.2,
-    val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.1,
+    test_fraction: Annotated[float, typer.Option(
+        "--test-fraction", min=0.0, max=0.9, help="Share of tracks held out for the final test.")] = 0.2,
+    val_fraction: Annotated[float, typer.Option(
+        "--val-fraction", min=0.0, max=0.9, help="Share of tracks for validation (early stopping).")] = 0.1,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Feature cache root.")] = None,
     json_out: JsonOpt = False,
@@ -158,10 +160,14 @@ def evaluate_cmd(
     data: Annotated[str, typer.Argument(help="Dataset to evaluate on (any layout train accepts).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the report "
                                              "(default RUN/eval-<dataset>).")] = None,
-    group_by: Annotated[str | None, typer.Option("--group-by")] = None,
-    top_tags: Annotated[int | None, typer.Option("--top-tags", min=1)] = None,
-    label_column: Annotated[str | None, typer.Option("--label-column")] = None,
-    audio_root: Annotated[Path | None, typer.Option("--audio-root")] = None,
+    group_by: Annotated[str | None, typer.Option(
+        "--group-by", help="Group column/field/regex, as in train (kept for reading the same data).")] = None,
+    top_tags: Annotated[int | None, typer.Option("--top-tags", min=1,
+                                                 help="Keep the N most frequent tags (MTT: 50).")] = None,
+    label_column: Annotated[str | None, typer.Option("--label-column",
+                                                     help="Label column of a CSV/TSV table.")] = None,
+    audio_root: Annotated[Path | None, typer.Option(
+        "--audio-root", help="Folder relative paths in a table are resolved against.")] = None,
     split: Annotated[str, typer.Option("--split", help="all tracks of DATA, or the run's own "
                                        "test split (test).")] = "all",
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Feature cache root.")] = None,
