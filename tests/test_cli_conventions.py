@@ -113,3 +113,22 @@ def test_piped_table_keeps_whole_file_names(tmp_path):
     out = run("similar", "1", "--catalog", c).stdout  # stdout is a pipe here
     for i in (1, 2):
         assert LONG.format(i) in out, out
+
+
+def test_listen_with_a_run_the_catalog_never_saw_falls_back_to_labels(cat, tmp_path):
+    from soundalike.audio import synth
+    from soundalike.models.families import FamilyConfig, build
+    from soundalike.train.checkpoint import RunMeta, save_checkpoint
+
+    cfg = FamilyConfig(family="mfcc-mlp", n_labels=2, sample_rate=16000, window_s=1.0, hidden=16, embedding_dim=8)
+    save_checkpoint(tmp_path / "run" / "model.pt", build(cfg),
+                    RunMeta(cfg, ["cello", "flute"], "single", "instrument", name="tiny"))
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, synth.harmonic_tone(220.0, duration_s=3.0, sr=16000, amplitude=0.4), 16000)
+    p = run("listen", "--model", str(tmp_path / "run"), "--catalog", str(cat.path), "--file", str(clip),
+            "--fast", "--json", "--duration", "3s")
+    warnings = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: ") and "labels only" in warnings[0]
+    hops = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+    assert hops and all(h["nearest"] == [] for h in hops)
+    assert any(h["labels"] for h in hops)
