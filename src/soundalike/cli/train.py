@@ -129,17 +129,24 @@ def train_cmd(
 
     def on_epoch(row: dict) -> None:
         if not json_out:
-            bar.console.print(f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f}  "
-                              f"val loss {row['val_loss']:.4f}  val score {row['val_score']:.4f}  "
-                              f"({row['time_s']:.0f} s)")
+            head = f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f}  "
+            if row.get("scored_on", "val") == "val":
+                body = f"val loss {row['val_loss']:.4f}  val score {row['val_score']:.4f}"
+            else:  # never print "val score 1.0000" for a score on the training tracks
+                body = f"train-set score {row['val_score']:.4f} (no validation tracks)"
+            bar.console.print(f"{head}{body}  ({row['time_s']:.0f} s)", soft_wrap=True, highlight=False)
+
+    def on_warning(message: str) -> None:
+        bar.console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
     with bar:
-        report = train(manifest, config=config, out=out, progress=update, on_epoch=on_epoch)
+        report = train(manifest, config=config, out=out, progress=update, on_epoch=on_epoch,
+                       on_warning=on_warning)
     if json_out:
         from soundalike.train.report import _clean
 
         print_json(_clean({k: report[k] for k in ("run_dir", "model_id", "family", "task", "labels",
-                                                   "dataset", "training", "test")}))
+                                                   "dataset", "training", "test", "warnings")}))
         return
     tr = report["training"]
     print(f"run: {report['run_dir']}  (model id {report['model_id']})")
