@@ -107,3 +107,94 @@ def test_unreadable_file_says_permission_denied(tmp_path):
     (path, reason), = summary["errors"]
     assert path == str(music / "locked.wav")
     assert reason.startswith("permission denied") and "unexpected" not in reason
+
+
+# --------------------------------------------------------------------------- symlinks and folders
+
+
+def _errors(cat_path) -> dict[str, str]:
+    with Catalog.open(cat_path) as cat:
+        return {e.path: e.reason for e in cat.errors()}
+
+
+def test_symlink_loop_is_one_recorded_error_not_an_abort(tmp_path):
+    music = tmp_path / "l"
+    music.mkdir()
+    sf.write(music / "good.wav", _note(), SR)
+    os.symlink("b.mp3", music / "a.mp3")
+    os.symlink("a.mp3", music / "b.mp3")
+    s = _ingest([music], tmp_path / "cat.sqlite")
+    assert s.ingested == 1 and s.failed == 2
+    errs = _errors(tmp_path / "cat.sqlite")
+    assert set(errs) == {str(music / "a.mp3"), str(music / "b.mp3")}
+    assert all(r.startswith("symlink loop") for r in errs.values())
+    again = _ingest([music], tmp_path / "cat.sqlite")
+    assert again.failed == 0 and again.known_failures == 2 and again.unchanged == 1
+
+
+def test_cli_ingest_of_a_symlink_loop_exits_cleanly(tmp_path):
+    music = tmp_path / "l"
+    music.mkdir()
+    os.symlink("b.mp3", music / "a.mp3")
+    os.symlink("a.mp3", music / "b.mp3")
+    p = subprocess.run([sys.executable, "-m", "soundalike", "ingest", str(music), "--catalog",
+                        str(tmp_path / "c.sqlite"), "--model", "mfcc-stats", "--workers", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr and "symlink loop" in p.stdout
+
+
+def test_broken_symlink_is_recorded_under_its_own_name_once(tmp_path):
+    music = tmp_path / "music"
+    music.mkdir()
+    os.symlink(tmp_path / "gone" / "x.flac", music / "dangling.flac")
+    s = _ingest([music], tmp_path / "cat.sqlite")
+    assert s.failed == 1
+    (path, reason), = _errors(tmp_path / "cat.sqlite").items()
+    assert path == str(music / "dangling.flac")
+    assert reason == f"broken symlink: points to {tmp_path / 'gone' / 'x.flac'}, which does not exist"
+    again = _ingest([music], tmp_path / "cat.sqlite")
+    assert again.failed == 0 and again.known_failures == 1  # not retried every run
+
+
+def test_symlinks_keep_their_names_and_never_lead_out(tmp_path):
+    music, outside = tmp_path / "music", tmp_path / "elsewhere"
+    (music / ".originals").mkdir(parents=True)
+    outside.mkdir()
+    sf.write(music / ".originals" / "take1.wav", _note(), SR)
+    sf.write(music / "real.wav", _note(0.8), SR)
+    sf.write(outside / "secret.wav", _note(0.9), SR)
+    os.symlink(music / ".originals" / "take1.wav", music / "take1.wav")  # inside: followed, keeps its name
+    os.symlink(music / "real.wav", music / "alias.wav")  # a second name for a scanned file: one track
+    os.symlink(outside / "secret.wav", music / "secret.wav")  # out of the folder: not followed
+    db = tmp_path / "cat.sqlite"
+    s = _ingest([music], db)
+    assert s.ingested == 2 and s.failed == 1, s.errors
+    with Catalog.open(db) as cat:
+        paths = sorted(t.path for t in cat.iter_tracks())
+    assert paths == [str(music / "real.wav"), str(music / "take1.wav")]
+    assert "outside the scanned folders" in _errors(db)[str(music / "secret.wav")]
+    os.unlink(music / "take1.wav")  # deleting the link marks its track missing
+    assert _ingest([music], db).missing == 1
+
+
+def test_unreadable_subfolder_is_reported_not_skipped_silently(tmp_path):
+    music = tmp_path / "music"
+    (music / "locked").mkdir(parents=True)
+    sf.write(music / "open.wav", _note(), SR)
+    sf.write(music / "locked" / "inside.wav", _note(), SR)
+    os.chmod(music / "locked", 0o000)
+    code = ("import json, sys; from soundalike.catalog.ingest import ingest; "
+            "s = ingest([sys.argv[1]], catalog=sys.argv[2], model='mfcc-stats', workers=1); "
+            "print(json.dumps(s.to_dict()))")
+    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    try:
+        out = subprocess.run([*prefix, sys.executable, "-c", code, str(music), str(tmp_path / "cat.sqlite")],
+                             capture_output=True, text=True, timeout=300)
+    finally:
+        os.chmod(music / "locked", 0o755)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["ingested"] == 1 and summary["failed"] == 1
+    (path, reason), = summary["errors"]
+    assert path == str(music / "locked") and reason.startswith("folder skipped: permission denied")

@@ -55,28 +55,134 @@ class IngestSummary:
 # --------------------------------------------------------------------------- scanning
 
 
+@dataclass
+class ScanResult:
+    """What :func:`scan_folders` found: audio files, and entries that cannot be ingested.
+
+    ``problems`` are ``(path, reason, size, mtime)``: a symlink loop, a broken symlink, a
+    symlink leading out of the scanned folders, a folder that cannot be read.  ``size`` and
+    ``mtime`` are the entry's own (``lstat``), so an unchanged problem is not retried.
+    """
+
+    files: list[Path] = field(default_factory=list)
+    problems: list[tuple[Path, str, int | None, float | None]] = field(default_factory=list)
+
+
+def _lstat(p: Path) -> tuple[int | None, float | None]:
+    try:
+        st = os.lstat(p)
+        return st.st_size, st.st_mtime
+    except OSError:
+        return None, None
+
+
+def _inside(real: str, roots: list[str]) -> bool:
+    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def scan_folders(paths: Iterable[str | Path]) -> ScanResult:
+    """Audio files under ``paths`` and the entries that cannot be ingested, without aborting.
+
+    Folders are scanned recursively (hidden entries skipped, symlinked folders not
+    entered).  A given folder is taken at its real location; below it every file keeps
+    the name it has in the folder: a symlinked file is catalogued under the link's path
+    (deleting the link marks the track missing), followed only when it leads to a file
+    inside the scanned folders.  Two names for one file give one track (the real name
+    wins).  A symlink loop, a broken symlink, a link out of the folders or an unreadable
+    sub-folder is one entry of ``problems``, never an exception.
+
+    Raises
+    ------
+    CatalogError
+        A given path that does not exist at all.
+    """
+    result = ScanResult()
+    given = []
+    for p in paths:
+        p = Path(p).expanduser()
+        if not os.path.lexists(p):
+            raise CatalogError(f"{p}: no such file or directory")
+        given.append(Path(os.path.abspath(p)))
+    roots = [os.path.realpath(p) for p in given if p.is_dir()]
+    candidates: dict[str, list[Path]] = {}  # real path -> names found for it
+
+    def consider(path: Path, *, explicit: bool) -> None:
+        if not path.is_symlink():
+            candidates.setdefault(str(path), []).append(path)
+            return
+        try:
+            real = os.path.realpath(path, strict=True)
+        except OSError as exc:  # ELOOP, ENOENT, EACCES on the way
+            size, mtime = _lstat(path)
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            if isinstance(exc, FileNotFoundError) and not _is_loop(path):
+                reason = f"broken symlink: points to {target}, which does not exist"
+            elif _is_loop(path):
+                reason = f"symlink loop: {path.name} -> {target} never reaches a file"
+            else:
+                reason = f"symlink cannot be followed ({(exc.strerror or str(exc)).lower()})"
+            result.problems.append((path, reason, size, mtime))
+            return
+        if os.path.isdir(real):
+            return  # a link to a folder: folders are entered only as themselves
+        if not explicit and not _inside(real, roots):
+            size, mtime = _lstat(path)
+            result.problems.append((path, f"symlink leads outside the scanned folders (to {real}): not followed",
+                                    size, mtime))
+            return
+        candidates.setdefault(real, []).append(path)
+
+    for p in given:
+        if not p.is_dir():
+            consider(Path(os.path.realpath(p.parent)) / p.name, explicit=True)
+            continue
+        root = Path(os.path.realpath(p))
+
+        def unreadable(exc: OSError) -> None:
+            where = Path(exc.filename) if exc.filename else root
+            from soundalike.audio.io import os_error_reason
+
+            why = os_error_reason(exc).replace("the file", "this folder").replace(", not an audio file", "")
+            result.problems.append((where, f"folder skipped: {why}", *_lstat(where)))
+
+        for top, dirs, files in os.walk(root, followlinks=False, onerror=unreadable):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if not name.startswith(".") and is_audio_path(name):
+                    consider(Path(top) / name, explicit=False)
+    for real, names in candidates.items():
+        result.files.append(Path(real) if Path(real) in names else min(names))
+    result.files.sort()
+    seen: set[Path] = set()
+    result.problems = [x for x in result.problems if not (x[0] in seen or seen.add(x[0]))]
+    return result
+
+
+def _is_loop(path: Path) -> bool:
+    """Whether following ``path`` runs in a circle (ELOOP) rather than into nothing."""
+    import errno
+
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
 def scan(paths: Iterable[str | Path]) -> list[Path]:
     """Audio files under ``paths`` (files are taken as given), absolute, sorted, unique.
+
+    See :func:`scan_folders` (this drops its ``problems``).
 
     Raises
     ------
     CatalogError
         A path that does not exist.
     """
-    found: set[Path] = set()
-    for p in paths:
-        p = Path(p).expanduser()
-        if not p.exists():
-            raise CatalogError(f"{p}: no such file or directory")
-        if p.is_file():
-            found.add(p.resolve())
-            continue
-        for root, dirs, files in os.walk(p, followlinks=False):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in files:
-                if not name.startswith(".") and is_audio_path(name):
-                    found.add((Path(root) / name).resolve())
-    return sorted(found)
+    return scan_folders(paths).files
 
 
 def content_hash(path: str | Path, *, chunk: int = 1 << 20) -> str:
@@ -332,12 +438,14 @@ def ingest(
     t0 = time.perf_counter()
     model = model or DEFAULT_ANALYZER
     roots = [Path(p).expanduser() for p in paths]
-    files = scan(roots)
+    found = scan_folders(roots)
+    files = found.files
     analyzer = load_analyzer(model)
     cat = catalog if isinstance(catalog, Catalog) else Catalog.open(catalog)
     own = not isinstance(catalog, Catalog)
     emit = on_event or (lambda e: None)
-    summary = IngestSummary(scanned=len(files), model_id=analyzer.model_id, model_name=analyzer.name)
+    summary = IngestSummary(scanned=len(files) + len(found.problems), model_id=analyzer.model_id,
+                            model_name=analyzer.name)
     try:
         cat.register_model(model_id=analyzer.model_id, name=analyzer.name, dim=analyzer.embedding_dim,
                            labels=list(analyzer.labels), label_category=analyzer.label_category)
@@ -346,7 +454,17 @@ def ingest(
         analyzed = {r[0] for r in cat.conn.execute(
             "SELECT track_id FROM analyses WHERE model_id = ?", (analyzer.model_id,))}
         todo: list[tuple[str, str | None, bool]] = []
-        emit({"event": "start", "total": len(files)})
+        emit({"event": "start", "total": len(files) + len(found.problems)})
+        for bad, reason, size, mtime in found.problems:  # loops, broken links, unreadable folders
+            path = str(bad)
+            if path in failed_before and not retry_failed and failed_before[path] == (size, mtime):
+                summary.known_failures += 1
+                emit({"event": "file", "path": path, "status": "known-failure"})
+                continue
+            cat.record_error(path=path, reason=reason, error_type="ScanError", size=size, mtime=mtime)
+            summary.failed += 1
+            summary.errors.append((path, reason))
+            emit({"event": "file", "path": path, "status": "failed", "reason": reason})
         for f in files:
             path = str(f)
             try:
