@@ -198,3 +198,48 @@ def test_unreadable_subfolder_is_reported_not_skipped_silently(tmp_path):
     assert summary["ingested"] == 1 and summary["failed"] == 1
     (path, reason), = summary["errors"]
     assert path == str(music / "locked") and reason.startswith("folder skipped: permission denied")
+
+
+# --------------------------------------------------------------------------- model tags of a single-label run
+
+
+def test_single_label_run_stores_only_its_top_label(tmp_path):
+    import torch
+
+    from soundalike.audio import synth
+    from soundalike.models.families import FamilyConfig, build
+    from soundalike.train.checkpoint import RunMeta, save_checkpoint
+
+    labels = ["cello", "flute", "oboe"]
+    cfg = FamilyConfig(family="mfcc-mlp", n_labels=3, sample_rate=16000, window_s=1.0, hidden=16, embedding_dim=8)
+    torch.manual_seed(3)
+    net = build(cfg)
+    with torch.no_grad():  # a shy head: probabilities spread over the labels, as on an unsure note
+        for w in net.head.parameters():
+            w.mul_(0.01)
+    save_checkpoint(tmp_path / "run" / "model.pt", net, RunMeta(cfg, labels, "single", "instrument"))
+    music = tmp_path / "notes"
+    music.mkdir()
+    for i, f0 in enumerate((110.0, 220.0, 440.0, 880.0)):
+        sf.write(music / f"note{i}.wav", synth.harmonic_tone(f0, duration_s=1.5, sr=16000, amplitude=0.4), 16000)
+    from soundalike.catalog.ingest import ingest
+
+    db = tmp_path / "cat.sqlite"
+    s = ingest([music], catalog=db, model=str(tmp_path / "run"), workers=1)
+    assert s.ingested == 4, s.errors
+    with Catalog.open(db) as cat:
+        spread = 0
+        for t in cat.iter_tracks():
+            tags = [g for g in cat.track_tags(t.id) if g.source == "model"]
+            preds = cat.track_analyses(t.id)[0].predictions
+            spread += sum(1 for p in preds.values() if MIN_P <= p < 0.5)
+            assert [(g.category, g.tag) for g in tags] == [("instrument", max(preds, key=preds.get))]
+    assert spread > 0  # the run did give other labels some probability: they were left out
+    # a multi-label tagger keeps its top N
+    from soundalike.catalog.ingest import model_tags
+
+    assert [x for x, _ in model_tags({"a": 0.9, "b": 0.4, "c": 0.01}, top_tags=5, single_label=False)] == ["a", "b"]
+    assert [x for x, _ in model_tags({"a": 0.45, "b": 0.35, "c": 0.2}, top_tags=5, single_label=True)] == ["a"]
+
+
+MIN_P = 0.05

@@ -29,6 +29,24 @@ from soundalike.errors import CatalogError, SoundalikeError
 DEFAULT_TOP_TAGS = 5
 #: Labels below this probability are not stored as tags even if in the top N.
 MIN_TAG_CONFIDENCE = 0.05
+#: A single-label (softmax) model names one label per track: its top one.  Another label
+#: is stored only above this probability -- which a softmax can give at most one label,
+#: the top one, so in effect never: the other labels of a single-label task are by
+#: construction wrong for the track (a cello note is not also a flute at 0.05).
+SINGLE_LABEL_OTHERS_MIN = 0.5
+
+
+def model_tags(predictions: dict[str, float], *, top_tags: int, single_label: bool) -> list[tuple[str, float]]:
+    """The ``(label, probability)`` pairs stored as model tags, best first.
+
+    Multi-label taggers: the ``top_tags`` best labels at or above ``MIN_TAG_CONFIDENCE``.
+    Single-label classifiers: the top label, whatever its probability, plus any other at
+    or above ``SINGLE_LABEL_OTHERS_MIN``.
+    """
+    ranked = sorted(predictions.items(), key=lambda kv: kv[1], reverse=True)
+    if single_label:
+        return ranked[:1] + [(lab, p) for lab, p in ranked[1:top_tags] if p >= SINGLE_LABEL_OTHERS_MIN]
+    return [(lab, p) for lab, p in ranked[:top_tags] if p >= MIN_TAG_CONFIDENCE]
 
 Event = dict[str, Any]
 
@@ -377,7 +395,7 @@ def _stat_or_none(path: str) -> dict[str, Any]:
 
 
 def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category: str,
-            top_tags: int) -> None:
+            top_tags: int, single_label: bool = False) -> None:
     if res["kind"] == "touch":
         t = cat.track_by_path(res["path"])
         if t is not None:
@@ -389,7 +407,7 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
         return
     tags = res["tags"]
     preds = res["predictions"]
-    top = sorted(preds.items(), key=lambda kv: kv[1], reverse=True)[:top_tags]
+    top = model_tags(preds, top_tags=top_tags, single_label=single_label)
     with cat.transaction():
         tid = cat.upsert_track(
             path=res["path"], content_hash=res["hash"], size=res["size"], mtime=res["mtime"],
@@ -398,8 +416,7 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
             genre=tags.get("genre"), year=tags.get("year"))
         cat.set_tags(tid, file_tags_as_tags(tags), source="file")
         cat.put_analysis(tid, model_id, res["embedding"], preds)
-        cat.set_tags(tid, [Tag(label, label_category, "model", float(p), model_id)
-                           for label, p in top if p >= MIN_TAG_CONFIDENCE],
+        cat.set_tags(tid, [Tag(label, label_category, "model", float(p), model_id) for label, p in top],
                      source="model", model_id=model_id)
         cat.clear_error(res["path"])
 
@@ -490,7 +507,7 @@ def ingest(
 
         def handle(res: dict[str, Any]) -> None:
             _commit(cat, res, model_id=analyzer.model_id, label_category=analyzer.label_category,
-                    top_tags=top_tags)
+                    top_tags=top_tags, single_label=getattr(analyzer, "multi_label", True) is False)
             if res["kind"] == "error":
                 summary.failed += 1
                 summary.errors.append((res["path"], res["reason"]))
