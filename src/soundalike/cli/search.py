@@ -129,7 +129,7 @@ def tags_suggest(
     shown = sugg if limit == 0 else sugg[:limit]
     for s in shown:
         typer.echo(f"{s.track_id:>6}  {names.get(s.track_id, '?')[:48]:<48}  {s.category}:{s.tag}  "
-                   f"{s.confidence:.2f}  ({s.evidence})")
+                   f"{s.confidence:.2f}  ({s.why})")
     more = len(sugg) - len(shown)
     typer.echo(f"{len(sugg)} suggestions for {len({s.track_id for s in sugg})} tracks"
                + (f" ({more} not shown; --limit 0 for all)" if more else "")
