@@ -10,7 +10,7 @@ import torch
 
 from soundalike.errors import CheckpointError
 from soundalike.models.families import FamilyConfig, build
-from soundalike.train.checkpoint import RunMeta, load_checkpoint, save_checkpoint
+from soundalike.models.checkpoint import RunMeta, load_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,7 @@ def test_model_list_shows_labels():
 def test_models_load_takes_every_model_name(tmp_path):
     import soundalike.models as models
     from soundalike.models.families import FamilyConfig, build
-    from soundalike.train.checkpoint import RunMeta, save_checkpoint
+    from soundalike.models.checkpoint import RunMeta, save_checkpoint
 
     assert models.load("mfcc-stats").embedding_dim == 40
     cfg = FamilyConfig(family="mfcc-mlp", n_labels=2, sample_rate=16000, window_s=1.0, hidden=16, embedding_dim=8)
@@ -118,7 +118,7 @@ def test_piped_table_keeps_whole_file_names(tmp_path):
 def test_listen_with_a_run_the_catalog_never_saw_falls_back_to_labels(cat, tmp_path):
     from soundalike.audio import synth
     from soundalike.models.families import FamilyConfig, build
-    from soundalike.train.checkpoint import RunMeta, save_checkpoint
+    from soundalike.models.checkpoint import RunMeta, save_checkpoint
 
     cfg = FamilyConfig(family="mfcc-mlp", n_labels=2, sample_rate=16000, window_s=1.0, hidden=16, embedding_dim=8)
     save_checkpoint(tmp_path / "run" / "model.pt", build(cfg),

@@ -53,7 +53,7 @@ def mp3_with_cover_no_xing(path: Path) -> Path:
 
 
 def _ingest(paths, cat_path):
-    from soundalike.catalog.ingest import ingest
+    from soundalike.ingest.pipeline import ingest
 
     return ingest(paths, catalog=cat_path, model="mfcc-stats", workers=1)
 
@@ -92,7 +92,7 @@ def test_unreadable_file_says_permission_denied(tmp_path):
     sf.write(music / "locked.wav", _note(), SR)
     sf.write(music / "open.wav", _note(), SR)
     os.chmod(music / "locked.wav", 0o000)
-    code = ("import json, sys; from soundalike.catalog.ingest import ingest; "
+    code = ("import json, sys; from soundalike.ingest.pipeline import ingest; "
             "s = ingest([sys.argv[1]], catalog=sys.argv[2], model='mfcc-stats', workers=1); "
             "print(json.dumps(s.to_dict()))")
     prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
@@ -184,7 +184,7 @@ def test_unreadable_subfolder_is_reported_not_skipped_silently(tmp_path):
     sf.write(music / "open.wav", _note(), SR)
     sf.write(music / "locked" / "inside.wav", _note(), SR)
     os.chmod(music / "locked", 0o000)
-    code = ("import json, sys; from soundalike.catalog.ingest import ingest; "
+    code = ("import json, sys; from soundalike.ingest.pipeline import ingest; "
             "s = ingest([sys.argv[1]], catalog=sys.argv[2], model='mfcc-stats', workers=1); "
             "print(json.dumps(s.to_dict()))")
     prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
@@ -208,7 +208,7 @@ def test_single_label_run_stores_only_its_top_label(tmp_path):
 
     from soundalike.audio import synth
     from soundalike.models.families import FamilyConfig, build
-    from soundalike.train.checkpoint import RunMeta, save_checkpoint
+    from soundalike.models.checkpoint import RunMeta, save_checkpoint
 
     labels = ["cello", "flute", "oboe"]
     cfg = FamilyConfig(family="mfcc-mlp", n_labels=3, sample_rate=16000, window_s=1.0, hidden=16, embedding_dim=8)
@@ -222,7 +222,7 @@ def test_single_label_run_stores_only_its_top_label(tmp_path):
     music.mkdir()
     for i, f0 in enumerate((110.0, 220.0, 440.0, 880.0)):
         sf.write(music / f"note{i}.wav", synth.harmonic_tone(f0, duration_s=1.5, sr=16000, amplitude=0.4), 16000)
-    from soundalike.catalog.ingest import ingest
+    from soundalike.ingest.pipeline import ingest
 
     db = tmp_path / "cat.sqlite"
     s = ingest([music], catalog=db, model=str(tmp_path / "run"), workers=1)
@@ -236,7 +236,7 @@ def test_single_label_run_stores_only_its_top_label(tmp_path):
             assert [(g.category, g.tag) for g in tags] == [("instrument", max(preds, key=preds.get))]
     assert spread > 0  # the run did give other labels some probability: they were left out
     # a multi-label tagger keeps its top N
-    from soundalike.catalog.ingest import model_tags
+    from soundalike.ingest.pipeline import model_tags
 
     assert [x for x, _ in model_tags({"a": 0.9, "b": 0.4, "c": 0.01}, top_tags=5, single_label=False)] == ["a", "b"]
     assert [x for x, _ in model_tags({"a": 0.45, "b": 0.35, "c": 0.2}, top_tags=5, single_label=True)] == ["a"]

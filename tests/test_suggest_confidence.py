@@ -8,7 +8,7 @@ from collections import defaultdict
 import pytest
 
 from soundalike.catalog.store import Catalog, Tag
-from soundalike.search import index as ix
+from soundalike.search import sync as ix
 from soundalike.search.suggest import suggest_tags
 from test_search_fixtures import build_catalog
 

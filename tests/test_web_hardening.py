@@ -247,7 +247,7 @@ def test_parse_ranges_table():
 
 
 def test_content_type_from_content_and_no_paths_in_errors(tmp_path):
-    from soundalike.catalog.ingest import ingest
+    from soundalike.ingest.pipeline import ingest
     from soundalike.catalog.store import Catalog
 
     music = tmp_path / "music"
