@@ -9,6 +9,7 @@ case-insensitive units, Content-Type from the content, no server paths in messag
 from __future__ import annotations
 
 import io
+import os
 import select
 import shutil
 import socket
@@ -263,13 +264,58 @@ def test_content_type_from_content_and_no_paths_in_errors(tmp_path):
     try:
         r = httpx.get(f"{server.url}/api/tracks/{ids['really-flac.MP3']}/audio")
         assert r.status_code == 200 and r.headers["content-type"] == "audio/flac"
-        # the file goes bad after ingest: the message names the file, not where it lives
-        (music / "tone.wav").write_text("not audio any more\n" * 50)
+        # the file rots in place after ingest (same inode, size and mtime): the decode error
+        # names the file, not where it lives
+        tone = music / "tone.wav"
+        st = tone.stat()
+        with open(tone, "r+b") as fh:
+            fh.write(b"not audio any more\n" * (st.st_size // 19))
+        os.utime(tone, ns=(st.st_atime_ns, st.st_mtime_ns))
         r = httpx.get(f"{server.url}/api/tracks/{ids['tone.wav']}/spectrogram.png")
-        assert r.status_code in (409, 422), r.text
+        assert r.status_code == 422, r.text
         detail = r.json()["detail"]
         assert str(tmp_path) not in detail and "/music/" not in detail
         assert "tone.wav" in detail
     finally:
         server.stop()
         shutil.rmtree(music, ignore_errors=True)
+
+
+def test_a_track_file_swapped_after_ingest_is_not_served(tmp_path):
+    """ln -sf /etc/passwd <track>, or a same-size file with the same mtime moved in its place:
+    409, nothing of the other file sent, and the track is taken out of service."""
+    from soundalike.ingest.pipeline import ingest
+
+    music = tmp_path / "music"
+    music.mkdir()
+    for name in ("a.wav", "b.wav", "c.wav"):
+        (music / name).write_bytes(_wav_bytes(1.0, sr=22050))
+    cat_path = tmp_path / "cat.sqlite"
+    assert ingest([music], catalog=cat_path, model="mfcc-stats", workers=1).ingested == 3
+    from soundalike.catalog.store import Catalog
+
+    with Catalog.open(cat_path) as cat:
+        ids = {Path(t.path).name: t.id for t in cat.iter_tracks()}
+    server = _Server(create_app(cat_path))
+    try:
+        url = f"{server.url}/api/tracks/{{}}/audio"
+        assert httpx.get(url.format(ids["a.wav"])).status_code == 200
+        os.unlink(music / "a.wav")
+        os.symlink("/etc/passwd", music / "a.wav")
+        for r in (httpx.get(url.format(ids["a.wav"])), httpx.head(url.format(ids["a.wav"])),
+                  httpx.get(url.format(ids["a.wav"]), headers={"Range": "bytes=0-99"})):
+            assert r.status_code in (404, 409) and b"root:" not in r.content
+        assert httpx.get(f"{server.url}/api/tracks/{ids['a.wav']}").status_code == 404  # out of service
+        # same size, same mtime, another inode: still refused
+        b = music / "b.wav"
+        st = b.stat()
+        other = music / ".other.wav"
+        other.write_bytes(_wav_bytes(1.0, sr=22050)[:-4] + b"XXXX")
+        os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert other.stat().st_size == st.st_size
+        os.replace(other, b)
+        r = httpx.get(url.format(ids["b.wav"]))
+        assert r.status_code == 409 and "replaced" in r.json()["detail"]
+        assert httpx.get(url.format(ids["c.wav"])).status_code == 200  # the untouched one still plays
+    finally:
+        server.stop()

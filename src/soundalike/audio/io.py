@@ -124,6 +124,11 @@ def _sniff(path: Path) -> str | None:
             head = fh.read(16)
     except OSError:
         return None
+    return _sniff_head(head)
+
+
+def _sniff_head(head: bytes) -> str | None:
+    """:func:`_sniff` on a file's first 16 bytes."""
     if head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE" or head[:4] in (b"RF64", b"BW64"):
         return "WAV"
     if head[:4] == b"fLaC":
@@ -154,9 +159,12 @@ _MIME = {"WAV": "audio/wav", "FLAC": "audio/flac", "Ogg": "audio/ogg", "AIFF": "
          "ASF/WMA": "audio/x-ms-wma", "MP3": "audio/mpeg", "AAC (ADTS)": "audio/aac"}
 
 
-def sniff_mime(path: str | os.PathLike) -> str | None:
-    """The media type of an audio file from its first bytes, not its name (None: unknown)."""
-    kind = _sniff(Path(path))
+def sniff_mime(source: str | os.PathLike | bytes) -> str | None:
+    """The media type of an audio file from its first bytes, not its name (None: unknown).
+
+    ``source`` is a path or the file's first 16 bytes.
+    """
+    kind = _sniff_head(source[:16]) if isinstance(source, bytes) else _sniff(Path(source))
     return _MIME.get(kind) if kind else None
 
 

@@ -129,6 +129,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX analyses_model_version ON analyses(model_id, version)
         """,
     ),
+    Migration(
+        "tracks.inode and tracks.device: the file's identity at ingest, so the server sends a "
+        "file only while it still is the one ingested (NULL for rows ingested before)",
+        """
+        ALTER TABLE tracks ADD COLUMN inode {bigint};
+        ALTER TABLE tracks ADD COLUMN device {bigint}
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

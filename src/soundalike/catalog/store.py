@@ -20,6 +20,7 @@ carries the counter value of the transaction that wrote it (``analyses.version``
 from __future__ import annotations
 
 import itertools
+import os
 import json
 import time
 from collections import defaultdict
@@ -41,7 +42,7 @@ TAG_SOURCES: tuple[str, ...] = ("file", "user", "model", "suggested")
 
 _TRACK_FIELDS = ("id", "path", "content_hash", "size", "mtime", "duration_s", "sr", "channels",
                  "format", "title", "artist", "album", "genre", "year", "status", "added_at",
-                 "updated_at")
+                 "updated_at", "inode", "device")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,25 @@ class Track:
     status: str = "ok"
     added_at: float = 0.0
     updated_at: float = 0.0
+    inode: int | None = None  # st_ino / st_dev of the file at ingest (None: ingested before v3)
+    device: int | None = None
+
+    def file_problem(self, st: os.stat_result) -> str | None:
+        """Why the file ``st`` describes is not the file this track was ingested from, or None.
+
+        It must be a regular file with the size and mtime recorded at ingest and, when they
+        were recorded, the same inode and device (a file swapped for another or for a
+        symlink elsewhere -- ``ln -sf /etc/passwd track.mp3`` -- fails at least one).
+        """
+        import stat as stat_
+
+        if not stat_.S_ISREG(st.st_mode):
+            return "is no longer a regular file"
+        if self.inode is not None and (_u63(st.st_ino), _u63(st.st_dev)) != (self.inode, self.device):
+            return "was replaced by another file since it was ingested"
+        if st.st_size != self.size or st.st_mtime != self.mtime:
+            return "changed since it was ingested"
+        return None
 
     @property
     def display_name(self) -> str:
@@ -131,6 +151,11 @@ _TRACK_COLS = ", ".join(_TRACK_FIELDS)
 _TRACK_COLS_T = ", ".join(f"t.{f}" for f in _TRACK_FIELDS)
 _ANALYSIS_COLS = "track_id, model_id, embedding, predictions, created_at"
 _instances = itertools.count(1)
+
+
+def _u63(v: int | None) -> int | None:
+    """An unsigned 64-bit number (inode, device) folded into a signed 64-bit column."""
+    return None if v is None else (int(v) - (1 << 64) if int(v) >= 1 << 63 else int(v))
 
 
 def _track(row: Sequence) -> Track:
@@ -269,8 +294,11 @@ class Catalog:
                      duration_s: float | None = None, sr: int | None = None,
                      channels: int | None = None, format: str | None = None,
                      title: str | None = None, artist: str | None = None, album: str | None = None,
-                     genre: str | None = None, year: int | None = None) -> int:
+                     genre: str | None = None, year: int | None = None,
+                     inode: int | None = None, device: int | None = None) -> int:
         """Insert or update the track at ``path`` (status becomes ``ok``); returns its id.
+
+        ``inode``/``device`` (``os.stat``'s ``st_ino``/``st_dev``) identify the file ingested.
 
         One statement keyed on the unique path, so concurrent writers of the same file
         meet in the database's constraint, never in a duplicate row.
@@ -278,7 +306,8 @@ class Catalog:
         now = time.time()
         values = dict(path=path, content_hash=content_hash, size=size, mtime=mtime,
                       duration_s=duration_s, sr=sr, channels=channels, format=format, title=title,
-                      artist=artist, album=album, genre=genre, year=year)
+                      artist=artist, album=album, genre=genre, year=year,
+                      inode=_u63(inode), device=_u63(device))
         cols = ", ".join(values)
         sets = ", ".join(f"{k} = excluded.{k}" for k in values if k != "path")
         with self.transaction():
@@ -349,11 +378,21 @@ class Catalog:
         return {r[1]: (int(r[0]), r[2], r[3], r[4], r[5])
                 for r in self._db.fetchall("SELECT id, path, size, mtime, content_hash, status FROM tracks")}
 
-    def touch_track(self, track_id: int, *, size: int, mtime: float) -> None:
-        """Record a new mtime for unchanged content (and bring a missing track back)."""
+    def touch_track(self, track_id: int, *, size: int, mtime: float, inode: int | None = None,
+                    device: int | None = None) -> None:
+        """Record a new mtime (and file identity) for unchanged content (and bring a missing track back)."""
         with self.transaction():
-            self._write("UPDATE tracks SET size = ?, mtime = ?, status = 'ok', updated_at = ? WHERE id = ?",
-                        (size, mtime, time.time(), int(track_id)))
+            self._write("UPDATE tracks SET size = ?, mtime = ?, inode = coalesce(?, inode), "
+                        "device = coalesce(?, device), status = 'ok', updated_at = ? WHERE id = ?",
+                        (size, mtime, _u63(inode), _u63(device), time.time(), int(track_id)))
+
+    def mark_changed(self, track_id: int) -> None:
+        """Take a track whose file is no longer the one ingested out of service (status
+        ``missing``: listings, search and the audio route skip it; the next ingest of its
+        folder re-checks the file and brings it back if it is audio again)."""
+        with self.transaction():
+            self._write("UPDATE tracks SET status = 'missing', updated_at = ? WHERE id = ? AND status = 'ok'",
+                        (time.time(), int(track_id)))
 
     def mark_missing(self, track_ids: Iterable[int]) -> int:
         """Mark tracks whose files disappeared; nothing is deleted.  Returns how many changed."""

@@ -350,7 +350,8 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
         st = os.stat(path)
         digest = content_hash(path)
         if digest == known_hash and not need_analysis:
-            return {"kind": "touch", "path": path, "size": st.st_size, "mtime": st.st_mtime}
+            return {"kind": "touch", "path": path, "size": st.st_size, "mtime": st.st_mtime,
+                    "inode": st.st_ino, "device": st.st_dev}
         meta = info(path)
         if meta.duration_s > LONG_FILE_S:
             embedding, predictions, decoded_s = analyze_in_blocks(path, analyzer)
@@ -360,6 +361,7 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
             embedding, predictions, decoded_s = result.embedding, result.predictions, wav.duration_s
         return {
             "kind": "ok", "path": path, "hash": digest, "size": st.st_size, "mtime": st.st_mtime,
+            "inode": st.st_ino, "device": st.st_dev,
             # what was decoded, not the header's guess (MP3 without a Xing header, cover
             # art, a streamed FLAC without a sample count: all off, some by 10^14)
             "duration_s": decoded_s,
@@ -399,7 +401,8 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
     if res["kind"] == "touch":
         t = cat.track_by_path(res["path"])
         if t is not None:
-            cat.touch_track(t.id, size=res["size"], mtime=res["mtime"])
+            cat.touch_track(t.id, size=res["size"], mtime=res["mtime"], inode=res.get("inode"),
+                            device=res.get("device"))
         return
     if res["kind"] == "error":
         cat.record_error(path=res["path"], reason=res["reason"], error_type=res["type"],
@@ -413,7 +416,7 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
             path=res["path"], content_hash=res["hash"], size=res["size"], mtime=res["mtime"],
             duration_s=res["duration_s"], sr=res["sr"], channels=res["channels"], format=res["format"],
             title=tags.get("title"), artist=tags.get("artist"), album=tags.get("album"),
-            genre=tags.get("genre"), year=tags.get("year"))
+            genre=tags.get("genre"), year=tags.get("year"), inode=res.get("inode"), device=res.get("device"))
         cat.set_tags(tid, file_tags_as_tags(tags), source="file")
         cat.put_analysis(tid, model_id, res["embedding"], preds)
         cat.set_tags(tid, [Tag(label, label_category, "model", float(p), model_id) for label, p in top],

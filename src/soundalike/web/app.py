@@ -275,6 +275,27 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
 
     # ------------------------------------------------------------------ API
 
+    def _open_ingested(t) -> int:
+        """An open descriptor of ``t``'s file, if it still is the file that was ingested.
+
+        Opened first, checked after (fstat), and read through the same descriptor: a
+        file swapped between the check and the read cannot be sent.  O_NONBLOCK so a
+        FIFO put in its place cannot hang the worker.  A gone or changed file takes the
+        track out of service (``mark_changed``) and answers 404 / 409.
+        """
+        try:
+            fd = os.open(t.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            cats.get().mark_changed(t.id)
+            raise HTTPProblem(404, f"the file of track {t.id} is gone") from None
+        problem = t.file_problem(os.fstat(fd))
+        if problem:
+            os.close(fd)
+            cats.get().mark_changed(t.id)
+            raise HTTPProblem(409, f"the file of track {t.id} {problem}; run `soundalike ingest` "
+                                   f"on its folder to catalogue it again")
+        return fd
+
     def _get_track(track_id: int):
         t = cats.get().get_track(track_id)
         if t is None or t.status != "ok":
@@ -326,19 +347,17 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         from soundalike.audio.io import sniff_mime
 
         t = _get_track(track_id)
-        p = Path(t.path)
-        if not p.is_file():
-            raise HTTPProblem(404, f"the file of track {track_id} is gone")
-        size = p.stat().st_size
+        fd = _open_ingested(t)  # the file itself, checked through its open descriptor
+        f = os.fdopen(fd, "rb")
+        size = os.fstat(fd).st_size
         # from the content, not the name: a FLAC named .mp3 is sent as audio/flac
-        ctype = sniff_mime(p) or "application/octet-stream"
+        ctype = sniff_mime(os.pread(fd, 16, 0)) or "application/octet-stream"
         headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-cache"}
         rng = request.headers.get("range")
-        ranges = parse_ranges(rng, size) if rng else None
         head = request.method == "HEAD"
 
         def body(parts):
-            with open(p, "rb") as f:
+            with f:
                 for prefix, start, length in parts:
                     if prefix:
                         yield prefix
@@ -354,9 +373,15 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         def respond(status: int, media_type: str, parts, length: int) -> Response:
             headers["Content-Length"] = str(length)
             if head:
+                f.close()
                 return Response(status_code=status, media_type=media_type, headers=headers)
             return StreamingResponse(body(parts), status_code=status, media_type=media_type, headers=headers)
 
+        try:
+            ranges = parse_ranges(rng, size) if rng else None
+        except HTTPProblem:
+            f.close()
+            raise
         if not ranges:
             return respond(200, ctype, [(b"", 0, size)], size)
         if len(ranges) == 1:
@@ -379,6 +404,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         from soundalike.web.spectrogram import spectrogram_png
 
         t = _get_track(track_id)
+        os.close(_open_ingested(t))  # the same check as the audio route before decoding it
         png = spectrogram_png(t.path, content_hash=t.content_hash)
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
