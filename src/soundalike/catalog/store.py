@@ -153,6 +153,14 @@ _ANALYSIS_COLS = "track_id, model_id, embedding, predictions, created_at"
 _instances = itertools.count(1)
 
 
+def _fits_int64(v) -> bool:
+    """Whether ``v`` is an integer a SQL BIGINT holds (larger ones name no track)."""
+    try:
+        return -(1 << 63) <= int(v) < (1 << 63)
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 def _u63(v: int | None) -> int | None:
     """An unsigned 64-bit number (inode, device) folded into a signed 64-bit column."""
     return None if v is None else (int(v) - (1 << 64) if int(v) >= 1 << 63 else int(v))
@@ -319,13 +327,16 @@ class Catalog:
             return int(row[0])
 
     def get_track(self, track_id: int) -> Track | None:
+        """The track with this id, or None (also for ids no 64-bit column can hold)."""
+        if not _fits_int64(track_id):
+            return None
         row = self._db.fetchone(f"SELECT {_TRACK_COLS} FROM tracks WHERE id = ?", (int(track_id),))
         return _track(row) if row else None
 
     def get_tracks(self, ids: Iterable[int]) -> dict[int, Track]:
         """Tracks by id (missing ids are left out)."""
         out: dict[int, Track] = {}
-        for chunk in chunked(int(i) for i in ids):
+        for chunk in chunked(int(i) for i in ids if _fits_int64(i)):
             for row in self._db.fetchall(f"SELECT {_TRACK_COLS} FROM tracks WHERE id IN "
                                          f"({self._db.dialect.marks(len(chunk))})", chunk):
                 out[int(row[0])] = _track(row)

@@ -65,6 +65,8 @@ MULTIPART_OVERHEAD = 64 * 1024
 MAX_RANGES = 32
 #: Largest page ``/api/tracks`` returns.
 PAGE_LIMIT_MAX = 500
+#: Largest ``offset`` (beyond any catalog; keeps the value a 64-bit SQL integer).
+MAX_OFFSET = 10**12
 #: Bytes per chunk when streaming audio.
 CHUNK = 256 * 1024
 _RANGE_RE = re.compile(r"^(\d*)-(\d*)$")
@@ -305,7 +307,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     @app.get("/api/tracks", summary="List tracks (filter, text search, pagination)")
     def list_tracks(where: Annotated[str | None, Query(max_length=2000)] = None,
                     q: Annotated[str | None, Query(max_length=200, description="text in title/artist/album or a tag")] = None,
-                    offset: Annotated[int, Query(ge=0)] = 0,
+                    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
                     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 50,
                     include_suggested: bool = False) -> dict[str, Any]:
         cat = cats.get()
