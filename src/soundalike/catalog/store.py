@@ -539,6 +539,42 @@ class Catalog:
         rows = self._db.fetchall(f"SELECT t.id FROM tracks t WHERE {sql} ORDER BY t.id", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
+    def filter_notes(self, where: _q.Query | str | None, *, include_suggested: bool = False) -> list[str]:
+        """Plain notes on the tag terms of a filter that name what the catalog does not have.
+
+        ``genre:rock`` on a catalog whose tags are all model tags of category ``tag``
+        matches nothing; this says why: "no track has a tag in category 'genre'
+        (categories here: instrument, tag)", or "no genre tag is rok (genre has: jazz,
+        rock ...)".  Empty when every category and value exists.  Index lookups only.
+        """
+        q = where if isinstance(where, _q.Query) else _q.parse(where)
+        terms = [t for t in q.terms if t.kind == "tag"]
+        if not terms:
+            return []
+        sources = list(_q.BASE_SOURCES + ((_q.SUGGESTED,) if include_suggested else ()))
+        m = self._db.dialect.marks
+        existing = [r[0] for r in self._db.fetchall(
+            f"SELECT DISTINCT category FROM tags WHERE source IN ({m(len(sources))}) ORDER BY category", sources)]
+        notes: list[str] = []
+        for t in terms:
+            if t.field not in existing:
+                have = ", ".join(existing) if existing else "none: the catalog has no tags yet"
+                notes.append(f"no track has a tag in category '{t.field}' (categories here: {have})")
+                continue
+            vals = [str(v) for v in t.values]
+            found = {r[0] for r in self._db.fetchall(
+                f"SELECT DISTINCT tag FROM tags WHERE category = ? AND tag IN ({m(len(vals))}) "
+                f"AND source IN ({m(len(sources))})", [t.field, *vals, *sources])}
+            missing = [v for v in vals if v not in found]
+            if missing:
+                some = [r[0] for r in self._db.fetchall(
+                    f"SELECT tag FROM tags WHERE category = ? AND source IN ({m(len(sources))}) "
+                    f"GROUP BY tag ORDER BY count(DISTINCT track_id) DESC, tag LIMIT 12", [t.field, *sources])]
+                shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+                notes.append(f"no {t.field} tag is {shown} ({t.field} has: {', '.join(some)}"
+                             f"{' ...' if len(some) == 12 else ''})")
+        return notes
+
     def page(self, *, where: _q.Query | str | None = None, text: str | None = None,
              include_suggested: bool = False, offset: int = 0, limit: int = 50,
              order: Literal["id", "title", "artist", "path"] = "id") -> tuple[int, list[int]]:

@@ -59,8 +59,11 @@ def similar(
         rq, hits = similar_with_query(query, k=k, where=where, model=model,
                                       exclude_same_artist=exclude_same_artist,
                                       include_suggested=include_suggested, catalog=cat)
+        notes = cat.filter_notes(where, include_suggested=include_suggested)
+    for note in notes:  # on stderr: --json output stays one JSON document
+        typer.echo(f"note: {note}", err=True)
     if json_out:
-        print_json({"query": rq.to_dict(), "where": where, "hits": [h.to_dict() for h in hits]})
+        print_json({"query": rq.to_dict(), "where": where, "notes": notes, "hits": [h.to_dict() for h in hits]})
         return
     from rich.table import Table
 

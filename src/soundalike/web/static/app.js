@@ -71,7 +71,7 @@ async function load() {
     $("#next").disabled = last >= state.total;
     if (state.active === "tracks") state.index = -1;
     markSelected();
-    setStatus("");
+    setStatus((page.notes || []).join("; "));  // e.g. "no track has a tag in category 'genre' ..." 
   } catch (e) {
     setStatus(e.message, true);
   }
