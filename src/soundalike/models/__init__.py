@@ -24,12 +24,18 @@ def load(name: str | os.PathLike):
     ModelError
         Unknown name, or a path that is not a trained run.
     """
-    from soundalike.models.zoo import PRETRAINED, load_analyzer
+    from pathlib import Path
+
+    from soundalike.errors import ModelError
+    from soundalike.models.zoo import BASELINES, PRETRAINED, load_analyzer
 
     if str(name) in PRETRAINED:
         from soundalike.models.pretrained import load as _load
 
         return _load(str(name))
+    if str(name) not in BASELINES and not Path(name).expanduser().exists():
+        raise ModelError(f"unknown pretrained model {str(name)!r}; choose one of {', '.join(PRETRAINED)}, "
+                         f"a baseline ({', '.join(BASELINES)}) or a trained run folder")
     return load_analyzer(name)
 
 
