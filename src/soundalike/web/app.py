@@ -190,7 +190,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
 
     Parameters
     ----------
-    catalog_path : an existing catalog file
+    catalog_path : an existing catalog (a SQLite file or a ``postgresql://`` URL)
     model : model name or id for similarity (default: the catalog's most used model)
     max_upload_bytes : largest accepted upload, in bytes (refused before it is read)
     max_clip_s : longest accepted upload, in seconds of audio (decoding stops there)
@@ -208,7 +208,9 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     from soundalike.search.sync import cached_index, model_info
     from soundalike.web.guard import LOOPBACK_HOSTS, Guard
 
-    cpath = Path(catalog_path).expanduser()
+    from soundalike.paths import catalog_target
+
+    cpath = catalog_target(catalog_path)
     cats = _Catalogs(cpath)
     first = cats.get()  # fails early (CatalogError) on a missing or bad catalog
     state: dict[str, Any] = {"model_id": None}
@@ -491,8 +493,11 @@ def serve_settings_env(catalog_path: str | os.PathLike, *, model: str | None = N
                        allowed_hosts: Sequence[str] | None = None) -> dict[str, str]:
     """Environment for :func:`app_from_env`: how ``soundalike serve --workers N`` hands its
     settings to worker processes (uvicorn starts each worker from an import string)."""
-    env = {ENV_CATALOG: str(Path(catalog_path).expanduser().resolve()), ENV_MAX_UPLOAD: str(int(max_upload_bytes)),
-           ENV_MAX_CLIP: repr(float(max_clip_s))}
+    from soundalike.paths import catalog_target
+
+    target = catalog_target(catalog_path)
+    env = {ENV_CATALOG: str(target if isinstance(target, str) else target.resolve()),
+           ENV_MAX_UPLOAD: str(int(max_upload_bytes)), ENV_MAX_CLIP: repr(float(max_clip_s))}
     if model:
         env[ENV_MODEL] = model
     if allowed_hosts:
