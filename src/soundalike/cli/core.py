@@ -101,9 +101,11 @@ def info(
     from soundalike.catalog.store import Catalog
     from soundalike.errors import TrackNotFoundError
 
+    from soundalike.catalog.backends import is_url
+
     cat_file = catalog_path(catalog)
     track = None
-    if cat_file.exists():
+    if is_url(cat_file) or Path(cat_file).exists():
         with Catalog.open(cat_file, create=False) as cat:
             matches = cat.find_tracks(ref)
             if matches:
