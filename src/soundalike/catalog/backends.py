@@ -125,6 +125,10 @@ class Backend:
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
         return self.execute(sql, params).fetchone()
 
+    def is_busy(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means another writer was in the way (the transaction may be retried)."""
+        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
     def execute_count(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a writing statement; returns how many rows it changed."""
         return int(self.execute(sql, params).rowcount)
@@ -273,6 +277,12 @@ class PostgresBackend(Backend):
             pass  # the error that got us here was already raised to the caller
         if self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             self._conn.execute("ROLLBACK")
+
+    def is_busy(self, exc: BaseException) -> bool:
+        import psycopg
+
+        # 40P01 deadlock_detected, 55P03 lock_not_available, 40001 serialization_failure
+        return isinstance(exc, psycopg.Error) and getattr(exc, "sqlstate", None) in ("40P01", "55P03", "40001")
 
     def execute_count(self, sql: str, params: Sequence[Any] = ()) -> int:
         cur = self.execute(sql, params)

@@ -34,7 +34,7 @@ import numpy as np
 from soundalike.catalog import query as _q
 from soundalike.catalog.backends import Backend, chunked, database_errors, is_url, open_backend
 from soundalike.catalog.schema import SCHEMA_VERSION, migrate
-from soundalike.errors import CatalogError, ModelMismatchError
+from soundalike.errors import CatalogBusyError, CatalogError, ModelMismatchError
 
 TagSource = Literal["file", "user", "model", "suggested"]
 TAG_SOURCES: tuple[str, ...] = ("file", "user", "model", "suggested")
@@ -235,19 +235,31 @@ class Catalog:
         if self._in_tx:
             yield self
             return
-        self._db.begin()
+        try:
+            self._db.begin()
+        except database_errors() as exc:
+            if self._db.is_busy(exc):
+                raise CatalogBusyError(f"{self.path}: another writer holds the catalog ({exc}); "
+                                       f"nothing was written, try again") from exc
+            raise
         self._in_tx, self._tx_version, self._tx_dirty = True, None, False
         try:
-            yield self
-            if self._tx_dirty and self._tx_version is None:
-                self._version()
-        except BaseException:
-            self._db.rollback()
+            try:
+                yield self
+                if self._tx_dirty and self._tx_version is None:
+                    self._version()
+            except BaseException:
+                self._db.rollback()
+                raise
+            else:
+                self._db.commit()
+            finally:
+                self._in_tx, self._tx_version, self._tx_dirty = False, None, False
+        except database_errors() as exc:
+            if self._db.is_busy(exc):
+                raise CatalogBusyError(f"{self.path}: another writer was in the way ({exc}); "
+                                       f"nothing was written, try again") from exc
             raise
-        else:
-            self._db.commit()
-        finally:
-            self._in_tx, self._tx_version, self._tx_dirty = False, None, False
 
     def _write(self, sql: str, params: Sequence = ()):
         """Run a writing statement (inside :meth:`transaction`) and mark the transaction dirty."""
