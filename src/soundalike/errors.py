@@ -40,6 +40,10 @@ class CatalogError(SoundalikeError):
     """The catalog cannot be opened, migrated or queried."""
 
 
+class CatalogBusyError(CatalogError):
+    """Another writer held what this transaction needed (deadlock, lock timeout): retry it."""
+
+
 class TrackNotFoundError(CatalogError):
     """A track reference (id, path or title) matched nothing in the catalog."""
 

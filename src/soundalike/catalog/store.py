@@ -35,7 +35,7 @@ import numpy as np
 from soundalike.catalog import query as _q
 from soundalike.catalog.backends import Backend, chunked, database_errors, is_url, open_backend
 from soundalike.catalog.schema import SCHEMA_VERSION, migrate
-from soundalike.errors import CatalogError, ModelMismatchError
+from soundalike.errors import CatalogBusyError, CatalogError, ModelMismatchError
 
 TagSource = Literal["file", "user", "model", "suggested"]
 TAG_SOURCES: tuple[str, ...] = ("file", "user", "model", "suggested")
@@ -190,6 +190,7 @@ class Catalog:
         self._in_tx = False
         self._tx_version: int | None = None
         self._tx_dirty = False
+        self._models_by_id: dict[str, ModelInfo] = {}
         #: distinguishes open catalogs for per-connection caches (``id()`` can be reused)
         self.instance_key = next(_instances)
 
@@ -267,19 +268,31 @@ class Catalog:
         if self._in_tx:
             yield self
             return
-        self._db.begin()
+        try:
+            self._db.begin()
+        except database_errors() as exc:
+            if self._db.is_busy(exc):
+                raise CatalogBusyError(f"{self.path}: another writer holds the catalog ({exc}); "
+                                       f"nothing was written, try again") from exc
+            raise
         self._in_tx, self._tx_version, self._tx_dirty = True, None, False
         try:
-            yield self
-            if self._tx_dirty and self._tx_version is None:
-                self._version()
-        except BaseException:
-            self._db.rollback()
+            try:
+                yield self
+                if self._tx_dirty and self._tx_version is None:
+                    self._version()
+            except BaseException:
+                self._db.rollback()
+                raise
+            else:
+                self._db.commit()
+            finally:
+                self._in_tx, self._tx_version, self._tx_dirty = False, None, False
+        except database_errors() as exc:
+            if self._db.is_busy(exc):
+                raise CatalogBusyError(f"{self.path}: another writer was in the way ({exc}); "
+                                       f"nothing was written, try again") from exc
             raise
-        else:
-            self._db.commit()
-        finally:
-            self._in_tx, self._tx_version, self._tx_dirty = False, None, False
 
     def _write(self, sql: str, params: Sequence = ()):
         """Run a writing statement (inside :meth:`transaction`) and mark the transaction dirty."""
@@ -294,8 +307,8 @@ class Catalog:
         values in the order they commit.
         """
         if self._tx_version is None:
-            self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'change'")
-            self._tx_version = int(self._db.fetchone("SELECT value FROM counters WHERE name = 'change'")[0])
+            self._tx_version = int(self._db.fetchone(
+                "UPDATE counters SET value = value + 1 WHERE name = 'change' RETURNING value")[0])
         return self._tx_version
 
     @property
@@ -430,10 +443,10 @@ class Catalog:
             return 0
         with self.transaction():
             for chunk in chunked(ids):
-                cur = self._write(f"UPDATE tracks SET status = 'missing', updated_at = ? "
-                                  f"WHERE status = 'ok' AND id IN ({self._db.dialect.marks(len(chunk))})",
-                                  (time.time(), *chunk))
-                n += cur.rowcount
+                self._tx_dirty = True
+                n += self._db.execute_count(f"UPDATE tracks SET status = 'missing', updated_at = ? "
+                                            f"WHERE status = 'ok' AND id IN ({self._db.dialect.marks(len(chunk))})",
+                                            (time.time(), *chunk))
         return n
 
     # ------------------------------------------------------------------ tags
@@ -463,8 +476,10 @@ class Catalog:
 
     def remove_tag(self, track_id: int, *, tag: str, category: str, source: TagSource = "user") -> int:
         with self.transaction():
-            return self._write("DELETE FROM tags WHERE track_id = ? AND tag = ? AND category = ? AND source = ?",
-                               (int(track_id), normalize_tag(tag), normalize_tag(category), source)).rowcount
+            self._tx_dirty = True
+            return self._db.execute_count(
+                "DELETE FROM tags WHERE track_id = ? AND tag = ? AND category = ? AND source = ?",
+                (int(track_id), normalize_tag(tag), normalize_tag(category), source))
 
     def track_tags(self, track_id: int, *, sources: Iterable[str] | None = None) -> list[Tag]:
         """A track's tags, most confident first."""
@@ -673,8 +688,13 @@ class Catalog:
         """A model by id, else by name (the newest of that name), or None.
 
         Reads only the ``models`` table (:meth:`model` also counts analyses, which is
-        slow on large catalogs), so ``n_tracks`` is left at 0.
+        slow on large catalogs), so ``n_tracks`` is left at 0.  Found by id, a model is
+        remembered by this open catalog: a model id names fixed weights, so its row
+        never changes meaning (a search asks for it on every request).
         """
+        hit = self._models_by_id.get(ref)
+        if hit is not None:
+            return hit
         cols = "model_id, name, dim, labels, label_category"
         row = self._db.fetchone(f"SELECT {cols} FROM models WHERE model_id = ?", (ref,))
         if row is None:
@@ -682,10 +702,23 @@ class Catalog:
                                     (ref,))
         if row is None:
             return None
-        return ModelInfo(row[0], row[1], int(row[2]), json.loads(row[3] or "[]"), row[4], 0)
+        info = ModelInfo(row[0], row[1], int(row[2]), json.loads(row[3] or "[]"), row[4], 0)
+        if info.model_id == ref:
+            self._models_by_id[ref] = info
+        return info
 
     def default_model_id(self) -> str | None:
-        """The model with the most analyses of ok tracks, or None for an empty catalog."""
+        """The model with the most analyses of ok tracks, or None for an empty catalog.
+
+        With one model (the usual case) no analyses are counted: counting reads every
+        row, 1 s at 100k tracks on PostgreSQL, and ``similar()`` asks on every call.
+        """
+        registered = self._db.fetchall("SELECT model_id FROM models")
+        if len(registered) == 1:
+            mid = registered[0][0]
+            used = self._db.fetchone("SELECT 1 FROM analyses a JOIN tracks t ON t.id = a.track_id "
+                                     "WHERE a.model_id = ? AND t.status = 'ok' LIMIT 1", (mid,))
+            return mid if used else None
         ms = [m for m in self.models() if m.n_tracks > 0]
         return ms[0].model_id if ms else None
 

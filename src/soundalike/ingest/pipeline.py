@@ -23,7 +23,7 @@ import numpy as np
 
 from soundalike.audio.io import is_audio_path
 from soundalike.catalog.store import Catalog, Tag
-from soundalike.errors import CatalogError, SoundalikeError
+from soundalike.errors import CatalogBusyError, CatalogError, SoundalikeError
 
 #: How many of an analyzer's labels become model tags on the track.
 DEFAULT_TOP_TAGS = 5
@@ -508,8 +508,18 @@ def ingest(
             todo.append((path, None, True))
 
         def handle(res: dict[str, Any]) -> None:
-            _commit(cat, res, model_id=analyzer.model_id, label_category=analyzer.label_category,
-                    top_tags=top_tags, single_label=getattr(analyzer, "multi_label", True) is False)
+            for attempt in range(5):
+                try:
+                    _commit(cat, res, model_id=analyzer.model_id, label_category=analyzer.label_category,
+                            top_tags=top_tags,
+                            single_label=getattr(analyzer, "multi_label", True) is False)
+                    break
+                except CatalogBusyError:
+                    # another ingest held a row this file needs (a deadlock the database broke,
+                    # or a lock timeout): the transaction rolled back whole, so commit again
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.05 * 2 ** attempt)
             if res["kind"] == "error":
                 summary.failed += 1
                 summary.errors.append((res["path"], res["reason"]))
