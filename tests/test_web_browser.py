@@ -107,6 +107,7 @@ def _driver(profile: Path, width: int, height: int):
         opts.add_argument(arg)
     opts.add_experimental_option("prefs", {"download.default_directory": str(profile / "downloads"),
                                            "download.prompt_for_download": False})
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations land in the console
     d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     if width < 500:  # below Chrome's smallest window: emulate a phone's viewport instead
         d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
@@ -334,3 +335,42 @@ def test_buyer_journey(server, driver, tmp_path):
 
     assert not csp_reports, f"Content-Security-Policy violations: {csp_reports}"
     assert set(all_ids) >= energetic
+
+
+def test_page_passes_the_servers_own_csp(tmp_path_factory, driver):
+    """Under the policy the server itself sends (guard.CSP, no test override), playing a
+    track with its waveform logs no violation, and the policy is enforced: an injected
+    inline script does not run."""
+    import uvicorn
+
+    from soundalike.catalog.store import Catalog
+    from soundalike.ingest.peaks import backfill_peaks
+    from soundalike.web.app import create_app
+
+    built = build_catalog(tmp_path_factory.mktemp("cspcat"), per_style=1, duration_s=3.0)
+    with Catalog.open(built.path) as cat:
+        backfill_peaks(cat)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(built.path), host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    try:
+        _wait(lambda: srv.started, 20, "uvicorn to start")
+        pg = Page(driver, f"http://127.0.0.1:{port}")
+        driver.get_log("browser")  # drop what earlier tests logged
+        driver.get(pg.base + "/")
+        pg.rows(5, "5 tracks")
+        pg.one("#list li.row button.play").click()
+        _wait(lambda: pg.js("return ui.peaks && ui.peaks.n > 0"), what="waveform drawn")
+        pg.js("document.getElementById('audio').pause()")
+        logged = [e["message"] for e in driver.get_log("browser")]
+        assert not [m for m in logged if "Content Security Policy" in m], logged
+        ran = pg.js("window.__injected = false; const s = document.createElement('script');"
+                    "s.textContent = 'window.__injected = true'; document.body.append(s); return window.__injected;")
+        assert ran is False, "an inline script ran: no CSP in force"
+        assert any("Content Security Policy" in e["message"] for e in driver.get_log("browser"))
+        got = pg.js("return [119.88, 59.6, 0.4, 3599.7, 61].map(fmtTime)")
+        assert got == ["2:00", "1:00", "0:00", "60:00", "1:01"]  # lengths round to whole seconds
+    finally:
+        srv.should_exit = True
+        th.join(timeout=10)

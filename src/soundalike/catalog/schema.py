@@ -130,6 +130,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
+        "tracks.inode and tracks.device: the file's identity at ingest, so the server sends a "
+        "file only while it still is the one ingested (NULL for rows ingested before)",
+        """
+        ALTER TABLE tracks ADD COLUMN inode {bigint};
+        ALTER TABLE tracks ADD COLUMN device {bigint}
+        """,
+    ),
+    Migration(
         "waveform peaks per track; favourites; saved playlists; tags by tag alone (bare-word search)",
         # peaks.content_hash is the file's hash when its peaks were made: a changed file
         # has stale peaks (Catalog.get_peaks ignores them, ids_without_peaks lists it).

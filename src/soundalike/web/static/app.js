@@ -52,8 +52,8 @@ function el(tag, attrs = {}, ...children) {
 
 function fmtTime(s) {
   if (s == null || !isFinite(s)) return "";
-  s = Math.max(0, s);
-  const m = Math.floor(s / 60), r = Math.floor(s % 60);
+  const t = Math.max(0, Math.round(s));  // round first: 119.88 s is 2:00, not 1:60
+  const m = Math.floor(t / 60), r = t % 60;
   return `${m}:${String(r).padStart(2, "0")}`;
 }
 
@@ -250,6 +250,7 @@ async function load() {
       rows = page.tracks;
       total = page.total;
       title = state.q ? `Results for “${state.q}”` : "All tracks";
+      setStatus((page.notes || []).join("; "));  // e.g. "no track has a tag in category 'genre' ..."
     }
     ui.rows = rows;
     ui.total = total;
