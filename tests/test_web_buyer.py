@@ -26,7 +26,7 @@ def built(tmp_path_factory):
 
 @pytest.fixture()
 def c(built):
-    with TestClient(create_app(built.path), raise_server_exceptions=False) as client:
+    with TestClient(create_app(built.path), raise_server_exceptions=False, base_url="http://127.0.0.1") as client:
         r = client.get("/")  # the page sets the CSRF cookie
         assert r.status_code == 200 and client.cookies.get("soundalike_csrf")
         client.headers["X-CSRF-Token"] = client.cookies.get("soundalike_csrf")
@@ -36,7 +36,7 @@ def c(built):
 @pytest.fixture()
 def bare(built):
     """A client that never loaded the page: no cookie, no token."""
-    with TestClient(create_app(built.path), raise_server_exceptions=False) as client:
+    with TestClient(create_app(built.path), raise_server_exceptions=False, base_url="http://127.0.0.1") as client:
         yield client
 
 
@@ -77,7 +77,7 @@ def test_state_changes_need_the_csrf_token(bare, c, built):
     assert r.status_code == 403 and "cross-site" in r.json()["detail"]
     assert tid not in c.get("/api/favourites/ids").json()["ids"]
     # same origin, right token: accepted
-    r = bare.put(f"/api/favourites/{tid}", headers={"X-CSRF-Token": tok, "Origin": "http://testserver"})
+    r = bare.put(f"/api/favourites/{tid}", headers={"X-CSRF-Token": tok, "Origin": "http://127.0.0.1"})
     assert r.status_code == 200
     assert bare.delete(f"/api/favourites/{tid}", headers={"X-CSRF-Token": tok}).status_code == 200
     # reading never needs it
@@ -127,7 +127,7 @@ def test_playlists_round_trip_and_exports(c, built):
     lines = m3u.text.splitlines()
     assert lines[:2] == ["#EXTM3U", "#PLAYLIST:Trailer picks"]
     assert lines[2].startswith("#EXTINF:5,artist 1 - bass-groove 1")
-    assert lines[3] == f"http://testserver/api/tracks/{ids[0]}/audio"
+    assert lines[3] == f"http://127.0.0.1/api/tracks/{ids[0]}/audio"
     rows = list(csv.DictReader(io.StringIO(c.get(f"/api/playlists/{pl['id']}/export.csv").text)))
     assert [int(r["id"]) for r in rows] == ids and rows[0]["file"] == "bass-groove-1.wav"
     assert rows[0]["position"] == "1" and float(rows[0]["duration_s"]) == 5.0
@@ -143,7 +143,7 @@ def test_playlists_round_trip_and_exports(c, built):
 
 
 def test_playlists_survive_a_reopen(built):
-    with TestClient(create_app(built.path)) as c1:
+    with TestClient(create_app(built.path), base_url="http://127.0.0.1") as c1:
         c1.get("/")
         c1.headers["X-CSRF-Token"] = c1.cookies.get("soundalike_csrf")
         pid = c1.post("/api/playlists", json={"name": "kept"}).json()["id"]

@@ -1016,8 +1016,11 @@ class Catalog:
     def remove_from_playlist(self, playlist_id: int, track_id: int) -> int:
         """Remove a track from a playlist; returns how many entries went (0 or 1)."""
         with self.transaction():
-            n = self._write_aside("DELETE FROM playlist_tracks WHERE playlist_id = ? AND track_id = ?",
-                            (int(playlist_id), int(track_id))).rowcount
+            # counted first: a pipelined PostgreSQL transaction reports no rowcount
+            n = self._db.fetchone("SELECT count(*) FROM playlist_tracks WHERE playlist_id = ? AND track_id = ?",
+                                  (int(playlist_id), int(track_id)))[0]
+            self._write_aside("DELETE FROM playlist_tracks WHERE playlist_id = ? AND track_id = ?",
+                              (int(playlist_id), int(track_id)))
             self._write_aside("UPDATE playlists SET updated_at = ? WHERE id = ?", (time.time(), int(playlist_id)))
         return int(n or 0)
 
