@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.cache / f"catalog-{args.tracks}.sqlite"
     if args.rebuild or not path.exists():
         build(path, args.tracks)
-    client = TestClient(create_app(path))
+    client = TestClient(create_app(path), base_url="http://127.0.0.1")  # a Host the server answers to
     client.__enter__()
     rng = random.Random(1)
 
