@@ -69,7 +69,7 @@ DEFAULT_VARIANTS = (
 )
 
 _LAYER = {"pen": "penultimate", "max": "max_pool", "avg": "mean_pool", "tag": "probs"}
-_MODEL = {"MTT": "MTT_musicnn", "MSD": "MSD_musicnn"}
+_MODEL = {"MTT": "MTT_musicnn", "MSD": "MSD_musicnn", "MTTv": "MTT_vgg", "MSDv": "MSD_vgg"}
 
 
 # --------------------------------------------------------------------------- data
@@ -186,7 +186,7 @@ class Pipeline:
         for step in self.post:
             if step == "bz":
                 continue
-            if step in ("z", "center", "l2") or step.startswith("pcaw"):
+            if step in ("z", "center", "l2") or step.startswith("pca"):
                 f = _fit_simple(step, X)
             elif step.startswith(("lda", "con")):
                 if fit_sets is None:
@@ -240,6 +240,12 @@ def _fit_simple(step: str, X: np.ndarray):
         return lambda Y: (Y - mu).astype(np.float32)
     if step == "l2":
         return l2n
+    if step.startswith("pca") and not step.startswith("pcaw"):
+        k = int(step[3:])
+        mu = X.mean(0)
+        _, _, Vt = np.linalg.svd((X - mu).astype(np.float64), full_matrices=False)
+        P = Vt[:k].T.astype(np.float32)
+        return lambda Y: ((Y - mu) @ P).astype(np.float32)
     if step.startswith("pcaw"):
         keep = float(step[4:]) / 100 if len(step) > 4 else 0.99
         mu = X.mean(0)

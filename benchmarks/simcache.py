@@ -31,6 +31,8 @@ import numpy as np
 
 CACHE_ROOT = Path(os.environ.get("SOUNDALIKE_BENCH_CACHE", Path.home() / ".cache" / "soundalike-bench")) / "emb"
 MODELS = ("MTT_musicnn", "MSD_musicnn")
+#: Also cached when asked for (``--extra``): the vgg models' penultimate layer.
+EXTRA_MODELS = ("MTT_vgg", "MSD_vgg")
 LAYERS = ("penultimate", "max_pool", "mean_pool")
 #: Bumped when what is stored changes.
 CACHE_VERSION = "1"
@@ -62,19 +64,24 @@ def load_cached(root: Path, path: Path) -> dict[str, np.ndarray] | None:
         return {k: z[k] for k in z.files if k != "stamp"}
 
 
+def _has_models(arrays: dict[str, np.ndarray] | None, models: Iterable[str]) -> bool:
+    return arrays is not None and all(f"{m}/probs" in arrays for m in models)
+
+
 def _net_outputs(model, patches: np.ndarray) -> dict[str, np.ndarray]:
     """Every layer for patches ``(N, 96, 187)``, micro-batches of 2 on the model's threads."""
     import torch
 
     from soundalike.models.pretrained import MICRO_BATCH, _single_threaded
 
+    layers = [k for k in LAYERS if k in model.net.embedding_dims]
     chunks = [patches[s : s + MICRO_BATCH] for s in range(0, len(patches), MICRO_BATCH)]
 
     def run(chunk: np.ndarray) -> dict[str, np.ndarray]:
         _single_threaded()
         with torch.inference_mode():
             r = model.net(torch.from_numpy(np.ascontiguousarray(chunk)))
-            out = {k: r[k].numpy().astype(np.float32) for k in LAYERS}
+            out = {k: r[k].numpy().astype(np.float32) for k in layers}
             out["probs"] = torch.sigmoid(r["logits"]).numpy().astype(np.float32)
             return out
 
@@ -82,18 +89,21 @@ def _net_outputs(model, patches: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
 
 
-def compute(path: Path) -> dict[str, np.ndarray]:
-    """All per-patch features of one file (see the module docstring)."""
+def compute(path: Path, models: Iterable[str] = MODELS, have: dict[str, np.ndarray] | None = None
+            ) -> dict[str, np.ndarray]:
+    """All per-patch features of one file (see the module docstring); ``have``: kept as is."""
     from soundalike.audio.io import load
     from soundalike.models.pretrained import load as load_model
 
-    models = [load_model(m) for m in MODELS]
+    have = dict(have or {})
+    models = [load_model(m) for m in models if f"{m}/probs" not in have]
     wav = load(path, sr=models[0].sample_rate)
     patches = models[0].patches(wav.y, wav.sr)  # (N, 96, 187), identical front end for both
     out: dict[str, np.ndarray] = {
         "mel/mean": patches.mean(axis=2).astype(np.float32),
         "mel/std": patches.std(axis=2).astype(np.float32),
         "duration_s": np.float64(wav.duration_s),
+        **have,
     }
     for m in models:
         for k, v in _net_outputs(m, patches).items():
@@ -101,14 +111,15 @@ def compute(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def ensure(root: Path, files: Iterable[Path], *, quiet: bool = False) -> int:
+def ensure(root: Path, files: Iterable[Path], *, models: Iterable[str] = MODELS, quiet: bool = False) -> int:
     """Compute and store what is missing; returns how many files were computed."""
     files = list(files)
-    todo = [f for f in files if load_cached(root, f) is None]
+    models = tuple(models)
+    todo = [f for f in files if not _has_models(load_cached(root, f), models)]
     t0 = time.perf_counter()
     for i, f in enumerate(todo, 1):
         try:
-            arrs = compute(f)
+            arrs = compute(f, models, load_cached(root, f))
         except Exception as exc:  # noqa: BLE001 - a bad file is reported, the rest go on
             print(f"  skip {f}: {type(exc).__name__}: {exc}", file=sys.stderr)
             continue
@@ -133,11 +144,13 @@ def audio_files(root: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dirs", nargs="+", type=Path)
+    ap.add_argument("--extra", action="store_true", help=f"also {', '.join(EXTRA_MODELS)}")
     args = ap.parse_args(argv)
+    models = MODELS + (EXTRA_MODELS if args.extra else ())
     for d in args.dirs:
         files = audio_files(d)
         print(f"{d}: {len(files)} files", file=sys.stderr)
-        n = ensure(d, files)
+        n = ensure(d, files, models=models)
         print(f"{d}: computed {n}", file=sys.stderr)
     return 0
 
