@@ -141,8 +141,13 @@ def l2n(X: np.ndarray) -> np.ndarray:
     return (X / np.maximum(n, 1e-12)).astype(np.float32)
 
 
+#: ``fusion`` = what the ``musicnn-fusion`` analyzer stores (soundalike.models.fusion).
+ALIASES = {"fusion": "MTT.pen+MSD.pen+MTT.avg+MSD.avg:mean"}
+
+
 def parse_variant(v: str) -> tuple[list[str], str, list[str]]:
     head, *post = v.split("|")
+    head = ALIASES.get(head, head)
     blocks, how = head.split(":")
     return blocks.split("+"), how, post
 
@@ -194,11 +199,19 @@ class Pipeline:
                     fit_sets = self._blocks(seg_sets, None, fit=False)
                     for g in self.steps:
                         fit_sets = g(fit_sets)
-                from soundalike.search import adapt
+                from soundalike.models import adapt
 
                 method = "lda" if step.startswith("lda") else "contrastive"
                 dim = int(step[3:] or 128)
                 a = adapt.fit(fit_sets, fit_owner, base_model_id="bench", method=method, dim=dim, seed=seed)
+                f = a.apply
+            elif step.startswith("adapt"):
+                # the product's `soundalike index adapt` (models.adapt, method normalize)
+                from soundalike.models import adapt
+
+                dims = tuple(_pooled(patch_sets[:1], b, self.how).shape[1] for b in self.blocks)
+                a = adapt.fit(X, base_model_id="bench", method="normalize", blocks=dims,
+                              dim=int(step[5:] or 256))
                 f = a.apply
             elif step.startswith("dba"):
                 f = _dba(int(step[3:] or 3))

@@ -262,7 +262,7 @@ def _stat_or_none(path: str) -> dict[str, Any]:
 
 
 def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category: str,
-            top_tags: int) -> None:
+            top_tags: int, adaptations: list | None = None) -> None:
     if res["kind"] == "touch":
         t = cat.track_by_path(res["path"])
         if t is not None:
@@ -283,6 +283,8 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
             genre=tags.get("genre"), year=tags.get("year"))
         cat.set_tags(tid, file_tags_as_tags(tags), source="file")
         cat.put_analysis(tid, model_id, res["embedding"], preds)
+        for a in adaptations or ():  # the catalog's adaptations of this model follow it
+            cat.put_analysis(tid, a.model_id, a.apply(res["embedding"]))
         cat.set_tags(tid, [Tag(label, label_category, "model", float(p), model_id)
                            for label, p in top if p >= MIN_TAG_CONFIDENCE],
                      source="model", model_id=model_id)
@@ -335,6 +337,9 @@ def ingest(
         states = cat.file_states()
         failed_before = cat.error_states()
         analyzed = cat.analyzed_ids(analyzer.model_id)
+        from soundalike.models.adapt import Adaptation
+
+        adaptations = [Adaptation.from_bytes(a.data) for a in cat.adaptations(analyzer.model_id)]
         todo: list[tuple[str, str | None, bool]] = []
         emit({"event": "start", "total": len(files)})
         for f in files:
@@ -362,7 +367,7 @@ def ingest(
 
         def handle(res: dict[str, Any]) -> None:
             _commit(cat, res, model_id=analyzer.model_id, label_category=analyzer.label_category,
-                    top_tags=top_tags)
+                    top_tags=top_tags, adaptations=adaptations)
             if res["kind"] == "error":
                 summary.failed += 1
                 summary.errors.append((res["path"], res["reason"]))
