@@ -248,6 +248,21 @@ def fit_contrastive(segments: np.ndarray, owner: np.ndarray, *, dim: int = 128, 
     S, o = _check(segments, owner)
     mean, scale = _standardise(S)
     Z = torch.from_numpy(((S - mean) * scale).astype(np.float32))
+    # a small linear map: torch's OpenMP threads only spin-wait on a shared machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_contrastive(Z, o, mean, scale, dim=dim, epochs=epochs, batch=batch,
+                                  temperature=temperature, lr=lr, dropout=dropout, noise=noise,
+                                  weight_decay=weight_decay, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_contrastive(Z, o, mean, scale, *, dim, epochs, batch, temperature, lr, dropout, noise,
+                       weight_decay, seed):
+    import torch
+
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     by_track = [np.flatnonzero(o == t) for t in range(int(o.max()) + 1)]
