@@ -175,9 +175,31 @@ def fit_normalize(X: np.ndarray, *, dim: int = 256, blocks: tuple[int, ...] = ()
         Z = _block_normalize(Z, blocks)
     center = Z.mean(0).astype(np.float32)
     k = int(min(dim, len(X) - 1, X.shape[1]))
-    _, _, Vt = np.linalg.svd((Z - center).astype(np.float64), full_matrices=False)
-    W = Vt[:k].T.astype(np.float32)
+    W = _top_directions((Z - center).astype(np.float64), k)
     return mean, scale, center, W, {"dim": k}
+
+
+def _top_directions(Z: np.ndarray, k: int, *, oversample: int = 32, power: int = 3) -> np.ndarray:
+    """float32 ``(d, k)``: the ``k`` leading right singular vectors of ``Z`` ``(n, d)``.
+
+    Small problems take the exact SVD; large ones a seeded randomized range finder
+    (Halko, Martinsson & Tropp 2011) with ``power`` subspace iterations: ``O(n d k)``
+    instead of ``O(n d^2)`` (10k x 1906 -> 256 in seconds rather than minutes), and the
+    same input always gives the same directions.
+    """
+    n, d = Z.shape
+    if min(n, d) <= 2 * (k + oversample):
+        _, _, Vt = np.linalg.svd(Z, full_matrices=False)
+        return Vt[:k].T.astype(np.float32)
+    rng = np.random.default_rng(0)
+    Q = np.linalg.qr(Z.T @ rng.standard_normal((n, k + oversample)))[0]  # (d, k+p): row space
+    for _ in range(power):
+        Q = np.linalg.qr(Z.T @ (Z @ Q))[0]
+    _, _, Vt = np.linalg.svd(Z @ Q, full_matrices=False)  # (n, k+p): small
+    V = Q @ Vt.T
+    # a fixed sign per direction, so the projection does not depend on the SVD's whims
+    V *= np.where(V[np.abs(V).argmax(0), np.arange(V.shape[1])] < 0, -1.0, 1.0)
+    return V[:, :k].astype(np.float32)
 
 
 def _check(segments: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
