@@ -316,7 +316,7 @@ def p10_through_similar(X: np.ndarray, tracks: list[Track], *, k: int = 10, name
     """Same-label P@k asking ``soundalike.similar`` of a real catalog holding ``X``."""
     import soundalike
     from soundalike.catalog.store import Catalog
-    from soundalike.search.index import forget_cached
+    from soundalike.search.sync import forget_cached
 
     with tempfile.TemporaryDirectory() as d:
         cat = Catalog.open(Path(d) / "bench.sqlite")
