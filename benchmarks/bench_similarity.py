@@ -432,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{v:46} {r['dim']:5d} {r['p10']:6.3f} {r['p10_s10']:8.3f} {r['seg_p1']:7.3f} "
               f"{r['lr_acc']:6.3f} {r.get('phil_p10', float('nan')):9.3f}"
               f"{'*' if r.get('phil_fit') == 'main' else ''}", flush=True)
-    print("* Philharmonia notes are too short to fit an adaptation on: the one fitted on the main set is applied")
+    if any(r.get("phil_fit") == "main" for r in rows):
+        print("* Philharmonia notes are too short to fit an adaptation on: the one fitted on the main set is applied")
     print(f"targets: P@10 >= 0.70, seg P@1 >= 0.90, phil P@10 >= baseline; "
           f"{time.perf_counter() - t0:.0f} s, load {open('/proc/loadavg').read().split()[0]}")
     if args.json:
