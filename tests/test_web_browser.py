@@ -63,6 +63,7 @@ def driver(tmp_path_factory):
                 "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
                 "--window-size=1400,900", "--mute-audio", f"--user-data-dir={profile}"):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations land in the console
     d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     d.set_page_load_timeout(30)
     yield d
@@ -140,3 +141,34 @@ def test_filter_keyboard_and_more_like_this(server, driver):
     shot = ARTIFACTS / "web-browser.png"
     driver.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
+
+
+def test_page_passes_its_content_security_policy(server, driver):
+    """The page works under the server's CSP with no violation in the console, and the
+    policy is really enforced: an injected inline script does not run."""
+    from selenium.webdriver.common.by import By
+
+    base, _ = server
+    driver.get_log("browser")  # drop what earlier tests logged
+    driver.get(base + "/")
+    _wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#tracks tbody tr")) == 15, what="tracks listed")
+    driver.find_element(By.CSS_SELECTOR, "#tracks tbody tr").click()
+    _wait(lambda: driver.execute_script(
+        "const i = document.getElementById('spectrogram'); return i.complete && i.naturalWidth > 100"),
+        what="spectrogram image")
+    before = [e["message"] for e in driver.get_log("browser")]
+    violations = [m for m in before if "Content Security Policy" in m]
+    assert not violations, violations
+    ran = driver.execute_script(
+        "window.__injected = false; const s = document.createElement('script');"
+        "s.textContent = 'window.__injected = true'; document.body.append(s); return window.__injected;")
+    assert ran is False, "an inline script ran: no CSP in force"
+    after = [e["message"] for e in driver.get_log("browser")]
+    assert any("Content Security Policy" in m for m in after), after  # and the browser reported it
+
+
+def test_durations_round_to_whole_seconds(server, driver):
+    base, _ = server
+    driver.get(base + "/")
+    got = driver.execute_script("return [119.88, 59.6, 0.4, 3599.7, 61].map(fmtTime)")
+    assert got == ["2:00", "1:00", "0:00", "60:00", "1:01"]

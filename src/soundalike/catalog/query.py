@@ -65,6 +65,12 @@ SUGGESTED = "suggested"
 
 TermKind = Literal["tag", "numeric", "text", "any"]
 
+#: Most terms in one filter, and most ``|`` alternatives in one term: every term becomes
+#: a nested SQL condition and SQLite refuses trees deeper than 1000 ("Expression tree is
+#: too large"); these bounds keep the deepest one near 350 whatever the backend.
+MAX_TERMS = 50
+MAX_VALUES = 100
+
 _FIELD_RE = re.compile(r"[a-z][a-z0-9_]*")
 
 
@@ -173,7 +179,8 @@ def parse(text: str | None) -> Query:
     ------
     QueryError
         Unterminated quote, empty value, bad number or range, misplaced ``|`` or ``-``;
-        the message names the 1-based character position.
+        the message names the 1-based character position; more than :data:`MAX_TERMS`
+        terms or :data:`MAX_VALUES` alternatives in a term.
     """
     text = text or ""
     terms: list[Term] = []
@@ -205,6 +212,9 @@ def parse(text: str | None) -> Query:
             if value == "" and not (vpos < n and text[vpos] == '"'):
                 raise QueryError(f"position {vpos + 1}: empty value in filter {text!r}")
             raw.append((value, vpos))
+            if len(raw) > MAX_VALUES:
+                raise QueryError(f"position {start + 1}: a term may join at most {MAX_VALUES} values "
+                                 f"with '|'; split the filter or use a range")
             if i < n and text[i] == "|":
                 i += 1
                 if i >= n or text[i].isspace():
@@ -213,6 +223,8 @@ def parse(text: str | None) -> Query:
             break
         if i < n and not text[i].isspace():
             raise QueryError(f"position {i + 1}: expected a space after the term in filter {text!r}")
+        if len(terms) >= MAX_TERMS:
+            raise QueryError(f"position {start + 1}: a filter may have at most {MAX_TERMS} terms")
         if field in NUMERIC_FIELDS:
             terms.append(Term("numeric", field, tuple(_range(v, p, field, text) for v, p in raw),
                               negated, start))

@@ -130,6 +130,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
+        "tracks.inode and tracks.device: the file's identity at ingest, so the server sends a "
+        "file only while it still is the one ingested (NULL for rows ingested before)",
+        """
+        ALTER TABLE tracks ADD COLUMN inode {bigint};
+        ALTER TABLE tracks ADD COLUMN device {bigint}
+        """,
+    ),
+    Migration(
         "catalog adaptations: a fitted projection of one model's vectors, a model of its own",
         # model_id is the adapted model's id (also a row of models); data is the
         # serialised soundalike.models.adapt.Adaptation that maps base vectors to it.
@@ -156,18 +164,24 @@ def migrate(backend: Backend) -> int:
     CatalogError
         The database was written by a newer soundalike.
     """
-    version = backend.get_schema_version()
-    if version > SCHEMA_VERSION:
-        raise CatalogError(
-            f"{backend.location}: catalog schema v{version} is newer than this soundalike "
-            f"(v{SCHEMA_VERSION}); upgrade soundalike")
-    for i in range(version, SCHEMA_VERSION):
-        backend.begin()
-        try:
-            backend.run_script(backend.dialect.ddl(MIGRATIONS[i].text_for(backend.dialect.name)))
-            backend.set_schema_version(i + 1)
-        except BaseException:
-            backend.rollback()
-            raise
-        backend.commit()
-    return version
+    first = version = backend.get_schema_version()
+    while True:
+        if version > SCHEMA_VERSION:
+            raise CatalogError(
+                f"{backend.location}: catalog schema v{version} is newer than this soundalike "
+                f"(v{SCHEMA_VERSION}); upgrade soundalike")
+        if version == SCHEMA_VERSION:
+            return first
+        # several processes may open a new catalog at once: one migrates, the others wait
+        # for it and find the work done (SQLite: BEGIN IMMEDIATE already serialises them)
+        with backend.schema_lock():
+            backend.begin()
+            try:
+                if backend.get_schema_version() == version:
+                    backend.run_script(backend.dialect.ddl(MIGRATIONS[version].text_for(backend.dialect.name)))
+                    backend.set_schema_version(version + 1)
+            except BaseException:
+                backend.rollback()
+                raise
+            backend.commit()
+        version = backend.get_schema_version()

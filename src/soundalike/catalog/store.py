@@ -20,6 +20,7 @@ carries the counter value of the transaction that wrote it (``analyses.version``
 from __future__ import annotations
 
 import itertools
+import os
 import json
 import time
 from collections import defaultdict
@@ -32,16 +33,16 @@ from typing import Literal
 import numpy as np
 
 from soundalike.catalog import query as _q
-from soundalike.catalog.backends import DATABASE_ERRORS, Backend, chunked, is_url, open_backend
+from soundalike.catalog.backends import Backend, chunked, database_errors, is_url, open_backend
 from soundalike.catalog.schema import SCHEMA_VERSION, migrate
-from soundalike.errors import CatalogError, ModelMismatchError
+from soundalike.errors import CatalogBusyError, CatalogError, ModelMismatchError
 
 TagSource = Literal["file", "user", "model", "suggested"]
 TAG_SOURCES: tuple[str, ...] = ("file", "user", "model", "suggested")
 
 _TRACK_FIELDS = ("id", "path", "content_hash", "size", "mtime", "duration_s", "sr", "channels",
                  "format", "title", "artist", "album", "genre", "year", "status", "added_at",
-                 "updated_at")
+                 "updated_at", "inode", "device")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,25 @@ class Track:
     status: str = "ok"
     added_at: float = 0.0
     updated_at: float = 0.0
+    inode: int | None = None  # st_ino / st_dev of the file at ingest (None: ingested before v3)
+    device: int | None = None
+
+    def file_problem(self, st: os.stat_result) -> str | None:
+        """Why the file ``st`` describes is not the file this track was ingested from, or None.
+
+        It must be a regular file with the size and mtime recorded at ingest and, when they
+        were recorded, the same inode and device (a file swapped for another or for a
+        symlink elsewhere -- ``ln -sf /etc/passwd track.mp3`` -- fails at least one).
+        """
+        import stat as stat_
+
+        if not stat_.S_ISREG(st.st_mode):
+            return "is no longer a regular file"
+        if self.inode is not None and (_u63(st.st_ino), _u63(st.st_dev)) != (self.inode, self.device):
+            return "was replaced by another file since it was ingested"
+        if st.st_size != self.size or st.st_mtime != self.mtime:
+            return "changed since it was ingested"
+        return None
 
     @property
     def display_name(self) -> str:
@@ -144,6 +164,19 @@ _ANALYSIS_COLS = "track_id, model_id, embedding, predictions, created_at"
 _instances = itertools.count(1)
 
 
+def _fits_int64(v) -> bool:
+    """Whether ``v`` is an integer a SQL BIGINT holds (larger ones name no track)."""
+    try:
+        return -(1 << 63) <= int(v) < (1 << 63)
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _u63(v: int | None) -> int | None:
+    """An unsigned 64-bit number (inode, device) folded into a signed 64-bit column."""
+    return None if v is None else (int(v) - (1 << 64) if int(v) >= 1 << 63 else int(v))
+
+
 def _track(row: Sequence) -> Track:
     return Track(*row)
 
@@ -168,6 +201,7 @@ class Catalog:
         self._in_tx = False
         self._tx_version: int | None = None
         self._tx_dirty = False
+        self._models_by_id: dict[str, ModelInfo] = {}
         #: distinguishes open catalogs for per-connection caches (``id()`` can be reused)
         self.instance_key = next(_instances)
 
@@ -184,11 +218,12 @@ class Catalog:
             newer schema.
         """
         backend = open_backend(path, create=create, timeout_s=timeout_s)
-        where: Path | str = str(path) if is_url(path) else Path(path).expanduser()
+        # a URL is kept without its password: `path` appears in messages
+        where: Path | str = backend.location if is_url(path) else Path(path).expanduser()
         cat = cls(where, backend)
         try:
             migrate(backend)
-        except DATABASE_ERRORS as exc:
+        except database_errors() as exc:
             backend.close()
             raise CatalogError(f"{where}: not a soundalike catalog ({exc})") from exc
         except BaseException:
@@ -202,11 +237,26 @@ class Catalog:
 
     @property
     def location(self) -> str:
-        """A stable text naming this catalog (cache keys, messages)."""
+        """A stable text naming this catalog (cache keys, messages; a URL without password)."""
         return self._db.location if is_url(self.path) else str(Path(self.path).resolve())
 
     def index_dir(self) -> Path:
-        """Where this catalog's faiss indexes are kept: ``<catalog file>.index/``."""
+        """Where this process keeps the catalog's faiss indexes.
+
+        A SQLite catalog: ``<catalog file>.index/`` beside it.  A server catalog: the
+        embeddings live in the database and each host keeps its own copy of the index
+        in ``<data dir>/indexes/<database>-<hash of the URL>/`` (rebuilt from the
+        database whenever it is missing).
+        """
+        if is_url(self.path):
+            import hashlib
+            import re
+
+            from soundalike.paths import data_dir
+
+            loc = self._db.location
+            name = re.sub(r"[^A-Za-z0-9_.-]", "_", loc.rsplit("/", 1)[-1].split("?")[0]) or "catalog"
+            return data_dir() / "indexes" / f"{name}-{hashlib.sha1(loc.encode()).hexdigest()[:12]}"
         p = Path(self.path)
         return p.with_name(p.name + ".index")
 
@@ -229,19 +279,31 @@ class Catalog:
         if self._in_tx:
             yield self
             return
-        self._db.begin()
+        try:
+            self._db.begin()
+        except database_errors() as exc:
+            if self._db.is_busy(exc):
+                raise CatalogBusyError(f"{self.path}: another writer holds the catalog ({exc}); "
+                                       f"nothing was written, try again") from exc
+            raise
         self._in_tx, self._tx_version, self._tx_dirty = True, None, False
         try:
-            yield self
-            if self._tx_dirty and self._tx_version is None:
-                self._version()
-        except BaseException:
-            self._db.rollback()
+            try:
+                yield self
+                if self._tx_dirty and self._tx_version is None:
+                    self._version()
+            except BaseException:
+                self._db.rollback()
+                raise
+            else:
+                self._db.commit()
+            finally:
+                self._in_tx, self._tx_version, self._tx_dirty = False, None, False
+        except database_errors() as exc:
+            if self._db.is_busy(exc):
+                raise CatalogBusyError(f"{self.path}: another writer was in the way ({exc}); "
+                                       f"nothing was written, try again") from exc
             raise
-        else:
-            self._db.commit()
-        finally:
-            self._in_tx, self._tx_version, self._tx_dirty = False, None, False
 
     def _write(self, sql: str, params: Sequence = ()):
         """Run a writing statement (inside :meth:`transaction`) and mark the transaction dirty."""
@@ -256,8 +318,8 @@ class Catalog:
         values in the order they commit.
         """
         if self._tx_version is None:
-            self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'change'")
-            self._tx_version = int(self._db.fetchone("SELECT value FROM counters WHERE name = 'change'")[0])
+            self._tx_version = int(self._db.fetchone(
+                "UPDATE counters SET value = value + 1 WHERE name = 'change' RETURNING value")[0])
         return self._tx_version
 
     @property
@@ -280,8 +342,11 @@ class Catalog:
                      duration_s: float | None = None, sr: int | None = None,
                      channels: int | None = None, format: str | None = None,
                      title: str | None = None, artist: str | None = None, album: str | None = None,
-                     genre: str | None = None, year: int | None = None) -> int:
+                     genre: str | None = None, year: int | None = None,
+                     inode: int | None = None, device: int | None = None) -> int:
         """Insert or update the track at ``path`` (status becomes ``ok``); returns its id.
+
+        ``inode``/``device`` (``os.stat``'s ``st_ino``/``st_dev``) identify the file ingested.
 
         One statement keyed on the unique path, so concurrent writers of the same file
         meet in the database's constraint, never in a duplicate row.
@@ -289,7 +354,8 @@ class Catalog:
         now = time.time()
         values = dict(path=path, content_hash=content_hash, size=size, mtime=mtime,
                       duration_s=duration_s, sr=sr, channels=channels, format=format, title=title,
-                      artist=artist, album=album, genre=genre, year=year)
+                      artist=artist, album=album, genre=genre, year=year,
+                      inode=_u63(inode), device=_u63(device))
         cols = ", ".join(values)
         sets = ", ".join(f"{k} = excluded.{k}" for k in values if k != "path")
         with self.transaction():
@@ -301,13 +367,16 @@ class Catalog:
             return int(row[0])
 
     def get_track(self, track_id: int) -> Track | None:
+        """The track with this id, or None (also for ids no 64-bit column can hold)."""
+        if not _fits_int64(track_id):
+            return None
         row = self._db.fetchone(f"SELECT {_TRACK_COLS} FROM tracks WHERE id = ?", (int(track_id),))
         return _track(row) if row else None
 
     def get_tracks(self, ids: Iterable[int]) -> dict[int, Track]:
         """Tracks by id (missing ids are left out)."""
         out: dict[int, Track] = {}
-        for chunk in chunked(int(i) for i in ids):
+        for chunk in chunked(int(i) for i in ids if _fits_int64(i)):
             for row in self._db.fetchall(f"SELECT {_TRACK_COLS} FROM tracks WHERE id IN "
                                          f"({self._db.dialect.marks(len(chunk))})", chunk):
                 out[int(row[0])] = _track(row)
@@ -331,9 +400,10 @@ class Catalog:
                 if t:
                     return [t]
         like = "%" + ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        like_op = self._db.dialect.ilike
         rows = self._db.fetchall(
-            f"SELECT {_TRACK_COLS} FROM tracks WHERE title LIKE ? ESCAPE '\\' OR artist LIKE ? ESCAPE '\\' "
-            "OR path LIKE ? ESCAPE '\\' ORDER BY status = 'ok' DESC, id LIMIT ?",
+            f"SELECT {_TRACK_COLS} FROM tracks WHERE title {like_op} ? ESCAPE '\\' OR artist {like_op} ? "
+            f"ESCAPE '\\' OR path {like_op} ? ESCAPE '\\' ORDER BY status = 'ok' DESC, id LIMIT ?",
             (like, like, like, limit))
         return [_track(r) for r in rows]
 
@@ -360,11 +430,21 @@ class Catalog:
         return {r[1]: (int(r[0]), r[2], r[3], r[4], r[5])
                 for r in self._db.fetchall("SELECT id, path, size, mtime, content_hash, status FROM tracks")}
 
-    def touch_track(self, track_id: int, *, size: int, mtime: float) -> None:
-        """Record a new mtime for unchanged content (and bring a missing track back)."""
+    def touch_track(self, track_id: int, *, size: int, mtime: float, inode: int | None = None,
+                    device: int | None = None) -> None:
+        """Record a new mtime (and file identity) for unchanged content (and bring a missing track back)."""
         with self.transaction():
-            self._write("UPDATE tracks SET size = ?, mtime = ?, status = 'ok', updated_at = ? WHERE id = ?",
-                        (size, mtime, time.time(), int(track_id)))
+            self._write("UPDATE tracks SET size = ?, mtime = ?, inode = coalesce(?, inode), "
+                        "device = coalesce(?, device), status = 'ok', updated_at = ? WHERE id = ?",
+                        (size, mtime, _u63(inode), _u63(device), time.time(), int(track_id)))
+
+    def mark_changed(self, track_id: int) -> None:
+        """Take a track whose file is no longer the one ingested out of service (status
+        ``missing``: listings, search and the audio route skip it; the next ingest of its
+        folder re-checks the file and brings it back if it is audio again)."""
+        with self.transaction():
+            self._write("UPDATE tracks SET status = 'missing', updated_at = ? WHERE id = ? AND status = 'ok'",
+                        (time.time(), int(track_id)))
 
     def mark_missing(self, track_ids: Iterable[int]) -> int:
         """Mark tracks whose files disappeared; nothing is deleted.  Returns how many changed."""
@@ -374,10 +454,10 @@ class Catalog:
             return 0
         with self.transaction():
             for chunk in chunked(ids):
-                cur = self._write(f"UPDATE tracks SET status = 'missing', updated_at = ? "
-                                  f"WHERE status = 'ok' AND id IN ({self._db.dialect.marks(len(chunk))})",
-                                  (time.time(), *chunk))
-                n += cur.rowcount
+                self._tx_dirty = True
+                n += self._db.execute_count(f"UPDATE tracks SET status = 'missing', updated_at = ? "
+                                            f"WHERE status = 'ok' AND id IN ({self._db.dialect.marks(len(chunk))})",
+                                            (time.time(), *chunk))
         return n
 
     # ------------------------------------------------------------------ tags
@@ -407,8 +487,10 @@ class Catalog:
 
     def remove_tag(self, track_id: int, *, tag: str, category: str, source: TagSource = "user") -> int:
         with self.transaction():
-            return self._write("DELETE FROM tags WHERE track_id = ? AND tag = ? AND category = ? AND source = ?",
-                               (int(track_id), normalize_tag(tag), normalize_tag(category), source)).rowcount
+            self._tx_dirty = True
+            return self._db.execute_count(
+                "DELETE FROM tags WHERE track_id = ? AND tag = ? AND category = ? AND source = ?",
+                (int(track_id), normalize_tag(tag), normalize_tag(category), source))
 
     def track_tags(self, track_id: int, *, sources: Iterable[str] | None = None) -> list[Tag]:
         """A track's tags, most confident first."""
@@ -500,6 +582,42 @@ class Catalog:
         rows = self._db.fetchall(f"SELECT t.id FROM tracks t WHERE {sql} ORDER BY t.id", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
+    def filter_notes(self, where: _q.Query | str | None, *, include_suggested: bool = False) -> list[str]:
+        """Plain notes on the tag terms of a filter that name what the catalog does not have.
+
+        ``genre:rock`` on a catalog whose tags are all model tags of category ``tag``
+        matches nothing; this says why: "no track has a tag in category 'genre'
+        (categories here: instrument, tag)", or "no genre tag is rok (genre has: jazz,
+        rock ...)".  Empty when every category and value exists.  Index lookups only.
+        """
+        q = where if isinstance(where, _q.Query) else _q.parse(where)
+        terms = [t for t in q.terms if t.kind == "tag"]
+        if not terms:
+            return []
+        sources = list(_q.BASE_SOURCES + ((_q.SUGGESTED,) if include_suggested else ()))
+        m = self._db.dialect.marks
+        existing = [r[0] for r in self._db.fetchall(
+            f"SELECT DISTINCT category FROM tags WHERE source IN ({m(len(sources))}) ORDER BY category", sources)]
+        notes: list[str] = []
+        for t in terms:
+            if t.field not in existing:
+                have = ", ".join(existing) if existing else "none: the catalog has no tags yet"
+                notes.append(f"no track has a tag in category '{t.field}' (categories here: {have})")
+                continue
+            vals = [str(v) for v in t.values]
+            found = {r[0] for r in self._db.fetchall(
+                f"SELECT DISTINCT tag FROM tags WHERE category = ? AND tag IN ({m(len(vals))}) "
+                f"AND source IN ({m(len(sources))})", [t.field, *vals, *sources])}
+            missing = [v for v in vals if v not in found]
+            if missing:
+                some = [r[0] for r in self._db.fetchall(
+                    f"SELECT tag FROM tags WHERE category = ? AND source IN ({m(len(sources))}) "
+                    f"GROUP BY tag ORDER BY count(DISTINCT track_id) DESC, tag LIMIT 12", [t.field, *sources])]
+                shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+                notes.append(f"no {t.field} tag is {shown} ({t.field} has: {', '.join(some)}"
+                             f"{' ...' if len(some) == 12 else ''})")
+        return notes
+
     def page(self, *, where: _q.Query | str | None = None, text: str | None = None,
              include_suggested: bool = False, offset: int = 0, limit: int = 50,
              order: Literal["id", "title", "artist", "path"] = "id") -> tuple[int, list[int]]:
@@ -581,8 +699,13 @@ class Catalog:
         """A model by id, else by name (the newest of that name), or None.
 
         Reads only the ``models`` table (:meth:`model` also counts analyses, which is
-        slow on large catalogs), so ``n_tracks`` is left at 0.
+        slow on large catalogs), so ``n_tracks`` is left at 0.  Found by id, a model is
+        remembered by this open catalog: a model id names fixed weights, so its row
+        never changes meaning (a search asks for it on every request).
         """
+        hit = self._models_by_id.get(ref)
+        if hit is not None:
+            return hit
         cols = "model_id, name, dim, labels, label_category"
         row = self._db.fetchone(f"SELECT {cols} FROM models WHERE model_id = ?", (ref,))
         if row is None:
@@ -590,10 +713,23 @@ class Catalog:
                                     (ref,))
         if row is None:
             return None
-        return ModelInfo(row[0], row[1], int(row[2]), json.loads(row[3] or "[]"), row[4], 0)
+        info = ModelInfo(row[0], row[1], int(row[2]), json.loads(row[3] or "[]"), row[4], 0)
+        if info.model_id == ref:
+            self._models_by_id[ref] = info
+        return info
 
     def default_model_id(self) -> str | None:
-        """The model with the most analyses of ok tracks, or None for an empty catalog."""
+        """The model with the most analyses of ok tracks, or None for an empty catalog.
+
+        With one model (the usual case) no analyses are counted: counting reads every
+        row, 1 s at 100k tracks on PostgreSQL, and ``similar()`` asks on every call.
+        """
+        registered = self._db.fetchall("SELECT model_id FROM models")
+        if len(registered) == 1:
+            mid = registered[0][0]
+            used = self._db.fetchone("SELECT 1 FROM analyses a JOIN tracks t ON t.id = a.track_id "
+                                     "WHERE a.model_id = ? AND t.status = 'ok' LIMIT 1", (mid,))
+            return mid if used else None
         ms = [m for m in self.models() if m.n_tracks > 0]
         return ms[0].model_id if ms else None
 
@@ -795,6 +931,73 @@ class Catalog:
             "models": [{"model_id": m.model_id, "name": m.name, "dim": m.dim, "tracks": m.n_tracks}
                        for m in self.models()],
         }
+
+    # ------------------------------------------------------------------ whole-catalog copies (copy.py)
+
+    def table_layout(self) -> list[tuple[str, list[str]]]:
+        """Every table with its columns, parents before children (the order to copy them in)."""
+        tables = self._db.tables()
+        order: list[str] = []
+
+        def visit(name: str, seen: tuple[str, ...] = ()) -> None:
+            if name in order or name in seen:
+                return
+            for parent in sorted(tables[name][1] & set(tables)):
+                visit(parent, (*seen, name))
+            order.append(name)
+
+        for name in sorted(tables):
+            visit(name)
+        return [(name, tables[name][0]) for name in order]
+
+    def _known_table(self, table: str, columns: Sequence[str]) -> None:
+        layout = dict(self.table_layout())
+        if table not in layout or not set(columns) <= set(layout[table]):
+            raise CatalogError(f"{self.path}: no table {table} with columns {list(columns)}")
+
+    def read_table(self, table: str, columns: Sequence[str], *, batch: int = 2000) -> Iterator[list[tuple]]:
+        """All rows of ``table`` (``columns`` only), in batches, in a stable order."""
+        self._known_table(table, columns)
+        cols = ", ".join(columns)
+        yield from self._db.iter_rows(f"SELECT {cols} FROM {table} ORDER BY {cols.split(', ')[0]}",
+                                      batch=batch)
+
+    def write_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+        """Insert rows as they are (explicit ids included) inside the caller's transaction."""
+        self._known_table(table, columns)
+        assert self._in_tx, "write_rows goes through Catalog.transaction()"
+        self._tx_dirty = True
+        self._db.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                             f"({self._db.dialect.marks(len(columns))})", rows)
+
+    def clear_table(self, table: str) -> None:
+        """Delete every row of ``table`` inside the caller's transaction (seeded tables before a copy)."""
+        self._known_table(table, [])
+        self._write(f"DELETE FROM {table}")
+
+    def count_rows(self, table: str) -> int:
+        self._known_table(table, [])
+        return int(self._db.fetchone(f"SELECT COUNT(*) FROM {table}")[0])
+
+    def after_bulk_insert(self) -> None:
+        """Let generated ids continue after explicitly inserted ones (tables with an ``id``)."""
+        for table, cols in self.table_layout():
+            if "id" in cols:
+                self._db.reset_identity(table)
+
+    def embeddings_checksum(self) -> tuple[int, str]:
+        """``(n, sha256)`` over every analysis (track id, model id, dim, embedding bytes), by key."""
+        import hashlib
+
+        h = hashlib.sha256()
+        n = 0
+        for rows in self._db.iter_rows("SELECT track_id, model_id, dim, embedding FROM analyses "
+                                       "ORDER BY track_id, model_id"):
+            for tid, mid, dim, blob in rows:
+                h.update(f"{int(tid)}\0{mid}\0{int(dim)}\0".encode())
+                h.update(bytes(blob))
+                n += 1
+        return n, h.hexdigest()
 
     def integrity_check(self) -> str:
         """``"ok"`` when the database's own consistency check passes (SQLite ``integrity_check``)."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from soundalike.cli.common import CatalogOpt, JsonOpt, catalog_path, print_json
+from soundalike.cli.common import CatalogOpt, JsonOpt, catalog_path, console, print_json
 
 catalog_app = typer.Typer(help="Look after the catalog: statistics, ingest errors, user tags.",
                           no_args_is_help=True)
@@ -79,7 +79,7 @@ def ingest(
         print_json({"catalog": str(cat), **summary.to_dict(),
                     "adapted": adapted.to_dict() if adapted else None})
         return
-    out = Console()
+    out = console()
     out.print(f"[bold]{summary.scanned}[/] audio files scanned in {summary.elapsed_s:.1f} s "
               f"with [bold]{summary.model_name}[/] → {cat}")
     out.print(f"  ingested   {summary.ingested}")
@@ -114,9 +114,11 @@ def info(
     from soundalike.catalog.store import Catalog
     from soundalike.errors import TrackNotFoundError
 
+    from soundalike.catalog.backends import is_url
+
     cat_file = catalog_path(catalog)
     track = None
-    if cat_file.exists():
+    if is_url(cat_file) or Path(cat_file).exists():
         with Catalog.open(cat_file, create=False) as cat:
             matches = cat.find_tracks(ref)
             if matches:
@@ -147,10 +149,9 @@ def info(
 
 
 def _print_info(data: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    out = Console()
+    out = console()
     if "file" in data:
         out.print(f"[bold]{data['file']}[/] (not in the catalog)", highlight=False)
         for k in ("duration_s", "sr", "channels", "format", "codec", "decoder"):
@@ -205,13 +206,12 @@ def demo(
     per_style: Annotated[int, typer.Option(help="Tracks per style.")] = 4,
 ) -> None:
     """Build a small demo catalog from generated tracks (no network) and show what to try next."""
-    from rich.console import Console
 
     from soundalike.ingest import ingest as run_ingest
     from soundalike.demo import write_demo_tracks
     from soundalike.paths import data_dir
 
-    out = Console()
+    out = console()
     cat = catalog_path(catalog)
     tdir = tracks_dir or (data_dir() / "demo-tracks")
     paths = write_demo_tracks(tdir, per_style=per_style)
@@ -244,9 +244,8 @@ def catalog_stats(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None
     if json_out:
         print_json(s)
         return
-    from rich.console import Console
 
-    out = Console()
+    out = console()
     hours = s["total_duration_s"] / 3600
     out.print(f"[bold]{s['path']}[/] (schema v{s['schema_version']})", highlight=False)
     out.print(f"  tracks    {s['tracks']}  ({hours:.2f} h)")
@@ -276,7 +275,8 @@ def catalog_errors(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> Non
     print(f"{len(errs)} failed file(s)", file=sys.stderr)
 
 
-@catalog_app.command("tag")
+# "-mood:calm" is a tag to remove, not an option: unknown dashed words stay arguments
+@catalog_app.command("tag", context_settings={"ignore_unknown_options": True})
 def catalog_tag(
     ref: Annotated[str, typer.Argument(help="Track id, path or title.")],
     tags: Annotated[list[str], typer.Argument(help="Tags as category:value (e.g. mood:calm); -category:value removes.")],
@@ -304,3 +304,38 @@ def catalog_tag(
                 print(f"#{track.id}: tagged {cat_name}:{value}")
 
 
+
+
+@catalog_app.command("copy")
+def catalog_copy(
+    src: Annotated[str, typer.Argument(help="Catalog to copy: a SQLite file or postgresql://user@host:port/db.")],
+    dst: Annotated[str, typer.Argument(help="Empty destination: a new file or an empty PostgreSQL database.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Copy a catalog to another backend (or file), verifying row counts and an embeddings checksum."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from soundalike.catalog.copy import copy_catalog
+    from soundalike.paths import catalog_target
+
+    err = Console(stderr=True)
+    progress = Progress(TextColumn("[bold]copy {task.fields[table]:<14}"), BarColumn(), MofNCompleteColumn(),
+                        console=err, transient=True, disable=json_out or not err.is_terminal)
+    tasks: dict[str, Any] = {}
+
+    def on_progress(table: str, done: int, total: int) -> None:
+        if table not in tasks:
+            tasks[table] = progress.add_task(table, total=max(total, 1), table=table)
+        progress.update(tasks[table], completed=done)
+
+    with progress:
+        report = copy_catalog(catalog_target(src), catalog_target(dst), on_progress=on_progress)
+    if json_out:
+        print_json(report.to_dict())
+        return
+    out = Console()
+    out.print(f"copied [bold]{report.source}[/] → [bold]{report.destination}[/]", highlight=False)
+    for table, n in report.rows.items():
+        out.print(f"  {table:<14} {n:>8} rows")
+    out.print(f"  verified: row counts equal; {report.embeddings} embeddings, sha256 {report.checksum[:16]}…")

@@ -90,6 +90,7 @@ def list_models(json_out: JsonOpt = False) -> None:
         if name in SPECS:
             s = SPECS[name]
             rows.append({"name": name, "kind": f"pretrained {s.arch} ({s.dataset})", "labels": len(s.labels),
+                         "label_names": list(s.labels), "label_category": "tag",
                          "embedding_dims": s.embedding_dims, "roc_auc": s.roc_auc, "pr_auc": s.pr_auc,
                          "default": name == DEFAULT_ANALYZER})
         elif name in FUSED:
@@ -102,7 +103,8 @@ def list_models(json_out: JsonOpt = False) -> None:
                          "embedding_dims": {"embedding": sum(dims.values())}, "roc_auc": None,
                          "pr_auc": None, "default": name == DEFAULT_ANALYZER})
         elif name == MFCCStats.name:
-            rows.append({"name": name, "kind": "baseline (no weights)", "labels": 0,
+            rows.append({"name": name, "kind": "baseline (no weights)", "labels": 0, "label_names": [],
+                         "label_category": None,
                          "embedding_dims": {"embedding": MFCCStats.embedding_dim}, "roc_auc": None,
                          "pr_auc": None, "default": name == DEFAULT_ANALYZER})
     if json_out:
@@ -114,3 +116,11 @@ def list_models(json_out: JsonOpt = False) -> None:
         auc = f"{r['roc_auc']:7.4f} {r['pr_auc']:7.4f}" if r["roc_auc"] is not None else f"{'-':>7} {'-':>7}"
         print(f"{r['name']:<14} {r['kind']:<28} {r['labels']:>6}  {dims:<28} {auc}"
               + ("  (default)" if r["default"] else ""))
+    import textwrap
+
+    print("\nlabels (model tags, category 'tag'):")
+    for r in rows:
+        # "\0" keeps a label's words on one line ("alternative rock" never splits)
+        names = ", ".join(x.replace(" ", "\0") for x in r["label_names"]) or "none (similarity only)"
+        print(textwrap.fill(names, width=100, initial_indent=f"  {r['name']:<13} ", subsequent_indent=" " * 16,
+                            break_long_words=False, break_on_hyphens=False).replace("\0", " "))

@@ -26,7 +26,7 @@ import collections
 import math
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -538,7 +538,8 @@ def set_threads(threads: int | None) -> None:
 
 
 def open_recognizer(*, model: str | None = None, catalog_path=None, require_catalog: bool = False,
-                    config: LiveConfig = LiveConfig(), threads: int | None = 1) -> tuple[Recognizer, Any]:
+                    config: LiveConfig = LiveConfig(), threads: int | None = 1,
+                    on_warning: Callable[[str], None] | None = None) -> tuple[Recognizer, Any]:
     """Choose the analyzer, open the catalog and build a :class:`Recognizer`.
 
     Parameters
@@ -546,10 +547,13 @@ def open_recognizer(*, model: str | None = None, catalog_path=None, require_cata
     model : model name or trained run folder; ``None`` picks the catalog's default
         model (the one with most analyses) or else ``zoo.DEFAULT_ANALYZER``
     catalog_path : catalog file; ``None``, a missing file, or one without embeddings of
-        the model means no nearest tracks, unless ``require_catalog``
-    require_catalog : a missing ``catalog_path`` is an error (the user named it)
+        the model means no nearest tracks (labels only)
+    require_catalog : a missing ``catalog_path`` is an error (the user named it); a named
+        catalog without embeddings of the model is a warning, not an error: live labels
+        still work (a trained run's catalog is often ingested with another model)
     config : live parameters
     threads : torch intra-op threads (see :func:`set_threads`)
+    on_warning : called with a one-line warning when the catalog cannot be used
 
     Returns
     -------
@@ -560,7 +564,7 @@ def open_recognizer(*, model: str | None = None, catalog_path=None, require_cata
     CatalogError
         ``require_catalog`` and the file is missing or unreadable.
     ModelError, ModelMismatchError
-        Unknown model, or the catalog has no embeddings from the chosen model.
+        Unknown model, or the catalog's default model no longer has its id.
     """
     from pathlib import Path
 
@@ -568,7 +572,10 @@ def open_recognizer(*, model: str | None = None, catalog_path=None, require_cata
 
     set_threads(threads)
     catalog = None
-    if catalog_path is not None and (require_catalog or Path(catalog_path).expanduser().exists()):
+    from soundalike.paths import is_catalog_url
+
+    if catalog_path is not None and (require_catalog or is_catalog_url(catalog_path)
+                                     or Path(catalog_path).expanduser().exists()):
         from soundalike.catalog.store import Catalog
 
         catalog = Catalog.open(catalog_path, create=False)
@@ -600,9 +607,11 @@ def open_recognizer(*, model: str | None = None, catalog_path=None, require_cata
             try:
                 matcher = TrackMatcher(catalog, model_id=analyzer.model_id)
             except ModelMismatchError:
-                if require_catalog:
-                    raise
-                catalog.close()  # the implicit default catalog knows nothing of this model
+                if require_catalog and on_warning is not None:
+                    on_warning(f"catalog {catalog.path} has no embeddings from {analyzer.name} "
+                               f"({analyzer.model_id}): listening with labels only, no nearest tracks "
+                               f"(`soundalike ingest DIR --model {model or analyzer.name}` adds them)")
+                catalog.close()  # the catalog knows nothing of this model
                 catalog = None
     except BaseException:
         if catalog is not None:

@@ -107,28 +107,33 @@ def open_catalog(catalog: Catalog | str | os.PathLike | None):
         cat.close()
 
 
-def _analyze_file(cat: Catalog, path: Path, model_id: str):
+#: Longest outside clip a query decodes, in seconds (decoding stops there: AudioTooLongError).
+MAX_CLIP_S = 1800.0
+
+
+def _analyze_file(cat: Catalog, path: Path, model_id: str, *, max_clip_s: float | None = None):
     from soundalike.audio.io import load
     from soundalike.search.sync import analyzer_for
 
     analyzer = analyzer_for(cat, model_id)
-    y, sr = load(path, sr=analyzer.sample_rate)
+    y, sr = load(path, sr=analyzer.sample_rate, max_duration_s=max_clip_s)
     return analyzer, analyzer.analyze(y, sr)
 
 
 def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str,
-                  include_suggested: bool = False) -> ResolvedQuery:
+                  include_suggested: bool = False, max_clip_s: float | None = MAX_CLIP_S) -> ResolvedQuery:
     """Turn a query into a vector of ``model_id``.
 
     ``query`` is a track id (int or digits), a path (a catalog track's, or any audio file,
     analyzed on the fly), or a title/artist substring (the first match, by id).
+    An outside file longer than ``max_clip_s`` seconds is refused (``None``: no limit).
 
     Raises
     ------
     TrackNotFoundError
         Nothing in the catalog matches and it is not an audio file.
     AudioDecodeError
-        An outside file cannot be decoded.
+        An outside file cannot be decoded (:class:`AudioTooLongError`: too long).
     """
     from soundalike.search.sync import lookup_model
 
@@ -147,7 +152,7 @@ def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str
         if p.is_file():
             track = cat.track_by_path(str(p.resolve())) or cat.track_by_path(str(p))
             if track is None:
-                analyzer, analysis = _analyze_file(cat, p, info.model_id)
+                analyzer, analysis = _analyze_file(cat, p, info.model_id, max_clip_s=max_clip_s)
                 top = [(analyzer.label_category, lbl) for lbl, prob in analysis.top(5) if prob >= 0.1]
                 return ResolvedQuery(np.asarray(analysis.embedding, np.float32), model_id, None, str(p),
                                      frozenset(top), dict(analysis.predictions))
@@ -256,8 +261,10 @@ def similar(query: int | str | os.PathLike, *, k: int = 10, where: str | None = 
 def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: str | None = None,
                        model: str | None = None, exclude_same_artist: bool = False,
                        include_suggested: bool = False,
-                       catalog: Catalog | str | os.PathLike | None = None) -> tuple[ResolvedQuery, list[Hit]]:
-    """:func:`similar`, also returning what the query resolved to (for display)."""
+                       catalog: Catalog | str | os.PathLike | None = None,
+                       max_clip_s: float | None = MAX_CLIP_S) -> tuple[ResolvedQuery, list[Hit]]:
+    """:func:`similar`, also returning what the query resolved to (for display); an outside
+    clip longer than ``max_clip_s`` seconds raises :class:`AudioTooLongError`."""
     from soundalike.catalog.query import parse
     from soundalike.search.sync import cached_index, model_info
 
@@ -266,7 +273,8 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
     parse(where)  # fail on a bad filter before any decoding
     with open_catalog(catalog) as cat:
         info = model_info(cat, model)
-        rq = resolve_query(cat, query, model_id=info.model_id, include_suggested=include_suggested)
+        rq = resolve_query(cat, query, model_id=info.model_id, include_suggested=include_suggested,
+                           max_clip_s=max_clip_s)
         index = cached_index(cat, info.model_id)
         mask = _filter_mask(cat, index, where, include_suggested)
         exclude = [rq.track.id] if rq.track else []

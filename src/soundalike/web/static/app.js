@@ -47,7 +47,8 @@ function params(extra = {}) {
 
 function fmtTime(s) {
   if (s == null) return "";
-  const m = Math.floor(s / 60), r = Math.round(s % 60);
+  const t = Math.round(s);  // round first: 119.88 s is 2:00, not 1:60
+  const m = Math.floor(t / 60), r = t % 60;
   return `${m}:${String(r).padStart(2, "0")}`;
 }
 
@@ -70,7 +71,7 @@ async function load() {
     $("#next").disabled = last >= state.total;
     if (state.active === "tracks") state.index = -1;
     markSelected();
-    setStatus("");
+    setStatus((page.notes || []).join("; "));  // e.g. "no track has a tag in category 'genre' ..." 
   } catch (e) {
     setStatus(e.message, true);
   }
