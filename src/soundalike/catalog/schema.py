@@ -172,6 +172,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX tags_tag ON tags(tag)
         """,
     ),
+    Migration(
+        "catalog adaptations: a fitted projection of one model's vectors, a model of its own",
+        # model_id is the adapted model's id (also a row of models); data is the
+        # serialised soundalike.models.adapt.Adaptation that maps base vectors to it.
+        """
+        CREATE TABLE adaptations (
+            model_id       TEXT PRIMARY KEY REFERENCES models(model_id),
+            base_model_id  TEXT NOT NULL REFERENCES models(model_id),
+            method         TEXT NOT NULL,
+            data           {blob} NOT NULL,
+            created_at     {real} NOT NULL
+        );
+        CREATE INDEX adaptations_base ON adaptations(base_model_id)
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -153,6 +153,17 @@ class PlaylistInfo:
 
 
 @dataclass(frozen=True)
+class StoredAdaptation:
+    """A catalog adaptation: ``data`` maps ``base_model_id`` vectors to ``model_id``'s."""
+
+    model_id: str
+    base_model_id: str
+    method: str
+    data: bytes
+    created_at: float
+
+
+@dataclass(frozen=True)
 class IngestErrorRecord:
     id: int
     path: str
@@ -864,6 +875,57 @@ class Catalog:
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
         X = np.frombuffer(b"".join(bytes(r[1]) for r in rows), np.float32).reshape(len(rows), dims.pop())
         return ids, X.copy()
+
+    # ------------------------------------------------------------------ adaptations
+
+    def put_adaptation(self, *, model_id: str, base_model_id: str, method: str, data: bytes) -> None:
+        """Store (or replace) the adaptation that makes ``model_id`` from ``base_model_id``.
+
+        ``model_id`` must already be registered (:meth:`register_model`).
+        """
+        with self.transaction():
+            self._write(
+                "INSERT INTO adaptations (model_id, base_model_id, method, data, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (model_id) DO UPDATE SET "
+                "base_model_id = excluded.base_model_id, method = excluded.method, data = excluded.data, "
+                "created_at = excluded.created_at",
+                (model_id, base_model_id, method, bytes(data), time.time()))
+
+    def adaptations(self, base_model_id: str | None = None) -> list[StoredAdaptation]:
+        """Adaptations (of one base model, or all), newest first."""
+        q = "SELECT model_id, base_model_id, method, data, created_at FROM adaptations"
+        args: tuple = ()
+        if base_model_id is not None:
+            q += " WHERE base_model_id = ?"
+            args = (base_model_id,)
+        rows = self._db.fetchall(q + " ORDER BY created_at DESC", args)
+        return [StoredAdaptation(r[0], r[1], r[2], bytes(r[3]), float(r[4])) for r in rows]
+
+    def get_adaptation(self, model_id: str) -> StoredAdaptation | None:
+        r = self._db.fetchone("SELECT model_id, base_model_id, method, data, created_at FROM adaptations "
+                              "WHERE model_id = ?", (model_id,))
+        return StoredAdaptation(r[0], r[1], r[2], bytes(r[3]), float(r[4])) if r else None
+
+    def put_analyses(self, model_id: str, ids: Sequence[int] | np.ndarray, X: np.ndarray) -> None:
+        """Store many analyses of one model (no predictions) in one transaction.
+
+        ``X`` float32 ``(len(ids), dim)``; existing analyses of those tracks are replaced.
+        """
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.ndim != 2 or len(X) != len(ids):
+            raise CatalogError(f"expected {len(ids)} vectors, got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise CatalogError(f"model {model_id}: vectors contain NaN or inf")
+        now = time.time()
+        with self.transaction():
+            version = self._version()
+            for tid, x in zip(ids, X, strict=True):
+                self._write(
+                    "INSERT INTO analyses (track_id, model_id, embedding, dim, predictions, created_at, version) "
+                    "VALUES (?, ?, ?, ?, '{}', ?, ?) ON CONFLICT (track_id, model_id) DO UPDATE SET "
+                    "embedding = excluded.embedding, dim = excluded.dim, predictions = excluded.predictions, "
+                    "created_at = excluded.created_at, version = excluded.version",
+                    (int(tid), model_id, x.tobytes(), int(x.size), now, version))
 
     def count_analyses(self, model_id: str | None = None) -> int:
         if model_id is None:

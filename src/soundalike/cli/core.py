@@ -32,6 +32,8 @@ def ingest(
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPU count).")] = None,
     top_tags: Annotated[int, typer.Option(help="Top predicted labels stored as tags per track.")] = 5,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry files that failed before.")] = False,
+    adapt: Annotated[bool, typer.Option("--adapt/--no-adapt", help=(
+        "Fit the catalog's own normalisation (`index adapt`) once it holds 200 tracks of the model."))] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Add new or changed audio files to the catalog (resumable; bad files are recorded, not fatal)."""
@@ -66,8 +68,16 @@ def ingest(
     with progress:
         summary = run_ingest(paths, catalog=cat, model=model, workers=workers, top_tags=top_tags,
                              retry_failed=retry_failed, on_event=on_event)
+    adapted = None
+    if adapt and summary.model_id:
+        from soundalike.catalog.store import Catalog
+        from soundalike.search.adapt import maybe_auto_adapt
+
+        with Catalog.open(cat, create=False) as c:
+            adapted = maybe_auto_adapt(c, model_id=summary.model_id)
     if json_out:
-        print_json({"catalog": str(cat), **summary.to_dict()})
+        print_json({"catalog": str(cat), **summary.to_dict(),
+                    "adapted": adapted.to_dict() if adapted else None})
         return
     out = console()
     out.print(f"[bold]{summary.scanned}[/] audio files scanned in {summary.elapsed_s:.1f} s "
@@ -78,6 +88,9 @@ def ingest(
                                                  "--retry-failed to retry)" if summary.known_failures else ""))
     if summary.missing:
         out.print(f"  missing    {summary.missing} (files gone; marked missing, not deleted)")
+    if adapted:
+        out.print(f"  adapted    {adapted.tracks} tracks -> {adapted.name} ({adapted.dim}-d), "
+                  f"now the default for similar/serve/listen")
     if summary.errors:
         from collections import Counter
 

@@ -164,6 +164,37 @@ def index_rebuild(
                    f"{rep['count']} tracks, {rep['dim']}-d, {rep.get('build_s', 0):.2f} s")
 
 
+@index_app.command("adapt")
+def index_adapt(
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Base model name or id (default: the catalog's most used).")] = None,
+    dim: Annotated[int, typer.Option(min=2, max=4096, help="Adapted vector length (PCA).")] = 256,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fit the catalog's own normalisation of a model's vectors (no labels); a model id of its own.
+
+    Similar, serve and listen then use the adapted vectors by default; `--model BASE` still
+    names the old ones.  Ingest keeps new tracks adapted.
+    """
+    from soundalike.search.adapt import adapt_catalog, catalog_size
+    from soundalike.search.sync import forget_cached
+
+    with _open(catalog) as cat:
+        before = catalog_size(cat)
+        rep = adapt_catalog(cat, model=model, dim=dim)
+        forget_cached(cat)
+        after = catalog_size(cat)
+    out = {**rep.to_dict(), "catalog_bytes_before": before, "catalog_bytes_after": after}
+    if json_out:
+        print_json(out)
+        return
+    typer.echo(f"adapted {rep.base_name} ({rep.base_model_id}) -> {rep.name} ({rep.model_id}): "
+               f"{rep.tracks} tracks, {rep.dim}-d, fit {rep.fit_s:.2f} s, stored {rep.write_s:.2f} s; "
+               f"catalog {before / 1e6:.1f} -> {after / 1e6:.1f} MB")
+    typer.echo(f"similar/serve/listen now use {rep.name} by default; --model {rep.base_name} for the old vectors")
+
+
 @index_app.command("status")
 def index_status(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None:
     """Show each model's index: kind, size, and whether it is in step with the catalog."""

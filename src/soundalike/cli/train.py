@@ -70,8 +70,9 @@ def train_cmd(
     top_tags: Annotated[int | None, typer.Option("--top-tags", min=1,
                                                  help="Keep the N most frequent tags (MTT: 50).")] = None,
     augment: Annotated[str, typer.Option(
-        "--augment", help="Comma list of gain, noise, shift, speaker; presets live "
-                          "(gain,noise,speaker), all, none.")] = "gain,noise",
+        "--augment", help="Comma list of gain, noise, shift, speaker, eq, reverb, pitch, codec; "
+                          "presets live (gain,noise,speaker), domain (gain,noise,eq,reverb,pitch,codec: "
+                          "other rooms and microphones), all, none.")] = "gain,noise",
     noise_dir: Annotated[Path | None, typer.Option("--noise-dir", help="Noise recordings for the "
                                                    "noise augmentation (default: generated noise).")] = None,
     category: Annotated[str | None, typer.Option("--category", help="Tag category of the labels "

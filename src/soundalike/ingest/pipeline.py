@@ -401,7 +401,7 @@ def _stat_or_none(path: str) -> dict[str, Any]:
 
 
 def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category: str,
-            top_tags: int, single_label: bool = False) -> None:
+            top_tags: int, single_label: bool = False, adaptations: list | None = None) -> None:
     if res["kind"] == "touch":
         t = cat.track_by_path(res["path"])
         if t is not None:
@@ -425,6 +425,8 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
         cat.put_analysis(tid, model_id, res["embedding"], preds)
         if res.get("peaks") is not None:
             cat.put_peaks(tid, res["peaks"])
+        for a in adaptations or ():  # the catalog's adaptations of this model follow it
+            cat.put_analysis(tid, a.model_id, a.apply(res["embedding"]))
         cat.set_tags(tid, [Tag(label, label_category, "model", float(p), model_id) for label, p in top],
                      source="model", model_id=model_id)
         cat.clear_error(res["path"])
@@ -478,6 +480,9 @@ def ingest(
         states = cat.file_states()
         failed_before = cat.error_states()
         analyzed = cat.analyzed_ids(analyzer.model_id)
+        from soundalike.models.adapt import Adaptation
+
+        adaptations = [Adaptation.from_bytes(a.data) for a in cat.adaptations(analyzer.model_id)]
         todo: list[tuple[str, str | None, bool]] = []
         emit({"event": "start", "total": len(files) + len(found.problems)})
         for bad, reason, size, mtime in found.problems:  # loops, broken links, unreadable folders
@@ -518,7 +523,8 @@ def ingest(
                 try:
                     _commit(cat, res, model_id=analyzer.model_id, label_category=analyzer.label_category,
                             top_tags=top_tags,
-                            single_label=getattr(analyzer, "multi_label", True) is False)
+                            single_label=getattr(analyzer, "multi_label", True) is False,
+                            adaptations=adaptations)
                     break
                 except CatalogBusyError:
                     # another ingest held a row this file needs (a deadlock the database broke,

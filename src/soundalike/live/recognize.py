@@ -584,18 +584,24 @@ def open_recognizer(*, model: str | None = None, catalog_path=None, require_cata
             catalog = None
     try:
         if model is None:
-            model_id = catalog.default_model_id() if catalog is not None else None
+            from soundalike.search.sync import analyzer_for, default_model_id
+
+            model_id = default_model_id(catalog) if catalog is not None else None
             if model_id is not None:
-                info = catalog.model(model_id)
-                analyzer = load_analyzer(info.name)
-                if analyzer.model_id != model_id:
-                    raise ModelMismatchError(
-                        f"the catalog's default model {info.name!r} was made by model id {model_id}, "
-                        f"but {info.name!r} here is {analyzer.model_id}; give --model explicitly")
+                try:
+                    analyzer = analyzer_for(catalog, model_id)
+                except ModelMismatchError as exc:
+                    raise ModelMismatchError(f"the catalog's default model: {exc}; give --model explicitly") from exc
             else:
                 analyzer = load_analyzer(DEFAULT_ANALYZER)
         else:
-            analyzer = load_analyzer(model)
+            adapted = catalog.find_model(model) if catalog is not None else None
+            if adapted is not None and catalog.get_adaptation(adapted.model_id) is not None:
+                from soundalike.search.sync import analyzer_for
+
+                analyzer = analyzer_for(catalog, adapted.model_id)  # an adapted model is the catalog's
+            else:
+                analyzer = load_analyzer(model)
         matcher = None
         if catalog is not None:
             try:

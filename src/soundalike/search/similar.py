@@ -111,15 +111,11 @@ def open_catalog(catalog: Catalog | str | os.PathLike | None):
 MAX_CLIP_S = 1800.0
 
 
-def _analyze_file(path: Path, model_name: str, model_id: str, *, max_clip_s: float | None = None):
+def _analyze_file(cat: Catalog, path: Path, model_id: str, *, max_clip_s: float | None = None):
     from soundalike.audio.io import load
-    from soundalike.models.zoo import load_analyzer
+    from soundalike.search.sync import analyzer_for
 
-    analyzer = load_analyzer(model_name)
-    if analyzer.model_id != model_id:
-        raise ModelMismatchError(
-            f"model {model_name!r} now has id {analyzer.model_id}, but the catalog's embeddings were "
-            f"made by {model_id}; re-ingest with `soundalike ingest DIR --model {model_name}`")
+    analyzer = analyzer_for(cat, model_id)
     y, sr = load(path, sr=analyzer.sample_rate, max_duration_s=max_clip_s)
     return analyzer, analyzer.analyze(y, sr)
 
@@ -156,7 +152,7 @@ def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str
         if p.is_file():
             track = cat.track_by_path(str(p.resolve())) or cat.track_by_path(str(p))
             if track is None:
-                analyzer, analysis = _analyze_file(p, info.name, model_id, max_clip_s=max_clip_s)
+                analyzer, analysis = _analyze_file(cat, p, info.model_id, max_clip_s=max_clip_s)
                 top = [(analyzer.label_category, lbl) for lbl, prob in analysis.top(5) if prob >= 0.1]
                 return ResolvedQuery(np.asarray(analysis.embedding, np.float32), model_id, None, str(p),
                                      frozenset(top), dict(analysis.predictions))
@@ -170,7 +166,7 @@ def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str
     if stored is not None:
         vec, preds = stored.embedding, stored.predictions
     else:
-        _, analysis = _analyze_file(Path(track.path), info.name, model_id)
+        _, analysis = _analyze_file(cat, Path(track.path), info.model_id)
         vec, preds = np.asarray(analysis.embedding, np.float32), dict(analysis.predictions)
     tags = cat.tag_pairs([track.id], sources=sources)[track.id]
     return ResolvedQuery(vec, model_id, track, track.path, frozenset(tags), preds)
