@@ -138,7 +138,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
-        "waveform peaks per track; favourites; saved playlists; tags by tag alone (bare-word search)",
+        "waveform peaks per track; favourites; saved playlists; indexes for bare-word search and "
+        "the length slider/sort",
         # peaks.content_hash is the file's hash when its peaks were made: a changed file
         # has stale peaks (Catalog.get_peaks ignores them, ids_without_peaks lists it).
         # favourites and playlists are the catalog's own (one listener per catalog).
@@ -169,7 +170,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (playlist_id, position)
         );
         CREATE INDEX playlist_tracks_track ON playlist_tracks(playlist_id, track_id);
-        CREATE INDEX tags_tag ON tags(tag)
+        CREATE INDEX tags_tag ON tags(tag);
+        CREATE INDEX tracks_status_duration ON tracks(status, duration_s)
         """,
     ),
     Migration(
