@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         ms = get("/api/tracks", {"where": where, "limit": 50, **extra})
         ms += get("/api/facets", {"where": where, "per_category": 40})
         for c in chosen:  # the page's OR-within-a-category counts
-            rest = " ".join(t for t in re.findall(r'-?[^\s"]*"[^"]*"|\S+', where) if not t.startswith(c + ":"))
+            rest = " ".join(t for t in re.findall(r'(?:[^\s"]|"[^"]*")+', where) if not t.startswith(c + ":"))
             ms += get("/api/facets", {"where": rest, "per_category": 40, "categories": c})
         results["filter change"].append(ms)
         word = rng.choice(WORDS)
