@@ -131,6 +131,8 @@ _TRACK_COLS = ", ".join(_TRACK_FIELDS)
 _TRACK_COLS_T = ", ".join(f"t.{f}" for f in _TRACK_FIELDS)
 _ANALYSIS_COLS = "track_id, model_id, embedding, predictions, created_at"
 _instances = itertools.count(1)
+#: id chunk size when a statement also binds a few tag sources
+CHUNK_WITH_SOURCES = 890
 #: The writing transaction's change version, read where it is needed (see Catalog._bump).
 _TX_VERSION = "(SELECT value FROM counters WHERE name = 'change')"
 
@@ -474,6 +476,27 @@ class Catalog:
                     f"AND track_id IN ({m(len(chunk))})", [*sources, *chunk]):
                 out[int(tid)].add((category, tag))
         return out
+
+    def tracks_with_tag_pairs(self, track_ids: Iterable[int], *, sources: Sequence[str]
+                              ) -> tuple[dict[int, Track], dict[int, set[tuple[str, str]]]]:
+        """:meth:`get_tracks` and :meth:`tag_pairs` in one query (a search result's hits:
+        one round trip fewer per request on a server backend)."""
+        ids = [int(i) for i in track_ids]
+        tracks: dict[int, Track] = {}
+        pairs: dict[int, set[tuple[str, str]]] = {i: set() for i in ids}
+        m = self._db.dialect.marks
+        n = len(_TRACK_FIELDS)
+        for chunk in chunked(ids, CHUNK_WITH_SOURCES):
+            for row in self._db.fetchall(
+                    f"SELECT {_TRACK_COLS_T}, g.category, g.tag FROM tracks t LEFT JOIN tags g "
+                    f"ON g.track_id = t.id AND g.source IN ({m(len(sources))}) "
+                    f"WHERE t.id IN ({m(len(chunk))})", [*sources, *chunk]):
+                tid = int(row[0])
+                if tid not in tracks:
+                    tracks[tid] = _track(row[:n])
+                if row[n] is not None:
+                    pairs[tid].add((row[n], row[n + 1]))
+        return tracks, pairs
 
     def known_tags(self, *, sources: Sequence[str], categories: Iterable[str] | None = None
                    ) -> dict[str, dict[int, set[str]]]:
