@@ -257,9 +257,9 @@ class PostgresBackend(Backend):
     _pipe_cm: Any = None
 
     def begin(self) -> None:
-        self._conn.execute("BEGIN")
         self._pipe_cm = self._conn.pipeline()
         self._pipe = self._pipe_cm.__enter__()
+        self._conn.execute("BEGIN")
 
     def _end_pipeline(self) -> None:
         cm, self._pipe_cm, self._pipe = self._pipe_cm, None, None

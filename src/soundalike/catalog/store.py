@@ -182,6 +182,10 @@ _TRACK_COLS = ", ".join(_TRACK_FIELDS)
 _TRACK_COLS_T = ", ".join(f"t.{f}" for f in _TRACK_FIELDS)
 _ANALYSIS_COLS = "track_id, model_id, embedding, predictions, created_at"
 _instances = itertools.count(1)
+#: id chunk size when a statement also binds a few tag sources
+CHUNK_WITH_SOURCES = 890
+#: The writing transaction's change version, read where it is needed (see Catalog._bump).
+_TX_VERSION = "(SELECT value FROM counters WHERE name = 'change')"
 
 
 def _fits_int64(v) -> bool:
@@ -219,7 +223,7 @@ class Catalog:
         self.path = path
         self._db = backend
         self._in_tx = False
-        self._tx_version: int | None = None
+        self._tx_bumped = False
         self._tx_dirty = False
         self._models_by_id: dict[str, ModelInfo] = {}
         #: distinguishes open catalogs for per-connection caches (``id()`` can be reused)
@@ -306,19 +310,19 @@ class Catalog:
                 raise CatalogBusyError(f"{self.path}: another writer holds the catalog ({exc}); "
                                        f"nothing was written, try again") from exc
             raise
-        self._in_tx, self._tx_version, self._tx_dirty = True, None, False
+        self._in_tx, self._tx_bumped, self._tx_dirty = True, False, False
         try:
             try:
                 yield self
-                if self._tx_dirty and self._tx_version is None:
-                    self._version()
+                if self._tx_dirty and not self._tx_bumped:
+                    self._bump()
             except BaseException:
                 self._db.rollback()
                 raise
             else:
                 self._db.commit()
             finally:
-                self._in_tx, self._tx_version, self._tx_dirty = False, None, False
+                self._in_tx, self._tx_bumped, self._tx_dirty = False, False, False
         except database_errors() as exc:
             if self._db.is_busy(exc):
                 raise CatalogBusyError(f"{self.path}: another writer was in the way ({exc}); "
@@ -337,16 +341,17 @@ class Catalog:
         assert self._in_tx, "writes go through Catalog.transaction()"
         return self._db.execute(sql, params)
 
-    def _version(self) -> int:
-        """This transaction's change-counter value (bumped on first use).
+    def _bump(self) -> None:
+        """Bump the change counter once for this transaction (its value is read in SQL).
 
         The counter row stays locked until commit, so concurrent writers get increasing
-        values in the order they commit.
+        values in the order they commit.  Statements read the value with
+        :data:`_TX_VERSION` instead of fetching it, so on PostgreSQL nothing waits for an
+        answer here (the transaction is pipelined).
         """
-        if self._tx_version is None:
-            self._tx_version = int(self._db.fetchone(
-                "UPDATE counters SET value = value + 1 WHERE name = 'change' RETURNING value")[0])
-        return self._tx_version
+        if not self._tx_bumped:
+            self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'change'")
+            self._tx_bumped = True
 
     @property
     def schema_version(self) -> int:
@@ -559,6 +564,27 @@ class Catalog:
                 out[int(tid)].add((category, tag))
         return out
 
+    def tracks_with_tag_pairs(self, track_ids: Iterable[int], *, sources: Sequence[str]
+                              ) -> tuple[dict[int, Track], dict[int, set[tuple[str, str]]]]:
+        """:meth:`get_tracks` and :meth:`tag_pairs` in one query (a search result's hits:
+        one round trip fewer per request on a server backend)."""
+        ids = [int(i) for i in track_ids]
+        tracks: dict[int, Track] = {}
+        pairs: dict[int, set[tuple[str, str]]] = {i: set() for i in ids}
+        m = self._db.dialect.marks
+        n = len(_TRACK_FIELDS)
+        for chunk in chunked(ids, CHUNK_WITH_SOURCES):
+            for row in self._db.fetchall(
+                    f"SELECT {_TRACK_COLS_T}, g.category, g.tag FROM tracks t LEFT JOIN tags g "
+                    f"ON g.track_id = t.id AND g.source IN ({m(len(sources))}) "
+                    f"WHERE t.id IN ({m(len(chunk))})", [*sources, *chunk]):
+                tid = int(row[0])
+                if tid not in tracks:
+                    tracks[tid] = _track(row[:n])
+                if row[n] is not None:
+                    pairs[tid].add((row[n], row[n + 1]))
+        return tracks, pairs
+
     def known_tags(self, *, sources: Sequence[str], categories: Iterable[str] | None = None
                    ) -> dict[str, dict[int, set[str]]]:
         """category -> track id -> its tags from ``sources``, over ``ok`` tracks (tag completion)."""
@@ -769,12 +795,11 @@ class Catalog:
         With one model (the usual case) no analyses are counted: counting reads every
         row, 1 s at 100k tracks on PostgreSQL, and ``similar()`` asks on every call.
         """
-        registered = self._db.fetchall("SELECT model_id FROM models")
-        if len(registered) == 1:
-            mid = registered[0][0]
-            used = self._db.fetchone("SELECT 1 FROM analyses a JOIN tracks t ON t.id = a.track_id "
-                                     "WHERE a.model_id = ? AND t.status = 'ok' LIMIT 1", (mid,))
-            return mid if used else None
+        registered = self._db.fetchall(
+            "SELECT m.model_id, (SELECT 1 FROM analyses a JOIN tracks t ON t.id = a.track_id "
+            "WHERE a.model_id = m.model_id AND t.status = 'ok' LIMIT 1) FROM models m")
+        if len(registered) <= 1:
+            return registered[0][0] if registered and registered[0][1] else None
         ms = [m for m in self.models() if m.n_tracks > 0]
         return ms[0].model_id if ms else None
 
@@ -786,13 +811,13 @@ class Catalog:
             raise CatalogError(f"track {track_id}: embedding contains NaN or inf")
         preds = json.dumps({k: round(float(v), 6) for k, v in (predictions or {}).items()})
         with self.transaction():
-            version = self._version()
+            self._bump()
             self._write(
                 "INSERT INTO analyses (track_id, model_id, embedding, dim, predictions, created_at, version) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (track_id, model_id) DO UPDATE SET "
+                f"VALUES (?, ?, ?, ?, ?, ?, {_TX_VERSION}) ON CONFLICT (track_id, model_id) DO UPDATE SET "
                 "embedding = excluded.embedding, dim = excluded.dim, predictions = excluded.predictions, "
                 "created_at = excluded.created_at, version = excluded.version",
-                (int(track_id), model_id, emb.tobytes(), emb.size, preds, time.time(), version))
+                (int(track_id), model_id, emb.tobytes(), emb.size, preds, time.time()))
 
     def has_analysis(self, track_id: int, model_id: str) -> bool:
         return self._db.fetchone("SELECT 1 FROM analyses WHERE track_id = ? AND model_id = ?",
@@ -822,6 +847,29 @@ class Catalog:
         """Ids of every track (any status) with an analysis by ``model_id``."""
         return {int(r[0]) for r in self._db.fetchall("SELECT track_id FROM analyses WHERE model_id = ?",
                                                      (model_id,))}
+
+    def index_rows(self, model_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Everything an index of ``model_id`` is built from, in one read (one consistent state).
+
+        Returns int64 ``(n,)`` ids of ``ok`` tracks (sorted), int64 ``(n,)`` versions and
+        float32 ``(n, dim)`` embeddings (``(0, 0)`` when there are none).
+        """
+        ids, versions, blobs, dims = [], [], [], set()
+        for rows in self._db.iter_rows(
+                "SELECT a.track_id, a.version, a.dim, a.embedding FROM analyses a JOIN tracks t ON t.id = a.track_id "
+                "WHERE a.model_id = ? AND t.status = 'ok' ORDER BY a.track_id", (model_id,), batch=5000):
+            for tid, v, d, blob in rows:
+                ids.append(tid)
+                versions.append(v)
+                dims.add(d)
+                blobs.append(bytes(blob))
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        if len(dims) != 1:
+            raise ModelMismatchError(f"model {model_id}: embeddings of several dimensions {sorted(dims)}; "
+                                     f"run `soundalike index rebuild --model {model_id}` after re-ingesting")
+        X = np.frombuffer(b"".join(blobs), np.float32).reshape(len(ids), dims.pop()).copy()
+        return np.asarray(ids, np.int64), np.asarray(versions, np.int64), X
 
     def analysis_versions(self, model_id: str) -> tuple[np.ndarray, np.ndarray]:
         """What an index of ``model_id`` must hold: ``ok`` track ids and their analyses' versions.
@@ -918,14 +966,14 @@ class Catalog:
             raise CatalogError(f"model {model_id}: vectors contain NaN or inf")
         now = time.time()
         with self.transaction():
-            version = self._version()
+            self._bump()
             for tid, x in zip(ids, X, strict=True):
                 self._write(
                     "INSERT INTO analyses (track_id, model_id, embedding, dim, predictions, created_at, version) "
-                    "VALUES (?, ?, ?, ?, '{}', ?, ?) ON CONFLICT (track_id, model_id) DO UPDATE SET "
+                    f"VALUES (?, ?, ?, ?, '{{}}', ?, {_TX_VERSION}) ON CONFLICT (track_id, model_id) DO UPDATE SET "
                     "embedding = excluded.embedding, dim = excluded.dim, predictions = excluded.predictions, "
                     "created_at = excluded.created_at, version = excluded.version",
-                    (int(tid), model_id, x.tobytes(), int(x.size), now, version))
+                    (int(tid), model_id, x.tobytes(), int(x.size), now))
 
     def count_analyses(self, model_id: str | None = None) -> int:
         if model_id is None:

@@ -187,8 +187,10 @@ def _filter_mask(cat: Catalog, index, where: str | None, include_suggested: bool
 def _hits(cat: Catalog, ids: np.ndarray, scores: np.ndarray, query_tags: frozenset[tuple[str, str]],
           sources: Sequence[str]) -> list[Hit]:
     keep = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
-    tracks = cat.get_tracks([i for i, _ in keep])
-    tag_sets = cat.tag_pairs([i for i, _ in keep], sources=sources) if query_tags else {}
+    if query_tags:
+        tracks, tag_sets = cat.tracks_with_tag_pairs([i for i, _ in keep], sources=sources)
+    else:
+        tracks, tag_sets = cat.get_tracks([i for i, _ in keep]), {}
     hits = []
     for i, s in keep:
         if i not in tracks:

@@ -164,10 +164,16 @@ def sync(index: VectorIndex, cat: Catalog) -> dict[str, int]:
 
 def build_index(cat: Catalog, model_id: str, *, config: IndexConfig = IndexConfig()) -> VectorIndex:
     """Build a fresh index over the catalog's ``ok`` analyses of ``model_id``."""
-    ids, versions = cat.analysis_versions(model_id)
     info = cat.find_model(model_id)
     dim = info.dim if info else 0
-    X = _vectors(cat, model_id, ids, dim) if len(ids) else np.zeros((0, dim), np.float32)
+    # one streaming read, not one query per 900 ids (100k vectors: 1 s vs 12 s on PostgreSQL)
+    ids, versions, X = cat.index_rows(model_id)
+    if not len(ids):
+        X = np.zeros((0, dim), np.float32)
+    elif X.shape[1] != dim:
+        raise ModelMismatchError(f"model {model_id}: the catalog's embeddings are {X.shape[1]}-d, its model "
+                                 f"row says {dim}-d; re-ingest with `soundalike ingest DIR --model "
+                                 f"{info.name if info else model_id}`")
     return VectorIndex.build(ids, X, model_id=model_id, config=config,
                              synced_version=int(versions.max()) if len(versions) else 0)
 
