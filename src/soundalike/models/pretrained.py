@@ -430,6 +430,9 @@ class PretrainedModel:
     def analyze(self, y: np.ndarray, sr: int) -> Analysis:
         """One pass giving both the track embedding (mean penultimate) and tag probabilities."""
         out, _ = self._run(y, sr, None, DEFAULT_BATCH)
+        return self._analysis(out)
+
+    def _analysis(self, out: dict[str, np.ndarray]) -> Analysis:
         probs = out["probs"].mean(axis=0)
         return Analysis(
             embedding=out["penultimate"].mean(axis=0).astype(np.float32),
@@ -486,6 +489,46 @@ class PretrainedAnalyzer:
         self.sample_rate = model.sample_rate
         self.labels = list(model.labels)
         self.embedding_dim = model.embedding_dims["penultimate"]
+        from soundalike.ingest.plan import PatchGrid
+
+        hop = model.mel_config.hop_length
+        # Patch k of a full analysis is frames [187k, 187k + 187) of the centred STFT;
+        # frame t reads samples [t*hop - n_fft/2, t*hop + n_fft/2).  So patch k needs
+        # samples [k*187*hop - 256, k*187*hop + 187*hop): an excerpt of 48,128 samples
+        # with 256 samples of lead (zeros before the start of the track, as the full
+        # analysis pads), whose centred frames 1..187 are exactly the patch's frames.
+        lead = model.mel_config.n_fft // 2
+        self.patch_grid = PatchGrid(model.sample_rate, PATCH_FRAMES * hop, PATCH_FRAMES * hop + lead, lead)
+        self._lead_frames = lead // hop
+
+    def analyze_excerpts(self, excerpts: list[np.ndarray], sr: int) -> Analysis:
+        """Analyze excerpts cut on :attr:`patch_grid` in one batched pass.
+
+        An excerpt of exactly ``patch_grid.length`` samples at ``patch_grid.sr`` is one
+        patch, computed so that its log-mel frames (and so its network outputs) equal the
+        full analysis's frames of that patch; any other excerpt is cut into patches as a
+        whole signal is.  The track embedding and tag probabilities are the means over
+        all patches, as in :meth:`analyze`.
+
+        Parameters
+        ----------
+        excerpts : mono float ``(n_i,)`` arrays at ``sr`` Hz
+        sr : their sample rate
+        """
+        if not excerpts:
+            raise ModelError(f"{self.name}: no excerpts to analyze")
+        g, m = self.patch_grid, self.model
+        on_grid = [i for i, y in enumerate(excerpts) if sr == g.sr and len(y) == g.length]
+        parts: list[np.ndarray | None] = [None] * len(excerpts)
+        if on_grid:
+            mel = m.logmel(np.stack([np.asarray(excerpts[i], np.float32) for i in on_grid]), sr)
+            mel = mel[:, :, self._lead_frames : self._lead_frames + m.patch_frames]  # (n, 96, 187)
+            for j, i in enumerate(on_grid):
+                parts[i] = mel[j : j + 1]
+        for i, y in enumerate(excerpts):
+            if parts[i] is None:
+                parts[i] = m.patches(np.asarray(y, np.float32), sr)
+        return m._analysis(m.run_patches(np.concatenate(parts)))
 
     def analyze(self, y: np.ndarray, sr: int) -> Analysis:
         """Analyze mono float32 ``y`` at ``sr`` Hz."""
