@@ -46,6 +46,8 @@ class IngestSummary:
     elapsed_s: float = 0.0
     model_id: str = ""
     model_name: str = ""
+    analysis: str = ""
+    audio_s: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -215,28 +217,37 @@ def analyze_in_blocks(path: str, analyzer, *, block_s: float | None = None
 
 
 def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
-                 analyzer=None) -> dict[str, Any]:
-    """Hash, read tags, decode and analyze one file.  Never raises: errors come back as data."""
-    from soundalike.audio.io import info, load
+                 analyzer=None, *, analysis: str | None = None) -> dict[str, Any]:
+    """Hash, read tags, decode and analyze one file.  Never raises: errors come back as data.
+
+    ``analysis`` is the analysis budget (``"full"`` or ``"spread:N"``, default
+    :data:`soundalike.ingest.plan.DEFAULT_ANALYSIS`); the result says which one was made.
+    """
+    from soundalike.audio.io import info
+    from soundalike.ingest.plan import AnalysisPlan, analyze_track, planned_patches
 
     analyzer = analyzer or _ANALYZER
     try:
+        plan = AnalysisPlan.parse(analysis)
         st = os.stat(path)
         digest = content_hash(path)
         if digest == known_hash and not need_analysis:
             return {"kind": "touch", "path": path, "size": st.st_size, "mtime": st.st_mtime}
         meta = info(path)
-        if meta.duration_s > LONG_FILE_S:
+        picks = planned_patches(analyzer, plan, frames=meta.frames, source_sr=meta.sr)
+        if picks is None and meta.duration_s > LONG_FILE_S:
             embedding, predictions, decoded_s = analyze_in_blocks(path, analyzer)
+            setting = "full"
         else:
-            wav = load(path, sr=analyzer.sample_rate)
-            result = analyzer.analyze(wav.y, wav.sr)
-            embedding, predictions, decoded_s = result.embedding, result.predictions, wav.duration_s
+            ta = analyze_track(path, analyzer=analyzer, plan=plan, frames=meta.frames, source_sr=meta.sr)
+            embedding, predictions = ta.analysis.embedding, ta.analysis.predictions
+            decoded_s, setting = ta.decoded_s, ta.setting
         return {
             "kind": "ok", "path": path, "hash": digest, "size": st.st_size, "mtime": st.st_mtime,
             "duration_s": meta.duration_s if meta.duration_s > 0 else decoded_s,
             "sr": meta.sr, "channels": meta.channels, "format": meta.format.lower(),
             "tags": read_file_tags(path), "embedding": embedding, "predictions": predictions,
+            "analysis": setting, "decoded_s": decoded_s,
         }
     except SoundalikeError as exc:
         reason = exc.reason if hasattr(exc, "reason") else str(exc)
@@ -282,7 +293,7 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
             title=tags.get("title"), artist=tags.get("artist"), album=tags.get("album"),
             genre=tags.get("genre"), year=tags.get("year"))
         cat.set_tags(tid, file_tags_as_tags(tags), source="file")
-        cat.put_analysis(tid, model_id, res["embedding"], preds)
+        cat.put_analysis(tid, model_id, res["embedding"], preds, analysis=res.get("analysis", "full"))
         cat.set_tags(tid, [Tag(label, label_category, "model", float(p), model_id)
                            for label, p in top if p >= MIN_TAG_CONFIDENCE],
                      source="model", model_id=model_id)
@@ -298,6 +309,7 @@ def ingest(
     top_tags: int = DEFAULT_TOP_TAGS,
     retry_failed: bool = False,
     mark_missing: bool = True,
+    analysis: str | None = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> IngestSummary:
     """Bring the catalog up to date with the audio files under ``paths``.
@@ -311,16 +323,22 @@ def ingest(
     top_tags : how many top predicted labels to store as model tags per track
     retry_failed : retry files that failed before even if they did not change
     mark_missing : mark catalog tracks under ``paths`` whose files are gone as missing
+    analysis : the analysis budget, ``"full"`` or ``"spread:N"`` (default
+        :data:`soundalike.ingest.plan.DEFAULT_ANALYSIS`); a track whose stored analysis
+        covers less (``spread:4`` when ``full`` is asked) is analyzed again
     on_event : called with ``{"event": "start", "total": n}``, then one
-        ``{"event": "file", "path", "status": ingested|unchanged|failed, "reason"?}`` per file
+        ``{"event": "file", "path", "status": ingested|unchanged|failed, "reason"?,
+        "duration_s"?}`` per file (``duration_s``: seconds of audio in an ingested file)
 
     Returns
     -------
     IngestSummary
     """
+    from soundalike.ingest.plan import AnalysisPlan
     from soundalike.models.zoo import DEFAULT_ANALYZER, load_analyzer
 
     t0 = time.perf_counter()
+    plan = AnalysisPlan.parse(analysis)
     model = model or DEFAULT_ANALYZER
     roots = [Path(p).expanduser() for p in paths]
     files = scan(roots)
@@ -328,14 +346,16 @@ def ingest(
     cat = catalog if isinstance(catalog, Catalog) else Catalog.open(catalog)
     own = not isinstance(catalog, Catalog)
     emit = on_event or (lambda e: None)
-    summary = IngestSummary(scanned=len(files), model_id=analyzer.model_id, model_name=analyzer.name)
+    summary = IngestSummary(scanned=len(files), model_id=analyzer.model_id, model_name=analyzer.name,
+                            analysis=str(plan))
     try:
         cat.register_model(model_id=analyzer.model_id, name=analyzer.name, dim=analyzer.embedding_dim,
                            labels=list(analyzer.labels), label_category=analyzer.label_category)
         states = cat.file_states()
         failed_before = cat.error_states()
-        analyzed = {r[0] for r in cat.conn.execute(
-            "SELECT track_id FROM analyses WHERE model_id = ?", (analyzer.model_id,))}
+        # A stored analysis that looked at less than the plan asks for is made again.
+        analyzed = {tid for tid, setting in cat.analysis_settings(analyzer.model_id).items()
+                    if AnalysisPlan.parse(setting).covers(plan)}
         todo: list[tuple[str, str | None, bool]] = []
         emit({"event": "start", "total": len(files)})
         for f in files:
@@ -373,15 +393,17 @@ def ingest(
                 emit({"event": "file", "path": res["path"], "status": "unchanged"})
             else:
                 summary.ingested += 1
-                emit({"event": "file", "path": res["path"], "status": "ingested"})
+                summary.audio_s += float(res["duration_s"] or 0.0)
+                emit({"event": "file", "path": res["path"], "status": "ingested",
+                      "duration_s": res["duration_s"]})
 
         n_workers = workers if workers is not None else (os.cpu_count() or 1)
         n_workers = max(1, min(n_workers, len(todo)))
         if n_workers <= 1:
             for item in todo:
-                handle(analyze_file(*item, analyzer=analyzer))
+                handle(analyze_file(*item, analyzer=analyzer, analysis=str(plan)))
         else:
-            _run_pool(todo, model=model, workers=n_workers, handle=handle)
+            _run_pool(todo, model=model, workers=n_workers, handle=handle, analysis=str(plan))
 
         if mark_missing:
             present = {str(f) for f in files}
@@ -405,7 +427,7 @@ def _under(path: str, roots: list[Path]) -> bool:
 
 
 def _run_pool(todo: list[tuple[str, str | None, bool]], *, model: str, workers: int,
-              handle: Callable[[dict[str, Any]], None]) -> None:
+              handle: Callable[[dict[str, Any]], None], analysis: str | None = None) -> None:
     """Analyze ``todo`` in ``workers`` spawned processes, handing results over as they finish.
 
     A worker that dies (a decoder crashing the process) breaks the pool: the files that were
@@ -428,7 +450,7 @@ def _run_pool(todo: list[tuple[str, str | None, bool]], *, model: str, workers: 
             def submit() -> None:
                 while queue and len(in_flight) < workers * 4:
                     item = queue.pop()
-                    in_flight[pool.submit(analyze_file, *item)] = item
+                    in_flight[pool.submit(analyze_file, *item, analysis=analysis)] = item
 
             submit()
             while in_flight and not broken:

@@ -88,6 +88,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX ingest_errors_path ON ingest_errors(path);
     """,
+    # 2: what made each analysis: 'full' (every patch) or 'spread:N' (soundalike.ingest.plan)
+    """
+    ALTER TABLE analyses ADD COLUMN analysis TEXT NOT NULL DEFAULT 'full';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -152,6 +156,7 @@ class StoredAnalysis:
     embedding: np.ndarray
     predictions: dict[str, float]
     created_at: float
+    analysis: str = "full"
 
 
 @dataclass(frozen=True)
@@ -457,16 +462,27 @@ class Catalog:
         return ms[0].model_id if ms else None
 
     def put_analysis(self, track_id: int, model_id: str, embedding: np.ndarray,
-                     predictions: dict[str, float] | None = None) -> None:
+                     predictions: dict[str, float] | None = None, *, analysis: str = "full") -> None:
+        """Store (or replace) a track's analysis by ``model_id``.
+
+        ``analysis`` says how much of the track it looked at: ``"full"`` or ``"spread:N"``
+        (see :mod:`soundalike.ingest.plan`).
+        """
         emb = np.ascontiguousarray(embedding, dtype=np.float32).reshape(-1)
         if not np.isfinite(emb).all():
             raise CatalogError(f"track {track_id}: embedding contains NaN or inf")
         with self.transaction() as c:
             c.execute(
-                "INSERT OR REPLACE INTO analyses (track_id, model_id, embedding, dim, predictions, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO analyses (track_id, model_id, embedding, dim, predictions, created_at, "
+                "analysis) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (int(track_id), model_id, emb.tobytes(), emb.size,
-                 json.dumps({k: round(float(v), 6) for k, v in (predictions or {}).items()}), time.time()))
+                 json.dumps({k: round(float(v), 6) for k, v in (predictions or {}).items()}), time.time(),
+                 str(analysis)))
+
+    def analysis_settings(self, model_id: str) -> dict[int, str]:
+        """track id -> how its analysis by ``model_id`` was made (``"full"``, ``"spread:N"``)."""
+        return {int(r[0]): r[1] for r in self.conn.execute(
+            "SELECT track_id, analysis FROM analyses WHERE model_id = ?", (model_id,))}
 
     def has_analysis(self, track_id: int, model_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM analyses WHERE track_id = ? AND model_id = ?",
@@ -478,7 +494,7 @@ class Catalog:
         if r is None:
             return None
         return StoredAnalysis(r["track_id"], r["model_id"], np.frombuffer(r["embedding"], np.float32).copy(),
-                              json.loads(r["predictions"]), r["created_at"])
+                              json.loads(r["predictions"]), r["created_at"], r["analysis"])
 
     def track_analyses(self, track_id: int) -> list[StoredAnalysis]:
         rows = self.conn.execute("SELECT model_id FROM analyses WHERE track_id = ? ORDER BY created_at",

@@ -32,6 +32,11 @@ def ingest(
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPU count).")] = None,
     top_tags: Annotated[int, typer.Option(help="Top predicted labels stored as tags per track.")] = 5,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry files that failed before.")] = False,
+    analysis: Annotated[str | None, typer.Option(
+        "--analysis", help="How much of each track to analyze: 'spread:N' (N patches spread evenly, "
+                           "read by seeking; default spread:10) or 'full' (every patch).")] = None,
+    patches: Annotated[int | None, typer.Option(
+        "--patches", min=1, help="Same as --analysis spread:N.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Add new or changed audio files to the catalog (resumable; bad files are recorded, not fatal)."""
@@ -40,39 +45,50 @@ def ingest(
 
     from soundalike.catalog.ingest import ingest as run_ingest
 
+    from soundalike.errors import ConfigError
+
+    if patches is not None and analysis is not None:
+        raise ConfigError("give --analysis or --patches, not both")
+    if patches is not None:
+        analysis = f"spread:{patches}"
     err = Console(stderr=True)
     cat = catalog_path(catalog)
     progress = Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[hours]:.2f} h audio"),
                         TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
                         console=err, transient=True, disable=json_out or not err.is_terminal)
     task = None
     total = 0
     counts = {"ingested": 0, "unchanged": 0, "failed": 0, "known-failure": 0}
+    nonlocal_hours = [0.0]  # audio hours ingested so far
 
     def on_event(e: dict) -> None:
         nonlocal task, total
         if e["event"] == "start":
             total = e["total"]
-            task = progress.add_task("ingest", total=total, status="")
+            task = progress.add_task("ingest", total=total, status="", hours=0.0)
             return
+        nonlocal_hours[0] += float(e.get("duration_s") or 0.0) / 3600
         counts[e["status"]] = counts.get(e["status"], 0) + 1
         status = f"{counts['ingested']} new, {counts['failed']} failed"
-        progress.update(task, advance=1, status=status)
+        progress.update(task, advance=1, status=status, hours=nonlocal_hours[0])
         if not err.is_terminal and not json_out and e["status"] in ("ingested", "failed"):
             done = sum(counts.values())
             if done % 100 == 0:  # a log line now and then when stderr is not a terminal
-                err.print(f"ingest: {done}/{total} files ({status})", highlight=False)
+                err.print(f"ingest: {done}/{total} files, {nonlocal_hours[0]:.2f} h of audio ({status})",
+                          highlight=False)
 
     with progress:
         summary = run_ingest(paths, catalog=cat, model=model, workers=workers, top_tags=top_tags,
-                             retry_failed=retry_failed, on_event=on_event)
+                             retry_failed=retry_failed, analysis=analysis, on_event=on_event)
     if json_out:
         print_json({"catalog": str(cat), **summary.to_dict()})
         return
     out = Console()
     out.print(f"[bold]{summary.scanned}[/] audio files scanned in {summary.elapsed_s:.1f} s "
-              f"with [bold]{summary.model_name}[/] → {cat}")
-    out.print(f"  ingested   {summary.ingested}")
+              f"with [bold]{summary.model_name}[/] ({summary.analysis} analysis) → {cat}")
+    out.print(f"  ingested   {summary.ingested}" + (f"  ({summary.audio_s / 3600:.2f} h of audio)"
+                                                   if summary.ingested else ""))
     out.print(f"  unchanged  {summary.unchanged}")
     out.print(f"  failed     {summary.failed}" + (f"  (+{summary.known_failures} known failures skipped; "
                                                  "--retry-failed to retry)" if summary.known_failures else ""))

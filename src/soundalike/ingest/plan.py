@@ -140,6 +140,24 @@ def spread_indices(*, n_patches_full: int, n: int) -> list[int] | None:
     return [int((i + 0.5) * n_patches_full / n) for i in range(n)]
 
 
+def planned_patches(analyzer, plan: str | AnalysisPlan | None, *, frames: int,
+                    source_sr: int) -> list[int] | None:
+    """Which of the full analysis's patches ``plan`` runs on a file; ``None`` = all of them.
+
+    Parameters
+    ----------
+    analyzer : the analyzer (its :func:`patch_grid`)
+    plan : the analysis plan
+    frames, source_sr : the file's length in samples and its rate (from the header)
+    """
+    plan = AnalysisPlan.parse(plan)
+    if plan.full or not source_sr or frames <= 0:
+        return None
+    grid = patch_grid(analyzer)
+    return spread_indices(n_patches_full=grid.n_patches(int(frames * grid.sr // source_sr)),
+                          n=plan.n_patches)
+
+
 @dataclass(frozen=True)
 class Excerpt:
     """Decoded audio an analysis looked at: ``y`` float32 ``(n,)`` at ``sr`` from ``start_s``."""
@@ -220,8 +238,7 @@ def analyze_track(path: str | Path, *, analyzer, plan: str | AnalysisPlan | None
         meta = info(path)
         frames, source_sr = meta.frames, meta.sr
     grid = patch_grid(analyzer)
-    n_at_sr = int(frames * grid.sr // source_sr) if source_sr else 0
-    picks = None if plan.full else spread_indices(n_patches_full=grid.n_patches(n_at_sr), n=plan.n_patches)
+    picks = planned_patches(analyzer, plan, frames=frames, source_sr=source_sr)
     if picks is not None:
         ys = load_excerpts(path, sr=grid.sr, starts=[grid.start(k) for k in picks], length=grid.length)
         kept = [(k, y) for k, y in zip(picks, ys) if len(y) >= MIN_DURATION_S * grid.sr]
