@@ -310,6 +310,7 @@ def ingest(
     retry_failed: bool = False,
     mark_missing: bool = True,
     analysis: str | None = None,
+    precision: str | None = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> IngestSummary:
     """Bring the catalog up to date with the audio files under ``paths``.
@@ -326,6 +327,8 @@ def ingest(
     analysis : the analysis budget, ``"full"`` or ``"spread:N"`` (default
         :data:`soundalike.ingest.plan.DEFAULT_ANALYSIS`); a track whose stored analysis
         covers less (``spread:4`` when ``full`` is asked) is analyzed again
+    precision : a pretrained model's arithmetic, ``"fp32"`` (default), ``"bf16"`` or
+        ``"int8"`` (another model id: see :mod:`soundalike.models.pretrained`)
     on_event : called with ``{"event": "start", "total": n}``, then one
         ``{"event": "file", "path", "status": ingested|unchanged|failed, "reason"?,
         "duration_s"?}`` per file (``duration_s``: seconds of audio in an ingested file)
@@ -335,11 +338,14 @@ def ingest(
     IngestSummary
     """
     from soundalike.ingest.plan import AnalysisPlan
-    from soundalike.models.zoo import DEFAULT_ANALYZER, load_analyzer
+    from soundalike.models.zoo import DEFAULT_ANALYZER, load_analyzer, split_precision
 
     t0 = time.perf_counter()
     plan = AnalysisPlan.parse(analysis)
     model = model or DEFAULT_ANALYZER
+    if precision not in (None, "fp32"):
+        # one string names the analyzer everywhere, worker processes included
+        model = f"{split_precision(model)[0]}@{precision}"
     roots = [Path(p).expanduser() for p in paths]
     files = scan(roots)
     analyzer = load_analyzer(model)

@@ -37,6 +37,9 @@ def ingest(
                            "read by seeking; default spread:10) or 'full' (every patch).")] = None,
     patches: Annotated[int | None, typer.Option(
         "--patches", min=1, help="Same as --analysis spread:N.")] = None,
+    precision: Annotated[str | None, typer.Option(
+        "--precision", help="Network arithmetic of a pretrained model: fp32 (default, the reference), "
+                            "bf16 or int8 (faster, close but not equal: its own model id).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Add new or changed audio files to the catalog (resumable; bad files are recorded, not fatal)."""
@@ -80,7 +83,8 @@ def ingest(
 
     with progress:
         summary = run_ingest(paths, catalog=cat, model=model, workers=workers, top_tags=top_tags,
-                             retry_failed=retry_failed, analysis=analysis, on_event=on_event)
+                             retry_failed=retry_failed, analysis=analysis, precision=precision,
+                             on_event=on_event)
     if json_out:
         print_json({"catalog": str(cat), **summary.to_dict()})
         return
