@@ -311,6 +311,8 @@ def ingest(
     mark_missing: bool = True,
     analysis: str | None = None,
     precision: str | None = None,
+    ray: str | None = None,
+    ray_cpus_per_worker: int = 1,
     on_event: Callable[[Event], None] | None = None,
 ) -> IngestSummary:
     """Bring the catalog up to date with the audio files under ``paths``.
@@ -329,6 +331,9 @@ def ingest(
         covers less (``spread:4`` when ``full`` is asked) is analyzed again
     precision : a pretrained model's arithmetic, ``"fp32"`` (default), ``"bf16"`` or
         ``"int8"`` (another model id: see :mod:`soundalike.models.pretrained`)
+    ray : analyze on a Ray cluster instead of local processes: ``"auto"``, ``"HOST:PORT"``
+        or ``"local"`` (see :mod:`soundalike.ingest.ray_runner`); committing stays here
+    ray_cpus_per_worker : CPUs per Ray worker (``workers`` caps the number of Ray workers)
     on_event : called with ``{"event": "start", "total": n}``, then one
         ``{"event": "file", "path", "status": ingested|unchanged|failed, "reason"?,
         "duration_s"?}`` per file (``duration_s``: seconds of audio in an ingested file)
@@ -405,7 +410,15 @@ def ingest(
 
         n_workers = workers if workers is not None else (os.cpu_count() or 1)
         n_workers = max(1, min(n_workers, len(todo)))
-        if n_workers <= 1:
+        if ray is not None:
+            if todo:
+                from soundalike.ingest.ray_runner import run as run_on_ray
+
+                spec = Path(model).expanduser()
+                run_on_ray(todo, model=str(spec.resolve()) if spec.exists() else model,
+                           analysis=str(plan), handle=handle, address=ray,
+                           cpus_per_worker=ray_cpus_per_worker, max_workers=workers, on_event=emit)
+        elif n_workers <= 1:
             for item in todo:
                 handle(analyze_file(*item, analyzer=analyzer, analysis=str(plan)))
         else:

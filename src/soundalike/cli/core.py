@@ -40,6 +40,12 @@ def ingest(
     precision: Annotated[str | None, typer.Option(
         "--precision", help="Network arithmetic of a pretrained model: fp32 (default, the reference), "
                             "bf16 or int8 (faster, close but not equal: its own model id).")] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="ADDRESS", help="Analyze on a Ray cluster: 'auto' (the one `ray start` runs here), "
+                                         "HOST:PORT of its head, or 'local' (a private one-node Ray). "
+                                         "Files are read by path on the workers. Needs soundalike[ray].")] = None,
+    ray_cpus_per_worker: Annotated[int, typer.Option(
+        "--ray-cpus-per-worker", min=1, help="CPUs (and torch threads) per Ray worker.")] = 1,
     json_out: JsonOpt = False,
 ) -> None:
     """Add new or changed audio files to the catalog (resumable; bad files are recorded, not fatal)."""
@@ -67,6 +73,11 @@ def ingest(
 
     def on_event(e: dict) -> None:
         nonlocal task, total
+        if e["event"].startswith("ray-"):
+            if e["event"] == "ray-worker-lost" and not json_out:
+                err.print(f"ray: worker {e['pid']} on {e['node']} lost; "
+                          f"{len(e['retried'])} files retried elsewhere", highlight=False)
+            return
         if e["event"] == "start":
             total = e["total"]
             task = progress.add_task("ingest", total=total, status="", hours=0.0)
@@ -84,7 +95,7 @@ def ingest(
     with progress:
         summary = run_ingest(paths, catalog=cat, model=model, workers=workers, top_tags=top_tags,
                              retry_failed=retry_failed, analysis=analysis, precision=precision,
-                             on_event=on_event)
+                             ray=ray, ray_cpus_per_worker=ray_cpus_per_worker, on_event=on_event)
     if json_out:
         print_json({"catalog": str(cat), **summary.to_dict()})
         return
