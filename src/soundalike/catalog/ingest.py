@@ -253,6 +253,12 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
         reason = exc.reason if hasattr(exc, "reason") else str(exc)
         return {"kind": "error", "path": path, "reason": reason, "type": type(exc).__name__,
                 **_stat_or_none(path)}
+    except OSError as exc:  # the file vanished or cannot be read (on this machine)
+        reason = ("file not found" if isinstance(exc, FileNotFoundError) else
+                  "permission denied" if isinstance(exc, PermissionError) else
+                  f"cannot read file: {exc.strerror or exc}")
+        return {"kind": "error", "path": path, "reason": reason, "type": type(exc).__name__,
+                **_stat_or_none(path)}
     except MemoryError:
         return {"kind": "error", "path": path, "reason": "out of memory while decoding",
                 "type": "MemoryError", **_stat_or_none(path)}
