@@ -9,7 +9,7 @@ import soundfile as sf
 from conftest import ALL_FORMATS, STEREO_SR, write_audio
 from soundalike.audio import synth
 from soundalike.audio.io import load, load_excerpts
-from soundalike.catalog.ingest import ingest
+from soundalike.ingest import ingest
 from soundalike.catalog.store import Catalog
 from soundalike.errors import ConfigError
 from soundalike.ingest.plan import (

@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 
 from soundalike.audio import synth
-from soundalike.catalog.ingest import ingest
+from soundalike.ingest import ingest
 from soundalike.catalog.store import Catalog
 
 pytestmark = pytest.mark.ray
@@ -215,7 +215,7 @@ def test_a_node_leaving_mid_run_the_run_completes_on_the_rest(cluster, tmp_path)
 
 def test_without_ray_ingest_never_imports_it(tmp_path):
     _tracks(tmp_path / "m", 2)
-    code = ("import sys; from soundalike.catalog.ingest import ingest; "
+    code = ("import sys; from soundalike.ingest import ingest; "
             f"s = ingest([{str(tmp_path / 'm')!r}], catalog={str(tmp_path / 'c.sqlite')!r}, "
             "model='mfcc-stats', workers=1); "
             "assert s.ingested == 2; print('ray' in sys.modules)")

@@ -62,7 +62,7 @@ def test_bad_precision_requests_are_clear_errors(spec, precision, match):
 
 
 def test_ingest_with_bf16_records_its_own_model(tmp_path):
-    from soundalike.catalog.ingest import ingest
+    from soundalike.ingest import ingest
     from soundalike.catalog.store import Catalog
 
     (tmp_path / "m").mkdir()

@@ -1,6 +1,23 @@
-"""Ingest: scan folders, analyze files (locally or on a Ray cluster), commit to the catalog.
+"""Ingest: scan folders, analyze new or changed audio, commit each file to the catalog.
 
-``plan`` decides how much of each track is analyzed (the analysis budget);
-``ray_runner`` runs the analysis on a Ray cluster.  The local pool and the commit
-path live in :mod:`soundalike.catalog.ingest` for now.
+:func:`ingest` is the entry point (:mod:`.pipeline` holds the scan, the worker-side
+analysis and the per-file commit).  Ingest sits above the catalog and the models and
+below the CLI: it opens files, runs analyzers and writes through ``Catalog`` methods.
+:mod:`.plan` decides how much of each track is analyzed (the analysis budget:
+``full`` or ``spread:N``); the analysis runs in local worker processes or, with
+``ray=``, on a Ray cluster (:mod:`.ray_runner`); either way the driver commits.
 """
+
+from soundalike.ingest.pipeline import (
+    DEFAULT_TOP_TAGS,
+    IngestSummary,
+    analyze_file,
+    content_hash,
+    file_tags_as_tags,
+    ingest,
+    read_file_tags,
+    scan,
+)
+
+__all__ = ["DEFAULT_TOP_TAGS", "IngestSummary", "analyze_file", "content_hash", "file_tags_as_tags",
+           "ingest", "read_file_tags", "scan"]

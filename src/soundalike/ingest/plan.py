@@ -196,7 +196,7 @@ def analyze_excerpts(analyzer, excerpts: list[np.ndarray], sr: int) -> Analysis:
     An analyzer with ``analyze_excerpts`` (the pretrained taggers: one batched pass, one
     patch per excerpt) does it itself; any other is run on each excerpt alone and its
     embeddings and predictions are averaged with equal weights, as
-    :func:`~soundalike.catalog.ingest.analyze_in_blocks` averages blocks.
+    :func:`~soundalike.ingest.pipeline.analyze_in_blocks` averages blocks.
     """
     if not excerpts:
         raise ValueError("no excerpts to analyze")

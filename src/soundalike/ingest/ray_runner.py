@@ -3,7 +3,7 @@
 The driver (the ``soundalike ingest`` process) scans, decides what needs analysis and
 commits, exactly as a local ingest does; only hashing, decoding and analysis move to the
 cluster.  Each worker is a Ray actor that loads the analyzer once and analyzes one file
-per call (:func:`soundalike.catalog.ingest.analyze_file`, reading the file by its path:
+per call (:func:`soundalike.ingest.pipeline.analyze_file`, reading the file by its path:
 the cluster must see the same paths, as on shared storage).  The driver keeps at most
 ``depth`` calls in flight per worker (back-pressure: a 600,000-file folder never becomes
 600,000 queued tasks or results held in the object store), and takes results as they
@@ -75,7 +75,7 @@ class _Worker:
         return {"pid": os.getpid(), "node": self.node, "node_id": self.node_id}
 
     def analyze(self, item: Item) -> dict[str, Any]:
-        from soundalike.catalog.ingest import analyze_file
+        from soundalike.ingest.pipeline import analyze_file
 
         res = analyze_file(*item, analyzer=self.analyzer, analysis=self.analysis)
         if res["kind"] == "error" and not os.path.exists(item[0]):
