@@ -162,8 +162,8 @@ def test_a_killed_worker_s_files_are_retried_elsewhere_exactly_once(cluster, tmp
 
 
 def test_a_killed_driver_loses_nothing_and_a_rerun_finishes(cluster, tmp_path):
-    n = 40
-    _tracks(tmp_path / "m", n, duration_s=10.0)
+    n = 24
+    _tracks(tmp_path / "m", n, duration_s=8.0)
     db = tmp_path / "c.sqlite"
     cmd = [sys.executable, "-m", "soundalike", "ingest", str(tmp_path / "m"), "--catalog", str(db),
            "--model", "mfcc-stats", "--ray", cluster.address]
@@ -192,8 +192,8 @@ def test_a_killed_driver_loses_nothing_and_a_rerun_finishes(cluster, tmp_path):
 
 
 def test_a_node_leaving_mid_run_the_run_completes_on_the_rest(cluster, tmp_path):
-    n = 30
-    _tracks(tmp_path / "m", n, duration_s=10.0)
+    n = 24
+    _tracks(tmp_path / "m", n, duration_s=8.0)
     db = tmp_path / "c.sqlite"
     extra = cluster.add_node(**NODE, temp_dir=cluster.sa_temp_dir)
     cluster.wait_for_nodes()

@@ -200,8 +200,13 @@ def run(
         limit = max_workers if max_workers is not None else None
         threads = cpus_per_worker
 
+        seen = {"at": -1e9, "n": 0}
+
         def wanted() -> int:
-            n = _capacity(cpus_per_worker)
+            # the cluster's size, re-read at most every second (a GCS round trip)
+            if time.monotonic() - seen["at"] > 1.0:
+                seen["n"], seen["at"] = _capacity(cpus_per_worker), time.monotonic()
+            n = seen["n"]
             if limit is not None:
                 n = min(n, limit)
             return min(n, len(queue) + len(in_flight))
