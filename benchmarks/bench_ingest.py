@@ -2,7 +2,7 @@
 
     flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_ingest.py \\
         [--gamemusic ~/.cache/soundalike-bench/gamemusic] [--tracks 24] [--model MTT_musicnn] \\
-        [--skip profile,full,local,ray,commit]
+        [--skip profile,full,local,ray,commit,precision]
 
 All figures of one run are measured side by side on the same machine, so only their
 ratios count (the machine is shared; the load average is printed).
@@ -19,6 +19,8 @@ ratios count (the machine is shared; the load average is printed).
    core; Ray's scaling efficiency at 2 workers = rate(2) / (2 x rate(1)).
 3. **Commit rate** of the driver: prepared results committed one transaction per file
    into SQLite (and PostgreSQL when psycopg and the server binaries are there), tracks/s.
+5. **Precision**: fp32 vs bf16 vs int8 on every gamemusic track's default-analysis patches:
+   speed, the largest change of a track's tag probabilities, same-soundtrack P@10.
 4. **Projection** of a 600,000-track store on 1, 4, 10 and 32 nodes of 16 cores from the
    measured per-core rate, capped by the measured commit rate.
 """
@@ -331,6 +333,61 @@ def commit_rate(n: int) -> dict[str, float]:
     return out
 
 
+# --------------------------------------------------------------------------- 5. precision
+
+
+def precision(gm: Path, model: str) -> None:
+    """fp32 vs bf16 vs int8 on every gamemusic track's default-analysis patches."""
+    import torch
+
+    from soundalike.audio.io import info, load_excerpts
+    from soundalike.ingest.plan import DEFAULT_ANALYSIS, patch_grid, planned_patches
+    from soundalike.models.zoo import load_analyzer
+
+    torch.set_num_threads(1)
+    with open(gm / "gamemusic.csv") as f:
+        rows = [(gm / r["path"], r["label"]) for r in csv.DictReader(f)]
+    base = load_analyzer(model)
+    g = patch_grid(base)
+    excerpts = []
+    for p, _ in rows:
+        meta = info(p)
+        picks = planned_patches(base, DEFAULT_ANALYSIS, frames=meta.frames, source_sr=meta.sr)
+        if picks is None:  # no more patches than the budget: all of them, as ingest does
+            picks = range(max(1, g.n_patches(int(meta.frames * g.sr // meta.sr))))
+        excerpts.append(load_excerpts(p, sr=g.sr, starts=[g.start(k) for k in picks], length=g.length))
+    labels = np.array([lab for _, lab in rows])
+    print(f"\n## 5. Precision: {len(rows)} gamemusic tracks, {DEFAULT_ANALYSIS}, {model}, one thread "
+          f"(load {_load()})\n")
+    print("| precision | patches/s | max abs diff, track tag probabilities | max abs diff, per patch "
+          "| same-soundtrack P@10 | model id |")
+    print("|---|---|---|---|---|---|")
+    ref = None
+    for prec in ("fp32", "bf16", "int8"):
+        a = load_analyzer(model, precision=prec)
+        a.model.threads = 1
+        t = time.perf_counter()
+        outs = [a.analyze_excerpts(ex, g.sr) for ex in excerpts]
+        dt = time.perf_counter() - t
+        n_p = sum(len(o.patch_embeddings) for o in outs)
+        E = np.stack([o.embedding for o in outs])
+        P = np.stack([np.array(list(o.predictions.values())) for o in outs])
+        PP = [o.patch_predictions for o in outs]
+        En = E / np.linalg.norm(E, axis=1, keepdims=True)
+        S = En @ En.T
+        np.fill_diagonal(S, -np.inf)
+        nn = np.argsort(-S, axis=1, kind="stable")[:, :10]
+        p10 = float((labels[nn] == labels[:, None]).mean())
+        if ref is None:
+            ref = (P, PP)
+        d_track = float(np.abs(P - ref[0]).max())
+        d_patch = max(float(np.abs(x - y).max()) for x, y in zip(PP, ref[1]))
+        print(f"| {prec} | {n_p / dt:.1f} | {d_track:.4f} | {d_patch:.4f} | {p10:.4f} | {a.model_id} |",
+              flush=True)
+    print("\nA precision other than fp32 becomes the default only if the track tag probabilities stay "
+          "within 0.01 of fp32 and P@10 is unchanged.")
+
+
 # --------------------------------------------------------------------------- 4. projection
 
 
@@ -355,7 +412,7 @@ def main() -> None:
     ap.add_argument("--tracks", type=int, default=24)
     ap.add_argument("--model", default="MTT_musicnn")
     ap.add_argument("--commits", type=int, default=3000)
-    ap.add_argument("--skip", default="", help="comma-separated: profile,full,local,ray,commit")
+    ap.add_argument("--skip", default="", help="comma-separated: profile,full,local,ray,commit,precision")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     print(f"# bench_ingest (load {_load()}, {os.cpu_count()} CPUs)")
@@ -366,6 +423,8 @@ def main() -> None:
             profile(_four_minute_files(max(src, key=lambda p: p.stat().st_size), tmp), args.model)
         tp = throughput(args.gamemusic, args.tracks, args.model, skip, tmp)
         commits = commit_rate(args.commits) if "commit" not in skip else {}
+        if "precision" not in skip:
+            precision(args.gamemusic, args.model)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ceiling = min(commits.values()) if commits else float("inf")
