@@ -167,3 +167,29 @@ def test_ingest_records_the_analysis_and_upgrades_it_when_asked(tmp_path):
     with Catalog.open(db) as cat:
         assert set(cat.analysis_settings(cat.default_model_id()).values()) == {"full"}
         assert cat.count_tracks() == 2
+
+
+def test_cli_analysis_options(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    sf.write(tmp_path / "long.flac", synth.demo_track("drum-loop", seed=0, duration_s=40.0, sr=22050), 22050)
+    db = str(tmp_path / "c.sqlite")
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "soundalike", "ingest", str(tmp_path), "--catalog", db,
+                               "--model", "mfcc-stats", "--workers", "1", *args], capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+
+    p = run("--patches", "4", "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["analysis"] == "spread:4" and out["ingested"] == 1 and abs(out["audio_s"] - 40.0) < 0.1
+    p = run("--analysis", "full", "--patches", "3")
+    assert p.returncode == 1 and "not both" in p.stderr and "Traceback" not in p.stderr
+    p = run("--analysis", "most")
+    assert p.returncode == 1 and "spread:N" in p.stderr and "Traceback" not in p.stderr
+    p = run("--ray", "127.0.0.1:1")  # nothing listens there: a clear error, not a hang
+    assert p.returncode == 1 and "Ray" in p.stderr and "Traceback" not in p.stderr

@@ -84,8 +84,9 @@ class _Worker:
         return res
 
 
-def _loopback(address: str | None) -> bool:
-    """Whether ``address`` (or, for ``"auto"``, the cluster it finds) is on 127.0.0.1."""
+def _head(address: str | None) -> tuple[str, int] | None:
+    """``(host, port)`` of the head ``address`` names (for ``"auto"``: the cluster ``ray start``
+    recorded on this machine, or ``$RAY_ADDRESS``); ``None`` when nothing is recorded."""
     raw = os.environ.get("RAY_ADDRESS") or address
     if raw in (None, "", "auto"):
         from ray._common.utils import get_ray_address_file
@@ -94,9 +95,18 @@ def _loopback(address: str | None) -> bool:
             with open(get_ray_address_file(None)) as f:
                 raw = f.read().strip()
         except OSError:
-            return False
-    host = str(raw).removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
-    return host in ("127.0.0.1", "localhost", "::1")
+            return None
+    host, _, port = str(raw).removeprefix("ray://").rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        return None
+
+
+def _loopback(address: str | None) -> bool:
+    """Whether ``address`` (or, for ``"auto"``, the cluster it finds) is on 127.0.0.1."""
+    head = _head(address)
+    return head is not None and head[0] in ("127.0.0.1", "localhost", "::1")
 
 
 def connect(address: str | None) -> bool:
@@ -116,6 +126,17 @@ def connect(address: str | None) -> bool:
     if address in (None, "", "local"):
         ray.init(**quiet)
         return True
+    head = _head(address)
+    hint = "start one with `ray start --head`" if address == "auto" else "check the address"
+    if head is not None:
+        import socket
+
+        # ray.init retries an unreachable head for minutes; say so at once instead
+        try:
+            socket.create_connection(head, timeout=5).close()
+        except OSError as exc:
+            raise RayUnavailableError(f"no Ray cluster at {address!r}: nothing answers on "
+                                      f"{head[0]}:{head[1]} ({exc.strerror or exc}); {hint}") from exc
     if _loopback(address):
         # A cluster bound to 127.0.0.1 (``ray start --head --node-ip-address 127.0.0.1``):
         # Ray rewrites loopback addresses to the machine's outward IP unless told that
@@ -123,7 +144,6 @@ def connect(address: str | None) -> bool:
         from ray._private import ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False
-    hint = "start one with `ray start --head`" if address == "auto" else "check the address"
     try:
         ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
