@@ -207,13 +207,13 @@ def run(
     import ray
     from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
 
+    workers: dict[Any, dict[str, Any]] = {}  # actor -> {"ready": bool, "info", "in_flight": set}
     try:
         # Crashes are handled here (retry elsewhere, then record), so Ray retries nothing itself.
         Actor = ray.remote(num_cpus=cpus_per_worker, max_restarts=0, max_task_retries=0)(_Worker)
         queue: deque[Item] = deque(todo)
         crashes: dict[str, int] = {}
         committed: set[str] = set()
-        workers: dict[Any, dict[str, Any]] = {}  # actor -> {"ready": bool, "info", "in_flight": set}
         pending_ready: dict[Any, Any] = {}  # ready() ref -> actor
         in_flight: dict[Any, tuple[Any, Item]] = {}  # analyze() ref -> (actor, item)
         stats = {"workers_started": 0, "workers_lost": 0, "retried": 0}
@@ -337,7 +337,7 @@ def run(
                 top_up()
         return stats
     finally:
-        for a in list(locals().get("workers", {})):
+        for a in list(workers):
             try:
                 ray.kill(a, no_restart=True)
             except Exception:  # noqa: BLE001
