@@ -88,9 +88,10 @@ def _snapshot(db: Path) -> dict[str, tuple]:
 def _exactly_once(db: Path, n: int) -> None:
     with Catalog.open(db) as cat:
         assert cat.count_tracks() == n
-        assert cat.conn.execute("SELECT COUNT(*) FROM analyses").fetchone()[0] == n
-        assert cat.conn.execute("SELECT COUNT(*) - COUNT(DISTINCT path) FROM tracks").fetchone()[0] == 0
-        assert cat.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with sqlite3.connect(db) as conn:  # the raw file, as an outside checker sees it
+        assert conn.execute("SELECT COUNT(*) FROM analyses").fetchone()[0] == n
+        assert conn.execute("SELECT COUNT(*) - COUNT(DISTINCT path) FROM tracks").fetchone()[0] == 0
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def test_ray_ingest_gives_what_local_ingest_gives(cluster, tmp_path):
@@ -126,12 +127,14 @@ def test_ray_ingest_gives_what_local_ingest_gives(cluster, tmp_path):
 
 
 def test_a_path_a_worker_cannot_read_is_an_error_for_that_file(cluster, tmp_path):
+    from soundalike.ingest.pipeline import analyze_file
     from soundalike.ingest.ray_runner import run
 
     good = _tracks(tmp_path / "m", 1)[0]
     got = []
     run([(str(tmp_path / "elsewhere" / "gone.flac"), None, True), (str(good), None, True)],
-        model="mfcc-stats", analysis="spread:10", handle=got.append, address=cluster.address)
+        model="mfcc-stats", analysis="spread:10", handle=got.append, analyze_file=analyze_file,
+        address=cluster.address)
     by = {Path(r["path"]).name: r for r in got}
     assert by["t000.flac"]["kind"] == "ok"
     bad = by["gone.flac"]
@@ -201,14 +204,17 @@ def test_a_node_leaving_mid_run_the_run_completes_on_the_rest(cluster, tmp_path)
 
     def on_event(e):
         events.append(e)
-        on_extra = any(w["event"] == "ray-worker" and w["node_id"] == extra.node_id for w in events)
-        if e["event"] == "file" and on_extra and not removed:
-            cluster.remove_node(extra)  # the node's raylet and workers are killed
+        # The moment a worker on the extra node is ready (the driver is about to hand it
+        # files), the node goes: raylet and workers killed without warning.
+        if e["event"] == "ray-worker" and e["node_id"] == extra.node_id and not removed:
+            cluster.remove_node(extra, allow_graceful=False)
             removed.append(extra.node_id)
 
     s = ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", ray=cluster.address, on_event=on_event)
     assert removed, "no worker ever ran on the extra node"
-    assert any(e["event"] == "ray-worker-lost" for e in events)
+    lost = [e for e in events if e["event"] == "ray-worker-lost"]
+    assert lost and all(e["node"] == "127.0.0.1" for e in lost)
+    assert sum(len(e["retried"]) for e in lost) >= 1  # the files it was given ran elsewhere
     assert (s.ingested, s.failed) == (n, 0)
     _exactly_once(db, n)
 

@@ -422,7 +422,7 @@ def ingest(
 
                 spec = Path(model).expanduser()
                 run_on_ray(todo, model=str(spec.resolve()) if spec.exists() else model,
-                           analysis=str(plan), handle=handle, address=ray,
+                           analysis=str(plan), handle=handle, analyze_file=analyze_file, address=ray,
                            cpus_per_worker=ray_cpus_per_worker, max_workers=workers, on_event=emit)
         elif n_workers <= 1:
             for item in todo:

@@ -38,7 +38,10 @@ from pathlib import Path
 import numpy as np
 
 from soundalike.errors import ConfigError
-from soundalike.models.base import Analysis
+from soundalike.models.base import Analysis, PatchGrid
+
+__all__ = ["DEFAULT_ANALYSIS", "AnalysisPlan", "Excerpt", "PatchGrid", "TrackAnalysis", "analyze_excerpts",
+           "analyze_track", "patch_grid", "planned_patches", "spread_indices"]
 
 #: The default analysis budget, chosen by measurement (README "Analysis budget"): on the
 #: game-soundtrack set, same-soundtrack P@10 of spread:10 is within 0.01 of the full
@@ -94,30 +97,6 @@ class AnalysisPlan:
         if self.full:
             return True
         return not o.full and self.n_patches >= o.n_patches
-
-
-@dataclass(frozen=True)
-class PatchGrid:
-    """Where an analyzer's patches sit in a signal at ``sr`` Hz.
-
-    The excerpt for patch ``k`` is samples ``[k * hop - lead, k * hop - lead + length)``
-    (samples before the start of the track are zeros); a full analysis of ``n`` samples
-    has ``(n + lead - length) // hop + 1`` patches (a shorter remainder is dropped).
-    """
-
-    sr: int
-    hop: int
-    length: int
-    lead: int = 0
-
-    def n_patches(self, n_samples: int) -> int:
-        """Patches of a full analysis of ``n_samples`` samples at ``sr`` (0 if shorter than one)."""
-        n = n_samples + self.lead - self.length
-        return 0 if n < 0 else n // self.hop + 1
-
-    def start(self, k: int) -> int:
-        """First sample (index at ``sr``; negative = before the track) of patch ``k``'s excerpt."""
-        return k * self.hop - self.lead
 
 
 def patch_grid(analyzer) -> PatchGrid:

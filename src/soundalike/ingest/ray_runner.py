@@ -3,7 +3,7 @@
 The driver (the ``soundalike ingest`` process) scans, decides what needs analysis and
 commits, exactly as a local ingest does; only hashing, decoding and analysis move to the
 cluster.  Each worker is a Ray actor that loads the analyzer once and analyzes one file
-per call (:func:`soundalike.ingest.pipeline.analyze_file`, reading the file by its path:
+per call (the pipeline's ``analyze_file``, reading the file by its path:
 the cluster must see the same paths, as on shared storage).  The driver keeps at most
 ``depth`` calls in flight per worker (back-pressure: a 600,000-file folder never becomes
 600,000 queued tasks or results held in the object store), and takes results as they
@@ -52,7 +52,7 @@ class RayUnavailableError(SoundalikeError):
 class _Worker:
     """One analysis worker (a Ray actor): the analyzer is loaded once, in ``__init__``."""
 
-    def __init__(self, model: str, threads: int, analysis: str):
+    def __init__(self, model: str, threads: int, analysis: str, analyze_file: Callable[..., dict]):
         os.environ["SOUNDALIKE_THREADS"] = str(max(1, threads))
         import torch
 
@@ -65,6 +65,7 @@ class _Worker:
 
         self.analyzer = load_analyzer(model)
         self.analysis = analysis
+        self.analyze_file = analyze_file
         import ray
 
         self.node = ray.util.get_node_ip_address()
@@ -75,9 +76,7 @@ class _Worker:
         return {"pid": os.getpid(), "node": self.node, "node_id": self.node_id}
 
     def analyze(self, item: Item) -> dict[str, Any]:
-        from soundalike.ingest.pipeline import analyze_file
-
-        res = analyze_file(*item, analyzer=self.analyzer, analysis=self.analysis)
+        res = self.analyze_file(*item, analyzer=self.analyzer, analysis=self.analysis)
         if res["kind"] == "error" and not os.path.exists(item[0]):
             # the driver saw this path; this node does not: say where it was looked for
             res["reason"] = f"{res['reason']} (on Ray node {self.node}: is the folder shared with every node?)"
@@ -168,6 +167,7 @@ def run(
     model: str,
     analysis: str,
     handle: Callable[[dict[str, Any]], None],
+    analyze_file: Callable[..., dict[str, Any]],
     address: str | None = "auto",
     cpus_per_worker: int = 1,
     depth: int = DEFAULT_DEPTH,
@@ -183,6 +183,9 @@ def run(
     model : analyzer spec (name, ``NAME@PRECISION`` or a run folder every node can read)
     analysis : the analysis plan, ``"full"`` or ``"spread:N"``
     handle : called in the driver with each result dict (the commit); never concurrently
+    analyze_file : what a worker runs per file, ``f(path, known_hash, need_analysis, *,
+        analyzer, analysis) -> result dict``: the pipeline's ``analyze_file``, passed in
+        so that this module need not import the pipeline that imports it
     address : see :func:`connect`
     cpus_per_worker : CPUs each worker reserves (and torch threads it runs)
     depth : calls in flight per worker
@@ -233,7 +236,7 @@ def run(
 
         def top_up() -> None:
             while len(workers) < wanted():
-                a = Actor.remote(model, threads, analysis)
+                a = Actor.remote(model, threads, analysis, analyze_file)
                 workers[a] = {"ready": False, "info": None, "in_flight": set()}
                 pending_ready[a.ready.remote()] = a
                 stats["workers_started"] += 1

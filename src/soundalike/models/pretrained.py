@@ -526,7 +526,7 @@ class PretrainedAnalyzer:
         self.sample_rate = model.sample_rate
         self.labels = list(model.labels)
         self.embedding_dim = model.embedding_dims["penultimate"]
-        from soundalike.ingest.plan import PatchGrid
+        from soundalike.models.base import PatchGrid
 
         hop = model.mel_config.hop_length
         # Patch k of a full analysis is frames [187k, 187k + 187) of the centred STFT;
