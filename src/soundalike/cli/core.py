@@ -146,7 +146,8 @@ def info(
                 for a in cat.track_analyses(track.id):
                     top = sorted(a.predictions.items(), key=lambda kv: kv[1], reverse=True)[:10]
                     data["analyses"].append({"model_id": a.model_id, "model": names.get(a.model_id, "?"),
-                                             "dim": int(a.embedding.size), "top_predictions": top})
+                                             "dim": int(a.embedding.size), "analysis": a.analysis,
+                                             "top_predictions": top})
     if track is None:
         p = Path(ref).expanduser()
         if not p.is_file():
@@ -190,7 +191,8 @@ def _print_info(data: dict) -> None:
         out.print(table)
     for a in data["analyses"]:
         top = ", ".join(f"{k} {v:.2f}" for k, v in a["top_predictions"][:8])
-        out.print(f"  analysis [bold]{a['model']}[/] ({a['dim']}-d){': ' + top if top else ''}",
+        out.print(f"  analysis [bold]{a['model']}[/] ({a['dim']}-d, {a.get('analysis', 'full')})"
+                  f"{': ' + top if top else ''}",
                   highlight=False)
     if data["other_matches"]:
         out.print(f"  (also matched: {', '.join(map(str, data['other_matches']))})")
