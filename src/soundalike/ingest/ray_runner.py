@@ -94,7 +94,13 @@ def _head(address: str | None) -> tuple[str, int] | None:
             with open(get_ray_address_file(None)) as f:
                 raw = f.read().strip()
         except OSError:
-            return None
+            # `ray start --temp-dir X` records its address under X: find its GCS as Ray does
+            from ray._private.services import find_gcs_addresses
+
+            found = sorted(find_gcs_addresses())
+            if len(found) != 1:
+                return None
+            raw = found[0]
     host, _, port = str(raw).removeprefix("ray://").rpartition(":")
     try:
         return host.strip("[]"), int(port)
@@ -144,7 +150,8 @@ def connect(address: str | None) -> bool:
 
         ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        ray.init(address=address, **quiet)
+        # the resolved head, not "auto": Ray would rewrite a loopback head to this machine's IP
+        ray.init(address=f"{head[0]}:{head[1]}" if head is not None else address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayUnavailableError(f"no Ray cluster at {address!r} ({exc}); {hint}") from exc
     return True
