@@ -202,7 +202,8 @@ def corrupt_files(tmp_path_factory, audio_files) -> dict[str, Path]:
 # --------------------------------------------------------------------------- system dependencies
 
 #: Set by `make test`, which installs the Debian packages the browser and microphone tests
-#: need: there, a test that would skip for a missing system package fails instead, so a
+#: need and the test extra (Ray included): there, a test that would skip for a missing
+#: dependency fails instead, so a
 #: broken install step can never pass CI silently.
 STRICT_DEPS = os.environ.get("SOUNDALIKE_STRICT_DEPS") == "1"
 
@@ -211,7 +212,7 @@ STRICT_DEPS = os.environ.get("SOUNDALIKE_STRICT_DEPS") == "1"
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if STRICT_DEPS and rep.skipped and any(item.get_closest_marker(m) for m in ("browser", "pulse", "postgres")):
+    if STRICT_DEPS and rep.skipped and any(item.get_closest_marker(m) for m in ("browser", "pulse", "postgres", "ray")):
         rep.outcome = "failed"
         reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
         rep.longrepr = f"skipped, but SOUNDALIKE_STRICT_DEPS=1 requires it to run: {reason}"

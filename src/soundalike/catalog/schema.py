@@ -189,6 +189,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX adaptations_base ON adaptations(base_model_id)
         """,
     ),
+    Migration(
+        "what made each analysis: analyses.analysis 'full' or 'spread:N' (soundalike.ingest.plan)",
+        """
+        ALTER TABLE analyses ADD COLUMN analysis TEXT NOT NULL DEFAULT 'full'
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -120,6 +120,8 @@ class StoredAnalysis:
     embedding: np.ndarray
     predictions: dict[str, float]
     created_at: float
+    #: what made it: ``"full"`` (every patch) or ``"spread:N"`` (see soundalike.ingest.plan)
+    analysis: str = "full"
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ def normalize_tag(s: str) -> str:
 
 _TRACK_COLS = ", ".join(_TRACK_FIELDS)
 _TRACK_COLS_T = ", ".join(f"t.{f}" for f in _TRACK_FIELDS)
-_ANALYSIS_COLS = "track_id, model_id, embedding, predictions, created_at"
+_ANALYSIS_COLS = "track_id, model_id, embedding, predictions, created_at, analysis"
 _instances = itertools.count(1)
 #: id chunk size when a statement also binds a few tag sources
 CHUNK_WITH_SOURCES = 890
@@ -207,7 +209,7 @@ def _track(row: Sequence) -> Track:
 
 def _analysis(row: Sequence) -> StoredAnalysis:
     return StoredAnalysis(int(row[0]), row[1], np.frombuffer(row[2], np.float32).copy(),
-                          json.loads(row[3]), float(row[4]))
+                          json.loads(row[3]), float(row[4]), str(row[5]))
 
 
 class Catalog:
@@ -804,8 +806,12 @@ class Catalog:
         return ms[0].model_id if ms else None
 
     def put_analysis(self, track_id: int, model_id: str, embedding: np.ndarray,
-                     predictions: dict[str, float] | None = None) -> None:
-        """Store (or replace) a track's analysis; it gets this transaction's change version."""
+                     predictions: dict[str, float] | None = None, *, analysis: str = "full") -> None:
+        """Store (or replace) a track's analysis; it gets this transaction's change version.
+
+        ``analysis`` says how much of the track it looked at: ``"full"`` or ``"spread:N"``
+        (see :mod:`soundalike.ingest.plan`).
+        """
         emb = np.ascontiguousarray(embedding, dtype=np.float32).reshape(-1)
         if not np.isfinite(emb).all():
             raise CatalogError(f"track {track_id}: embedding contains NaN or inf")
@@ -813,11 +819,11 @@ class Catalog:
         with self.transaction():
             self._bump()
             self._write(
-                "INSERT INTO analyses (track_id, model_id, embedding, dim, predictions, created_at, version) "
-                f"VALUES (?, ?, ?, ?, ?, ?, {_TX_VERSION}) ON CONFLICT (track_id, model_id) DO UPDATE SET "
+                "INSERT INTO analyses (track_id, model_id, embedding, dim, predictions, created_at, version, "
+                f"analysis) VALUES (?, ?, ?, ?, ?, ?, {_TX_VERSION}, ?) ON CONFLICT (track_id, model_id) DO UPDATE SET "
                 "embedding = excluded.embedding, dim = excluded.dim, predictions = excluded.predictions, "
-                "created_at = excluded.created_at, version = excluded.version",
-                (int(track_id), model_id, emb.tobytes(), emb.size, preds, time.time()))
+                "created_at = excluded.created_at, version = excluded.version, analysis = excluded.analysis",
+                (int(track_id), model_id, emb.tobytes(), emb.size, preds, time.time(), str(analysis)))
 
     def has_analysis(self, track_id: int, model_id: str) -> bool:
         return self._db.fetchone("SELECT 1 FROM analyses WHERE track_id = ? AND model_id = ?",
@@ -842,6 +848,11 @@ class Catalog:
         rows = self._db.fetchall(f"SELECT {_ANALYSIS_COLS} FROM analyses WHERE track_id = ? ORDER BY created_at",
                                  (int(track_id),))
         return [_analysis(r) for r in rows]
+
+    def analysis_settings(self, model_id: str) -> dict[int, str]:
+        """track id -> how its analysis by ``model_id`` was made (``"full"``, ``"spread:N"``)."""
+        return {int(r[0]): str(r[1]) for r in self._db.fetchall(
+            "SELECT track_id, analysis FROM analyses WHERE model_id = ?", (model_id,))}
 
     def analyzed_ids(self, model_id: str) -> set[int]:
         """Ids of every track (any status) with an analysis by ``model_id``."""

@@ -34,6 +34,20 @@ def ingest(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry files that failed before.")] = False,
     adapt: Annotated[bool, typer.Option("--adapt/--no-adapt", help=(
         "Fit the catalog's own normalisation (`index adapt`) once it holds 200 tracks of the model."))] = True,
+    analysis: Annotated[str | None, typer.Option(
+        "--analysis", help="How much of each track to analyze: 'spread:N' (N patches spread evenly, "
+                           "read by seeking; default spread:10) or 'full' (every patch).")] = None,
+    patches: Annotated[int | None, typer.Option(
+        "--patches", min=1, help="Same as --analysis spread:N.")] = None,
+    precision: Annotated[str | None, typer.Option(
+        "--precision", help="Network arithmetic of a pretrained model: fp32 (default, the reference), "
+                            "bf16 or int8 (faster, close but not equal: its own model id).")] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="ADDRESS", help="Analyze on a Ray cluster: 'auto' (the one `ray start` runs here), "
+                                         "HOST:PORT of its head, or 'local' (a private one-node Ray). "
+                                         "Files are read by path on the workers. Needs soundalike[ray].")] = None,
+    ray_cpus_per_worker: Annotated[int, typer.Option(
+        "--ray-cpus-per-worker", min=1, help="CPUs (and torch threads) per Ray worker.")] = 1,
     json_out: JsonOpt = False,
 ) -> None:
     """Add new or changed audio files to the catalog (resumable; bad files are recorded, not fatal)."""
@@ -42,32 +56,48 @@ def ingest(
 
     from soundalike.ingest import ingest as run_ingest
 
+    from soundalike.errors import ConfigError
+
+    if patches is not None and analysis is not None:
+        raise ConfigError("give --analysis or --patches, not both")
+    if patches is not None:
+        analysis = f"spread:{patches}"
     err = Console(stderr=True)
     cat = catalog_path(catalog)
     progress = Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[hours]:.2f} h audio"),
                         TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
                         console=err, transient=True, disable=json_out or not err.is_terminal)
     task = None
     total = 0
     counts = {"ingested": 0, "unchanged": 0, "failed": 0, "known-failure": 0}
+    nonlocal_hours = [0.0]  # audio hours ingested so far
 
     def on_event(e: dict) -> None:
         nonlocal task, total
+        if e["event"].startswith("ray-"):
+            if e["event"] == "ray-worker-lost" and not json_out:
+                err.print(f"ray: worker {e['pid']} on {e['node']} lost; "
+                          f"{len(e['retried'])} files retried elsewhere", highlight=False)
+            return
         if e["event"] == "start":
             total = e["total"]
-            task = progress.add_task("ingest", total=total, status="")
+            task = progress.add_task("ingest", total=total, status="", hours=0.0)
             return
+        nonlocal_hours[0] += float(e.get("duration_s") or 0.0) / 3600
         counts[e["status"]] = counts.get(e["status"], 0) + 1
         status = f"{counts['ingested']} new, {counts['failed']} failed"
-        progress.update(task, advance=1, status=status)
+        progress.update(task, advance=1, status=status, hours=nonlocal_hours[0])
         if not err.is_terminal and not json_out and e["status"] in ("ingested", "failed"):
             done = sum(counts.values())
             if done % 100 == 0:  # a log line now and then when stderr is not a terminal
-                err.print(f"ingest: {done}/{total} files ({status})", highlight=False)
+                err.print(f"ingest: {done}/{total} files, {nonlocal_hours[0]:.2f} h of audio ({status})",
+                          highlight=False)
 
     with progress:
         summary = run_ingest(paths, catalog=cat, model=model, workers=workers, top_tags=top_tags,
-                             retry_failed=retry_failed, on_event=on_event)
+                             retry_failed=retry_failed, analysis=analysis, precision=precision,
+                             ray=ray, ray_cpus_per_worker=ray_cpus_per_worker, on_event=on_event)
     adapted = None
     if adapt and summary.model_id:
         from soundalike.catalog.store import Catalog
@@ -81,8 +111,9 @@ def ingest(
         return
     out = console()
     out.print(f"[bold]{summary.scanned}[/] audio files scanned in {summary.elapsed_s:.1f} s "
-              f"with [bold]{summary.model_name}[/] → {cat}")
-    out.print(f"  ingested   {summary.ingested}")
+              f"with [bold]{summary.model_name}[/] ({summary.analysis} analysis) → {cat}")
+    out.print(f"  ingested   {summary.ingested}" + (f"  ({summary.audio_s / 3600:.2f} h of audio)"
+                                                   if summary.ingested else ""))
     out.print(f"  unchanged  {summary.unchanged}")
     out.print(f"  failed     {summary.failed}" + (f"  (+{summary.known_failures} known failures skipped; "
                                                  "--retry-failed to retry)" if summary.known_failures else ""))
@@ -130,7 +161,8 @@ def info(
                 for a in cat.track_analyses(track.id):
                     top = sorted(a.predictions.items(), key=lambda kv: kv[1], reverse=True)[:10]
                     data["analyses"].append({"model_id": a.model_id, "model": names.get(a.model_id, "?"),
-                                             "dim": int(a.embedding.size), "top_predictions": top})
+                                             "dim": int(a.embedding.size), "analysis": a.analysis,
+                                             "top_predictions": top})
     if track is None:
         p = Path(ref).expanduser()
         if not p.is_file():
@@ -173,7 +205,8 @@ def _print_info(data: dict) -> None:
         out.print(table)
     for a in data["analyses"]:
         top = ", ".join(f"{k} {v:.2f}" for k, v in a["top_predictions"][:8])
-        out.print(f"  analysis [bold]{a['model']}[/] ({a['dim']}-d){': ' + top if top else ''}",
+        out.print(f"  analysis [bold]{a['model']}[/] ({a['dim']}-d, {a.get('analysis', 'full')})"
+                  f"{': ' + top if top else ''}",
                   highlight=False)
     if data["other_matches"]:
         out.print(f"  (also matched: {', '.join(map(str, data['other_matches']))})")

@@ -3,6 +3,9 @@
 :func:`ingest` is the entry point (:mod:`.pipeline` holds the scan, the worker-side
 analysis and the per-file commit).  Ingest sits above the catalog and the models and
 below the CLI: it opens files, runs analyzers and writes through ``Catalog`` methods.
+:mod:`.plan` decides how much of each track is analyzed (the analysis budget:
+``full`` or ``spread:N``); the analysis runs in local worker processes or, with
+``ray=``, on a Ray cluster (:mod:`.ray_runner`); either way the driver commits.
 """
 
 from soundalike.ingest.pipeline import (

@@ -23,7 +23,7 @@ import numpy as np
 
 from soundalike.audio.io import is_audio_path
 from soundalike.catalog.store import Catalog, Tag
-from soundalike.errors import CatalogBusyError, CatalogError, SoundalikeError
+from soundalike.errors import AudioDecodeError, CatalogBusyError, CatalogError, SoundalikeError
 
 #: How many of an analyzer's labels become model tags on the track.
 DEFAULT_TOP_TAGS = 5
@@ -64,6 +64,8 @@ class IngestSummary:
     elapsed_s: float = 0.0
     model_id: str = ""
     model_name: str = ""
+    analysis: str = ""
+    audio_s: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -341,36 +343,59 @@ def analyze_in_blocks(path: str, analyzer, *, block_s: float | None = None
 
 
 def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
-                 analyzer=None) -> dict[str, Any]:
-    """Hash, read tags, decode and analyze one file.  Never raises: errors come back as data."""
-    from soundalike.audio.io import info, load
+                 analyzer=None, *, analysis: str | None = None) -> dict[str, Any]:
+    """Hash, read tags, decode and analyze one file.  Never raises: errors come back as data.
+
+    ``analysis`` is the analysis budget (``"full"`` or ``"spread:N"``, default
+    :data:`soundalike.ingest.plan.DEFAULT_ANALYSIS`); the result says which one was made.
+    """
+    from soundalike.audio.io import info
     from soundalike.ingest.peaks import track_peaks
+    from soundalike.ingest.plan import AnalysisPlan, analyze_track, planned_patches
 
     analyzer = analyzer or _ANALYZER
     try:
+        plan = AnalysisPlan.parse(analysis)
         st = os.stat(path)
         digest = content_hash(path)
         if digest == known_hash and not need_analysis:
             return {"kind": "touch", "path": path, "size": st.st_size, "mtime": st.st_mtime,
                     "inode": st.st_ino, "device": st.st_dev}
         meta = info(path)
-        wav = None
-        if meta.duration_s > LONG_FILE_S:
+        picks = planned_patches(analyzer, plan, frames=meta.frames, source_sr=meta.sr)
+        if picks is None and meta.duration_s > LONG_FILE_S:
             embedding, predictions, decoded_s = analyze_in_blocks(path, analyzer)
+            setting = "full"
         else:
-            wav = load(path, sr=analyzer.sample_rate)
-            result = analyzer.analyze(wav.y, wav.sr)
-            embedding, predictions, decoded_s = result.embedding, result.predictions, wav.duration_s
-        peaks = track_peaks(path, decoded=wav)  # the web page's waveform (2 kB)
+            try:
+                ta = analyze_track(path, analyzer=analyzer, plan=plan, frames=meta.frames, source_sr=meta.sr)
+            except AudioDecodeError:
+                if picks is None:
+                    raise
+                # The spread positions come from the header's length; a header that lies
+                # (a streamed FLAC claiming 10^14 s) sends the seeks past the data, so the
+                # track is analyzed whole, streamed block by block, instead.
+                ta = None
+            if ta is None:
+                embedding, predictions, decoded_s = analyze_in_blocks(path, analyzer)
+                setting = "full"
+            else:
+                embedding, predictions = ta.analysis.embedding, ta.analysis.predictions
+                decoded_s, setting = ta.decoded_s, ta.setting
+        # the web page's waveform (2 kB): its own cheap decode, since the analysis reads
+        # only the patches it needs
+        peaks = track_peaks(path, decoded=None)
         return {
             "kind": "ok", "path": path, "hash": digest, "size": st.st_size, "mtime": st.st_mtime,
             "inode": st.st_ino, "device": st.st_dev,
             # what was decoded, not the header's guess (MP3 without a Xing header, cover
-            # art, a streamed FLAC without a sample count: all off, some by 10^14)
-            "duration_s": decoded_s,
+            # art, a streamed FLAC without a sample count: all off, some by 10^14); a spread
+            # analysis decodes only its patches, so then the waveform's whole-file decode says
+            "duration_s": decoded_s if setting == "full" or peaks is None else float(peaks.duration_s),
             "sr": meta.sr, "channels": meta.channels, "format": meta.format.lower(),
             "tags": read_file_tags(path), "embedding": embedding, "predictions": predictions,
             "peaks": peaks,
+            "analysis": setting, "decoded_s": decoded_s,
         }
     except SoundalikeError as exc:
         reason = exc.reason if hasattr(exc, "reason") else str(exc)
@@ -422,12 +447,13 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
             title=tags.get("title"), artist=tags.get("artist"), album=tags.get("album"),
             genre=tags.get("genre"), year=tags.get("year"), inode=res.get("inode"), device=res.get("device"))
         cat.set_tags(tid, file_tags_as_tags(tags), source="file")
-        cat.put_analysis(tid, model_id, res["embedding"], preds)
+        cat.put_analysis(tid, model_id, res["embedding"], preds, analysis=res.get("analysis", "full"))
         if res.get("peaks") is not None:
             cat.put_peaks(tid, res["peaks"])
         for a in adaptations or ():  # the catalog's adaptations of this model follow it
-            cat.put_analysis(tid, a.model_id, a.apply(res["embedding"]))
-        cat.set_tags(tid, [Tag(label, label_category, "model", float(p), model_id) for label, p in top],
+            cat.put_analysis(tid, a.model_id, a.apply(res["embedding"]), analysis=res.get("analysis", "full"))
+        cat.set_tags(tid, [Tag(label, label_category, "model", float(p), model_id)
+                           for label, p in top if p >= MIN_TAG_CONFIDENCE],
                      source="model", model_id=model_id)
         cat.clear_error(res["path"])
 
@@ -441,6 +467,10 @@ def ingest(
     top_tags: int = DEFAULT_TOP_TAGS,
     retry_failed: bool = False,
     mark_missing: bool = True,
+    analysis: str | None = None,
+    precision: str | None = None,
+    ray: str | None = None,
+    ray_cpus_per_worker: int = 1,
     on_event: Callable[[Event], None] | None = None,
 ) -> IngestSummary:
     """Bring the catalog up to date with the audio files under ``paths``.
@@ -454,17 +484,31 @@ def ingest(
     top_tags : how many top predicted labels to store as model tags per track
     retry_failed : retry files that failed before even if they did not change
     mark_missing : mark catalog tracks under ``paths`` whose files are gone as missing
+    analysis : the analysis budget, ``"full"`` or ``"spread:N"`` (default
+        :data:`soundalike.ingest.plan.DEFAULT_ANALYSIS`); a track whose stored analysis
+        covers less (``spread:4`` when ``full`` is asked) is analyzed again
+    precision : a pretrained model's arithmetic, ``"fp32"`` (default), ``"bf16"`` or
+        ``"int8"`` (another model id: see :mod:`soundalike.models.pretrained`)
+    ray : analyze on a Ray cluster instead of local processes: ``"auto"``, ``"HOST:PORT"``
+        or ``"local"`` (see :mod:`soundalike.ingest.ray_runner`); committing stays here
+    ray_cpus_per_worker : CPUs per Ray worker (``workers`` caps the number of Ray workers)
     on_event : called with ``{"event": "start", "total": n}``, then one
-        ``{"event": "file", "path", "status": ingested|unchanged|failed, "reason"?}`` per file
+        ``{"event": "file", "path", "status": ingested|unchanged|failed, "reason"?,
+        "duration_s"?}`` per file (``duration_s``: seconds of audio in an ingested file)
 
     Returns
     -------
     IngestSummary
     """
-    from soundalike.models.zoo import DEFAULT_ANALYZER, load_analyzer
+    from soundalike.ingest.plan import AnalysisPlan
+    from soundalike.models.zoo import DEFAULT_ANALYZER, load_analyzer, split_precision
 
     t0 = time.perf_counter()
+    plan = AnalysisPlan.parse(analysis)
     model = model or DEFAULT_ANALYZER
+    if precision not in (None, "fp32"):
+        # one string names the analyzer everywhere, worker processes included
+        model = f"{split_precision(model)[0]}@{precision}"
     roots = [Path(p).expanduser() for p in paths]
     found = scan_folders(roots)
     files = found.files
@@ -473,13 +517,16 @@ def ingest(
     own = not isinstance(catalog, Catalog)
     emit = on_event or (lambda e: None)
     summary = IngestSummary(scanned=len(files) + len(found.problems), model_id=analyzer.model_id,
-                            model_name=analyzer.name)
+                            model_name=analyzer.name,
+                            analysis=str(plan))
     try:
         cat.register_model(model_id=analyzer.model_id, name=analyzer.name, dim=analyzer.embedding_dim,
                            labels=list(analyzer.labels), label_category=analyzer.label_category)
         states = cat.file_states()
         failed_before = cat.error_states()
-        analyzed = cat.analyzed_ids(analyzer.model_id)
+        # A stored analysis that looked at less than the plan asks for is made again.
+        analyzed = {tid for tid, setting in cat.analysis_settings(analyzer.model_id).items()
+                    if AnalysisPlan.parse(setting).covers(plan)}
         from soundalike.models.adapt import Adaptation
 
         adaptations = [Adaptation.from_bytes(a.data) for a in cat.adaptations(analyzer.model_id)]
@@ -541,15 +588,25 @@ def ingest(
                 emit({"event": "file", "path": res["path"], "status": "unchanged"})
             else:
                 summary.ingested += 1
-                emit({"event": "file", "path": res["path"], "status": "ingested"})
+                summary.audio_s += float(res["duration_s"] or 0.0)
+                emit({"event": "file", "path": res["path"], "status": "ingested",
+                      "duration_s": res["duration_s"]})
 
         n_workers = workers if workers is not None else (os.cpu_count() or 1)
         n_workers = max(1, min(n_workers, len(todo)))
-        if n_workers <= 1:
+        if ray is not None:
+            if todo:
+                from soundalike.ingest.ray_runner import run as run_on_ray
+
+                spec = Path(model).expanduser()
+                run_on_ray(todo, model=str(spec.resolve()) if spec.exists() else model,
+                           analysis=str(plan), handle=handle, analyze_file=analyze_file, address=ray,
+                           cpus_per_worker=ray_cpus_per_worker, max_workers=workers, on_event=emit)
+        elif n_workers <= 1:
             for item in todo:
-                handle(analyze_file(*item, analyzer=analyzer))
+                handle(analyze_file(*item, analyzer=analyzer, analysis=str(plan)))
         else:
-            _run_pool(todo, model=model, workers=n_workers, handle=handle)
+            _run_pool(todo, model=model, workers=n_workers, handle=handle, analysis=str(plan))
 
         if mark_missing:
             present = {str(f) for f in files}
@@ -573,7 +630,7 @@ def _under(path: str, roots: list[Path]) -> bool:
 
 
 def _run_pool(todo: list[tuple[str, str | None, bool]], *, model: str, workers: int,
-              handle: Callable[[dict[str, Any]], None]) -> None:
+              handle: Callable[[dict[str, Any]], None], analysis: str | None = None) -> None:
     """Analyze ``todo`` in ``workers`` spawned processes, handing results over as they finish.
 
     A worker that dies (a decoder crashing the process) breaks the pool: the files that were
@@ -596,7 +653,7 @@ def _run_pool(todo: list[tuple[str, str | None, bool]], *, model: str, workers: 
             def submit() -> None:
                 while queue and len(in_flight) < workers * 4:
                     item = queue.pop()
-                    in_flight[pool.submit(analyze_file, *item)] = item
+                    in_flight[pool.submit(analyze_file, *item, analysis=analysis)] = item
 
             submit()
             while in_flight and not broken:

@@ -38,6 +38,30 @@ class Analysis:
         return sorted(self.predictions.items(), key=lambda kv: kv[1], reverse=True)[:n]
 
 
+@dataclass(frozen=True)
+class PatchGrid:
+    """Where an analyzer's patches sit in a signal at ``sr`` Hz.
+
+    The excerpt for patch ``k`` is samples ``[k * hop - lead, k * hop - lead + length)``
+    (samples before the start of the track are zeros); a full analysis of ``n`` samples
+    has ``(n + lead - length) // hop + 1`` patches (a shorter remainder is dropped).
+    """
+
+    sr: int
+    hop: int
+    length: int
+    lead: int = 0
+
+    def n_patches(self, n_samples: int) -> int:
+        """Patches of a full analysis of ``n_samples`` samples at ``sr`` (0 if shorter than one)."""
+        n = n_samples + self.lead - self.length
+        return 0 if n < 0 else n // self.hop + 1
+
+    def start(self, k: int) -> int:
+        """First sample (index at ``sr``; negative = before the track) of patch ``k``'s excerpt."""
+        return k * self.hop - self.lead
+
+
 @runtime_checkable
 class Analyzer(Protocol):
     """Anything ingest / similar / listen can run.

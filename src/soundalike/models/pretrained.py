@@ -37,6 +37,12 @@ from soundalike.errors import CheckpointError, ModelError
 from soundalike.models.base import Analysis
 
 Layer = Literal["penultimate", "max_pool", "mean_pool"]
+#: Arithmetic of the network (``--precision``): ``fp32`` is the reference the parity tests
+#: pin; ``bf16`` runs under bfloat16 autocast (oneDNN's AVX-512 BF16 kernels where the CPU
+#: has them); ``int8`` quantizes the dense layers' weights dynamically (the convolutions,
+#: most of the work, stay fp32: torch quantizes only Linear/RNN layers dynamically).
+Precision = Literal["fp32", "bf16", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 
 #: The exact front end the musicnn checkpoints expect.
 MUSICNN_MEL = MelConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, fmin=0.0,
@@ -248,7 +254,9 @@ class PretrainedModel:
     sample_rate : 16000 (input is resampled to it)
     mel_config : :data:`MUSICNN_MEL`
     patch_frames : 187
-    model_id : ``NAME-<12 hex>``, a hash of the weights, front end and port version
+    model_id : ``NAME-<12 hex>``, a hash of the weights, front end, port version and, for
+        another precision than fp32, the precision (``MTT_musicnn@bf16-<12 hex>``)
+    precision : ``"fp32"``, ``"bf16"`` or ``"int8"``
     embedding_dims : layer name -> embedding length (``max_pool`` only for musicnn)
     """
 
@@ -256,12 +264,17 @@ class PretrainedModel:
     mel_config: MelConfig = MUSICNN_MEL
     patch_frames: int = PATCH_FRAMES
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, precision: Precision = "fp32"):
         from soundalike.models.musicnn import build_network
         from soundalike.models.tfbundle import musicnn_checkpoint_dir, read_bundle
 
+        if precision not in PRECISIONS:
+            raise ModelError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         self.spec = spec
-        self.name = spec.name
+        self.precision = precision
+        # Another arithmetic makes other (close, not equal) numbers: another model id, and a
+        # name that says so, so that `--model MTT_musicnn@bf16` finds it again.
+        self.name = spec.name if precision == "fp32" else f"{spec.name}@{precision}"
         self.labels: list[str] = list(spec.labels)
         ckpt = musicnn_checkpoint_dir(spec.name)
         weights = read_bundle(ckpt)
@@ -278,7 +291,11 @@ class PretrainedModel:
             h.update(np.ascontiguousarray(weights[k]).tobytes())
         h.update(self.mel_config.fingerprint().encode())
         h.update(f"patch={self.patch_frames};arch={spec.arch};port={PORT_VERSION}".encode())
-        self.model_id = f"{spec.name}-{h.hexdigest()[:12]}"
+        if precision != "fp32":
+            h.update(f";precision={precision}".encode())
+            if precision == "int8":
+                self.net = _quantize_dense(self.net)
+        self.model_id = f"{self.name}-{h.hexdigest()[:12]}"
         self._lock = threading.Lock()
         self.threads = default_threads()
         self._pool = None
@@ -351,11 +368,14 @@ class PretrainedModel:
             n_parts = max(-(-len(batch) // MICRO_BATCH), min(self.threads, len(batch)))
             chunks += [c for c in np.array_split(batch, n_parts) if len(c)]
 
+        bf16 = self.precision == "bf16"
+
         def run(chunk: np.ndarray) -> dict[str, np.ndarray]:
             _single_threaded()
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 r = self.net(torch.from_numpy(chunk))
-                return {"probs": torch.sigmoid(r["logits"]).numpy(), **{k: r[k].numpy() for k in keys}}
+                return {"probs": torch.sigmoid(r["logits"].float()).numpy(),
+                        **{k: r[k].float().numpy() for k in keys}}
 
         with self._lock:
             if len(chunks) > 1 and self.threads > 1:
@@ -431,6 +451,9 @@ class PretrainedModel:
     def analyze(self, y: np.ndarray, sr: int) -> Analysis:
         """One pass giving both the track embedding (mean penultimate) and tag probabilities."""
         out, _ = self._run(y, sr, None, DEFAULT_BATCH)
+        return self._analysis(out)
+
+    def _analysis(self, out: dict[str, np.ndarray]) -> Analysis:
         probs = out["probs"].mean(axis=0)
         return Analysis(
             embedding=out["penultimate"].mean(axis=0).astype(np.float32),
@@ -448,8 +471,11 @@ def available() -> list[str]:
     return list(SPECS)
 
 
-def load(name: str) -> PretrainedModel:
+def load(name: str, *, precision: Precision = "fp32") -> PretrainedModel:
     """The pretrained model called ``name``, loaded once per process and then reused.
+
+    ``precision`` picks the network's arithmetic (see :data:`Precision`); fp32 is the
+    reference.
 
     Raises
     ------
@@ -461,12 +487,26 @@ def load(name: str) -> PretrainedModel:
     if name not in SPECS:
         raise ModelError(f"unknown pretrained model {name!r}; choose one of {', '.join(SPECS)}")
     with _load_lock:
-        return _load_cached(name)
+        return _load_cached(name, precision)
 
 
 @functools.lru_cache(maxsize=None)
-def _load_cached(name: str) -> PretrainedModel:
-    return PretrainedModel(SPECS[name])
+def _load_cached(name: str, precision: Precision = "fp32") -> PretrainedModel:
+    return PretrainedModel(SPECS[name], precision)
+
+
+def _quantize_dense(net):
+    """The network with int8 dynamically quantized Linear layers (weights int8, activations
+    quantized per batch); everything else unchanged."""
+    import copy
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(net), {torch.nn.Linear},
+                                                      dtype=torch.qint8)
 
 
 class PretrainedAnalyzer:
@@ -487,6 +527,46 @@ class PretrainedAnalyzer:
         self.sample_rate = model.sample_rate
         self.labels = list(model.labels)
         self.embedding_dim = model.embedding_dims["penultimate"]
+        from soundalike.models.base import PatchGrid
+
+        hop = model.mel_config.hop_length
+        # Patch k of a full analysis is frames [187k, 187k + 187) of the centred STFT;
+        # frame t reads samples [t*hop - n_fft/2, t*hop + n_fft/2).  So patch k needs
+        # samples [k*187*hop - 256, k*187*hop + 187*hop): an excerpt of 48,128 samples
+        # with 256 samples of lead (zeros before the start of the track, as the full
+        # analysis pads), whose centred frames 1..187 are exactly the patch's frames.
+        lead = model.mel_config.n_fft // 2
+        self.patch_grid = PatchGrid(model.sample_rate, PATCH_FRAMES * hop, PATCH_FRAMES * hop + lead, lead)
+        self._lead_frames = lead // hop
+
+    def analyze_excerpts(self, excerpts: list[np.ndarray], sr: int) -> Analysis:
+        """Analyze excerpts cut on :attr:`patch_grid` in one batched pass.
+
+        An excerpt of exactly ``patch_grid.length`` samples at ``patch_grid.sr`` is one
+        patch, computed so that its log-mel frames (and so its network outputs) equal the
+        full analysis's frames of that patch; any other excerpt is cut into patches as a
+        whole signal is.  The track embedding and tag probabilities are the means over
+        all patches, as in :meth:`analyze`.
+
+        Parameters
+        ----------
+        excerpts : mono float ``(n_i,)`` arrays at ``sr`` Hz
+        sr : their sample rate
+        """
+        if not excerpts:
+            raise ModelError(f"{self.name}: no excerpts to analyze")
+        g, m = self.patch_grid, self.model
+        on_grid = [i for i, y in enumerate(excerpts) if sr == g.sr and len(y) == g.length]
+        parts: list[np.ndarray | None] = [None] * len(excerpts)
+        if on_grid:
+            mel = m.logmel(np.stack([np.asarray(excerpts[i], np.float32) for i in on_grid]), sr)
+            mel = mel[:, :, self._lead_frames : self._lead_frames + m.patch_frames]  # (n, 96, 187)
+            for j, i in enumerate(on_grid):
+                parts[i] = mel[j : j + 1]
+        for i, y in enumerate(excerpts):
+            if parts[i] is None:
+                parts[i] = m.patches(np.asarray(y, np.float32), sr)
+        return m._analysis(m.run_patches(np.concatenate(parts)))
 
     def analyze(self, y: np.ndarray, sr: int) -> Analysis:
         """Analyze mono float32 ``y`` at ``sr`` Hz."""
@@ -496,6 +576,6 @@ class PretrainedAnalyzer:
         return self.model.analyze(y, sr)
 
 
-def load_pretrained_analyzer(name: str) -> PretrainedAnalyzer:
-    """An :class:`~soundalike.models.base.Analyzer` over :func:`load` ``(name)``."""
-    return PretrainedAnalyzer(load(name))
+def load_pretrained_analyzer(name: str, *, precision: Precision = "fp32") -> PretrainedAnalyzer:
+    """An :class:`~soundalike.models.base.Analyzer` over :func:`load` ``(name, precision=...)``."""
+    return PretrainedAnalyzer(load(name, precision=precision))

@@ -29,15 +29,44 @@ def available() -> list[str]:
     return [*BASELINES, *PRETRAINED, *FUSED]
 
 
-def load_analyzer(spec: str | Path) -> Analyzer:
+def split_precision(spec: str | Path) -> tuple[str, str]:
+    """``"MTT_musicnn@bf16"`` -> ``("MTT_musicnn", "bf16")``; anything else -> ``(spec, "fp32")``."""
+    key = str(spec)
+    name, sep, prec = key.rpartition("@")
+    if sep and name in PRETRAINED:
+        return name, prec
+    return key, "fp32"
+
+
+def load_analyzer(spec: str | Path, *, precision: str | None = None) -> Analyzer:
     """Return the analyzer for a model name or a trained run folder (cached per process).
+
+    Parameters
+    ----------
+    spec : a name of :func:`available`, ``NAME@PRECISION`` for a pretrained model in
+        another arithmetic (``MTT_musicnn@bf16``), or a trained run folder
+    precision : ``"fp32"`` (the reference), ``"bf16"`` or ``"int8"``: pretrained models only;
+        ``None`` keeps what ``spec`` says (fp32 if nothing)
 
     Raises
     ------
     ModelError
-        Unknown name, or a path that is not a trained run.
+        Unknown name or precision, a precision for a model that has none, or a path that
+        is not a trained run.
     """
-    key = str(spec)
+    key, named = split_precision(spec)
+    if precision is not None and named != "fp32" and precision != named:
+        raise ModelError(f"model {spec!r} says precision {named}, but precision {precision} was asked")
+    prec = precision or named
+    if prec != "fp32":
+        from soundalike.models.pretrained import PRECISIONS
+
+        if key not in PRETRAINED:
+            raise ModelError(f"precision {prec}: only the pretrained models ({', '.join(PRETRAINED)}) "
+                             f"run in another precision than fp32, not {key!r}")
+        if prec not in PRECISIONS:
+            raise ModelError(f"unknown precision {prec!r}; choose one of {', '.join(PRECISIONS)}")
+        return _load_cached(f"{key}@{prec}")
     if key not in BASELINES and key not in PRETRAINED and key not in FUSED:
         p = Path(key).expanduser()
         if not p.exists():
@@ -54,6 +83,11 @@ def _load_cached(key: str) -> Analyzer:
         from soundalike.models.baseline import MFCCStats
 
         return MFCCStats()
+    name, _, prec = key.rpartition("@")
+    if name in PRETRAINED:
+        from soundalike.models.pretrained import load_pretrained_analyzer
+
+        return load_pretrained_analyzer(name, precision=prec)
     if key in PRETRAINED:
         from soundalike.models.pretrained import load_pretrained_analyzer
 

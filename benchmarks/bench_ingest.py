@@ -1,0 +1,449 @@
+"""Ingest throughput: the analysis budget, local workers vs Ray, the commit path, a projection.
+
+    flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_ingest.py \\
+        [--gamemusic ~/.cache/soundalike-bench/gamemusic] [--tracks 24] [--model MTT_musicnn] \\
+        [--skip profile,full,local,ray,commit,precision]
+
+All figures of one run are measured side by side on the same machine, so only their
+ratios count (the machine is shared; the load average is printed).
+
+1. **Profile** of a 4-minute mp3 and ogg (made from a gamemusic track): where the time
+   goes, stage by stage (open, seek+decode, stereo downmix -- as it is now and as it was,
+   ``mean(axis=1)`` -- resample, log-mel, network, hash + file tags, commit), for the
+   full analysis and for the default spread analysis.  One torch thread.
+2. **Throughput** on real full-length gamemusic tracks (a subsample of ``--tracks``,
+   every soundtrack and the longest tracks included): full analysis (what ingest did
+   before the budget) vs the default spread analysis, local 1 and 2 workers vs Ray with 1
+   and 2 worker processes (a private Ray on 127.0.0.1 started here; its start is not
+   timed, its workers' start is).  Tracks per hour per core and audio hours per hour per
+   core; Ray's scaling efficiency at 2 workers = rate(2) / (2 x rate(1)).
+3. **Commit rate** of the driver: prepared results committed one transaction per file
+   into SQLite (and PostgreSQL when psycopg and the server binaries are there), tracks/s.
+5. **Precision**: fp32 vs bf16 vs int8 on every gamemusic track's default-analysis patches:
+   speed, the largest change of a track's tag probabilities, same-soundtrack P@10.
+4. **Projection** of a 600,000-track store on 1, 4, 10 and 32 nodes of 16 cores from the
+   measured per-core rate, capped by the measured commit rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"speedup": 10.0, "store_hours_4x16": 1.0, "commit_per_s": 170.0, "ray_eff": 0.80}
+
+
+def _load() -> str:
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
+# --------------------------------------------------------------------------- 1. profile
+
+
+def _four_minute_files(src: Path, out: Path) -> list[Path]:
+    import soundfile as sf
+
+    y, sr = sf.read(src, dtype="float32", always_2d=True)
+    y = np.concatenate([y] * int(np.ceil(240 * sr / len(y))))[: 240 * sr]
+    files = []
+    for fmt, sub, ext in (("MP3", "MPEG_LAYER_III", "mp3"), ("OGG", "VORBIS", "ogg")):
+        p = out / f"four_minutes.{ext}"
+        with sf.SoundFile(p, "w", sr, y.shape[1], format=fmt, subtype=sub) as f:
+            for i in range(0, len(y), 1 << 15):  # blockwise: libsndfile's Vorbis encoder dislikes huge writes
+                f.write(y[i : i + (1 << 15)])
+        files.append(p)
+    return files
+
+
+def profile(files: list[Path], model: str) -> None:
+    import torch
+
+    from soundalike.audio import io
+    from soundalike.audio.resample import resample
+    from soundalike.catalog.store import Catalog
+    from soundalike.ingest.pipeline import _commit, content_hash, read_file_tags
+    from soundalike.ingest.plan import DEFAULT_ANALYSIS, patch_grid, planned_patches
+    from soundalike.models.pretrained import patches_from_logmel
+    from soundalike.models.zoo import load_analyzer
+
+    torch.set_num_threads(1)
+    os.environ["SOUNDALIKE_THREADS"] = "1"
+    a = load_analyzer(model)
+    a.model.threads = 1
+    m, g = a.model, patch_grid(a)
+
+    def timed(fn, repeat=2):
+        best, out = float("inf"), None
+        for _ in range(repeat):
+            t = time.perf_counter()
+            out = fn()
+            best = min(best, time.perf_counter() - t)
+        return best, out
+
+    def raw_blocks(src, start, stop):
+        return list(src.blocks(start, stop))
+
+    print(f"\n## 1. Profile: one 4-minute track, {model}, one thread (load {_load()})\n")
+    print("| stage | mp3 full | mp3 " + DEFAULT_ANALYSIS + " | ogg full | ogg " + DEFAULT_ANALYSIS + " |")
+    print("|---|---|---|---|---|")
+    cols: list[dict[str, float]] = []
+    for path in files:
+        meta = io.info(path)
+        for plan in ("full", DEFAULT_ANALYSIS):
+            r: dict[str, float] = {}
+            picks = planned_patches(a, plan, frames=meta.frames, source_sr=meta.sr)
+            if picks is None:
+                spans = [(0, None)]
+            else:
+                spans = [(max(0, int(g.start(k) * meta.sr / g.sr) - 2205),
+                          int((g.start(k) + g.length) * meta.sr / g.sr) + 2205) for k in picks]
+            r["open (header, per read)"], _ = timed(lambda: [io._open(Path(path)).close() for _ in spans])
+            # seek + decode, without the downmix (blocks as the decoder gives them)
+            t_dec, blocks = timed(lambda: [raw_blocks(io._open(Path(path)), s0, s1) for s0, s1 in spans])
+            r["seek + decode"] = t_dec
+            r["downmix to mono (now)"], monos = timed(
+                lambda: [np.concatenate([io._to_mono(b) for b in bl]) for bl in blocks])
+            r["downmix, as before: mean(axis=1)"], _ = timed(
+                lambda: [np.concatenate([b.mean(axis=1, dtype=np.float32) for b in bl]) for bl in blocks])
+            r["resample to 16 kHz"], ys = timed(lambda: [resample(y, meta.sr, g.sr) for y in monos])
+            if picks is None:
+                r["log-mel"], mel = timed(lambda: m.logmel(ys[0], g.sr))
+                P = patches_from_logmel(mel)
+            else:
+                ex = np.stack([y[: g.length] if len(y) >= g.length else np.pad(y, (0, g.length - len(y)))
+                               for y in ys])
+                r["log-mel"], mel = timed(lambda: m.logmel(ex, g.sr))
+                P = np.ascontiguousarray(mel[:, :, 1 : 1 + m.patch_frames])
+            r["network"], out = timed(lambda: m.run_patches(P), repeat=1)
+            r["hash + file tags"], _ = timed(lambda: (content_hash(path), read_file_tags(path)))
+            db = Path(tempfile.mkdtemp()) / "c.sqlite"
+            with Catalog.open(db) as cat:
+                cat.register_model(model_id=a.model_id, name=a.name, dim=a.embedding_dim, labels=a.labels)
+                res = {"kind": "ok", "path": str(path), "hash": "0" * 32, "size": 1, "mtime": 0.0,
+                       "duration_s": meta.duration_s, "sr": meta.sr, "channels": meta.channels,
+                       "format": "x", "tags": {}, "embedding": out["penultimate"].mean(0),
+                       "predictions": dict(zip(a.labels, out["probs"].mean(0).tolist())), "analysis": plan}
+                r["commit (SQLite)"], _ = timed(lambda: _commit(cat, res, model_id=a.model_id,
+                                                                label_category="tag", top_tags=5))
+            shutil.rmtree(db.parent, ignore_errors=True)
+            r["patches"] = len(P)
+            cols.append(r)
+    keys = [k for k in cols[0] if k != "patches"]
+    for k in keys:
+        print(f"| {k} | " + " | ".join(f"{c[k] * 1000:.0f} ms" for c in cols) + " |")
+    totals = [sum(v for kk, v in c.items() if kk not in ("patches", "downmix, as before: mean(axis=1)")) for c in cols]
+    print("| **total (now)** | " + " | ".join(f"**{t * 1000:.0f} ms**" for t in totals) + " |")
+    print("| patches | " + " | ".join(str(c["patches"]) for c in cols) + " |")
+    for name, (full, sp) in (("mp3", cols[0:2]), ("ogg", cols[2:4])):
+        nonnet = {k: v for k, v in full.items() if k not in ("network", "patches", "downmix (now)")}
+        top = max(nonnet, key=nonnet.get)
+        print(f"\n{name}: largest non-network cost of the full analysis before: **{top}** "
+              f"({nonnet[top] * 1000:.0f} ms); "
+              f"{DEFAULT_ANALYSIS} runs {full['patches'] / sp['patches']:.1f}x fewer patches and is "
+              f"{totals[cols.index(full)] / totals[cols.index(sp)]:.1f}x faster end to end")
+
+
+# --------------------------------------------------------------------------- 2. throughput
+
+
+def _subsample(gm: Path, n: int) -> tuple[list[Path], float]:
+    """``n`` tracks: the longest of each soundtrack first, then round-robin over soundtracks."""
+    with open(gm / "gamemusic.csv") as f:
+        rows = [(gm / r["path"], r["label"], float(r["duration_s"])) for r in csv.DictReader(f)]
+    by: dict[str, list] = {}
+    for r in sorted(rows, key=lambda r: -r[2]):
+        by.setdefault(r[1], []).append(r)
+    out = []
+    while len(out) < min(n, len(rows)):
+        for lab in sorted(by):
+            if by[lab] and len(out) < n:
+                out.append(by[lab].pop(0))
+    return [r[0] for r in out], sum(r[2] for r in out)
+
+
+def _folder(tracks: list[Path], tmp: Path) -> Path:
+    d = tmp / "tracks"
+    d.mkdir(exist_ok=True)
+    for i, p in enumerate(tracks):
+        (d / f"{i:03d}_{p.parent.name}_{p.name}").symlink_to(p)
+    return d
+
+
+def _run_ingest(folder: Path, tmp: Path, name: str, **kw) -> tuple[float, float, float]:
+    """``(wall s, steady s, audio s)``; steady = from the first committed file to the last,
+    scaled to all files (the workers' start and the model load left out)."""
+    from soundalike.ingest import ingest
+
+    db = tmp / f"{name}.sqlite"
+    stamps: list[float] = []
+
+    def on_event(e):
+        if e["event"] == "file":
+            stamps.append(time.perf_counter())
+
+    t = time.perf_counter()
+    s = ingest([folder], catalog=db, on_event=on_event, **kw)
+    wall = time.perf_counter() - t
+    assert s.failed == 0 and s.ingested > 0, (name, s.errors[:3])
+    n = len(stamps)
+    steady = (stamps[-1] - stamps[0]) * n / (n - 1) if n > 2 else wall
+    return wall, steady, s.audio_s
+
+
+def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path) -> dict[str, float]:
+    from soundalike.ingest.plan import DEFAULT_ANALYSIS
+
+    import torch
+
+    torch.set_num_threads(1)  # the in-process (1 worker) run: one core, as the workers get
+    tracks, audio_s = _subsample(gm, n)
+    folder = _folder(tracks, tmp)
+    print(f"\n## 2. Throughput: {len(tracks)} gamemusic tracks ({audio_s / 3600:.2f} h of audio, "
+          f"{audio_s / len(tracks) / 60:.1f} min per track), {model}, load {_load()}\n")
+    runs = []
+    if "full" not in skip:
+        runs.append(("full analysis (before), local, 1 worker", 1, dict(workers=1, analysis="full")))
+    runs.append((f"{DEFAULT_ANALYSIS} (default), local, 1 worker", 1, dict(workers=1)))
+    if "local" not in skip:
+        runs.append((f"{DEFAULT_ANALYSIS}, local, 2 workers", 2, dict(workers=2)))
+    ray_addr = None
+    if "ray" not in skip:
+        ray_addr = _start_ray(tmp)
+        runs.append((f"{DEFAULT_ANALYSIS}, Ray, 1 worker process", 1, dict(ray=ray_addr, workers=1)))
+        runs.append((f"{DEFAULT_ANALYSIS}, Ray, 2 worker processes", 2, dict(ray=ray_addr, workers=2)))
+    print("| run | cores | wall s (with start-up) | steady s | tracks/h per core | audio h/h per core | vs full |")
+    print("|---|---|---|---|---|---|---|")
+    rates: dict[str, float] = {}
+    full_rate = None
+    try:
+        for i, (label, cores, kw) in enumerate(runs):
+            os.environ["SOUNDALIKE_THREADS"] = "1"  # one inference thread per worker process
+            wall, steady, got_s = _run_ingest(folder, tmp, f"run{i}", model=model, **kw)
+            # rates at steady state: a big store amortises the workers' start-up
+            per_core = len(tracks) / steady * 3600 / cores
+            audio = got_s / steady / cores
+            if label.startswith("full"):
+                full_rate = per_core
+            rates[label] = per_core
+            vs = f"{per_core / full_rate:.1f}x" if full_rate else ""
+            print(f"| {label} | {cores} | {wall:.1f} | {steady:.1f} | {per_core:.0f} | {audio:.1f} | {vs} |",
+                  flush=True)
+    finally:
+        if ray_addr:
+            _stop_ray()
+    keys = list(rates)
+    out = {"per_core": rates.get(f"{DEFAULT_ANALYSIS} (default), local, 1 worker", 0.0)}
+    if full_rate:
+        out["speedup"] = out["per_core"] / full_rate
+    ray1 = [v for k, v in rates.items() if "Ray, 1" in k]
+    ray2 = [v for k, v in rates.items() if "Ray, 2" in k]
+    if ray1 and ray2:
+        out["ray_eff"] = ray2[0] / ray1[0]  # per-core rates: efficiency = rate(2) / (2 rate(1))
+    loc2 = [v for k, v in rates.items() if "local, 2" in k]
+    if loc2:
+        out["local_eff"] = loc2[0] / out["per_core"]
+    del keys
+    return out
+
+
+_RAY: dict = {}
+
+
+def _start_ray(tmp: Path) -> str:
+    """A private two-CPU Ray on 127.0.0.1 (head only), in its own temp dir."""
+    from ray.cluster_utils import Cluster
+
+    root = tempfile.mkdtemp(prefix="sa-bench-ray-", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = root
+    os.makedirs(os.path.join(root, "ray"))
+    c = Cluster(initialize_head=True, head_node_args=dict(
+        num_cpus=2, object_store_memory=100 * 1024 * 1024, node_ip_address="127.0.0.1",
+        temp_dir=os.path.join(root, "ray"), include_dashboard=False))
+    _RAY.update(cluster=c, root=root)
+    return c.address
+
+
+def _stop_ray() -> None:
+    c = _RAY.pop("cluster", None)
+    if c is not None:
+        c.shutdown()
+    shutil.rmtree(_RAY.pop("root", ""), ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- 3. commit
+
+
+def commit_rate(n: int) -> dict[str, float]:
+    from soundalike.catalog.store import Catalog
+    from soundalike.ingest.pipeline import _commit
+    from soundalike.models.pretrained import MTT_LABELS
+
+    rng = np.random.default_rng(0)
+    labels = list(MTT_LABELS)
+    results = [{"kind": "ok", "path": f"/music/artist{i % 500}/album{i % 50}/track{i:06d}.mp3",
+                "hash": f"{i:032x}", "size": 5_000_000 + i, "mtime": 1.7e9 + i, "duration_s": 200.0,
+                "sr": 44100, "channels": 2, "format": "mp3",
+                "tags": {"title": f"Track {i}", "artist": f"Artist {i % 500}", "album": f"Album {i % 50}",
+                         "genre": "Rock", "year": 1990 + i % 30},
+                "embedding": rng.standard_normal(200).astype(np.float32),
+                "predictions": dict(zip(labels, rng.random(50).tolist())), "analysis": "spread:10"}
+               for i in range(n)]
+    targets = {"SQLite": lambda d: d / "c.sqlite"}
+    pg = None
+    try:
+        import psycopg  # noqa: F401
+
+        sys.path.insert(0, str(ROOT / "tests"))
+        from pgserver import PgServer, find_bin_dir
+
+        if find_bin_dir() is not None:
+            pg = PgServer(find_bin_dir()).start()
+            targets["PostgreSQL"] = lambda d: pg.new_database("bench")
+    except Exception as exc:  # noqa: BLE001 - PostgreSQL is optional here
+        print(f"(PostgreSQL not measured: {type(exc).__name__}: {exc})")
+    print(f"\n## 3. Commit rate: {n} prepared tracks, one transaction each (load {_load()})\n")
+    print("| catalog | tracks/s | target |")
+    print("|---|---|---|")
+    out = {}
+    try:
+        for name, where in targets.items():
+            d = Path(tempfile.mkdtemp())
+            with Catalog.open(where(d)) as cat:
+                cat.register_model(model_id="m", name="MTT_musicnn", dim=200, labels=labels)
+                t = time.perf_counter()
+                for r in results:
+                    _commit(cat, r, model_id="m", label_category="tag", top_tags=5)
+                rate = n / (time.perf_counter() - t)
+                assert cat.count_tracks() == n
+            shutil.rmtree(d, ignore_errors=True)
+            out[name] = rate
+            print(f"| {name} | {rate:.0f} | >= {TARGETS['commit_per_s']:.0f} |")
+    finally:
+        if pg is not None:
+            pg.stop()
+    return out
+
+
+# --------------------------------------------------------------------------- 5. precision
+
+
+def precision(gm: Path, model: str) -> None:
+    """fp32 vs bf16 vs int8 on every gamemusic track's default-analysis patches."""
+    import torch
+
+    from soundalike.audio.io import info, load_excerpts
+    from soundalike.ingest.plan import DEFAULT_ANALYSIS, patch_grid, planned_patches
+    from soundalike.models.zoo import load_analyzer
+
+    torch.set_num_threads(1)
+    with open(gm / "gamemusic.csv") as f:
+        rows = [(gm / r["path"], r["label"]) for r in csv.DictReader(f)]
+    base = load_analyzer(model)
+    g = patch_grid(base)
+    excerpts = []
+    for p, _ in rows:
+        meta = info(p)
+        picks = planned_patches(base, DEFAULT_ANALYSIS, frames=meta.frames, source_sr=meta.sr)
+        if picks is None:  # no more patches than the budget: all of them, as ingest does
+            picks = range(max(1, g.n_patches(int(meta.frames * g.sr // meta.sr))))
+        excerpts.append(load_excerpts(p, sr=g.sr, starts=[g.start(k) for k in picks], length=g.length))
+    labels = np.array([lab for _, lab in rows])
+    print(f"\n## 5. Precision: {len(rows)} gamemusic tracks, {DEFAULT_ANALYSIS}, {model}, one thread "
+          f"(load {_load()})\n")
+    print("| precision | patches/s | max abs diff, track tag probabilities | max abs diff, per patch "
+          "| same-soundtrack P@10 | model id |")
+    print("|---|---|---|---|---|---|")
+    ref = None
+    for prec in ("fp32", "bf16", "int8"):
+        a = load_analyzer(model, precision=prec)
+        a.model.threads = 1
+        t = time.perf_counter()
+        outs = [a.analyze_excerpts(ex, g.sr) for ex in excerpts]
+        dt = time.perf_counter() - t
+        n_p = sum(len(o.patch_embeddings) for o in outs)
+        E = np.stack([o.embedding for o in outs])
+        P = np.stack([np.array(list(o.predictions.values())) for o in outs])
+        PP = [o.patch_predictions for o in outs]
+        En = E / np.linalg.norm(E, axis=1, keepdims=True)
+        S = En @ En.T
+        np.fill_diagonal(S, -np.inf)
+        nn = np.argsort(-S, axis=1, kind="stable")[:, :10]
+        p10 = float((labels[nn] == labels[:, None]).mean())
+        if ref is None:
+            ref = (P, PP)
+        d_track = float(np.abs(P - ref[0]).max())
+        d_patch = max(float(np.abs(x - y).max()) for x, y in zip(PP, ref[1]))
+        print(f"| {prec} | {n_p / dt:.1f} | {d_track:.4f} | {d_patch:.4f} | {p10:.4f} | {a.model_id} |",
+              flush=True)
+    print("\nA precision other than fp32 becomes the default only if the track tag probabilities stay "
+          "within 0.01 of fp32 and P@10 is unchanged.")
+
+
+# --------------------------------------------------------------------------- 4. projection
+
+
+def projection(per_core: float, commit: float) -> None:
+    print(f"\n## 4. Projection: 600,000 tracks, nodes of 16 cores, {per_core:.0f} tracks/h per core "
+          f"(measured above), commit ceiling {commit:.0f} tracks/s\n")
+    print("| nodes | cores | analysis tracks/s | committed tracks/s | hours | target |")
+    print("|---|---|---|---|---|---|")
+    for nodes in (1, 4, 10, 32):
+        cores = nodes * 16
+        analysis = cores * per_core / 3600
+        rate = min(analysis, commit)
+        hours = 600_000 / rate / 3600
+        tgt = f"< {TARGETS['store_hours_4x16']:.0f} h" if nodes == 4 else ""
+        cap = " (commit-bound)" if commit < analysis else ""
+        print(f"| {nodes} | {cores} | {analysis:.0f} | {rate:.0f}{cap} | {hours:.2f} | {tgt} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gamemusic", type=Path, default=Path("~/.cache/soundalike-bench/gamemusic").expanduser())
+    ap.add_argument("--tracks", type=int, default=24)
+    ap.add_argument("--model", default="MTT_musicnn")
+    ap.add_argument("--commits", type=int, default=3000)
+    ap.add_argument("--skip", default="", help="comma-separated: profile,full,local,ray,commit,precision")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    print(f"# bench_ingest (load {_load()}, {os.cpu_count()} CPUs)")
+    tmp = Path(tempfile.mkdtemp(prefix="sa-bench-ingest-"))
+    try:
+        src = sorted(args.gamemusic.glob("flare-game/*.ogg"))
+        if "profile" not in skip and src:
+            profile(_four_minute_files(max(src, key=lambda p: p.stat().st_size), tmp), args.model)
+        tp = throughput(args.gamemusic, args.tracks, args.model, skip, tmp)
+        commits = commit_rate(args.commits) if "commit" not in skip else {}
+        if "precision" not in skip:
+            precision(args.gamemusic, args.model)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ceiling = min(commits.values()) if commits else float("inf")
+    projection(tp["per_core"], ceiling)
+    print("\n## Targets\n")
+    print("| figure | measured | target |")
+    print("|---|---|---|")
+    if "speedup" in tp:
+        print(f"| default analysis vs full, tracks/h, same run | {tp['speedup']:.1f}x | >= {TARGETS['speedup']:.0f}x |")
+    hours = 600_000 / min(64 * tp["per_core"] / 3600, ceiling) / 3600
+    print(f"| 600k tracks on 4 x 16 cores (projection) | {hours:.2f} h | < {TARGETS['store_hours_4x16']:.0f} h |")
+    for name, rate in commits.items():
+        print(f"| commit path, {name} | {rate:.0f} tracks/s | >= {TARGETS['commit_per_s']:.0f} |")
+    if "ray_eff" in tp:
+        print(f"| Ray scaling efficiency at 2 workers | {tp['ray_eff']:.0%} | >= {TARGETS['ray_eff']:.0%} |")
+    if "local_eff" in tp:
+        print(f"| (local pool scaling efficiency at 2 workers) | {tp['local_eff']:.0%} | |")
+    print(f"\nload average at the end: {_load()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""The analysis budget: spread patches read by seeking give the full analysis's own rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import ALL_FORMATS, STEREO_SR, write_audio
+from soundalike.audio import synth
+from soundalike.audio.io import load, load_excerpts
+from soundalike.ingest import ingest
+from soundalike.catalog.store import Catalog
+from soundalike.errors import ConfigError
+from soundalike.ingest.plan import (
+    AnalysisPlan,
+    PatchGrid,
+    analyze_track,
+    planned_patches,
+    spread_indices,
+)
+from soundalike.models.zoo import load_analyzer
+
+
+@pytest.mark.parametrize("text, n", [("full", None), ("spread:10", 10), ("SPREAD:1", 1), (" spread:16 ", 16)])
+def test_plan_parses(text, n):
+    assert AnalysisPlan.parse(text).n_patches == n
+    assert str(AnalysisPlan.parse(str(AnalysisPlan.parse(text)))) == str(AnalysisPlan.parse(text))
+
+
+@pytest.mark.parametrize("text", ["spread:0", "spread", "half", "spread:-2", "spread:1.5", ""])
+def test_bad_plans_are_refused_with_the_choices(text):
+    with pytest.raises(ConfigError, match="spread:N"):
+        AnalysisPlan.parse(text)
+
+
+@pytest.mark.parametrize("have, want, covered", [
+    ("full", "full", True), ("full", "spread:4", True), ("spread:10", "spread:4", True),
+    ("spread:10", "spread:10", True), ("spread:4", "spread:10", False), ("spread:16", "full", False),
+])
+def test_what_covers_what(have, want, covered):
+    assert AnalysisPlan.parse(have).covers(want) is covered
+
+
+def test_spread_positions_are_even_distinct_and_deterministic():
+    for total in (11, 17, 80, 81, 1200):
+        for n in (1, 4, 10):
+            picks = spread_indices(n_patches_full=total, n=n)
+            assert len(picks) == n == len(set(picks)) and picks == sorted(picks)
+            assert 0 <= picks[0] and picks[-1] < total
+            gaps = np.diff([-0.5, *picks, total - 0.5])  # every part of the track gets one
+            assert gaps.max() - gaps.min() <= total / n + 1
+            assert picks == spread_indices(n_patches_full=total, n=n)
+    assert spread_indices(n_patches_full=10, n=10) is None  # no more than N: the full analysis
+
+
+def test_the_grid_counts_patches_as_the_full_analysis_does():
+    a = load_analyzer("MTT_musicnn")
+    for seconds in (2.0, 3.0, 2.999, 6.01, 31.7):
+        y = synth.noise(duration_s=seconds, sr=16000, seed=1)
+        assert a.patch_grid.n_patches(len(y)) == len(a.model.patches(y, 16000)) or len(y) < 48000
+    g = PatchGrid(sr=10, hop=3, length=5, lead=1)
+    assert [g.start(k) for k in range(3)] == [-1, 2, 5] and g.n_patches(7) == 2
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
+def test_excerpts_equal_the_slices_of_a_full_decode(fmt, tmp_path):
+    """Seeked, resampled excerpts land on the very samples a full decode gives them."""
+    sr_in = 48000 if fmt == "opus" else STEREO_SR
+    y = np.stack([synth.harmonic_tone(220.0 * (1 + i % 3), duration_s=1.0, sr=sr_in, amplitude=0.3)
+                  for i in range(6)]).reshape(-1)  # 6 s, tonal (AAC noise substitution blurs noise)
+    path = write_audio(tmp_path / f"x.{fmt}", fmt, y, sr_in)
+    full = load(path, sr=16000).y
+    starts = [-300, 0, 1234, 16000 * 2 + 7, 16000 * 4]
+    ex = load_excerpts(path, sr=16000, starts=starts, length=16000)
+    # AAC after a seek: FFmpeg's decoder restarts without the previous frame's state and
+    # its noise substitution draws other random numbers; the samples agree to ~1e-2 at
+    # segment edges here (1e-3 inside), and patch embeddings of real music to ~2e-4.
+    atol = {"m4a": 1e-2}.get(fmt, 1e-5)
+    for j, e in zip(starts, ex):
+        assert len(e) == 16000
+        want = full[max(j, 0) : j + 16000]
+        if j < 0:
+            assert not e[:-j].any()  # before the track: zeros
+            e = e[-j:]
+        np.testing.assert_allclose(e, want, rtol=0, atol=atol, err_msg=f"{fmt} at {j}")
+    tail = load_excerpts(path, sr=16000, starts=[len(full) - 100, len(full) + 5000], length=16000)
+    assert 0 < len(tail[0]) <= 200 and len(tail[1]) == 0
+
+
+def test_spread_analysis_is_the_full_analysis_on_a_subset_of_its_patches(tmp_path):
+    """Same patch rows as the full analysis (to 1e-5) for the picked patches: the vectors mix."""
+    a = load_analyzer("MTT_musicnn")
+    y = np.concatenate([synth.demo_track(s, seed=i, duration_s=8.0, sr=22050)
+                        for i, s in enumerate(["drum-loop", "piano-arpeggio", "ambient-drone", "bass-groove"])])
+    path = tmp_path / "t.ogg"
+    write_audio(path, "ogg", np.stack([y, 0.8 * y], axis=1), 22050)
+    full = analyze_track(path, analyzer=a, plan="full")
+    sp = analyze_track(path, analyzer=a, plan="spread:4")
+    n = len(full.analysis.patch_embeddings)
+    assert n == 10 and full.setting == "full" and sp.setting == "spread:4"
+    picks = spread_indices(n_patches_full=n, n=4)
+    np.testing.assert_allclose(sp.analysis.patch_embeddings, full.analysis.patch_embeddings[picks], atol=1e-5)
+    np.testing.assert_allclose(sp.analysis.patch_predictions, full.analysis.patch_predictions[picks], atol=1e-5)
+    np.testing.assert_allclose(sp.analysis.embedding, full.analysis.patch_embeddings[picks].mean(0), atol=1e-5)
+    # the decoded excerpts are handed on (for tempo/key/loudness), each where it belongs
+    assert [round(e.start_s, 3) for e in sp.excerpts] == [round((k * 47872 - 256) / 16000, 3) for k in picks]
+    assert all(e.sr == 16000 and len(e.y) == a.patch_grid.length for e in sp.excerpts)
+    assert sp.decoded_s < 0.45 * full.decoded_s
+    # a budget of more patches than the track has is the full analysis, and says so
+    same = analyze_track(path, analyzer=a, plan="spread:10")
+    assert same.setting == "full"
+    np.testing.assert_allclose(same.analysis.embedding, full.analysis.embedding, atol=1e-6)
+
+
+def test_a_spread_analysis_never_decodes_the_whole_file(tmp_path, monkeypatch):
+    from soundalike.audio import io
+
+    y = synth.demo_track("piano-arpeggio", seed=3, duration_s=120.0, sr=22050)
+    path = tmp_path / "long.flac"
+    sf.write(path, y, 22050)
+    decoded = []
+    real = io._SfSource._read
+
+    def counting(self, n):
+        out = real(self, n)
+        decoded.append(len(out))
+        return out
+
+    monkeypatch.setattr(io._SfSource, "_read", counting)
+    ta = analyze_track(path, analyzer=load_analyzer("mfcc-stats"), plan="spread:10")
+    assert ta.setting == "spread:10" and len(ta.excerpts) == 10
+    assert sum(decoded) < 0.3 * len(y)  # 10 x 3 s of 120 s, plus pre-roll and margins
+
+
+def test_generic_analyzers_average_their_excerpts(tmp_path):
+    a = load_analyzer("mfcc-stats")
+    y = synth.demo_track("bass-groove", seed=1, duration_s=40.0, sr=22050)
+    sf.write(tmp_path / "t.flac", y, 22050)
+    ta = analyze_track(tmp_path / "t.flac", analyzer=a, plan="spread:4")
+    picks = planned_patches(a, "spread:4", frames=len(y), source_sr=22050)
+    y = load(tmp_path / "t.flac").y  # as stored (16-bit)
+    n = 3 * 22050
+    want = np.mean([a.analyze(y[k * n : (k + 1) * n], 22050).embedding for k in picks], axis=0)
+    np.testing.assert_allclose(ta.analysis.embedding, want, atol=1e-4)
+
+
+def test_ingest_records_the_analysis_and_upgrades_it_when_asked(tmp_path):
+    music = tmp_path / "m"
+    music.mkdir()
+    sf.write(music / "long.flac", synth.demo_track("drum-loop", seed=0, duration_s=40.0, sr=22050), 22050)
+    sf.write(music / "short.flac", synth.demo_track("drum-loop", seed=1, duration_s=7.0, sr=22050), 22050)
+    db = tmp_path / "c.sqlite"
+    s = ingest([music], catalog=db, model="mfcc-stats", workers=1, analysis="spread:4")
+    assert s.ingested == 2 and s.analysis == "spread:4" and abs(s.audio_s - 47.0) < 0.1
+    with Catalog.open(db) as cat:
+        mid = cat.default_model_id()
+        by_path = {cat.get_track(t).path: a for t, a in cat.analysis_settings(mid).items()}
+        assert by_path == {str((music / "long.flac").resolve()): "spread:4",
+                           str((music / "short.flac").resolve()): "full"}
+        assert cat.get_analysis(cat.track_by_path(str((music / "long.flac").resolve())).id, mid).analysis == "spread:4"
+    # a smaller budget is covered by what is stored; a full one re-makes the sampled track only
+    s = ingest([music], catalog=db, model="mfcc-stats", workers=1, analysis="spread:2")
+    assert (s.ingested, s.unchanged) == (0, 2)
+    s = ingest([music], catalog=db, model="mfcc-stats", workers=1, analysis="full")
+    assert (s.ingested, s.unchanged) == (1, 1)
+    with Catalog.open(db) as cat:
+        assert set(cat.analysis_settings(cat.default_model_id()).values()) == {"full"}
+        assert cat.count_tracks() == 2
+
+
+def test_cli_analysis_options(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    sf.write(tmp_path / "long.flac", synth.demo_track("drum-loop", seed=0, duration_s=40.0, sr=22050), 22050)
+    db = str(tmp_path / "c.sqlite")
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "soundalike", "ingest", str(tmp_path), "--catalog", db,
+                               "--model", "mfcc-stats", "--workers", "1", *args], capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+
+    p = run("--patches", "4", "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["analysis"] == "spread:4" and out["ingested"] == 1 and abs(out["audio_s"] - 40.0) < 0.1
+    p = run("--analysis", "full", "--patches", "3")
+    assert p.returncode == 1 and "not both" in p.stderr and "Traceback" not in p.stderr
+    p = run("--analysis", "most")
+    assert p.returncode == 1 and "spread:N" in p.stderr and "Traceback" not in p.stderr
+    p = run("--ray", "127.0.0.1:1")  # nothing listens there: a clear error, not a hang
+    assert p.returncode == 1 and "Ray" in p.stderr and "Traceback" not in p.stderr
