@@ -97,9 +97,9 @@ def list_models(json_out: JsonOpt = False) -> None:
             from soundalike.models.fusion import BLOCKS
 
             dims = {f"{m}.{layer}": SPECS[m].embedding_dims[layer] for m, layer in BLOCKS}
-            rows.append({"name": name, "kind": "fused pretrained (MTT+MSD)",
-                         "labels": len(dict.fromkeys(lab for m in dict.fromkeys(m for m, _ in BLOCKS)
-                                                     for lab in SPECS[m].labels)),
+            labels = list(dict.fromkeys(lab for m in dict.fromkeys(m for m, _ in BLOCKS) for lab in SPECS[m].labels))
+            rows.append({"name": name, "kind": "fused pretrained (MTT+MSD)", "labels": len(labels),
+                         "label_names": labels, "label_category": "tag",
                          "embedding_dims": {"embedding": sum(dims.values())}, "roc_auc": None,
                          "pr_auc": None, "default": name == DEFAULT_ANALYZER})
         elif name == MFCCStats.name:
