@@ -1,0 +1,124 @@
+"""Diversity for result lists: caps per artist and album, and no near-duplicates of the seed.
+
+Pure functions over candidates already ranked by similarity (no catalog, no index), so
+``similar``, the playlists and the HTTP API share one rule and tests can call it directly.
+
+A *near-duplicate* of the seed is another copy or version of the same recording: the same
+file content (equal content hash), or an embedding so close that it is the same audio
+(cosine >= :data:`DUPLICATE_SCORE`), or very close (>= :data:`NEAR_DUPLICATE_SCORE`) with
+nearly the same decoded length (within :data:`DUPLICATE_DURATION_S` or 2 %): a re-encode,
+a remaster, a radio edit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+#: Cosine similarity at which two tracks are taken to be the same audio.
+DUPLICATE_SCORE = 0.995
+#: Cosine similarity at which two tracks of nearly equal length are taken as versions.
+NEAR_DUPLICATE_SCORE = 0.97
+#: "Nearly equal length": within this many seconds (or 2 % of the longer one).
+DUPLICATE_DURATION_S = 2.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What diversity needs to know about one ranked candidate."""
+
+    id: int
+    score: float
+    artist: str | None = None
+    album: str | None = None
+    content_hash: str | None = None
+    duration_s: float | None = None
+
+
+def _norm(s: str | None) -> str | None:
+    s = (s or "").strip().lower()
+    return s or None
+
+
+def is_near_duplicate(c: Candidate, seed: Candidate) -> bool:
+    """Whether ``c`` is another copy/version of ``seed`` (see the module docstring)."""
+    if c.id == seed.id:
+        return True
+    if c.content_hash and seed.content_hash and c.content_hash == seed.content_hash:
+        return True
+    if c.score >= DUPLICATE_SCORE:
+        return True
+    if c.score >= NEAR_DUPLICATE_SCORE and c.duration_s and seed.duration_s:
+        tol = max(DUPLICATE_DURATION_S, 0.02 * max(c.duration_s, seed.duration_s))
+        return abs(c.duration_s - seed.duration_s) <= tol
+    return False
+
+
+class Caps:
+    """Running per-artist / per-album counts; ``admit`` says yes and counts, or says no.
+
+    ``None`` caps nothing.  Tracks without an artist (album) are never capped by it: an
+    unknown artist is not one artist.
+    """
+
+    def __init__(self, *, max_per_artist: int | None = None, max_per_album: int | None = None):
+        for name, v in (("max_per_artist", max_per_artist), ("max_per_album", max_per_album)):
+            if v is not None and v < 1:
+                raise ValueError(f"{name} must be at least 1, got {v}")
+        self.max_per_artist, self.max_per_album = max_per_artist, max_per_album
+        self.artists: dict[str, int] = {}
+        self.albums: dict[tuple[str | None, str], int] = {}
+
+    def _keys(self, c: Candidate):
+        artist, album = _norm(c.artist), _norm(c.album)
+        return artist, ((artist, album) if album else None)
+
+    def allows(self, c: Candidate) -> bool:
+        artist, album = self._keys(c)
+        if self.max_per_artist and artist and self.artists.get(artist, 0) >= self.max_per_artist:
+            return False
+        if self.max_per_album and album and self.albums.get(album, 0) >= self.max_per_album:
+            return False
+        return True
+
+    def count(self, c: Candidate) -> None:
+        artist, album = self._keys(c)
+        if artist:
+            self.artists[artist] = self.artists.get(artist, 0) + 1
+        if album:
+            self.albums[album] = self.albums.get(album, 0) + 1
+
+    def admit(self, c: Candidate) -> bool:
+        if not self.allows(c):
+            return False
+        self.count(c)
+        return True
+
+
+def diversify(candidates: Iterable[Candidate], *, k: int, seed: Candidate | None = None,
+              max_per_artist: int | None = None, max_per_album: int | None = None,
+              include_duplicates: bool = False, count_seed: bool = False) -> Iterator[Candidate]:
+    """The first ``k`` candidates (in the given order) that pass the caps and, unless
+    ``include_duplicates``, are not near-duplicates of ``seed`` (never the seed itself).
+
+    ``count_seed``: the seed counts against the caps (a playlist that starts with it);
+    ``similar`` leaves it out, as the seed is not in its list.
+    """
+    caps = Caps(max_per_artist=max_per_artist, max_per_album=max_per_album)
+    if seed is not None and count_seed:
+        caps.count(seed)
+    n = 0
+    for c in candidates:
+        if n >= k:
+            return
+        if seed is not None and c.id == seed.id:
+            continue
+        if seed is not None and not include_duplicates and is_near_duplicate(c, seed):
+            continue
+        if caps.admit(c):
+            n += 1
+            yield c
+
+
+__all__ = ["Candidate", "Caps", "DUPLICATE_DURATION_S", "DUPLICATE_SCORE", "NEAR_DUPLICATE_SCORE",
+           "diversify", "is_near_duplicate"]
