@@ -91,7 +91,7 @@ def bench_logmel(n_clips: int, data: Path | None) -> list[tuple[str, str, str]]:
 
 
 def _ingest_rate(files: list[Path], label: str, workers: int) -> tuple[str, str, str]:
-    from soundalike.catalog.ingest import ingest
+    from soundalike.ingest import ingest
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()

@@ -47,7 +47,7 @@ def loadavg() -> str:
 def bench_model(name: str, *, files: list[Path], catalog_path: Path, queries: int, seconds: float,
                 window_s: float, hop_s: float, smooth: int, threads: int | None) -> dict:
     from soundalike.audio.io import info
-    from soundalike.catalog.ingest import ingest
+    from soundalike.ingest import ingest
     from soundalike.catalog.store import Catalog
     from soundalike.live.recognize import LiveConfig, Recognizer, TrackMatcher, listen, set_threads
     from soundalike.live.sources import FileSource

@@ -18,7 +18,9 @@ def _add(cat: Catalog, path: str, **kw) -> int:
 def test_new_catalog_has_current_schema_and_wal(tmp_path):
     with Catalog.open(tmp_path / "c.sqlite") as cat:
         assert cat.schema_version == SCHEMA_VERSION
-        assert cat.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with sqlite3.connect(tmp_path / "c.sqlite") as conn:  # an outside observer
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with Catalog.open(tmp_path / "c.sqlite") as cat:
         assert cat.count_tracks() == 0
 
 
@@ -63,7 +65,7 @@ def test_transaction_rolls_back_everything_on_error(tmp_path):
                 cat.put_analysis(tid, "m1", np.ones(4, np.float32), {})
                 raise RuntimeError("boom")
         assert cat.count_tracks() == 0
-        assert cat.conn.execute("SELECT COUNT(*) FROM analyses").fetchone()[0] == 0
+        assert cat.count_analyses() == 0
 
 
 def test_embeddings_round_trip_float32(tmp_path):
@@ -118,3 +120,99 @@ def test_mark_missing_keeps_rows_and_find_tracks(tmp_path):
         assert [t.title for t in cat.find_tracks("moon")] == ["Blue Moon"]
         assert [t.title for t in cat.find_tracks("/m/b.wav")] == ["Red Sun"]
         assert cat.find_tracks("100%_") == []  # LIKE wildcards are escaped
+
+
+#: The v1 schema exactly as soundalike 0.1 wrote it (kept here, apart from the code under
+#: test, so the migration is checked against what old files really hold).
+V1_SCHEMA = """
+CREATE TABLE tracks (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, content_hash TEXT NOT NULL,
+    size INTEGER NOT NULL, mtime REAL NOT NULL, duration_s REAL, sr INTEGER, channels INTEGER, format TEXT,
+    title TEXT, artist TEXT, album TEXT, genre TEXT, year INTEGER,
+    status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'missing')),
+    added_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE INDEX tracks_hash ON tracks(content_hash);
+CREATE INDEX tracks_status ON tracks(status);
+CREATE TABLE tags (track_id INTEGER NOT NULL REFERENCES tracks(id) ON DELETE CASCADE, tag TEXT NOT NULL,
+    category TEXT NOT NULL, source TEXT NOT NULL CHECK (source IN ('file', 'user', 'model', 'suggested')),
+    confidence REAL NOT NULL DEFAULT 1.0, model_id TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (track_id, category, tag, source, model_id));
+CREATE INDEX tags_lookup ON tags(category, tag);
+CREATE TABLE models (model_id TEXT PRIMARY KEY, name TEXT NOT NULL, dim INTEGER NOT NULL,
+    labels TEXT NOT NULL DEFAULT '[]', label_category TEXT NOT NULL DEFAULT 'tag', created_at REAL NOT NULL);
+CREATE TABLE analyses (track_id INTEGER NOT NULL REFERENCES tracks(id) ON DELETE CASCADE,
+    model_id TEXT NOT NULL REFERENCES models(model_id), embedding BLOB NOT NULL, dim INTEGER NOT NULL,
+    predictions TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL, PRIMARY KEY (track_id, model_id));
+CREATE INDEX analyses_model ON analyses(model_id);
+CREATE TABLE ingest_errors (id INTEGER PRIMARY KEY, path TEXT NOT NULL, reason TEXT NOT NULL,
+    error_type TEXT NOT NULL, size INTEGER, mtime REAL, time REAL NOT NULL);
+CREATE INDEX ingest_errors_path ON ingest_errors(path);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_v1_file_migrates_and_keeps_everything(tmp_path):
+    p = tmp_path / "old.sqlite"
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3, 4)).astype(np.float32)
+    conn = sqlite3.connect(p)
+    conn.executescript(V1_SCHEMA)
+    conn.execute("INSERT INTO models VALUES ('m1', 'test', 4, '[\"a\"]', 'genre', 1.0)")
+    for i in range(3):
+        conn.execute("INSERT INTO tracks (path, content_hash, size, mtime, title, added_at, updated_at) "
+                     "VALUES (?, ?, 10, 1.0, ?, 1.0, 1.0)", (f"/m/{i}.wav", f"h{i}", f"T{i}"))
+        conn.execute("INSERT INTO analyses VALUES (?, 'm1', ?, 4, '{\"a\": 0.5}', 1.0)", (i + 1, X[i].tobytes()))
+        conn.execute("INSERT INTO tags VALUES (?, 'rock', 'genre', 'file', 1.0, '')", (i + 1,))
+    conn.commit()
+    conn.close()
+    with Catalog.open(p) as cat:
+        assert cat.schema_version == SCHEMA_VERSION
+        ids, got = cat.embeddings("m1")
+        assert ids.tolist() == [1, 2, 3]
+        np.testing.assert_array_equal(got, X)
+        assert cat.get_analysis(2, "m1").predictions == {"a": 0.5}
+        assert [t.tag for t in cat.track_tags(3)] == ["rock"]
+        _, versions = cat.analysis_versions("m1")
+        assert (versions > 0).all() and len(set(versions.tolist())) == 3  # old rowid order kept
+        before = cat.change_token()
+        assert before > versions.max() - 1
+        cat.put_analysis(1, "m1", X[2])
+        _, after = cat.analysis_versions("m1")
+        assert after[0] > versions.max() and cat.change_token() > before  # re-made: newest version
+    with Catalog.open(p) as cat:  # opening again changes nothing
+        assert cat.schema_version == SCHEMA_VERSION and cat.count_analyses() == 3
+
+
+def test_change_token_moves_on_every_commit_and_only_then(tmp_path):
+    with Catalog.open(tmp_path / "c.sqlite") as cat:
+        cat.register_model(model_id="m1", name="test", dim=4)
+        t0 = cat.change_token()
+        a = _add(cat, "/m/a.wav")
+        t1 = cat.change_token()
+        assert t1 > t0
+        cat.get_track(a), cat.match("genre:rock"), cat.stats()  # reads leave it alone
+        assert cat.change_token() == t1
+        with cat.transaction():  # one transaction, however many writes: one step
+            cat.put_analysis(a, "m1", np.ones(4, np.float32))
+            cat.set_tags(a, [Tag("rock", "genre", "file")], source="file")
+        t2 = cat.change_token()
+        assert t2 == t1 + 1
+        _, (v,) = cat.analysis_versions("m1")
+        assert v == t2  # the analysis carries its transaction's version
+        cat.add_tag(a, Tag("calm", "mood", "user"))
+        t3 = cat.change_token()
+        cat.mark_missing([a])
+        t4 = cat.change_token()
+        assert t2 < t3 < t4
+        assert cat.analysis_versions("m1")[0].tolist() == []  # missing tracks leave the index set
+        with pytest.raises(RuntimeError), cat.transaction():
+            cat.add_tag(a, Tag("x", "mood", "user"))
+            raise RuntimeError("rolled back")
+        assert cat.change_token() == t4
+
+
+def test_other_processes_see_the_token_move(tmp_path):
+    p = tmp_path / "c.sqlite"
+    with Catalog.open(p) as reader, Catalog.open(p) as writer:
+        before = reader.change_token()
+        _add(writer, "/m/a.wav")
+        assert reader.change_token() > before

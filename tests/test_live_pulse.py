@@ -91,7 +91,7 @@ def pulse():
 
 @pytest.fixture(scope="module")
 def music_catalog(tmp_path_factory):
-    from soundalike.catalog.ingest import ingest
+    from soundalike.ingest import ingest
     from soundalike.catalog.store import Catalog
 
     root = tmp_path_factory.mktemp("live_pulse")

@@ -89,7 +89,7 @@ def tracks() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory, tracks):
     """A catalog of four demo tracks analysed with mfcc-stats (the real ingest)."""
-    from soundalike.catalog.ingest import ingest
+    from soundalike.ingest import ingest
     from soundalike.catalog.store import Catalog
 
     root = tmp_path_factory.mktemp("live_cat")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from soundalike.catalog.query import Range, compile_sql, facet_counts, match_ids, page_ids, parse
+from soundalike.catalog.query import Range, compile_sql, parse
 from soundalike.catalog.store import Catalog, Tag
 from soundalike.errors import QueryError
 
@@ -124,45 +124,46 @@ MATCH_CASES = [
 @pytest.mark.parametrize(("text", "titles"), MATCH_CASES)
 def test_match_ids_table(cat, text, titles):
     c, ids = cat
-    got = set(match_ids(c.conn, text).tolist())
+    got = set(c.match(text).tolist())
     assert got == {ids[t] for t in titles}
 
 
 def test_suggested_tags_match_only_on_request(cat):
     c, ids = cat
-    assert set(match_ids(c.conn, "genre:jazz", include_suggested=True).tolist()) == {
+    assert set(c.match("genre:jazz", include_suggested=True).tolist()) == {
         ids["Moon River"], ids["Untitled"]}
 
 
 def test_page_ids_paginates_and_counts(cat):
     c, ids = cat
-    total, first = page_ids(c.conn, where="-genre:jazz", offset=0, limit=2, order="title")
-    _, second = page_ids(c.conn, where="-genre:jazz", offset=2, limit=2, order="title")
+    total, first = c.page(where="-genre:jazz", offset=0, limit=2, order="title")
+    _, second = c.page(where="-genre:jazz", offset=2, limit=2, order="title")
     assert total == 4 and len(first) == 2 and len(second) == 2 and not set(first) & set(second)
     names = {v: k for k, v in ids.items()}
     assert [names[i] for i in first + second] == sorted(names[i] for i in first + second)
-    total, only = page_ids(c.conn, text="mancini")
+    total, only = c.page(text="mancini")
     assert total == 1 and only == [ids["Moon River"]]
 
 
 def test_facet_counts_follow_the_filter(cat):
     c, _ = cat
-    all_f = facet_counts(c.conn)
+    all_f = c.facets()
     assert dict(all_f["genre"]) == {"rock": 2, "jazz": 1, "hip hop": 1}  # missing track not counted
-    sad = facet_counts(c.conn, where="mood:sad")
+    sad = c.facets(where="mood:sad")
     assert dict(sad["genre"]) == {"rock": 1, "jazz": 1}
-    assert dict(facet_counts(c.conn, include_suggested=True)["genre"])["jazz"] == 2
+    assert dict(c.facets(include_suggested=True)["genre"])["jazz"] == 2
 
 
-def test_tags_of_many_tracks_equals_one_by_one(cat):
-    from soundalike.catalog.query import tags_of
-
+def test_tag_lists_of_many_tracks_equal_one_by_one(cat):
     c, ids = cat
     every = [*ids.values(), 999]  # 999: no such track, answered with no tags
     for sources in (None, ("file", "user", "model"), ("suggested",)):
-        got = tags_of(c.conn, every, sources=sources)
+        got = c.tag_lists(every, sources=sources)
         assert set(got) == set(every) and got[999] == []
         for tid in ids.values():
-            assert got[tid] == c.track_tags(tid, sources=sources)
-    two = tags_of(c.conn, [ids["Moon River"]], limit_per_track=2)[ids["Moon River"]]
+            assert got[tid] == c.tag_lists([tid], sources=sources)[tid] == c.track_tags(tid, sources=sources)
+            order = [(g.source == "suggested", -g.confidence, g.category, g.tag) for g in got[tid]]
+            assert order == sorted(order)
+            assert all(sources is None or g.source in sources for g in got[tid])
+    two = c.tag_lists([ids["Moon River"]], limit_per_track=2)[ids["Moon River"]]
     assert two == c.track_tags(ids["Moon River"])[:2] and len(two) == 2

@@ -11,6 +11,7 @@ import soundalike
 from soundalike.catalog.store import Catalog
 from soundalike.errors import ModelMismatchError, QueryError, TrackNotFoundError
 from soundalike.search import index as ix
+from soundalike.search import sync
 from soundalike.search.export import export_embeddings
 from soundalike.search.similar import nearest_to_vector, similar, similar_with_query
 from soundalike.search.suggest import apply_suggestions, suggest_tags
@@ -196,13 +197,13 @@ def test_query_errors(demo_catalog):
 def test_index_follows_catalog_changes(tmp_path):
     b = build_catalog(tmp_path, per_style=2, duration_s=1.0)
     with Catalog.open(b.path) as cat:
-        idx, rep = ix.open_index(cat, b.model_id)
+        idx, rep = sync.open_index(cat, b.model_id)
         assert rep["action"] == "built" and len(idx) == 10
         gone = b.ids["noise-texture"][0]
         cat.mark_missing([gone])
-        idx2, rep2 = ix.open_index(cat, b.model_id)  # loaded from disk, then synced
+        idx2, rep2 = sync.open_index(cat, b.model_id)  # loaded from disk, then synced
         assert rep2["action"] == "loaded" and rep2["removed"] == 1 and gone not in idx2.track_ids()
-        cached = ix.cached_index(cat, b.model_id)
+        cached = sync.cached_index(cat, b.model_id)
         hits = nearest_to_vector(cat, model_id=b.model_id, vector=cat.get_analysis(gone, b.model_id).embedding,
                                  k=9)
         assert len(hits) == 9 and gone not in [h.track.id for h in hits]
@@ -210,24 +211,24 @@ def test_index_follows_catalog_changes(tmp_path):
         target = b.ids["drum-loop"][0]
         new_vec = cat.get_analysis(b.ids["piano-arpeggio"][0], b.model_id).embedding
         cat.put_analysis(target, b.model_id, new_vec)
-        assert ix.cached_index(cat, b.model_id) is cached
+        assert sync.cached_index(cat, b.model_id) is cached
         got = nearest_to_vector(cat, model_id=b.model_id, vector=new_vec, k=2)
         assert {h.track.id for h in got} == {target, b.ids["piano-arpeggio"][0]}
     # an index of another dimension is refused with the fix in the message
-    stem = ix.index_dir(b.path) / ix._safe_name(b.model_id)
+    stem = sync.index_dir(b.path) / ix._safe_name(b.model_id)
     other = ix.VectorIndex.build(np.arange(3), np.ones((3, 7), np.float32), model_id=b.model_id)
     other.save(stem.parent)
     with Catalog.open(b.path) as cat, pytest.raises(ModelMismatchError, match="soundalike index rebuild"):
-        ix.open_index(cat, b.model_id)
+        sync.open_index(cat, b.model_id)
     with Catalog.open(b.path) as cat:
-        idx, rep = ix.open_index(cat, b.model_id, rebuild=True)
+        idx, rep = sync.open_index(cat, b.model_id, rebuild=True)
         assert rep["action"] == "rebuilt" and idx.dim == 40
-    ix.forget_cached()
+    sync.forget_cached()
 
 
 def test_suggestions_fill_missing_genre_and_stay_apart(tmp_path):
     b = build_catalog(tmp_path, per_style=4, duration_s=1.5)
-    ix.forget_cached(b.path)
+    sync.forget_cached(b.path)
     with Catalog.open(b.path) as cat:
         sugg = suggest_tags(cat, categories=["genre"], min_confidence=0.5)
         by_track = {}
@@ -244,11 +245,10 @@ def test_suggestions_fill_missing_genre_and_stay_apart(tmp_path):
         t = b.untagged_genre[0]
         assert not [g for g in cat.track_tags(t, sources=["file", "user"]) if g.category == "genre"]
         assert [g for g in cat.track_tags(t, sources=["suggested"]) if g.category == "genre"]
-        from soundalike.catalog.query import match_ids
         tag = by_track[t][0].tag
-        assert t not in match_ids(cat.conn, f"genre:{tag}")
-        assert t in match_ids(cat.conn, f"genre:{tag}", include_suggested=True)
-    ix.forget_cached()
+        assert t not in cat.match(f"genre:{tag}")
+        assert t in cat.match(f"genre:{tag}", include_suggested=True)
+    sync.forget_cached()
 
 
 @pytest.mark.parametrize("fmt", ["csv", "npy"])

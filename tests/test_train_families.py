@@ -81,7 +81,8 @@ def test_checkpoint_round_trip_gives_identical_outputs(mel_run, toy_folders):
 
     from soundalike.audio.io import load
     from soundalike.models.families import build
-    from soundalike.train.checkpoint import load_checkpoint, load_run_analyzer, save_checkpoint
+    from soundalike.models.checkpoint import load_checkpoint, save_checkpoint
+    from soundalike.models.zoo import load_run_analyzer
 
     run, _ = mel_run
     model, meta = load_checkpoint(run)
@@ -160,7 +161,8 @@ def test_same_seed_same_run(toy_folders, tmp_path):
 
 
 def test_run_identity_matches_the_analyzer(mel_run):
-    from soundalike.train.checkpoint import load_run_analyzer, run_identity
+    from soundalike.models.checkpoint import run_identity
+    from soundalike.models.zoo import load_run_analyzer
 
     run, report = mel_run
     name, model_id = run_identity(run)

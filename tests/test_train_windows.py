@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from soundalike.train.checkpoint import windows
+from soundalike.models.checkpoint import windows
 from soundalike.train.fit import TrainConfig, auto_window_s
 
 
@@ -38,7 +38,7 @@ def test_windows_cover_the_signal_and_end_at_its_end(n, hop):
 
 def test_overlapping_windows_come_from_hop_fraction():
     from soundalike.models.families import make_config
-    from soundalike.train.checkpoint import track_inputs
+    from soundalike.models.checkpoint import track_inputs
 
     y = np.random.default_rng(0).standard_normal(8000 * 5).astype(np.float32)
     back_to_back = make_config("mel-cnn", n_labels=2, sample_rate=8000, window_s=1.0)

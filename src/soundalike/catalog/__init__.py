@@ -1,1 +1,1 @@
-"""The catalog: SQLite store (:mod:`.store`), ingest (:mod:`.ingest`) and the filter grammar (:mod:`.query`)."""
+"""The catalog: the one door to the database (:mod:`.store`), its backends (:mod:`.backends`), schema and migrations (:mod:`.schema`) and the filter grammar (:mod:`.query`)."""

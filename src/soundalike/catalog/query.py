@@ -29,9 +29,10 @@ value at all (``-year:1990..1999`` keeps tracks without a year).
 Tags from the sources ``file``, ``user`` and ``model`` match; ``suggested`` tags (tag
 completion) match only when the caller opts in with ``include_suggested=True``.
 
-Filters are parsed into a small AST (:func:`parse`) and compiled (:func:`compile_sql`)
-to SQL whose every value is a bound ``?`` parameter, so no text of the filter ever
-becomes SQL.  Malformed filters raise :class:`~soundalike.errors.QueryError` naming the
+Filters are parsed into a small AST (:func:`parse`) and compiled (:func:`compile_sql`,
+per backend :class:`~soundalike.catalog.backends.Dialect`) to SQL whose every value is a
+bound ``?`` parameter, so no text of the filter ever becomes SQL.  The catalog runs
+them: ``Catalog.match``, ``Catalog.page`` and ``Catalog.facets``.  Malformed filters raise :class:`~soundalike.errors.QueryError` naming the
 character position and the reason.
 
 >>> parse('genre:rock|pop -mood:sad year:1990..').terms[0].values
@@ -43,14 +44,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-import numpy as np
-
+from soundalike.catalog.backends import SQLITE, Dialect
 from soundalike.errors import QueryError
-
-if TYPE_CHECKING:
-    import sqlite3
 
 #: Numeric fields and the ``tracks`` column each one compares.
 NUMERIC_FIELDS: dict[str, str] = {
@@ -235,7 +232,7 @@ def _placeholders(k: int) -> str:
     return ",".join("?" * k)
 
 
-def _term_sql(term: Term, sources: tuple[str, ...]) -> tuple[str, list[object]]:
+def _term_sql(term: Term, sources: tuple[str, ...], d: Dialect) -> tuple[str, list[object]]:
     """SQL boolean expression over ``tracks`` (alias ``t``) for one positive term."""
     src = _placeholders(len(sources))
     if term.kind == "tag":
@@ -260,7 +257,7 @@ def _term_sql(term: Term, sources: tuple[str, ...]) -> tuple[str, list[object]]:
         return "(" + " OR ".join(parts) + ")", params
     if term.kind == "text":
         col = TEXT_FIELDS[term.field or ""]
-        parts = [f"instr(lower(coalesce(t.{col}, '')), ?) > 0" for _ in term.values]
+        parts = [d.contains(f"t.{col}") for _ in term.values]
         return "(" + " OR ".join(parts) + ")", [str(v) for v in term.values]
     # bare word: any tag equal to it, or a substring of title / artist / album
     vals = [str(v) for v in term.values]
@@ -270,13 +267,13 @@ def _term_sql(term: Term, sources: tuple[str, ...]) -> tuple[str, list[object]]:
     parts = [tag_sql]
     for v in vals:
         for col in TEXT_FIELDS.values():
-            parts.append(f"instr(lower(coalesce(t.{col}, '')), ?) > 0")
+            parts.append(d.contains(f"t.{col}"))
             params.append(v)
     return "(" + " OR ".join(parts) + ")", params
 
 
 def compile_sql(query: Query | str | None, *, include_suggested: bool = False,
-                status: str | None = "ok") -> tuple[str, list[object]]:
+                status: str | None = "ok", dialect: Dialect = SQLITE) -> tuple[str, list[object]]:
     """Compile a filter into a parameterised ``WHERE`` clause over ``tracks AS t``.
 
     Parameters
@@ -284,12 +281,13 @@ def compile_sql(query: Query | str | None, *, include_suggested: bool = False,
     query : parsed :class:`Query` or filter text
     include_suggested : let tag terms match ``source='suggested'`` tags as well
     status : keep only tracks with this status (``None``: any)
+    dialect : the backend's SQL spellings (substring test, boolean literals)
 
     Returns
     -------
     (sql, params)
-        ``sql`` is a boolean expression (``"1"`` when nothing restricts) in which
-        every value is a ``?``; ``params`` holds the values in order.
+        ``sql`` is a boolean expression (the dialect's true when nothing restricts)
+        in which every value is a ``?``; ``params`` holds the values in order.
     """
     q = query if isinstance(query, Query) else parse(query)
     sources = BASE_SOURCES + ((SUGGESTED,) if include_suggested else ())
@@ -299,125 +297,17 @@ def compile_sql(query: Query | str | None, *, include_suggested: bool = False,
         clauses.append("t.status = ?")
         params.append(status)
     for term in q.terms:
-        sql, p = _term_sql(term, sources)
+        sql, p = _term_sql(term, sources, dialect)
         # NOT over a NULL comparison is NULL: coalesce so that a negated term keeps
         # tracks that have no value for the field.
-        clauses.append(f"NOT coalesce({sql}, 0)" if term.negated else sql)
+        clauses.append(f"NOT coalesce({sql}, {dialect.false})" if term.negated else sql)
         params += p
-    return (" AND ".join(clauses) if clauses else "1"), params
+    return (" AND ".join(clauses) if clauses else dialect.true), params
 
 
-def match_ids(conn: sqlite3.Connection, where: Query | str | None, *,
-              include_suggested: bool = False, text: str | None = None) -> np.ndarray:
-    """Ids of the ``ok`` tracks matching a filter (and optional free text).
-
-    Parameters
-    ----------
-    conn : the catalog's connection (``Catalog.conn``)
-    where : filter text or parsed query (``None``: all tracks)
-    include_suggested : let tag terms match suggested tags
-    text : free text matched like a bare quoted phrase (title/artist/album/tag)
-
-    Returns
-    -------
-    int64 ``(n,)`` sorted track ids.
-    """
-    sql, params = _with_text(where, text, include_suggested)
-    rows = conn.execute(f"SELECT t.id FROM tracks t WHERE {sql} ORDER BY t.id", params).fetchall()
-    return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-
-
-def _with_text(where: Query | str | None, text: str | None,
-               include_suggested: bool) -> tuple[str, list[object]]:
+def with_text(where: Query | str | None, text: str | None) -> Query:
+    """``where`` plus free ``text`` matched like a bare quoted phrase (title/artist/album/tag)."""
     q = where if isinstance(where, Query) else parse(where)
     if text and text.strip():
         q = Query(q.terms + (Term("any", None, (text.strip().lower(),), False, len(q.text)),), q.text)
-    return compile_sql(q, include_suggested=include_suggested)
-
-
-def page_ids(conn: sqlite3.Connection, *, where: Query | str | None = None, text: str | None = None,
-             include_suggested: bool = False, offset: int = 0, limit: int = 50,
-             order: Literal["id", "title", "artist", "path"] = "id") -> tuple[int, list[int]]:
-    """One page of matching track ids and the total count.
-
-    Returns
-    -------
-    (total, ids)
-        number of matching tracks, and at most ``limit`` ids from ``offset`` in ``order``.
-    """
-    sql, params = _with_text(where, text, include_suggested)
-    total = conn.execute(f"SELECT count(*) FROM tracks t WHERE {sql}", params).fetchone()[0]
-    order_sql = {"id": "t.id", "title": "lower(coalesce(t.title, t.path)), t.id",
-                 "artist": "lower(coalesce(t.artist, '')), t.id", "path": "t.path"}[order]
-    rows = conn.execute(f"SELECT t.id FROM tracks t WHERE {sql} ORDER BY {order_sql} LIMIT ? OFFSET ?",
-                        [*params, int(limit), int(offset)]).fetchall()
-    return int(total), [int(r[0]) for r in rows]
-
-
-def facet_counts(conn: sqlite3.Connection, *, where: Query | str | None = None, text: str | None = None,
-                 include_suggested: bool = False, categories: list[str] | None = None,
-                 limit_per_category: int = 50) -> dict[str, list[tuple[str, int]]]:
-    """Tag counts per category over the tracks matching a filter (facets).
-
-    A track counts once per tag however many sources or models gave it.
-
-    Returns
-    -------
-    ``{category: [(tag, n_tracks), ...]}`` most frequent first, at most
-    ``limit_per_category`` per category; categories sorted by name.
-    """
-    sql, params = _with_text(where, text, include_suggested)
-    sources = BASE_SOURCES + ((SUGGESTED,) if include_suggested else ())
-    cat_sql, cat_params = "", []
-    if categories:
-        cat_sql = f" AND g.category IN ({_placeholders(len(categories))})"
-        cat_params = list(categories)
-    rows = conn.execute(
-        f"SELECT g.category, g.tag, count(DISTINCT g.track_id) AS n FROM tags g "
-        f"WHERE g.source IN ({_placeholders(len(sources))}){cat_sql} "
-        f"AND g.track_id IN (SELECT t.id FROM tracks t WHERE {sql}) "
-        f"GROUP BY g.category, g.tag ORDER BY g.category, n DESC, g.tag",
-        [*sources, *cat_params, *params]).fetchall()
-    out: dict[str, list[tuple[str, int]]] = {}
-    for category, tag, count in rows:
-        lst = out.setdefault(category, [])
-        if len(lst) < limit_per_category:
-            lst.append((tag, int(count)))
-    return out
-
-
-def tags_of(conn: sqlite3.Connection, track_ids, *, sources=None, limit_per_track: int | None = None) -> dict:
-    """Tags of many tracks at once: one query per 900 ids instead of one per track.
-
-    Parameters
-    ----------
-    conn : the catalog's connection
-    track_ids : iterable of int track ids
-    sources : tag sources to include (``None``: all)
-    limit_per_track : keep at most this many tags per track
-
-    Returns
-    -------
-    dict[int, list[Tag]]
-        every requested id, its tags in the order of ``Catalog.track_tags``
-        (suggested last, most confident first, then category and tag).
-    """
-    from soundalike.catalog.store import Tag
-
-    ids = [int(i) for i in track_ids]
-    out: dict[int, list] = {i: [] for i in ids}
-    srcs = list(sources) if sources is not None else None
-    for start in range(0, len(ids), 900):
-        chunk = ids[start : start + 900]
-        q = (f"SELECT track_id, tag, category, source, confidence, model_id FROM tags "
-             f"WHERE track_id IN ({_placeholders(len(chunk))})")
-        args: list[object] = list(chunk)
-        if srcs is not None:
-            q += f" AND source IN ({_placeholders(len(srcs))})"
-            args += srcs
-        q += " ORDER BY track_id, source = 'suggested', confidence DESC, category, tag"
-        for tid, tag, category, source, confidence, model_id in conn.execute(q, args):
-            lst = out[tid]
-            if limit_per_track is None or len(lst) < limit_per_track:
-                lst.append(Tag(tag, category, source, confidence, model_id or None))
-    return out
+    return q

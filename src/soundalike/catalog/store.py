@@ -1,17 +1,29 @@
-"""The catalog: one SQLite file (WAL) holding tracks, tags, analyses and ingest errors.
+"""The catalog: tracks, tags, analyses and ingest errors behind one door, :class:`Catalog`.
+
+``Catalog`` is the only code that holds a database connection; every query another
+module needs is a named method here (the test ``test_layers.py`` fails on SQL or a
+connection anywhere else).  The database is a SQLite file (WAL; the default) reached
+through :mod:`.backends`, the schema and its migrations live in :mod:`.schema`, the
+filter grammar in :mod:`.query`.
 
 Writes are transactional (``with catalog.transaction(): ...``), so a process killed at
 any moment -- SIGKILL included -- loses nothing that was committed and leaves no
-half-written track.  The schema is versioned with ``PRAGMA user_version`` and migrated
-forward on open; a catalog written by a newer soundalike is refused, not damaged.
+half-written track.  The schema is migrated forward on open; a catalog written by a
+newer soundalike is refused, not damaged.
+
+Every writing transaction bumps the catalog's change counter, and each analysis
+carries the counter value of the transaction that wrote it (``analyses.version``):
+:meth:`Catalog.change_token` tells a reader cheaply *whether* anything changed, and
+:meth:`Catalog.analysis_versions` *what* (the index sync in :mod:`soundalike.search.sync`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,77 +31,13 @@ from typing import Literal
 
 import numpy as np
 
-from soundalike.errors import CatalogError
+from soundalike.catalog import query as _q
+from soundalike.catalog.backends import DATABASE_ERRORS, Backend, chunked, is_url, open_backend
+from soundalike.catalog.schema import SCHEMA_VERSION, migrate
+from soundalike.errors import CatalogError, ModelMismatchError
 
 TagSource = Literal["file", "user", "model", "suggested"]
 TAG_SOURCES: tuple[str, ...] = ("file", "user", "model", "suggested")
-
-#: Schema migrations, applied in order; ``user_version`` counts how many have run.
-MIGRATIONS: tuple[str, ...] = (
-    # 1: initial schema
-    """
-    CREATE TABLE tracks (
-        id            INTEGER PRIMARY KEY,
-        path          TEXT NOT NULL UNIQUE,
-        content_hash  TEXT NOT NULL,
-        size          INTEGER NOT NULL,
-        mtime         REAL NOT NULL,
-        duration_s    REAL,
-        sr            INTEGER,
-        channels      INTEGER,
-        format        TEXT,
-        title         TEXT,
-        artist        TEXT,
-        album         TEXT,
-        genre         TEXT,
-        year          INTEGER,
-        status        TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'missing')),
-        added_at      REAL NOT NULL,
-        updated_at    REAL NOT NULL
-    );
-    CREATE INDEX tracks_hash ON tracks(content_hash);
-    CREATE INDEX tracks_status ON tracks(status);
-    CREATE TABLE tags (
-        track_id    INTEGER NOT NULL REFERENCES tracks(id) ON DELETE CASCADE,
-        tag         TEXT NOT NULL,
-        category    TEXT NOT NULL,
-        source      TEXT NOT NULL CHECK (source IN ('file', 'user', 'model', 'suggested')),
-        confidence  REAL NOT NULL DEFAULT 1.0,
-        model_id    TEXT NOT NULL DEFAULT '',
-        PRIMARY KEY (track_id, category, tag, source, model_id)
-    );
-    CREATE INDEX tags_lookup ON tags(category, tag);
-    CREATE TABLE models (
-        model_id        TEXT PRIMARY KEY,
-        name            TEXT NOT NULL,
-        dim             INTEGER NOT NULL,
-        labels          TEXT NOT NULL DEFAULT '[]',
-        label_category  TEXT NOT NULL DEFAULT 'tag',
-        created_at      REAL NOT NULL
-    );
-    CREATE TABLE analyses (
-        track_id     INTEGER NOT NULL REFERENCES tracks(id) ON DELETE CASCADE,
-        model_id     TEXT NOT NULL REFERENCES models(model_id),
-        embedding    BLOB NOT NULL,
-        dim          INTEGER NOT NULL,
-        predictions  TEXT NOT NULL DEFAULT '{}',
-        created_at   REAL NOT NULL,
-        PRIMARY KEY (track_id, model_id)
-    );
-    CREATE INDEX analyses_model ON analyses(model_id);
-    CREATE TABLE ingest_errors (
-        id          INTEGER PRIMARY KEY,
-        path        TEXT NOT NULL,
-        reason      TEXT NOT NULL,
-        error_type  TEXT NOT NULL,
-        size        INTEGER,
-        mtime       REAL,
-        time        REAL NOT NULL
-    );
-    CREATE INDEX ingest_errors_path ON ingest_errors(path);
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _TRACK_FIELDS = ("id", "path", "content_hash", "size", "mtime", "duration_s", "sr", "channels",
                  "format", "title", "artist", "album", "genre", "year", "status", "added_at",
@@ -178,52 +126,81 @@ def normalize_tag(s: str) -> str:
     return " ".join(str(s).strip().lower().split())
 
 
-def _track(row: sqlite3.Row) -> Track:
-    return Track(**{k: row[k] for k in _TRACK_FIELDS})
+
+_TRACK_COLS = ", ".join(_TRACK_FIELDS)
+_TRACK_COLS_T = ", ".join(f"t.{f}" for f in _TRACK_FIELDS)
+_ANALYSIS_COLS = "track_id, model_id, embedding, predictions, created_at"
+_instances = itertools.count(1)
+
+
+def _track(row: Sequence) -> Track:
+    return Track(*row)
+
+
+def _analysis(row: Sequence) -> StoredAnalysis:
+    return StoredAnalysis(int(row[0]), row[1], np.frombuffer(row[2], np.float32).copy(),
+                          json.loads(row[3]), float(row[4]))
 
 
 class Catalog:
-    """An open catalog file.  Use :meth:`open`; close with :meth:`close` or ``with``."""
+    """An open catalog.  Use :meth:`open`; close with :meth:`close` or ``with``.
 
-    def __init__(self, path: Path, conn: sqlite3.Connection):
+    Attributes
+    ----------
+    path : the catalog file (SQLite) or its URL (server backends), as given to :meth:`open`
+    dialect_name : ``"sqlite"`` or ``"postgresql"``
+    """
+
+    def __init__(self, path: Path | str, backend: Backend):
         self.path = path
-        self.conn = conn
+        self._db = backend
         self._in_tx = False
+        self._tx_version: int | None = None
+        self._tx_dirty = False
+        #: distinguishes open catalogs for per-connection caches (``id()`` can be reused)
+        self.instance_key = next(_instances)
 
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
     def open(cls, path: str | Path, *, create: bool = True, timeout_s: float = 30.0) -> Catalog:
-        """Open (and create or migrate) the catalog at ``path``.
+        """Open (and create or migrate) the catalog at ``path`` (a file, or a server URL).
 
         Raises
         ------
         CatalogError
-            The file is missing (``create=False``), not a SQLite database, or written by a
+            The file is missing (``create=False``), not a database, or written by a
             newer schema.
         """
-        p = Path(path).expanduser()
-        if not p.exists():
-            if not create:
-                raise CatalogError(f"{p}: no catalog here; run `soundalike ingest DIR --catalog {p}` first")
-            p.parent.mkdir(parents=True, exist_ok=True)
-        elif p.is_dir():
-            raise CatalogError(f"{p}: is a directory, not a catalog file")
+        backend = open_backend(path, create=create, timeout_s=timeout_s)
+        where: Path | str = str(path) if is_url(path) else Path(path).expanduser()
+        cat = cls(where, backend)
         try:
-            conn = sqlite3.connect(str(p), timeout=timeout_s, isolation_level=None,
-                                   check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            cat = cls(p, conn)
-            cat._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise CatalogError(f"{p}: not a soundalike catalog ({exc})") from exc
+            migrate(backend)
+        except DATABASE_ERRORS as exc:
+            backend.close()
+            raise CatalogError(f"{where}: not a soundalike catalog ({exc})") from exc
+        except BaseException:
+            backend.close()
+            raise
         return cat
 
+    @property
+    def dialect_name(self) -> str:
+        return self._db.dialect.name
+
+    @property
+    def location(self) -> str:
+        """A stable text naming this catalog (cache keys, messages)."""
+        return self._db.location if is_url(self.path) else str(Path(self.path).resolve())
+
+    def index_dir(self) -> Path:
+        """Where this catalog's faiss indexes are kept: ``<catalog file>.index/``."""
+        p = Path(self.path)
+        return p.with_name(p.name + ".index")
+
     def close(self) -> None:
-        self.conn.close()
+        self._db.close()
 
     def __enter__(self) -> Catalog:
         return self
@@ -231,41 +208,60 @@ class Catalog:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _migrate(self) -> None:
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise CatalogError(
-                f"{self.path}: catalog schema v{version} is newer than this soundalike "
-                f"(v{SCHEMA_VERSION}); upgrade soundalike"
-            )
-        for i in range(version, SCHEMA_VERSION):
-            with self.transaction():
-                for stmt in MIGRATIONS[i].split(";"):
-                    if stmt.strip():
-                        self.conn.execute(stmt)
-                self.conn.execute(f"PRAGMA user_version = {i + 1}")
-
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error); nests as a no-op."""
+    def transaction(self) -> Iterator[Catalog]:
+        """One atomic unit of writes (``BEGIN IMMEDIATE`` on SQLite); nests as a no-op.
+
+        A transaction that wrote anything bumps the change counter once, just before it
+        commits (see :meth:`change_token`).
+        """
         if self._in_tx:
-            yield self.conn
+            yield self
             return
-        self.conn.execute("BEGIN IMMEDIATE")
-        self._in_tx = True
+        self._db.begin()
+        self._in_tx, self._tx_version, self._tx_dirty = True, None, False
         try:
-            yield self.conn
+            yield self
+            if self._tx_dirty and self._tx_version is None:
+                self._version()
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._db.rollback()
             raise
         else:
-            self.conn.execute("COMMIT")
+            self._db.commit()
         finally:
-            self._in_tx = False
+            self._in_tx, self._tx_version, self._tx_dirty = False, None, False
+
+    def _write(self, sql: str, params: Sequence = ()):
+        """Run a writing statement (inside :meth:`transaction`) and mark the transaction dirty."""
+        assert self._in_tx, "writes go through Catalog.transaction()"
+        self._tx_dirty = True
+        return self._db.execute(sql, params)
+
+    def _version(self) -> int:
+        """This transaction's change-counter value (bumped on first use).
+
+        The counter row stays locked until commit, so concurrent writers get increasing
+        values in the order they commit.
+        """
+        if self._tx_version is None:
+            self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'change'")
+            self._tx_version = int(self._db.fetchone("SELECT value FROM counters WHERE name = 'change'")[0])
+        return self._tx_version
 
     @property
     def schema_version(self) -> int:
-        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+        return self._db.get_schema_version()
+
+    def change_token(self) -> int:
+        """A number that grows with every committed change to tracks, tags or analyses.
+
+        One indexed row read, cheap enough to call per request: an index cache compares
+        it with the token it last synced at.  It is catalog-wide (not per model) on
+        purpose: a tag edit moves filter results even when no vector changed.
+        """
+        row = self._db.fetchone("SELECT value FROM counters WHERE name = 'change'")
+        return int(row[0]) if row else 0
 
     # ------------------------------------------------------------------ tracks
 
@@ -274,42 +270,40 @@ class Catalog:
                      channels: int | None = None, format: str | None = None,
                      title: str | None = None, artist: str | None = None, album: str | None = None,
                      genre: str | None = None, year: int | None = None) -> int:
-        """Insert or update the track at ``path`` (status becomes ``ok``); returns its id."""
+        """Insert or update the track at ``path`` (status becomes ``ok``); returns its id.
+
+        One statement keyed on the unique path, so concurrent writers of the same file
+        meet in the database's constraint, never in a duplicate row.
+        """
         now = time.time()
         values = dict(path=path, content_hash=content_hash, size=size, mtime=mtime,
                       duration_s=duration_s, sr=sr, channels=channels, format=format, title=title,
                       artist=artist, album=album, genre=genre, year=year)
-        with self.transaction() as c:
-            row = c.execute("SELECT id FROM tracks WHERE path = ?", (path,)).fetchone()
-            if row is None:
-                cols = ", ".join(values)
-                marks = ", ".join("?" for _ in values)
-                cur = c.execute(
-                    f"INSERT INTO tracks ({cols}, status, added_at, updated_at) VALUES ({marks}, 'ok', ?, ?)",
-                    (*values.values(), now, now))
-                return int(cur.lastrowid)
-            sets = ", ".join(f"{k} = ?" for k in values)
-            c.execute(f"UPDATE tracks SET {sets}, status = 'ok', updated_at = ? WHERE id = ?",
-                      (*values.values(), now, row["id"]))
-            return int(row["id"])
+        cols = ", ".join(values)
+        sets = ", ".join(f"{k} = excluded.{k}" for k in values if k != "path")
+        with self.transaction():
+            row = self._write(
+                f"INSERT INTO tracks ({cols}, status, added_at, updated_at) "
+                f"VALUES ({self._db.dialect.marks(len(values))}, 'ok', ?, ?) "
+                f"ON CONFLICT (path) DO UPDATE SET {sets}, status = 'ok', updated_at = excluded.updated_at "
+                f"RETURNING id", (*values.values(), now, now)).fetchone()
+            return int(row[0])
 
     def get_track(self, track_id: int) -> Track | None:
-        row = self.conn.execute("SELECT * FROM tracks WHERE id = ?", (int(track_id),)).fetchone()
+        row = self._db.fetchone(f"SELECT {_TRACK_COLS} FROM tracks WHERE id = ?", (int(track_id),))
         return _track(row) if row else None
 
     def get_tracks(self, ids: Iterable[int]) -> dict[int, Track]:
         """Tracks by id (missing ids are left out)."""
-        ids = [int(i) for i in ids]
         out: dict[int, Track] = {}
-        for start in range(0, len(ids), 900):
-            chunk = ids[start : start + 900]
-            marks = ",".join("?" * len(chunk))
-            for row in self.conn.execute(f"SELECT * FROM tracks WHERE id IN ({marks})", chunk):
-                out[row["id"]] = _track(row)
+        for chunk in chunked(int(i) for i in ids):
+            for row in self._db.fetchall(f"SELECT {_TRACK_COLS} FROM tracks WHERE id IN "
+                                         f"({self._db.dialect.marks(len(chunk))})", chunk):
+                out[int(row[0])] = _track(row)
         return out
 
     def track_by_path(self, path: str | Path) -> Track | None:
-        row = self.conn.execute("SELECT * FROM tracks WHERE path = ?", (str(path),)).fetchone()
+        row = self._db.fetchone(f"SELECT {_TRACK_COLS} FROM tracks WHERE path = ?", (str(path),))
         return _track(row) if row else None
 
     def find_tracks(self, ref: str, *, limit: int = 20) -> list[Track]:
@@ -326,50 +320,60 @@ class Catalog:
                 if t:
                     return [t]
         like = "%" + ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = self.conn.execute(
-            "SELECT * FROM tracks WHERE title LIKE ? ESCAPE '\\' OR artist LIKE ? ESCAPE '\\' "
+        rows = self._db.fetchall(
+            f"SELECT {_TRACK_COLS} FROM tracks WHERE title LIKE ? ESCAPE '\\' OR artist LIKE ? ESCAPE '\\' "
             "OR path LIKE ? ESCAPE '\\' ORDER BY status = 'ok' DESC, id LIMIT ?",
-            (like, like, like, limit)).fetchall()
+            (like, like, like, limit))
         return [_track(r) for r in rows]
 
     def iter_tracks(self, *, status: str | None = "ok") -> Iterator[Track]:
         if status is None:
-            cur = self.conn.execute("SELECT * FROM tracks ORDER BY id")
+            rows = self._db.fetchall(f"SELECT {_TRACK_COLS} FROM tracks ORDER BY id")
         else:
-            cur = self.conn.execute("SELECT * FROM tracks WHERE status = ? ORDER BY id", (status,))
-        for row in cur:
+            rows = self._db.fetchall(f"SELECT {_TRACK_COLS} FROM tracks WHERE status = ? ORDER BY id", (status,))
+        for row in rows:
             yield _track(row)
 
     def count_tracks(self, status: str | None = None) -> int:
         if status is None:
-            return self.conn.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]
-        return self.conn.execute("SELECT COUNT(*) FROM tracks WHERE status = ?", (status,)).fetchone()[0]
+            return int(self._db.fetchone("SELECT COUNT(*) FROM tracks")[0])
+        return int(self._db.fetchone("SELECT COUNT(*) FROM tracks WHERE status = ?", (status,))[0])
+
+    def ids_by_artist(self, artist: str) -> list[int]:
+        """Ids of every track whose artist equals ``artist`` (case-insensitive)."""
+        return [int(r[0]) for r in self._db.fetchall("SELECT id FROM tracks WHERE lower(artist) = lower(?)",
+                                                     (artist,))]
 
     def file_states(self) -> dict[str, tuple[int, int, float, str, str]]:
         """path -> (id, size, mtime, content_hash, status) for every track: ingest's change check."""
-        return {r["path"]: (r["id"], r["size"], r["mtime"], r["content_hash"], r["status"])
-                for r in self.conn.execute("SELECT id, path, size, mtime, content_hash, status FROM tracks")}
+        return {r[1]: (int(r[0]), r[2], r[3], r[4], r[5])
+                for r in self._db.fetchall("SELECT id, path, size, mtime, content_hash, status FROM tracks")}
 
     def touch_track(self, track_id: int, *, size: int, mtime: float) -> None:
         """Record a new mtime for unchanged content (and bring a missing track back)."""
-        with self.transaction() as c:
-            c.execute("UPDATE tracks SET size = ?, mtime = ?, status = 'ok', updated_at = ? WHERE id = ?",
-                      (size, mtime, time.time(), int(track_id)))
+        with self.transaction():
+            self._write("UPDATE tracks SET size = ?, mtime = ?, status = 'ok', updated_at = ? WHERE id = ?",
+                        (size, mtime, time.time(), int(track_id)))
 
     def mark_missing(self, track_ids: Iterable[int]) -> int:
         """Mark tracks whose files disappeared; nothing is deleted.  Returns how many changed."""
-        ids = [int(i) for i in track_ids]
         n = 0
-        with self.transaction() as c:
-            for start in range(0, len(ids), 900):
-                chunk = ids[start : start + 900]
-                marks = ",".join("?" * len(chunk))
-                cur = c.execute(f"UPDATE tracks SET status = 'missing', updated_at = ? "
-                                f"WHERE status = 'ok' AND id IN ({marks})", (time.time(), *chunk))
+        ids = [int(i) for i in track_ids]
+        if not ids:
+            return 0
+        with self.transaction():
+            for chunk in chunked(ids):
+                cur = self._write(f"UPDATE tracks SET status = 'missing', updated_at = ? "
+                                  f"WHERE status = 'ok' AND id IN ({self._db.dialect.marks(len(chunk))})",
+                                  (time.time(), *chunk))
                 n += cur.rowcount
         return n
 
     # ------------------------------------------------------------------ tags
+
+    _TAG_UPSERT = ("INSERT INTO tags (track_id, tag, category, source, confidence, model_id) "
+                   "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (track_id, category, tag, source, model_id) "
+                   "DO UPDATE SET confidence = excluded.confidence")
 
     def set_tags(self, track_id: int, tags: Iterable[Tag], *, source: TagSource,
                  model_id: str | None = None) -> None:
@@ -377,69 +381,180 @@ class Catalog:
         if source not in TAG_SOURCES:
             raise CatalogError(f"tag source must be one of {TAG_SOURCES}, got {source!r}")
         mid = model_id or ""
-        with self.transaction() as c:
-            c.execute("DELETE FROM tags WHERE track_id = ? AND source = ? AND model_id = ?",
-                      (int(track_id), source, mid))
-            c.executemany(
-                "INSERT OR REPLACE INTO tags (track_id, tag, category, source, confidence, model_id) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(int(track_id), t.tag, t.category, source, float(t.confidence), mid)
-                 for t in tags if t.tag])
+        rows = [(int(track_id), t.tag, t.category, source, float(t.confidence), mid) for t in tags if t.tag]
+        with self.transaction():
+            self._write("DELETE FROM tags WHERE track_id = ? AND source = ? AND model_id = ?",
+                        (int(track_id), source, mid))
+            if rows:
+                self._db.executemany(self._TAG_UPSERT, rows)
 
     def add_tag(self, track_id: int, tag: Tag) -> None:
         """Add one tag (kept with its own source), replacing the same tag from that source."""
-        with self.transaction() as c:
-            c.execute(
-                "INSERT OR REPLACE INTO tags (track_id, tag, category, source, confidence, model_id) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (int(track_id), tag.tag, tag.category, tag.source, float(tag.confidence),
-                 tag.model_id or ""))
+        with self.transaction():
+            self._write(self._TAG_UPSERT, (int(track_id), tag.tag, tag.category, tag.source,
+                                           float(tag.confidence), tag.model_id or ""))
 
     def remove_tag(self, track_id: int, *, tag: str, category: str, source: TagSource = "user") -> int:
-        with self.transaction() as c:
-            return c.execute("DELETE FROM tags WHERE track_id = ? AND tag = ? AND category = ? AND source = ?",
-                             (int(track_id), normalize_tag(tag), normalize_tag(category), source)).rowcount
+        with self.transaction():
+            return self._write("DELETE FROM tags WHERE track_id = ? AND tag = ? AND category = ? AND source = ?",
+                               (int(track_id), normalize_tag(tag), normalize_tag(category), source)).rowcount
 
     def track_tags(self, track_id: int, *, sources: Iterable[str] | None = None) -> list[Tag]:
         """A track's tags, most confident first."""
-        q = "SELECT tag, category, source, confidence, model_id FROM tags WHERE track_id = ?"
-        args: list = [int(track_id)]
-        if sources is not None:
-            srcs = list(sources)
-            q += f" AND source IN ({','.join('?' * len(srcs))})"
-            args += srcs
-        q += " ORDER BY source = 'suggested', confidence DESC, category, tag"
-        return [Tag(r["tag"], r["category"], r["source"], r["confidence"], r["model_id"] or None)
-                for r in self.conn.execute(q, args)]
+        return self.tag_lists([track_id], sources=sources)[int(track_id)]
+
+    def tag_lists(self, track_ids: Iterable[int], *, sources: Iterable[str] | None = None,
+                  limit_per_track: int | None = None) -> dict[int, list[Tag]]:
+        """Tags of many tracks at once (one query per chunk of ids, not one per track).
+
+        Returns every requested id with its tags, suggested last, most confident first,
+        then by category and tag; at most ``limit_per_track`` each.
+        """
+        ids = [int(i) for i in track_ids]
+        out: dict[int, list[Tag]] = {i: [] for i in ids}
+        srcs = list(sources) if sources is not None else None
+        m = self._db.dialect.marks
+        for chunk in chunked(ids):
+            q = (f"SELECT track_id, tag, category, source, confidence, model_id FROM tags "
+                 f"WHERE track_id IN ({m(len(chunk))})")
+            args: list[object] = list(chunk)
+            if srcs is not None:
+                q += f" AND source IN ({m(len(srcs))})"
+                args += srcs
+            q += " ORDER BY track_id, source = 'suggested', confidence DESC, category, tag"
+            for tid, tag, category, source, confidence, model_id in self._db.fetchall(q, args):
+                lst = out[int(tid)]
+                if limit_per_track is None or len(lst) < limit_per_track:
+                    lst.append(Tag(tag, category, source, confidence, model_id or None))
+        return out
+
+    def tag_pairs(self, track_ids: Iterable[int], *, sources: Sequence[str]) -> dict[int, set[tuple[str, str]]]:
+        """``(category, tag)`` sets of many tracks from ``sources`` (what similar's "why" compares)."""
+        ids = [int(i) for i in track_ids]
+        out: dict[int, set[tuple[str, str]]] = {i: set() for i in ids}
+        m = self._db.dialect.marks
+        for chunk in chunked(ids):
+            for tid, category, tag in self._db.fetchall(
+                    f"SELECT track_id, category, tag FROM tags WHERE source IN ({m(len(sources))}) "
+                    f"AND track_id IN ({m(len(chunk))})", [*sources, *chunk]):
+                out[int(tid)].add((category, tag))
+        return out
+
+    def known_tags(self, *, sources: Sequence[str], categories: Iterable[str] | None = None
+                   ) -> dict[str, dict[int, set[str]]]:
+        """category -> track id -> its tags from ``sources``, over ``ok`` tracks (tag completion)."""
+        cats = set(categories) if categories is not None else None
+        out: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
+        rows = self._db.fetchall(
+            "SELECT g.category, g.track_id, g.tag FROM tags g JOIN tracks t ON t.id = g.track_id "
+            f"WHERE t.status = 'ok' AND g.source IN ({self._db.dialect.marks(len(sources))})", list(sources))
+        for category, tid, tag in rows:
+            if cats is None or category in cats:
+                out[category][int(tid)].add(tag)
+        return out
 
     def tag_counts(self, *, sources: Iterable[str] = ("file", "user", "model")) -> dict[str, dict[str, int]]:
         """category -> tag -> number of ok tracks carrying it (any of ``sources``)."""
         srcs = list(sources)
-        rows = self.conn.execute(
+        rows = self._db.fetchall(
             f"SELECT category, tag, COUNT(DISTINCT track_id) AS n FROM tags JOIN tracks ON tracks.id = tags.track_id "
-            f"WHERE tracks.status = 'ok' AND source IN ({','.join('?' * len(srcs))}) "
+            f"WHERE tracks.status = 'ok' AND source IN ({self._db.dialect.marks(len(srcs))}) "
             f"GROUP BY category, tag ORDER BY category, n DESC, tag", srcs)
         out: dict[str, dict[str, int]] = {}
-        for r in rows:
-            out.setdefault(r["category"], {})[r["tag"]] = r["n"]
+        for category, tag, n in rows:
+            out.setdefault(category, {})[tag] = int(n)
+        return out
+
+    # ------------------------------------------------------------------ filters (catalog/query.py)
+
+    def _where(self, where: _q.Query | str | None, text: str | None, include_suggested: bool):
+        return _q.compile_sql(_q.with_text(where, text), include_suggested=include_suggested,
+                              dialect=self._db.dialect)
+
+    def match(self, where: _q.Query | str | None, *, include_suggested: bool = False,
+              text: str | None = None) -> np.ndarray:
+        """Ids of the ``ok`` tracks matching a filter (and optional free text).
+
+        Parameters
+        ----------
+        where : filter text or parsed query (``None``: all tracks); see :mod:`.query`
+        include_suggested : let tag terms match suggested tags
+        text : free text matched like a bare quoted phrase (title/artist/album/tag)
+
+        Returns
+        -------
+        int64 ``(n,)`` sorted track ids.
+        """
+        sql, params = self._where(where, text, include_suggested)
+        rows = self._db.fetchall(f"SELECT t.id FROM tracks t WHERE {sql} ORDER BY t.id", params)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def page(self, *, where: _q.Query | str | None = None, text: str | None = None,
+             include_suggested: bool = False, offset: int = 0, limit: int = 50,
+             order: Literal["id", "title", "artist", "path"] = "id") -> tuple[int, list[int]]:
+        """One page of matching track ids and the total count.
+
+        Returns
+        -------
+        (total, ids)
+            number of matching tracks, and at most ``limit`` ids from ``offset`` in ``order``.
+        """
+        sql, params = self._where(where, text, include_suggested)
+        total = self._db.fetchone(f"SELECT count(*) FROM tracks t WHERE {sql}", params)[0]
+        order_sql = {"id": "t.id", "title": "lower(coalesce(t.title, t.path)), t.id",
+                     "artist": "lower(coalesce(t.artist, '')), t.id", "path": "t.path"}[order]
+        rows = self._db.fetchall(f"SELECT t.id FROM tracks t WHERE {sql} ORDER BY {order_sql} LIMIT ? OFFSET ?",
+                                 [*params, int(limit), int(offset)])
+        return int(total), [int(r[0]) for r in rows]
+
+    def facets(self, *, where: _q.Query | str | None = None, text: str | None = None,
+               include_suggested: bool = False, categories: list[str] | None = None,
+               limit_per_category: int = 50) -> dict[str, list[tuple[str, int]]]:
+        """Tag counts per category over the tracks matching a filter.
+
+        A track counts once per tag however many sources or models gave it.
+
+        Returns
+        -------
+        ``{category: [(tag, n_tracks), ...]}`` most frequent first, at most
+        ``limit_per_category`` per category; categories sorted by name.
+        """
+        sql, params = self._where(where, text, include_suggested)
+        sources = _q.BASE_SOURCES + ((_q.SUGGESTED,) if include_suggested else ())
+        m = self._db.dialect.marks
+        cat_sql, cat_params = "", []
+        if categories:
+            cat_sql = f" AND g.category IN ({m(len(categories))})"
+            cat_params = list(categories)
+        rows = self._db.fetchall(
+            f"SELECT g.category, g.tag, count(DISTINCT g.track_id) AS n FROM tags g "
+            f"WHERE g.source IN ({m(len(sources))}){cat_sql} "
+            f"AND g.track_id IN (SELECT t.id FROM tracks t WHERE {sql}) "
+            f"GROUP BY g.category, g.tag ORDER BY g.category, n DESC, g.tag",
+            [*sources, *cat_params, *params])
+        out: dict[str, list[tuple[str, int]]] = {}
+        for category, tag, count in rows:
+            lst = out.setdefault(category, [])
+            if len(lst) < limit_per_category:
+                lst.append((tag, int(count)))
         return out
 
     # ------------------------------------------------------------------ models & analyses
 
     def register_model(self, *, model_id: str, name: str, dim: int, labels: list[str] | None = None,
                        label_category: str = "tag") -> None:
-        with self.transaction() as c:
-            c.execute(
+        with self.transaction():
+            self._write(
                 "INSERT INTO models (model_id, name, dim, labels, label_category, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(model_id) DO UPDATE SET name = excluded.name",
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model_id) DO UPDATE SET name = excluded.name",
                 (model_id, name, int(dim), json.dumps(list(labels or [])), label_category, time.time()))
 
     def models(self) -> list[ModelInfo]:
-        rows = self.conn.execute(
-            "SELECT m.*, (SELECT COUNT(*) FROM analyses a JOIN tracks t ON t.id = a.track_id "
+        rows = self._db.fetchall(
+            "SELECT m.model_id, m.name, m.dim, m.labels, m.label_category, "
+            "(SELECT COUNT(*) FROM analyses a JOIN tracks t ON t.id = a.track_id "
             "WHERE a.model_id = m.model_id AND t.status = 'ok') AS n FROM models m ORDER BY n DESC, created_at")
-        return [ModelInfo(r["model_id"], r["name"], r["dim"], json.loads(r["labels"]),
-                          r["label_category"], r["n"]) for r in rows]
+        return [ModelInfo(r[0], r[1], int(r[2]), json.loads(r[3]), r[4], int(r[5])) for r in rows]
 
     def model(self, ref: str) -> ModelInfo | None:
         """A model by id or by name (the most used one of that name)."""
@@ -451,6 +566,21 @@ class Catalog:
                 return m
         return None
 
+    def find_model(self, ref: str) -> ModelInfo | None:
+        """A model by id, else by name (the newest of that name), or None.
+
+        Reads only the ``models`` table (:meth:`model` also counts analyses, which is
+        slow on large catalogs), so ``n_tracks`` is left at 0.
+        """
+        cols = "model_id, name, dim, labels, label_category"
+        row = self._db.fetchone(f"SELECT {cols} FROM models WHERE model_id = ?", (ref,))
+        if row is None:
+            row = self._db.fetchone(f"SELECT {cols} FROM models WHERE name = ? ORDER BY created_at DESC LIMIT 1",
+                                    (ref,))
+        if row is None:
+            return None
+        return ModelInfo(row[0], row[1], int(row[2]), json.loads(row[3] or "[]"), row[4], 0)
+
     def default_model_id(self) -> str | None:
         """The model with the most analyses of ok tracks, or None for an empty catalog."""
         ms = [m for m in self.models() if m.n_tracks > 0]
@@ -458,32 +588,83 @@ class Catalog:
 
     def put_analysis(self, track_id: int, model_id: str, embedding: np.ndarray,
                      predictions: dict[str, float] | None = None) -> None:
+        """Store (or replace) a track's analysis; it gets this transaction's change version."""
         emb = np.ascontiguousarray(embedding, dtype=np.float32).reshape(-1)
         if not np.isfinite(emb).all():
             raise CatalogError(f"track {track_id}: embedding contains NaN or inf")
-        with self.transaction() as c:
-            c.execute(
-                "INSERT OR REPLACE INTO analyses (track_id, model_id, embedding, dim, predictions, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (int(track_id), model_id, emb.tobytes(), emb.size,
-                 json.dumps({k: round(float(v), 6) for k, v in (predictions or {}).items()}), time.time()))
+        preds = json.dumps({k: round(float(v), 6) for k, v in (predictions or {}).items()})
+        with self.transaction():
+            version = self._version()
+            self._write(
+                "INSERT INTO analyses (track_id, model_id, embedding, dim, predictions, created_at, version) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (track_id, model_id) DO UPDATE SET "
+                "embedding = excluded.embedding, dim = excluded.dim, predictions = excluded.predictions, "
+                "created_at = excluded.created_at, version = excluded.version",
+                (int(track_id), model_id, emb.tobytes(), emb.size, preds, time.time(), version))
 
     def has_analysis(self, track_id: int, model_id: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM analyses WHERE track_id = ? AND model_id = ?",
-                                 (int(track_id), model_id)).fetchone() is not None
+        return self._db.fetchone("SELECT 1 FROM analyses WHERE track_id = ? AND model_id = ?",
+                                 (int(track_id), model_id)) is not None
 
     def get_analysis(self, track_id: int, model_id: str) -> StoredAnalysis | None:
-        r = self.conn.execute("SELECT * FROM analyses WHERE track_id = ? AND model_id = ?",
-                              (int(track_id), model_id)).fetchone()
-        if r is None:
-            return None
-        return StoredAnalysis(r["track_id"], r["model_id"], np.frombuffer(r["embedding"], np.float32).copy(),
-                              json.loads(r["predictions"]), r["created_at"])
+        r = self._db.fetchone(f"SELECT {_ANALYSIS_COLS} FROM analyses WHERE track_id = ? AND model_id = ?",
+                              (int(track_id), model_id))
+        return _analysis(r) if r is not None else None
+
+    def get_analyses(self, track_ids: Iterable[int], model_id: str) -> dict[int, StoredAnalysis]:
+        """Analyses of many tracks by one model (tracks without one are left out)."""
+        out: dict[int, StoredAnalysis] = {}
+        for chunk in chunked(int(i) for i in track_ids):
+            for r in self._db.fetchall(f"SELECT {_ANALYSIS_COLS} FROM analyses WHERE model_id = ? "
+                                       f"AND track_id IN ({self._db.dialect.marks(len(chunk))})",
+                                       [model_id, *chunk]):
+                out[int(r[0])] = _analysis(r)
+        return out
 
     def track_analyses(self, track_id: int) -> list[StoredAnalysis]:
-        rows = self.conn.execute("SELECT model_id FROM analyses WHERE track_id = ? ORDER BY created_at",
-                                 (int(track_id),)).fetchall()
-        return [a for r in rows if (a := self.get_analysis(track_id, r["model_id"])) is not None]
+        rows = self._db.fetchall(f"SELECT {_ANALYSIS_COLS} FROM analyses WHERE track_id = ? ORDER BY created_at",
+                                 (int(track_id),))
+        return [_analysis(r) for r in rows]
+
+    def analyzed_ids(self, model_id: str) -> set[int]:
+        """Ids of every track (any status) with an analysis by ``model_id``."""
+        return {int(r[0]) for r in self._db.fetchall("SELECT track_id FROM analyses WHERE model_id = ?",
+                                                     (model_id,))}
+
+    def analysis_versions(self, model_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """What an index of ``model_id`` must hold: ``ok`` track ids and their analyses' versions.
+
+        Returns int64 ``(n,)`` ids (sorted) and int64 ``(n,)`` versions; a version grows
+        each time the analysis is re-made, in commit order.
+        """
+        rows = self._db.fetchall(
+            "SELECT a.track_id, a.version FROM analyses a JOIN tracks t ON t.id = a.track_id "
+            "WHERE a.model_id = ? AND t.status = 'ok' ORDER BY a.track_id", (model_id,))
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        versions = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+        return ids, versions
+
+    def vectors(self, model_id: str, ids: Sequence[int] | np.ndarray, *, dim: int) -> np.ndarray:
+        """Embeddings of ``model_id`` for track ``ids``: float32 ``(len(ids), dim)`` in that order.
+
+        Ids without an analysis stay zero rows.
+
+        Raises
+        ------
+        ModelMismatchError
+            A stored embedding is not ``dim`` long.
+        """
+        out = np.zeros((len(ids), dim), np.float32)
+        where = {int(t): i for i, t in enumerate(ids)}
+        for chunk in chunked(int(t) for t in ids):
+            for tid, blob, d in self._db.fetchall(
+                    f"SELECT track_id, embedding, dim FROM analyses WHERE model_id = ? "
+                    f"AND track_id IN ({self._db.dialect.marks(len(chunk))})", [model_id, *chunk]):
+                if d != dim:
+                    raise ModelMismatchError(f"track {tid}: {d}-d embedding for model {model_id}, expected "
+                                             f"{dim}-d; run `soundalike index rebuild --model {model_id}`")
+                out[where[int(tid)]] = np.frombuffer(blob, np.float32)
+        return out
 
     def embeddings(self, model_id: str, *, status: str | None = "ok") -> tuple[np.ndarray, np.ndarray]:
         """All embeddings of ``model_id``: ids int64 ``(n,)`` and float32 ``(n, dim)``, by id."""
@@ -493,57 +674,68 @@ class Catalog:
         if status is not None:
             q += " AND t.status = ?"
             args.append(status)
-        rows = self.conn.execute(q + " ORDER BY a.track_id", args).fetchall()
+        rows = self._db.fetchall(q + " ORDER BY a.track_id", args)
         if not rows:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        dims = {r["dim"] for r in rows}
+        dims = {r[2] for r in rows}
         if len(dims) != 1:
             raise CatalogError(f"model {model_id}: embeddings of several dimensions {sorted(dims)}")
-        ids = np.fromiter((r["track_id"] for r in rows), np.int64, len(rows))
-        X = np.frombuffer(b"".join(r["embedding"] for r in rows), np.float32).reshape(len(rows), dims.pop())
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        X = np.frombuffer(b"".join(bytes(r[1]) for r in rows), np.float32).reshape(len(rows), dims.pop())
         return ids, X.copy()
+
+    def count_analyses(self, model_id: str | None = None) -> int:
+        if model_id is None:
+            return int(self._db.fetchone("SELECT COUNT(*) FROM analyses")[0])
+        return int(self._db.fetchone("SELECT COUNT(*) FROM analyses WHERE model_id = ?", (model_id,))[0])
 
     # ------------------------------------------------------------------ errors
 
     def record_error(self, *, path: str, reason: str, error_type: str, size: int | None = None,
                      mtime: float | None = None) -> None:
         """Remember that ``path`` failed (replacing an earlier error for the same path)."""
-        with self.transaction() as c:
-            c.execute("DELETE FROM ingest_errors WHERE path = ?", (path,))
-            c.execute("INSERT INTO ingest_errors (path, reason, error_type, size, mtime, time) "
-                      "VALUES (?, ?, ?, ?, ?, ?)", (path, reason, error_type, size, mtime, time.time()))
+        with self.transaction():
+            self._write("DELETE FROM ingest_errors WHERE path = ?", (path,))
+            self._write("INSERT INTO ingest_errors (path, reason, error_type, size, mtime, time) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", (path, reason, error_type, size, mtime, time.time()))
 
     def clear_error(self, path: str) -> None:
-        with self.transaction() as c:
-            c.execute("DELETE FROM ingest_errors WHERE path = ?", (path,))
+        with self.transaction():
+            self._db.execute("DELETE FROM ingest_errors WHERE path = ?", (path,))
 
     def error_states(self) -> dict[str, tuple[int | None, float | None]]:
         """path -> (size, mtime) of files that failed: unchanged failures are not retried."""
-        return {r["path"]: (r["size"], r["mtime"])
-                for r in self.conn.execute("SELECT path, size, mtime FROM ingest_errors")}
+        return {r[0]: (r[1], r[2]) for r in self._db.fetchall("SELECT path, size, mtime FROM ingest_errors")}
 
     def errors(self) -> list[IngestErrorRecord]:
-        return [IngestErrorRecord(r["id"], r["path"], r["reason"], r["error_type"], r["time"])
-                for r in self.conn.execute("SELECT * FROM ingest_errors ORDER BY path")]
+        return [IngestErrorRecord(int(r[0]), r[1], r[2], r[3], r[4]) for r in self._db.fetchall(
+            "SELECT id, path, reason, error_type, time FROM ingest_errors ORDER BY path")]
 
     # ------------------------------------------------------------------ summary
 
     def stats(self) -> dict:
-        c = self.conn
-        by_status = dict(c.execute("SELECT status, COUNT(*) FROM tracks GROUP BY status").fetchall())
-        by_format = dict(c.execute("SELECT format, COUNT(*) FROM tracks WHERE status = 'ok' "
-                                   "GROUP BY format ORDER BY 2 DESC").fetchall())
-        dur = c.execute("SELECT COALESCE(SUM(duration_s), 0) FROM tracks WHERE status = 'ok'").fetchone()[0]
-        tags = dict(c.execute("SELECT source, COUNT(*) FROM tags GROUP BY source").fetchall())
+        db = self._db
+        by_status = {r[0]: int(r[1]) for r in db.fetchall("SELECT status, COUNT(*) FROM tracks GROUP BY status")}
+        by_format = {r[0]: int(r[1]) for r in db.fetchall(
+            "SELECT format, COUNT(*) FROM tracks WHERE status = 'ok' GROUP BY format ORDER BY 2 DESC")}
+        dur = db.fetchone("SELECT COALESCE(SUM(duration_s), 0) FROM tracks WHERE status = 'ok'")[0]
+        tags = {r[0]: int(r[1]) for r in db.fetchall("SELECT source, COUNT(*) FROM tags GROUP BY source")}
         return {
             "path": str(self.path),
+            "backend": self.dialect_name,
             "schema_version": self.schema_version,
             "tracks": by_status.get("ok", 0),
             "missing": by_status.get("missing", 0),
-            "errors": c.execute("SELECT COUNT(*) FROM ingest_errors").fetchone()[0],
+            "errors": int(db.fetchone("SELECT COUNT(*) FROM ingest_errors")[0]),
             "total_duration_s": float(dur),
             "formats": {str(k): v for k, v in by_format.items()},
             "tags_by_source": tags,
             "models": [{"model_id": m.model_id, "name": m.name, "dim": m.dim, "tracks": m.n_tracks}
                        for m in self.models()],
         }
+
+    def integrity_check(self) -> str:
+        """``"ok"`` when the database's own consistency check passes (SQLite ``integrity_check``)."""
+        if self.dialect_name == "sqlite":
+            return str(self._db.fetchone("PRAGMA integrity_check")[0])
+        return "ok"

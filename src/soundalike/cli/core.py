@@ -38,7 +38,7 @@ def ingest(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from soundalike.catalog.ingest import ingest as run_ingest
+    from soundalike.ingest import ingest as run_ingest
 
     err = Console(stderr=True)
     cat = catalog_path(catalog)
@@ -121,7 +121,7 @@ def info(
         if not p.is_file():
             raise TrackNotFoundError(f"{ref!r}: no catalog track matches and it is not a file")
         from soundalike.audio.io import info as audio_info
-        from soundalike.catalog.ingest import read_file_tags
+        from soundalike.ingest import read_file_tags
 
         meta = audio_info(p)
         data = {"file": str(p), "in_catalog": False, "sr": meta.sr, "channels": meta.channels,
@@ -194,7 +194,7 @@ def demo(
     """Build a small demo catalog from generated tracks (no network) and show what to try next."""
     from rich.console import Console
 
-    from soundalike.catalog.ingest import ingest as run_ingest
+    from soundalike.ingest import ingest as run_ingest
     from soundalike.demo import write_demo_tracks
     from soundalike.paths import data_dir
 

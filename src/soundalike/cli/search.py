@@ -114,7 +114,7 @@ def tags_suggest(
     json_out: JsonOpt = False,
 ) -> None:
     """Suggest tags for tracks lacking a category, from model predictions and neighbours' tags."""
-    from soundalike.search.index import model_info
+    from soundalike.search.sync import model_info
     from soundalike.search.suggest import apply_suggestions, suggest_tags
 
     with _open(catalog) as cat:
@@ -146,13 +146,14 @@ def index_rebuild(
     json_out: JsonOpt = False,
 ) -> None:
     """Rebuild a model's similarity index from the catalog's embeddings."""
-    from soundalike.search.index import IndexConfig, forget_cached, model_info, open_index
+    from soundalike.search.index import IndexConfig
+    from soundalike.search.sync import forget_cached, model_info, open_index
 
     with _open(catalog) as cat:
         info = model_info(cat, model)
         cfg = IndexConfig() if hnsw_threshold is None else IndexConfig(hnsw_threshold=hnsw_threshold)
         _, rep = open_index(cat, info.model_id, config=cfg, rebuild=True)
-        forget_cached(cat.path)
+        forget_cached(cat)
     rep = {"model": info.name, "model_id": info.model_id, **rep}
     if json_out:
         print_json(rep)
@@ -166,11 +167,12 @@ def index_status(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None:
     """Show each model's index: kind, size, and whether it is in step with the catalog."""
     import json
 
-    from soundalike.search.index import _safe_name, index_dir
+    from soundalike.search.index import _safe_name
+    from soundalike.search.sync import index_dir
 
     rows = []
     with _open(catalog) as cat:
-        d = index_dir(cat.path)
+        d = index_dir(cat)
         for m in cat.models():
             meta_path = d / (_safe_name(m.model_id) + ".json")
             meta = json.loads(meta_path.read_text()) if meta_path.exists() else None

@@ -170,7 +170,7 @@ def evaluate_cmd(
     """Evaluate a trained run on any dataset (cross-dataset testing); writes report.json/.md."""
     from soundalike.data.datasets import read_dataset
     from soundalike.errors import ConfigError
-    from soundalike.train.checkpoint import load_checkpoint
+    from soundalike.models.checkpoint import load_checkpoint
     from soundalike.train.rerun import evaluate_run
 
     if split not in ("all", "test"):
@@ -222,7 +222,7 @@ def summary_cmd(
 ) -> None:
     """Print a trained run's layers with output shapes and parameter counts."""
     from soundalike.models.families import summary
-    from soundalike.train.checkpoint import load_checkpoint
+    from soundalike.models.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(run)
     rows = summary(model)

@@ -55,6 +55,19 @@ def _load_cached(key: str) -> Analyzer:
         from soundalike.models.pretrained import load_pretrained_analyzer
 
         return load_pretrained_analyzer(key)
-    from soundalike.train.checkpoint import load_run_analyzer
-
     return load_run_analyzer(Path(key))
+
+
+def load_run_analyzer(run_dir: str | Path) -> Analyzer:
+    """The analyzer of a trained run folder, its frozen backbone (if any) loaded from this registry.
+
+    The registry hands the backbone to :class:`~soundalike.models.checkpoint.RunAnalyzer`,
+    so checkpoints never import the registry (no zoo <-> checkpoint cycle).
+    """
+    from soundalike.models.checkpoint import RunAnalyzer, load_checkpoint
+
+    model, meta = load_checkpoint(run_dir)
+    p = Path(run_dir)
+    backbone = load_analyzer(meta.backbone) if meta.backbone else None
+    return RunAnalyzer(model, meta, name=meta.name or (p.name if p.is_dir() else p.parent.name),
+                       backbone=backbone)

@@ -37,7 +37,8 @@ def export_embeddings(cat: Catalog, *, path: str | os.PathLike, format: ExportFo
     dict
         ``{"model_id", "count", "dim", "files": [...]}``
     """
-    from soundalike.search.index import model_info, normalize
+    from soundalike.search.index import normalize
+    from soundalike.search.sync import model_info
 
     if format not in ("csv", "npy"):
         raise SoundalikeError(f"unknown export format {format!r}: choose csv or npy")

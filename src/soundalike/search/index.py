@@ -1,4 +1,4 @@
-"""A faiss vector index per model id, persisted beside the catalog and kept in step with it.
+"""A faiss vector index per model id: the pure index, with no catalog in sight.
 
 Vectors are L2-normalised float32 embeddings, so inner product is cosine similarity.
 Small catalogs use an exact ``IndexFlatIP``; above :attr:`IndexConfig.hnsw_threshold`
@@ -17,18 +17,16 @@ HNSW with ``efSearch`` widened in proportion to how much the filter removes.
 Searches of one index run concurrently (faiss releases the GIL; each runs on one
 OpenMP thread); adding and removing vectors waits for them and runs alone.
 
-On disk (for catalog ``music.sqlite``)::
+On disk (in a directory the caller picks; for a catalog ``music.sqlite`` the sync
+uses ``music.sqlite.index/``)::
 
-    music.sqlite.index/<model_id>.faiss      the faiss index
-    music.sqlite.index/<model_id>.ids.npy    int64 track id per internal position (-1: removed)
-    music.sqlite.index/<model_id>.json       {"model_id", "dim", "count", "kind", "synced_at", ...}
+    <model_id>.faiss      the faiss index
+    <model_id>.ids.npy    int64 track id per internal position (-1: removed)
+    <model_id>.json       {"model_id", "dim", "count", "kind", "synced_version", ...}
 
-:func:`open_index` loads it, checks the model id and dimension against the catalog
-(a mismatch raises :class:`~soundalike.errors.ModelMismatchError` saying how to rebuild),
-then brings it up to date: analyses added or re-made since ``synced_at`` are added,
-tracks that went missing are removed.  HNSW cannot delete, so removed positions become
-tombstones excluded by the selector, and the index is rebuilt once they pass
-:attr:`IndexConfig.max_tombstone_fraction`.
+HNSW cannot delete, so removed positions become tombstones excluded by the selector;
+:meth:`VectorIndex.compacted` rebuilds without them.  Keeping an index in step with the
+catalog is :mod:`soundalike.search.sync`'s job.
 """
 
 from __future__ import annotations
@@ -43,18 +41,16 @@ import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from soundalike.errors import CatalogError, ModelMismatchError, QueryError
 
-if TYPE_CHECKING:
-    from soundalike.catalog.store import Catalog
-
 IndexKind = Literal["flat", "hnsw"]
-#: Bumped when the on-disk layout changes; older indexes are rebuilt.
-FORMAT_VERSION = 1
+#: Bumped when the on-disk layout changes; older indexes are rebuilt.  2: ``synced_version``
+#: (the catalog's change marker) replaced ``synced_at`` (a time stamp).
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -214,18 +210,19 @@ class VectorIndex:
     dim : embedding length
     kind : ``"flat"`` (exact) or ``"hnsw"``
     ids : int64 ``(n_positions,)`` track id per internal position, ``-1`` for tombstones
-    synced_at : newest ``analyses.created_at`` (Unix seconds) included
+    synced_version : newest change marker (``analyses.version``) of the vectors included;
+        kept for whoever syncs the index, never interpreted here
     """
 
     def __init__(self, *, model_id: str, dim: int, kind: IndexKind, index: Any, ids: np.ndarray,
-                 config: IndexConfig = IndexConfig(), synced_at: float = 0.0):
+                 config: IndexConfig = IndexConfig(), synced_version: int = 0):
         self.model_id = model_id
         self.dim = int(dim)
         self.kind: IndexKind = kind
         self.index = index
         self.ids = np.asarray(ids, np.int64)
         self.config = config
-        self.synced_at = float(synced_at)
+        self.synced_version = int(synced_version)
         self._rw = _RWLock()
         self._cache_lock = threading.Lock()
         self._generation = 0
@@ -246,7 +243,7 @@ class VectorIndex:
 
     @classmethod
     def build(cls, ids: np.ndarray, X: np.ndarray, *, model_id: str, config: IndexConfig = IndexConfig(),
-              kind: IndexKind | None = None, synced_at: float = 0.0) -> VectorIndex:
+              kind: IndexKind | None = None, synced_version: int = 0) -> VectorIndex:
         """Build an index over ``X`` float32 ``(n, d)`` for track ``ids`` int64 ``(n,)``.
 
         ``kind`` defaults to ``config.kind_for(n)``.
@@ -263,7 +260,7 @@ class VectorIndex:
         if len(ids):
             index.add(normalize(X))
         return cls(model_id=model_id, dim=dim, kind=kind, index=index, ids=ids, config=config,
-                   synced_at=synced_at)
+                   synced_version=synced_version)
 
     def _reindex(self) -> None:
         live = np.flatnonzero(self.ids >= 0)
@@ -313,7 +310,7 @@ class VectorIndex:
     def meta(self) -> dict:
         return {"format": FORMAT_VERSION, "model_id": self.model_id, "dim": self.dim, "kind": self.kind,
                 "count": len(self), "positions": self.n_positions, "tombstones": self.n_tombstones,
-                "synced_at": self.synced_at, "config": asdict(self.config)}
+                "synced_version": self.synced_version, "config": asdict(self.config)}
 
     # ------------------------------------------------------------------ changes
 
@@ -357,7 +354,7 @@ class VectorIndex:
         X = self.index.reconstruct_n(0, self.n_positions)[live] if len(live) else \
             np.zeros((0, self.dim), np.float32)
         return VectorIndex.build(self.ids[live], X, model_id=self.model_id, config=self.config,
-                                 synced_at=self.synced_at)
+                                 synced_version=self.synced_version)
 
     # ------------------------------------------------------------------ search
 
@@ -559,7 +556,7 @@ class VectorIndex:
         Raises
         ------
         FileNotFoundError
-            No index for that model there.
+            No index for that model there, or one in an older on-disk format (build anew).
         ModelMismatchError
             The files describe another model, or disagree with each other.
         """
@@ -571,6 +568,13 @@ class VectorIndex:
             raise FileNotFoundError(meta_path)
         try:
             meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelMismatchError(f"{meta_path}: unreadable index metadata ({exc}); "
+                                     f"{rebuild_hint(None, model_id)}") from exc
+        if isinstance(meta.get("format"), int) and meta["format"] < FORMAT_VERSION:
+            raise FileNotFoundError(f"{meta_path}: index format {meta['format']} is older than "
+                                    f"{FORMAT_VERSION}; build it anew")
+        try:
             ids = np.load(str(stem) + ".ids.npy")
             index = faiss.read_index(str(stem) + ".faiss")
         except (OSError, ValueError, RuntimeError) as exc:
@@ -587,7 +591,7 @@ class VectorIndex:
         saved = meta.get("config", {})
         cfg = config or IndexConfig(**{f: saved[f] for f in _BUILD_FIELDS if f in saved})
         return cls(model_id=model_id, dim=index.d, kind=meta["kind"], index=index, ids=ids, config=cfg,
-                   synced_at=meta.get("synced_at", 0.0))
+                   synced_version=int(meta.get("synced_version", 0)))
 
 
 @contextlib.contextmanager
@@ -623,247 +627,3 @@ def _drop(D: np.ndarray, I: np.ndarray, excl: np.ndarray, k: int) -> tuple[np.nd
 
 def _safe_name(model_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", model_id)
-
-
-def index_dir(catalog_path: str | Path) -> Path:
-    """Where a catalog's indexes live: ``<catalog>.index/``."""
-    p = Path(catalog_path)
-    return p.with_name(p.name + ".index")
-
-
-# --------------------------------------------------------------------------- catalog sync
-
-
-def _current_state(cat: Catalog, model_id: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = cat.conn.execute(
-        "SELECT a.track_id, a.created_at FROM analyses a JOIN tracks t ON t.id = a.track_id "
-        "WHERE a.model_id = ? AND t.status = 'ok' ORDER BY a.track_id", (model_id,)).fetchall()
-    ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-    created = np.fromiter((r[1] for r in rows), np.float64, len(rows))
-    return ids, created
-
-
-def _fetch_vectors(cat: Catalog, model_id: str, ids: np.ndarray, dim: int) -> np.ndarray:
-    out = np.zeros((len(ids), dim), np.float32)
-    where = {int(t): i for i, t in enumerate(ids)}
-    lst = [int(t) for t in ids]
-    for start in range(0, len(lst), 900):
-        chunk = lst[start : start + 900]
-        for tid, blob, d in cat.conn.execute(
-                f"SELECT track_id, embedding, dim FROM analyses WHERE model_id = ? "
-                f"AND track_id IN ({','.join('?' * len(chunk))})", [model_id, *chunk]):
-            if d != dim:
-                raise ModelMismatchError(f"track {tid}: {d}-d embedding for model {model_id}, index holds "
-                                         f"{dim}-d; {rebuild_hint(None, model_id)}")
-            out[where[tid]] = np.frombuffer(blob, np.float32)
-    return out
-
-
-def lookup_model(cat: Catalog, ref: str):
-    """The catalog's :class:`ModelInfo` by model id, else by name (newest of that name), or None.
-
-    Reads only the ``models`` table (``Catalog.model`` also counts analyses, which is
-    slow on large catalogs), so ``n_tracks`` is left at 0.
-    """
-    from soundalike.catalog.store import ModelInfo
-
-    row = cat.conn.execute(
-        "SELECT model_id, name, dim, labels, label_category FROM models WHERE model_id = ? "
-        "UNION ALL SELECT * FROM (SELECT model_id, name, dim, labels, label_category FROM models "
-        "WHERE name = ? ORDER BY created_at DESC LIMIT 1)", (ref, ref)).fetchone()
-    if row is None:
-        run = Path(ref).expanduser()
-        if run.exists():  # a trained run folder: ingest recorded it under its model id
-            from soundalike.train.checkpoint import run_identity
-
-            _, model_id = run_identity(run)
-            return lookup_model(cat, model_id) if model_id != ref else None
-        return None
-    return ModelInfo(row[0], row[1], int(row[2]), json.loads(row[3] or "[]"), row[4], 0)
-
-
-def model_info(cat: Catalog, model: str | None):
-    """The catalog's :class:`ModelInfo` for a model name or id (``None``: the default model).
-
-    Raises
-    ------
-    CatalogError
-        The catalog holds no analyses (of that model).
-    """
-    if model is None:
-        mid = cat.default_model_id()
-        if mid is None:
-            raise CatalogError(f"{cat.path}: no analysed tracks; run `soundalike ingest DIR "
-                               f"--catalog {cat.path}` first")
-        model = mid
-    info = lookup_model(cat, model)
-    if info is None:
-        known = ", ".join(f"{m.name} ({m.model_id})" for m in cat.models()) or "none"
-        raise CatalogError(f"{cat.path}: no analyses of model {model!r} (models in this catalog: {known}); "
-                           f"run `soundalike ingest DIR --model {model}` first")
-    return info
-
-
-def sync(index: VectorIndex, cat: Catalog) -> dict[str, int]:
-    """Bring ``index`` up to date with the catalog; returns ``{"added", "removed"}`` counts."""
-    ids, created = _current_state(cat, index.model_id)
-    present = index.track_ids()
-    gone = np.setdiff1d(present, ids, assume_unique=True)
-    new = np.setdiff1d(ids, present, assume_unique=True)
-    redone = ids[created > index.synced_at]
-    todo = np.union1d(new, redone)
-    if len(gone):
-        index.remove(gone)
-    if len(todo):
-        index.add(todo, _fetch_vectors(cat, index.model_id, todo, index.dim))
-    if len(created):
-        index.synced_at = max(index.synced_at, float(created.max()))
-    return {"added": int(len(todo)), "removed": int(len(gone))}
-
-
-def build_index(cat: Catalog, model_id: str, *, config: IndexConfig = IndexConfig()) -> VectorIndex:
-    """Build a fresh index over the catalog's ``ok`` analyses of ``model_id``."""
-    ids, created = _current_state(cat, model_id)
-    info = lookup_model(cat, model_id)
-    dim = info.dim if info else 0
-    X = _fetch_vectors(cat, model_id, ids, dim) if len(ids) else np.zeros((0, dim), np.float32)
-    return VectorIndex.build(ids, X, model_id=model_id, config=config,
-                             synced_at=float(created.max()) if len(created) else 0.0)
-
-
-def open_index(cat: Catalog, model_id: str, *, config: IndexConfig | None = None, rebuild: bool = False,
-               save: bool = True) -> tuple[VectorIndex, dict[str, Any]]:
-    """Load the persisted index of ``model_id`` (or build it), check it, bring it up to date.
-
-    Parameters
-    ----------
-    cat : the open catalog
-    model_id : the model whose embeddings to index
-    config : build/search settings (default: those saved with the index, else defaults)
-    rebuild : ignore any saved index and build from the catalog
-    save : persist the index when it was built or changed
-
-    Returns
-    -------
-    (index, report)
-        ``report`` says what happened: ``{"action": "loaded"|"built"|"rebuilt", "added", "removed"}``.
-
-    Raises
-    ------
-    ModelMismatchError
-        The saved index disagrees with the catalog's model (id or dimension); the
-        message says to run ``soundalike index rebuild --model ...``.
-    """
-    info = lookup_model(cat, model_id)
-    if info is None:
-        raise CatalogError(f"{cat.path}: no model {model_id!r} in this catalog")
-    directory = index_dir(cat.path)
-    report: dict[str, Any] = {"action": "loaded", "added": 0, "removed": 0}
-    index: VectorIndex | None = None
-    if not rebuild:
-        try:
-            index = VectorIndex.load(directory, model_id, config=config)
-        except FileNotFoundError:
-            index = None
-        except ModelMismatchError as exc:
-            raise ModelMismatchError(str(exc).replace(f"--model {model_id}", f"--model {info.name}")) from exc
-    if index is not None and index.dim != info.dim:
-        raise ModelMismatchError(
-            f"{directory}: index of model {model_id} holds {index.dim}-d vectors but the catalog's "
-            f"embeddings are {info.dim}-d; {rebuild_hint(info.name, model_id)}")
-    if index is None:
-        t0 = time.perf_counter()
-        index = build_index(cat, model_id, config=config or IndexConfig())
-        report = {"action": "rebuilt" if rebuild else "built", "added": len(index), "removed": 0,
-                  "build_s": round(time.perf_counter() - t0, 3)}
-        changed = True
-    else:
-        report.update(sync(index, cat))
-        changed = bool(report["added"] or report["removed"])
-        cfg = index.config
-        wrong_kind = cfg.kind_for(len(index)) != index.kind
-        if wrong_kind or index.n_tombstones > cfg.max_tombstone_fraction * max(index.n_positions, 1):
-            index = index.compacted()
-            report["action"] = "compacted"
-            changed = True
-    report.update({"kind": index.kind, "count": len(index), "dim": index.dim})
-    if changed and save:
-        index.save(directory)
-    return index, report
-
-
-# --------------------------------------------------------------------------- per-process cache
-
-
-@dataclass
-class _Entry:
-    index: VectorIndex
-    states: dict  # id(connection) -> (data_version, total_changes) last seen in step
-    fingerprint: tuple = ()
-
-
-def _fingerprint(cat: Catalog, model_id: str) -> tuple:
-    """Cheap summary of what the index depends on (read from the analyses/status indexes only).
-
-    ``max(rowid)`` stands for the newest analysis: ``put_analysis`` writes with INSERT OR
-    REPLACE, which gives a re-made analysis a new, larger rowid.  (``max(created_at)``
-    is not indexed and read the whole table, blobs included: 150 ms at 100k tracks,
-    paid by every new server thread under the cache lock.)
-    """
-    a = cat.conn.execute("SELECT count(*), max(rowid) FROM analyses WHERE model_id = ?",
-                         (model_id,)).fetchone()
-    m = cat.conn.execute("SELECT count(*) FROM tracks WHERE status = 'missing'").fetchone()
-    return (a[0], a[1], m[0])
-
-
-_CACHE: dict[tuple[str, str], _Entry] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def _db_state(cat: Catalog) -> tuple[int, int]:
-    # data_version moves when another connection commits; total_changes when this one writes.
-    return (cat.conn.execute("PRAGMA data_version").fetchone()[0], cat.conn.total_changes)
-
-
-def cached_index(cat: Catalog, model_id: str) -> VectorIndex:
-    """The up-to-date index of ``model_id``, opened once per process and catalog.
-
-    Re-checks the catalog only when it changed as seen from ``cat``'s connection
-    (SQLite ``data_version`` / this connection's own writes), so calling it for every
-    query is cheap; cached filter bitmaps are dropped on any change (tags may have moved).
-    """
-    key = (str(Path(cat.path).resolve()), model_id)
-    conn_key = id(cat.conn)
-    state = _db_state(cat)
-    with _CACHE_LOCK:
-        entry = _CACHE.get(key)
-        if entry is not None and entry.states.get(conn_key) == state:
-            return entry.index
-    fp = _fingerprint(cat, model_id)  # outside the lock: each thread reads on its own connection
-    with _CACHE_LOCK:
-        entry = _CACHE.get(key)
-        if entry is not None and entry.states.get(conn_key) == state and entry.fingerprint == fp:
-            return entry.index
-        if entry is None:
-            index, _ = open_index(cat, model_id)
-            entry = _CACHE[key] = _Entry(index, {}, fp)
-        elif fp != entry.fingerprint or conn_key in entry.states:
-            # something changed (or this connection saw a commit): tags may have moved too
-            rep = sync(entry.index, cat)
-            entry.index.clear_masks()
-            entry.fingerprint = fp
-            if rep["added"] or rep["removed"]:
-                entry.index.save(index_dir(cat.path))
-        entry.states[conn_key] = _db_state(cat)
-        return entry.index
-
-
-def forget_cached(catalog_path: str | Path | None = None) -> None:
-    """Drop cached indexes (of one catalog, or all)."""
-    with _CACHE_LOCK:
-        if catalog_path is None:
-            _CACHE.clear()
-        else:
-            p = str(Path(catalog_path).resolve())
-            for key in [k for k in _CACHE if k[0] == p]:
-                del _CACHE[key]

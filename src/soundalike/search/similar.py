@@ -107,19 +107,6 @@ def open_catalog(catalog: Catalog | str | os.PathLike | None):
         cat.close()
 
 
-def _tag_sets(cat: Catalog, ids: Sequence[int], sources: Sequence[str]) -> dict[int, set[tuple[str, str]]]:
-    out: dict[int, set[tuple[str, str]]] = {int(i): set() for i in ids}
-    lst = [int(i) for i in ids]
-    marks_s = ",".join("?" * len(sources))
-    for start in range(0, len(lst), 900):
-        chunk = lst[start : start + 900]
-        for tid, cat_, tag in cat.conn.execute(
-                f"SELECT track_id, category, tag FROM tags WHERE source IN ({marks_s}) "
-                f"AND track_id IN ({','.join('?' * len(chunk))})", [*sources, *chunk]):
-            out[tid].add((cat_, tag))
-    return out
-
-
 def _analyze_file(path: Path, model_name: str, model_id: str):
     from soundalike.audio.io import load
     from soundalike.models.zoo import load_analyzer
@@ -147,7 +134,7 @@ def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str
     AudioDecodeError
         An outside file cannot be decoded.
     """
-    from soundalike.search.index import lookup_model
+    from soundalike.search.sync import lookup_model
 
     info = lookup_model(cat, model_id)
     if info is None:
@@ -180,27 +167,27 @@ def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str
     else:
         _, analysis = _analyze_file(Path(track.path), info.name, model_id)
         vec, preds = np.asarray(analysis.embedding, np.float32), dict(analysis.predictions)
-    tags = _tag_sets(cat, [track.id], sources)[track.id]
+    tags = cat.tag_pairs([track.id], sources=sources)[track.id]
     return ResolvedQuery(vec, model_id, track, track.path, frozenset(tags), preds)
 
 
 def _filter_mask(cat: Catalog, index, where: str | None, include_suggested: bool,
                  exclude: Iterable[int] = ()):
     """The index's cached :class:`~soundalike.search.index.Selection` for ``where`` (None: no filter)."""
-    from soundalike.catalog.query import match_ids, parse
+    from soundalike.catalog.query import parse
 
     q = parse(where)
     if not q:
         return None
     return index.cached_selection(("where", q.text, include_suggested),
-                                  lambda: match_ids(cat.conn, q, include_suggested=include_suggested))
+                                  lambda: cat.match(q, include_suggested=include_suggested))
 
 
 def _hits(cat: Catalog, ids: np.ndarray, scores: np.ndarray, query_tags: frozenset[tuple[str, str]],
           sources: Sequence[str]) -> list[Hit]:
     keep = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
     tracks = cat.get_tracks([i for i, _ in keep])
-    tag_sets = _tag_sets(cat, [i for i, _ in keep], sources) if query_tags else {}
+    tag_sets = cat.tag_pairs([i for i, _ in keep], sources=sources) if query_tags else {}
     hits = []
     for i, s in keep:
         if i not in tracks:
@@ -230,7 +217,7 @@ def nearest_to_vector(catalog: Catalog | str | os.PathLike | None, *, model_id: 
     list[Hit]
         best first; ``shared_tags`` is empty (a bare vector has no tags).
     """
-    from soundalike.search.index import cached_index
+    from soundalike.search.sync import cached_index
 
     with open_catalog(catalog) as cat:
         index = cached_index(cat, model_id)
@@ -276,7 +263,7 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
                        catalog: Catalog | str | os.PathLike | None = None) -> tuple[ResolvedQuery, list[Hit]]:
     """:func:`similar`, also returning what the query resolved to (for display)."""
     from soundalike.catalog.query import parse
-    from soundalike.search.index import cached_index, model_info
+    from soundalike.search.sync import cached_index, model_info
 
     if k < 1:
         raise QueryError(f"k must be at least 1, got {k}")
@@ -288,8 +275,7 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
         mask = _filter_mask(cat, index, where, include_suggested)
         exclude = [rq.track.id] if rq.track else []
         if exclude_same_artist and rq.track and rq.track.artist:
-            exclude += [r[0] for r in cat.conn.execute(
-                "SELECT id FROM tracks WHERE lower(artist) = lower(?)", (rq.track.artist,))]
+            exclude += cat.ids_by_artist(rq.track.artist)
         ids, scores = index.search(rq.vector, k, allowed=mask, exclude_ids=np.asarray(exclude, np.int64))
         sources = (*_WHY_SOURCES, "suggested") if include_suggested else _WHY_SOURCES
         return rq, _hits(cat, ids[0], scores[0], rq.tags, sources)

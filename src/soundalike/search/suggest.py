@@ -57,18 +57,6 @@ class Suggestion:
                 "confidence": round(self.confidence, 4), "evidence": self.evidence}
 
 
-def _known_tags(cat: Catalog, categories: list[str] | None) -> dict[str, dict[int, set[str]]]:
-    """category -> track id -> its file/user tags (ok tracks only)."""
-    out: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
-    rows = cat.conn.execute(
-        "SELECT g.category, g.track_id, g.tag FROM tags g JOIN tracks t ON t.id = g.track_id "
-        f"WHERE t.status = 'ok' AND g.source IN ({','.join('?' * len(KNOWN_SOURCES))})", KNOWN_SOURCES)
-    for category, tid, tag in rows:
-        if categories is None or category in categories:
-            out[category][tid].add(tag)
-    return out
-
-
 def suggest_tags(cat: Catalog, *, model: str | None = None, categories: list[str] | None = None,
                  k_neighbors: int = 10, min_confidence: float = 0.3, per_category: int = 3,
                  track_ids: list[int] | None = None, temperature: float = 0.05) -> list[Suggestion]:
@@ -93,11 +81,11 @@ def suggest_tags(cat: Catalog, *, model: str | None = None, categories: list[str
     list[Suggestion]
         ordered by track id, category, confidence (highest first).
     """
-    from soundalike.search.index import cached_index, model_info
+    from soundalike.search.sync import cached_index, model_info
 
     info = model_info(cat, model)
     index = cached_index(cat, info.model_id)
-    known = _known_tags(cat, categories)
+    known = cat.known_tags(sources=KNOWN_SOURCES, categories=categories)
     # By default: the categories people tag by hand.  The model's own label category is
     # already stored as model tags at ingest, and an artist is a fact, not a guess to offer.
     cats = sorted(set(categories) if categories else set(known) - set(NOT_SUGGESTED_BY_DEFAULT))

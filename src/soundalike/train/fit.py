@@ -145,7 +145,7 @@ def prepare_tracks(manifest: Manifest, *, config: FamilyConfig | None, backbone=
     Undecodable files are recorded in ``errors`` and left out of the returned manifest.
     """
     from soundalike.data.cache import content_hash  # noqa: F401  (fail early if unavailable)
-    from soundalike.train.checkpoint import backbone_patches
+    from soundalike.models.checkpoint import backbone_patches
 
     if backbone is not None:
         key = f"emb-{backbone.model_id}-max{max_duration_s:g}"
@@ -248,7 +248,7 @@ def predict_tracks(model, track_data: list[np.ndarray], indices: list[int], *, c
     probs : float32 ``(len(indices), n_labels)``
     emb : float32 ``(len(indices), embedding_dim)``
     """
-    from soundalike.train.checkpoint import infer_windows, track_inputs
+    from soundalike.models.checkpoint import infer_windows, track_inputs
 
     if not indices:
         return (np.zeros((0, config.n_labels), np.float32), np.zeros((0, config.embedding_dim), np.float32))
@@ -440,7 +440,7 @@ def train(manifest: Manifest, *, config: TrainConfig = TrainConfig(), out: str |
     from soundalike.data.cache import FeatureCache
     from soundalike.data.split import split_manifest
     from soundalike.models.families import build
-    from soundalike.train.checkpoint import CHECKPOINT_NAME, RunMeta, run_model_id, save_checkpoint
+    from soundalike.models.checkpoint import CHECKPOINT_NAME, RunMeta, run_model_id, save_checkpoint
     from soundalike.train.evaluate import metrics_for
     from soundalike.train.report import write_report
 

@@ -45,7 +45,7 @@ def evaluate_run(run: str | Path, manifest: Manifest, *, out: str | Path | None 
     only_test_split : evaluate only the tracks of the run's own test split
     """
     from soundalike.data.cache import FeatureCache
-    from soundalike.train.checkpoint import load_checkpoint, run_model_id
+    from soundalike.models.checkpoint import load_checkpoint, run_model_id
     from soundalike.train.evaluate import metrics_for
     from soundalike.train.fit import prepare_tracks, predict_tracks
     from soundalike.train.report import write_report

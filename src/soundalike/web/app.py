@@ -18,7 +18,7 @@ uvicorn on 127.0.0.1 by default.  The page (``templates/index.html`` +
 Safety: audio is served only for catalog tracks, by id -- no path ever comes from the
 request; uploads are size-limited and type-checked; errors reach the client as a
 one-line JSON ``detail``, never a stack trace.  The web layer writes no SQL: it calls
-:mod:`soundalike.catalog.query`, the Catalog API and :mod:`soundalike.search`.
+the Catalog API and :mod:`soundalike.search`.
 """
 
 from __future__ import annotations
@@ -150,9 +150,9 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         The catalog does not exist or cannot be opened.
     """
     from soundalike.audio.io import AUDIO_EXTENSIONS
-    from soundalike.catalog import query as cq
+    from soundalike.catalog.query import parse as parse_filter
     from soundalike.search import similar as sim
-    from soundalike.search.index import cached_index, model_info
+    from soundalike.search.sync import cached_index, model_info
 
     cpath = Path(catalog_path).expanduser()
     cats = _Catalogs(cpath)
@@ -229,11 +229,11 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 50,
                     include_suggested: bool = False) -> dict[str, Any]:
         cat = cats.get()
-        total, ids = cq.page_ids(cat.conn, where=where, text=q, include_suggested=include_suggested,
-                                 offset=offset, limit=limit, order="title")
+        total, ids = cat.page(where=where, text=q, include_suggested=include_suggested,
+                              offset=offset, limit=limit, order="title")
         tracks = cat.get_tracks(ids)
         sources = ("file", "user", "model", "suggested") if include_suggested else ("file", "user", "model")
-        tags = cq.tags_of(cat.conn, ids, sources=sources, limit_per_track=8)  # one query, not one per track
+        tags = cat.tag_lists(ids, sources=sources, limit_per_track=8)  # one query, not one per track
         return {"total": total, "offset": offset, "limit": limit, "where": where, "q": q,
                 "tracks": [_track_json(tracks[i], tags[i]) for i in ids if i in tracks]}
 
@@ -242,8 +242,8 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
                q: Annotated[str | None, Query(max_length=200)] = None,
                include_suggested: bool = False,
                per_category: Annotated[int, Query(ge=1, le=500)] = 30) -> dict[str, Any]:
-        fc = cq.facet_counts(cats.get().conn, where=where, text=q, include_suggested=include_suggested,
-                             limit_per_category=per_category)
+        fc = cats.get().facets(where=where, text=q, include_suggested=include_suggested,
+                               limit_per_category=per_category)
         return {"facets": {c: [{"tag": t, "count": n} for t, n in v] for c, v in fc.items()}}
 
     @app.get("/api/tracks/{track_id}", summary="One track: metadata, tags, top predicted tags")
@@ -337,7 +337,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         if ctype and not (ctype.startswith("audio/") or ctype in ("application/octet-stream", "video/mp4",
                                                                    "video/webm", "application/ogg")):
             raise HTTPProblem(415, f"{name!r}: content type {ctype!r} is not audio")
-        cq.parse(where)
+        parse_filter(where)
         fd, tmp = tempfile.mkstemp(suffix="." + ext, prefix="soundalike-upload-")
         try:
             size = 0

@@ -5,7 +5,7 @@ loads with ``torch.load(weights_only=True)`` (no pickled code).  Besides the wei
 it carries everything needed to use it: the family and its hyper-parameters (which
 include the feature parameters: sample rate, window, mel/MFCC settings), the label
 list and its catalog category, the task, the backbone for probes, and the format
-version.  :func:`load_run_analyzer` turns a run into an
+version.  :class:`RunAnalyzer` (loaded by :func:`soundalike.models.zoo.load_run_analyzer`) turns a run into an
 :class:`~soundalike.models.base.Analyzer`, so ``--model runs/X`` works wherever a
 pretrained model name does.
 """
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from soundalike.errors import CheckpointError, ModelMismatchError
-from soundalike.models.base import Analysis
+from soundalike.models.base import Analysis, Analyzer
 from soundalike.models.families import FamilyConfig, build
 
 FORMAT = "soundalike-run"
@@ -198,7 +198,7 @@ class RunAnalyzer:
     predictions are the track-level mean label probabilities.
     """
 
-    def __init__(self, model, meta: RunMeta, *, name: str):
+    def __init__(self, model, meta: RunMeta, *, name: str, backbone: Analyzer | None = None):
         self.model = model
         self.meta = meta
         self.name = name
@@ -209,9 +209,10 @@ class RunAnalyzer:
         self.model_id = run_model_id(model, meta)
         self._backbone = None
         if meta.backbone:
-            from soundalike.models.zoo import load_analyzer
-
-            self._backbone = load_analyzer(meta.backbone)
+            if backbone is None:
+                raise CheckpointError(f"run {name} probes the backbone {meta.backbone}: load it with "
+                                      f"soundalike.models.zoo.load_run_analyzer")
+            self._backbone = backbone
             if meta.backbone_model_id and self._backbone.model_id != meta.backbone_model_id:
                 raise ModelMismatchError(
                     f"run {name} was trained on backbone {meta.backbone} with model id "
@@ -245,13 +246,6 @@ def backbone_patches(analyzer, y: np.ndarray, sr: int) -> np.ndarray:
     if a.patch_embeddings is not None and len(a.patch_embeddings):
         return np.asarray(a.patch_embeddings, np.float32)
     return np.asarray(a.embedding, np.float32)[None, :]
-
-
-def load_run_analyzer(run_dir: Path) -> RunAnalyzer:
-    """The analyzer of a trained run folder (what ``load_analyzer("runs/X")`` returns)."""
-    model, meta = load_checkpoint(run_dir)
-    p = Path(run_dir)
-    return RunAnalyzer(model, meta, name=meta.name or (p.name if p.is_dir() else p.parent.name))
 
 
 def run_identity(run: str | Path) -> tuple[str, str]:

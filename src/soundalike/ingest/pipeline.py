@@ -334,8 +334,7 @@ def ingest(
                            labels=list(analyzer.labels), label_category=analyzer.label_category)
         states = cat.file_states()
         failed_before = cat.error_states()
-        analyzed = {r[0] for r in cat.conn.execute(
-            "SELECT track_id FROM analyses WHERE model_id = ?", (analyzer.model_id,))}
+        analyzed = cat.analyzed_ids(analyzer.model_id)
         todo: list[tuple[str, str | None, bool]] = []
         emit({"event": "start", "total": len(files)})
         for f in files:

@@ -1,0 +1,158 @@
+"""The catalog schema, as an ordered list of migrations shared by every backend.
+
+How to add a table or a column (musical attributes, waveform peaks, playlists ...)
+-------------------------------------------------------------------------------------
+1. Append one :class:`Migration` to :data:`MIGRATIONS`; never edit a released one.
+   ``SCHEMA_VERSION`` is ``len(MIGRATIONS)``, so every backend moves to the new version.
+2. Write its DDL once in ``sql`` with the dialect tokens ``{bigint}`` (64-bit int),
+   ``{real}`` (double), ``{blob}`` (bytes) and ``{identity}`` (an auto-numbered primary
+   key); they become the right type on SQLite and on PostgreSQL
+   (:meth:`~soundalike.catalog.backends.Dialect.ddl`).  Statements are separated by
+   ``;``.  Keep to SQL both speak: ``CREATE TABLE/INDEX``, ``ALTER TABLE ... ADD COLUMN``
+   (with a ``DEFAULT`` when ``NOT NULL``), ``INSERT``/``UPDATE``.
+3. Only where the two must differ (SQLite cannot ``ALTER`` a constraint; PostgreSQL has
+   no ``rowid``), give ``sqlite=`` and/or ``postgresql=`` texts that replace ``sql``.
+4. Add the queries as named methods on :class:`~soundalike.catalog.store.Catalog`.
+5. Test: ``tests/test_catalog_store.py`` opens a v1 file built from the old DDL and
+   checks the migration; the parametrised ``catalog`` fixture runs it on both backends.
+
+Each migration runs in its own transaction together with the version bump, so a
+crash mid-migration leaves the previous version intact.  A catalog written by a newer
+soundalike is refused, never modified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from soundalike.catalog.backends import Backend
+from soundalike.errors import CatalogError
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: DDL for every backend, with optional per-backend replacements."""
+
+    description: str
+    sql: str
+    sqlite: str | None = None
+    postgresql: str | None = None
+
+    def text_for(self, dialect_name: str) -> str:
+        own = self.sqlite if dialect_name == "sqlite" else self.postgresql
+        return own if own is not None else self.sql
+
+
+#: The first schema, exactly as soundalike 0.1 wrote it (v1 files exist in the wild).
+V1_DDL = """
+    CREATE TABLE tracks (
+        id            {identity},
+        path          TEXT NOT NULL UNIQUE,
+        content_hash  TEXT NOT NULL,
+        size          {bigint} NOT NULL,
+        mtime         {real} NOT NULL,
+        duration_s    {real},
+        sr            {bigint},
+        channels      {bigint},
+        format        TEXT,
+        title         TEXT,
+        artist        TEXT,
+        album         TEXT,
+        genre         TEXT,
+        year          {bigint},
+        status        TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'missing')),
+        added_at      {real} NOT NULL,
+        updated_at    {real} NOT NULL
+    );
+    CREATE INDEX tracks_hash ON tracks(content_hash);
+    CREATE INDEX tracks_status ON tracks(status);
+    CREATE TABLE tags (
+        track_id    {bigint} NOT NULL REFERENCES tracks(id) ON DELETE CASCADE,
+        tag         TEXT NOT NULL,
+        category    TEXT NOT NULL,
+        source      TEXT NOT NULL CHECK (source IN ('file', 'user', 'model', 'suggested')),
+        confidence  {real} NOT NULL DEFAULT 1.0,
+        model_id    TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (track_id, category, tag, source, model_id)
+    );
+    CREATE INDEX tags_lookup ON tags(category, tag);
+    CREATE TABLE models (
+        model_id        TEXT PRIMARY KEY,
+        name            TEXT NOT NULL,
+        dim             {bigint} NOT NULL,
+        labels          TEXT NOT NULL DEFAULT '[]',
+        label_category  TEXT NOT NULL DEFAULT 'tag',
+        created_at      {real} NOT NULL
+    );
+    CREATE TABLE analyses (
+        track_id     {bigint} NOT NULL REFERENCES tracks(id) ON DELETE CASCADE,
+        model_id     TEXT NOT NULL REFERENCES models(model_id),
+        embedding    {blob} NOT NULL,
+        dim          {bigint} NOT NULL,
+        predictions  TEXT NOT NULL DEFAULT '{{}}',
+        created_at   {real} NOT NULL,
+        PRIMARY KEY (track_id, model_id)
+    );
+    CREATE INDEX analyses_model ON analyses(model_id);
+    CREATE TABLE ingest_errors (
+        id          {identity},
+        path        TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        error_type  TEXT NOT NULL,
+        size        {bigint},
+        mtime       {real},
+        time        {real} NOT NULL
+    );
+    CREATE INDEX ingest_errors_path ON ingest_errors(path)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("initial schema", V1_DDL),
+    Migration(
+        "explicit change marker: analyses.version from the catalog's change counter",
+        # The counter is bumped once per writing transaction (Catalog.transaction); the
+        # row lock it takes orders concurrent writers, so versions commit in increasing
+        # order and "version > what I synced" never misses a re-made analysis.
+        """
+        CREATE TABLE counters (name TEXT PRIMARY KEY, value {bigint} NOT NULL);
+        ALTER TABLE analyses ADD COLUMN version {bigint} NOT NULL DEFAULT 0;
+        UPDATE analyses SET version = 1;
+        INSERT INTO counters (name, value) VALUES ('change', 1);
+        CREATE INDEX analyses_model_version ON analyses(model_id, version)
+        """,
+        # v1 SQLite files: keep the old rowid order as the first versions
+        sqlite="""
+        CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        ALTER TABLE analyses ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+        UPDATE analyses SET version = rowid;
+        INSERT INTO counters (name, value) VALUES ('change', (SELECT coalesce(max(rowid), 0) + 1 FROM analyses));
+        CREATE INDEX analyses_model_version ON analyses(model_id, version)
+        """,
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(backend: Backend) -> int:
+    """Bring the database up to :data:`SCHEMA_VERSION`; returns the version it had.
+
+    Raises
+    ------
+    CatalogError
+        The database was written by a newer soundalike.
+    """
+    version = backend.get_schema_version()
+    if version > SCHEMA_VERSION:
+        raise CatalogError(
+            f"{backend.location}: catalog schema v{version} is newer than this soundalike "
+            f"(v{SCHEMA_VERSION}); upgrade soundalike")
+    for i in range(version, SCHEMA_VERSION):
+        backend.begin()
+        try:
+            backend.run_script(backend.dialect.ddl(MIGRATIONS[i].text_for(backend.dialect.name)))
+            backend.set_schema_version(i + 1)
+        except BaseException:
+            backend.rollback()
+            raise
+        backend.commit()
+    return version
