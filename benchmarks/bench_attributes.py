@@ -520,6 +520,7 @@ def main() -> None:
 
     # ---------------------------------------------------------------- cost
     print("\n## Cost per track against the model analysis (same run)\n")
+    from soundalike.models import vocabulary as V
     from soundalike.models.zoo import load_analyzer
 
     model = load_analyzer("MTT_musicnn")
@@ -534,7 +535,8 @@ def main() -> None:
         a = model.analyze(y, SR)
         t_model += time.perf_counter() - t
         t = time.perf_counter()
-        attrs = A.compute_attributes(y=y, sr=SR, predictions=a.predictions)
+        attrs = A.compute_attributes(y=y, sr=SR, vocals=V.vocals_probability(a.predictions),
+                                     energy_evidence=V.energy_evidence(a.predictions))
         t_attr += time.perf_counter() - t
         vocals.append(attrs.vocals)
     print(f"{len(sample)} renders, {audio_s:.0f} s of audio: MTT_musicnn analysis {t_model:.2f} s, "
@@ -548,7 +550,7 @@ def main() -> None:
     for it in [i for i in items if i.wav is not None][:: max(1, len(items) // 40)]:
         y = load_item(it, SR)
         a = model.analyze(y, SR)
-        vocals.append(A.vocals_probability(a.predictions))
+        vocals.append(V.vocals_probability(a.predictions))
     v = np.asarray([x for x in vocals if x is not None])
     print(f"{len(v)} instrumental clips: median vocals {np.median(v):.2f}, share >= 0.5: "
           f"{np.mean(v >= 0.5):.2f} (the vocals:no filter keeps those under 0.5)")

@@ -9,6 +9,7 @@ import pytest
 
 from soundalike.audio import attributes as A
 from soundalike.audio import synth
+from soundalike.models import vocabulary as V
 
 pyloudnorm = pytest.importorskip("pyloudnorm")
 
@@ -246,25 +247,27 @@ def test_music_like_signal_against_pyloudnorm():
 def test_vocals_probability_follows_the_voice_labels():
     sung = {"vocals": 0.6, "female": 0.4, "no vocals": 0.05, "guitar": 0.3}
     inst = {"vocals": 0.03, "no vocals": 0.4, "piano": 0.7}
-    assert A.vocals_probability(sung) > 0.9
-    assert A.vocals_probability(inst) < 0.1
-    assert A.vocals_probability({"guitar": 0.9}) is None          # labels say nothing about voice
-    assert A.vocals_probability({"male vocalists": 0.5, "instrumental": 0.5}) == pytest.approx(0.5)
+    assert V.vocals_probability(sung) > 0.9
+    assert V.vocals_probability(inst) < 0.1
+    assert V.vocals_probability({"guitar": 0.9}) is None          # labels say nothing about voice
+    assert V.vocals_probability({"male vocalists": 0.5, "instrumental": 0.5}) == pytest.approx(0.5)
 
 
 def test_energy_orders_loud_fast_above_quiet_slow():
     hot = {"loud": 0.5, "fast": 0.4, "drums": 0.6, "quiet": 0.02, "soft": 0.02, "slow": 0.05}
     calm = {"loud": 0.02, "fast": 0.03, "drums": 0.05, "quiet": 0.5, "soft": 0.5, "slow": 0.6}
-    e_hot = A.energy_score(hot, loudness_lufs=-8.0, onset_rate=0.8)
-    e_calm = A.energy_score(calm, loudness_lufs=-28.0, onset_rate=0.1)
+    e_hot = A.energy_score(model_evidence=V.energy_evidence(hot), loudness_lufs=-8.0, onset_rate=0.8)
+    e_calm = A.energy_score(model_evidence=V.energy_evidence(calm), loudness_lufs=-28.0, onset_rate=0.1)
     assert 0.0 <= e_calm < 0.3 < 0.7 < e_hot <= 1.0
-    assert A.energy_score({"piano": 0.5}) is None
+    assert V.energy_evidence({"piano": 0.5}) is None
+    assert A.energy_score(model_evidence=None, loudness_lufs=-8.0) is None
 
 
 def test_compute_attributes_on_a_drum_loop_with_predictions():
     y = synth.drum_pattern(bpm=120, duration_s=60.0, sr=SR)
-    at = A.compute_attributes(y=y, sr=SR, predictions={"drums": 0.7, "no vocals": 0.5, "vocals": 0.05,
-                                                      "quiet": 0.05, "loud": 0.3})
+    preds = {"drums": 0.7, "no vocals": 0.5, "vocals": 0.05, "quiet": 0.05, "loud": 0.3}
+    at = A.compute_attributes(y=y, sr=SR, vocals=V.vocals_probability(preds),
+                              energy_evidence=V.energy_evidence(preds))
     assert at.duration_s == pytest.approx(60.0, abs=1e-3)
     assert A.tempo_distance(at.tempo.bpm, 120.0) <= 0.02
     assert at.seconds_read == pytest.approx(A.DEFAULT_EXCERPTS * A.DEFAULT_EXCERPT_S)

@@ -21,8 +21,9 @@ MIDI renders whose tempo and key are written in the file).
   Tech 3342 loudness range (3-s short-term loudness, gates -70 LUFS / -20 LU, 10th to 95th
   percentile).  The K filters are designed for any rate from their analog prototypes and
   applied in the frequency domain (no SciPy needed).
-- **Vocals and energy** (:func:`vocals_probability`, :func:`energy_score`) from a
-  tagger's label probabilities through the roles in :mod:`soundalike.models.vocabulary`.
+- **Energy** (:func:`energy_score`) mixes a tagger's evidence with loudness and onset
+  activity; the tagger's side (and the vocals probability) come from
+  :mod:`soundalike.models.vocabulary`, one layer up, and are passed in.
 
 Tempo and key only need part of a track: :func:`excerpt_slices` picks a few contiguous
 excerpts spread over it (:data:`DEFAULT_EXCERPTS` x :data:`DEFAULT_EXCERPT_S`), chosen by
@@ -532,49 +533,19 @@ def loudness(*, y: np.ndarray, sr: int) -> Loudness:
     return Loudness(integrated_lufs=integrated, range_lu=lra)
 
 
-# --------------------------------------------------------------------------- from model outputs
+# --------------------------------------------------------------------------- energy
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-4), 1 - 1e-4)
-    return math.log(p / (1 - p))
-
-
-def vocals_probability(predictions: dict[str, float]) -> float | None:
-    """Probability that a track has singing or voice, from a tagger's label probabilities.
-
-    The strongest voice label (``vocal``, ``female``, ``choir``, ``male vocalists`` ...)
-    against the strongest no-voice label (``no vocals``, ``instrumental`` ...), as a
-    logistic of the difference of their logits with the slope and offset in
-    :data:`soundalike.models.vocabulary.VOCALS_CALIBRATION`.  ``None`` when the labels
-    say nothing about voice (an MFCC baseline, a trained run without such labels).
-    """
-    from soundalike.models.vocabulary import VOCALS_CALIBRATION, role_labels
-
-    pos = [p for lab, p in predictions.items() if lab in role_labels("vocals", +1)]
-    neg = [p for lab, p in predictions.items() if lab in role_labels("vocals", -1)]
-    if not pos:
-        return None
-    slope, offset = VOCALS_CALIBRATION
-    d = _logit(max(pos)) - (_logit(max(neg)) if neg else _logit(0.05))
-    return round(1.0 / (1.0 + math.exp(-(slope * d + offset))), 3)
-
-
-def energy_score(predictions: dict[str, float], *, loudness_lufs: float | None = None,
+def energy_score(*, model_evidence: float | None, loudness_lufs: float | None = None,
                  onset_rate: float | None = None) -> float | None:
-    """Energy 0..1: half the tagger's high- versus low-energy labels (``loud``, ``fast``,
-    ``drums``, ``metal`` ... against ``quiet``, ``soft``, ``slow``, ``ambient`` ...), a
-    quarter loudness (-30 LUFS -> 0, -6 LUFS -> 1), a quarter onset activity (mean onset
-    strength, ``onset_rate``, 0..1).  Missing parts are left out of the mean.  ``None``
-    when the labels say nothing about energy."""
-    from soundalike.models.vocabulary import role_labels
-
-    pos = [p for lab, p in predictions.items() if lab in role_labels("energy", +1)]
-    neg = [p for lab, p in predictions.items() if lab in role_labels("energy", -1)]
-    if not pos or not neg:
+    """Energy 0..1: half the tagger's evidence (``models.vocabulary.energy_evidence``: its
+    high- against its low-energy labels, 0..1), a quarter loudness (-30 LUFS -> 0, -6 LUFS
+    -> 1), a quarter onset activity (the tempo confidence, 0..1).  Missing parts are left
+    out of the weighted mean; ``None`` without tagger evidence (an energy from loudness
+    alone would mostly measure mastering)."""
+    if model_evidence is None:
         return None
-    d = _logit(float(np.mean(pos))) - _logit(float(np.mean(neg)))
-    parts = [(0.5, 1.0 / (1.0 + math.exp(-d)))]
+    parts = [(0.5, float(np.clip(model_evidence, 0.0, 1.0)))]
     if loudness_lufs is not None:
         parts.append((0.25, float(np.clip((loudness_lufs + 30.0) / 24.0, 0.0, 1.0))))
     if onset_rate is not None:
@@ -586,7 +557,8 @@ def energy_score(predictions: dict[str, float], *, loudness_lufs: float | None =
 # --------------------------------------------------------------------------- all together
 
 
-def compute_attributes(*, y: np.ndarray, sr: int, predictions: dict[str, float] | None = None,
+def compute_attributes(*, y: np.ndarray, sr: int, vocals: float | None = None,
+                       energy_evidence: float | None = None, duration_s: float | None = None,
                        n_excerpts: int = DEFAULT_EXCERPTS,
                        excerpt_s: float = DEFAULT_EXCERPT_S) -> Attributes:
     """Every attribute of one track from its decoded samples (and tagger outputs).
@@ -594,22 +566,22 @@ def compute_attributes(*, y: np.ndarray, sr: int, predictions: dict[str, float] 
     Parameters
     ----------
     y : mono float32 ``(n,)``; sr : its rate in Hz
-    predictions : a tagger's track-level label probabilities (for vocals and energy)
+    vocals : the vocals probability (``models.vocabulary.vocals_probability``), passed on
+    energy_evidence : the tagger's energy evidence 0..1 (``models.vocabulary.energy_evidence``)
+    duration_s : the decoded length when ``y`` is only part of the track (default ``len(y) / sr``)
     n_excerpts, excerpt_s : the contiguous excerpts tempo and key read
-        (:func:`excerpt_slices`); loudness and duration use all of ``y``
+        (:func:`excerpt_slices`); loudness uses all of ``y``
     """
     y = _as_mono(y)
     slices = excerpt_slices(len(y), sr, n_excerpts=n_excerpts, excerpt_s=excerpt_s)
     tempo = estimate_tempo(y=y, sr=sr, slices=slices)
     key = estimate_key(y=y, sr=sr, slices=slices)
     loud = loudness(y=y, sr=sr)
-    vocals = energy = None
-    if predictions:
-        vocals = vocals_probability(predictions)
-        energy = energy_score(predictions, loudness_lufs=loud.integrated_lufs,
-                              onset_rate=tempo.confidence if tempo else None)
+    energy = energy_score(model_evidence=energy_evidence, loudness_lufs=loud.integrated_lufs,
+                          onset_rate=tempo.confidence if tempo else None)
     read = sum((s.stop - s.start) for s in slices) / sr
-    return Attributes(duration_s=round(len(y) / sr, 3), tempo=tempo, key=key, loudness=loud,
+    dur = duration_s if duration_s is not None else len(y) / sr
+    return Attributes(duration_s=round(float(dur), 3), tempo=tempo, key=key, loudness=loud,
                       vocals=vocals, energy=energy, seconds_read=round(read, 3))
 
 
@@ -618,5 +590,5 @@ __all__ = [
     "camelot", "camelot_neighbours", "chroma", "compute_attributes", "energy_score",
     "estimate_key", "estimate_tempo", "excerpt_slices", "k_weight", "k_weighting_coefficients",
     "key_from_chroma", "loudness", "onset_envelope", "parse_camelot", "tempo_distance",
-    "tempo_prior", "vocals_probability",
+    "tempo_prior",
 ]

@@ -8,8 +8,8 @@ facets say ``instrument:piano`` or ``mood:calm`` for model tags as for tags user
 category; labels not in the table (none today) fall back to ``tag``.
 
 Some labels also carry a *role* for the attributes derived from them
-(:func:`soundalike.audio.attributes.vocals_probability` and ``energy_score``): ``+1``
-speaks for singing/high energy, ``-1`` against.
+(:func:`vocals_probability` and :func:`energy_evidence`, which feeds
+``audio.attributes.energy_score``): ``+1`` speaks for singing/high energy, ``-1`` against.
 
 Synonyms are kept as the models emit them (``vocal``, ``vocals``, ``voice`` ...): merging
 them would change what a tag's probability means.
@@ -18,6 +18,7 @@ them would change what a tag's probability means.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 
@@ -104,5 +105,40 @@ def role_labels(role: str, sign: int) -> frozenset[str]:
                      if getattr(term, role) == sign)
 
 
-__all__ = ["CATEGORIES", "FALLBACK_CATEGORY", "MSD_VOCABULARY", "MTT_VOCABULARY", "Term",
+def _logit(p: float) -> float:
+    p = min(max(float(p), 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def vocals_probability(predictions: dict[str, float]) -> float | None:
+    """Probability that a track has singing or voice, from a tagger's label probabilities.
+
+    The strongest voice label (``vocal``, ``female``, ``choir``, ``male vocalists`` ...)
+    against the strongest no-voice label (``no vocals``, ``instrumental`` ...): a logistic
+    of the difference of their logits, slope and offset :data:`VOCALS_CALIBRATION`.
+    ``None`` when the labels say nothing about voice (an MFCC baseline, most trained runs).
+    """
+    pos = [p for lab, p in predictions.items() if lab in role_labels("vocals", +1)]
+    neg = [p for lab, p in predictions.items() if lab in role_labels("vocals", -1)]
+    if not pos:
+        return None
+    slope, offset = VOCALS_CALIBRATION
+    d = _logit(max(pos)) - (_logit(max(neg)) if neg else _logit(0.05))
+    return round(1.0 / (1.0 + math.exp(-(slope * d + offset))), 3)
+
+
+def energy_evidence(predictions: dict[str, float]) -> float | None:
+    """0..1: the mean of a tagger's high-energy labels (``loud``, ``fast``, ``drums``,
+    ``metal`` ...) against the mean of its low-energy ones (``quiet``, ``soft``, ``slow``,
+    ``ambient`` ...), as a logistic of the difference of their logits; ``None`` when the
+    labels have no say (see ``audio.attributes.energy_score`` for the full score)."""
+    pos = [p for lab, p in predictions.items() if lab in role_labels("energy", +1)]
+    neg = [p for lab, p in predictions.items() if lab in role_labels("energy", -1)]
+    if not pos or not neg:
+        return None
+    d = _logit(sum(pos) / len(pos)) - _logit(sum(neg) / len(neg))
+    return round(1.0 / (1.0 + math.exp(-d)), 3)
+
+
+__all__ = ["CATEGORIES", "energy_evidence", "vocals_probability", "FALLBACK_CATEGORY", "MSD_VOCABULARY", "MTT_VOCABULARY", "Term",
            "VOCABULARIES", "VOCALS_CALIBRATION", "category_of", "role_labels"]
