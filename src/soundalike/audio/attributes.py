@@ -49,6 +49,9 @@ import numpy as np
 
 Mode = Literal["major", "minor"]
 
+#: Bumped whenever the attribute code changes its numbers (stored with each row, so
+#: ``ingest --refresh attributes`` recomputes stale ones).
+ATTRIBUTES_VERSION = 1
 #: Onset-envelope frame rate (frames per second).
 ONSET_FPS = 100
 #: Tempo search range in BPM.
@@ -178,10 +181,11 @@ class Attributes:
             "bpm": t.bpm if t else None, "bpm_confidence": t.confidence if t else None,
             "bpm_alternative": t.alternative_bpm if t else None,
             "bpm_ambiguous": t.octave_ambiguous if t else None,
-            "key": k.name if k else None, "camelot": k.camelot if k else None,
+            "key": k.name if k else None, "key_tonic": k.tonic if k else None,
+            "key_mode": k.mode if k else None, "camelot": k.camelot if k else None,
             "key_confidence": k.confidence if k else None,
             "loudness_lufs": ld.integrated_lufs, "loudness_range_lu": ld.range_lu,
-            "vocals": self.vocals, "energy": self.energy,
+            "vocals": self.vocals, "energy": self.energy, "seconds_read": self.seconds_read,
         }
 
 
@@ -586,7 +590,7 @@ def compute_attributes(*, y: np.ndarray, sr: int, vocals: float | None = None,
 
 
 __all__ = [
-    "Attributes", "Key", "Loudness", "Tempo", "KEY_PROFILES", "PITCH_CLASSES",
+    "ATTRIBUTES_VERSION", "Attributes", "Key", "Loudness", "Tempo", "KEY_PROFILES", "PITCH_CLASSES",
     "camelot", "camelot_neighbours", "chroma", "compute_attributes", "energy_score",
     "estimate_key", "estimate_tempo", "excerpt_slices", "k_weight", "k_weighting_coefficients",
     "key_from_chroma", "loudness", "onset_envelope", "parse_camelot", "tempo_distance",

@@ -25,13 +25,54 @@ def register(app: typer.Typer) -> None:
     app.add_typer(catalog_app, name="catalog")
 
 
+def _refresh(what: list[str], *, cat, paths, model, force, workers, top_tags, json_out) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from soundalike.ingest.refresh import refresh
+
+    err = Console(stderr=True)
+    progress = Progress(TextColumn("[bold]refresh"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=err, transient=True, disable=json_out or not err.is_terminal)
+    task = None
+
+    def on_event(e: dict) -> None:
+        nonlocal task
+        if e["event"] == "start":
+            task = progress.add_task("refresh", total=e["total"])
+        elif task is not None:
+            progress.update(task, advance=1)
+
+    with progress:
+        s = refresh([w.strip().lower() for item in what for w in item.split(",") if w.strip()],
+                    catalog=cat, paths=paths, model=model, force=force, workers=workers,
+                    top_tags=top_tags, on_event=on_event)
+    if json_out:
+        print_json({"catalog": str(cat), **s.to_dict()})
+        return
+    out = Console()
+    out.print(f"refreshed in {s.elapsed_s:.1f} s → {cat}")
+    out.print(f"  attributes  {s.attributes}")
+    out.print(f"  tags        {s.tags} tracks re-filed")
+    if s.failed:
+        out.print(f"  failed      {s.failed}")
+        for path, reason in s.errors[:20]:
+            out.print(f"    {path}: {reason}", highlight=False, markup=False, soft_wrap=True)
+
+
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Folders (scanned recursively) or files.")],
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Folders (scanned recursively) or files (with --refresh: only tracks under them).")] = None,
     catalog: CatalogOpt = None,
     model: ModelOpt = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPU count).")] = None,
     top_tags: Annotated[int, typer.Option(help="Top predicted labels stored as tags per track.")] = 5,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry files that failed before.")] = False,
+    refresh: Annotated[list[str] | None, typer.Option(
+        "--refresh", help="Recompute for tracks already in the catalog, without the network: "
+        "'attributes' (tempo, key, loudness, vocals, energy, decoded length; missing or stale ones) "
+        "and/or 'tags' (model tags into their categories). Repeatable.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="With --refresh attributes: every track.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Add new or changed audio files to the catalog (resumable; bad files are recorded, not fatal)."""
@@ -42,6 +83,13 @@ def ingest(
 
     err = Console(stderr=True)
     cat = catalog_path(catalog)
+    if refresh:
+        _refresh(refresh, cat=cat, paths=paths or [], model=model, force=force, workers=workers,
+                 top_tags=top_tags, json_out=json_out)
+        return
+    if not paths:
+        raise typer.BadParameter("give folders or files to ingest (or --refresh attributes|tags)",
+                                 param_hint="PATHS")
     progress = Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
                         console=err, transient=True, disable=json_out or not err.is_terminal)

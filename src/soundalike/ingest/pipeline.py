@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from soundalike.audio.attributes import ATTRIBUTES_VERSION
 from soundalike.audio.io import is_audio_path
 from soundalike.catalog.store import Catalog, Tag
 from soundalike.errors import CatalogError, SoundalikeError
@@ -228,15 +229,18 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
         meta = info(path)
         if meta.duration_s > LONG_FILE_S:
             embedding, predictions, decoded_s = analyze_in_blocks(path, analyzer)
+            attributes = track_attributes(path, predictions, sr=analyzer.sample_rate, decoded_s=decoded_s)
         else:
             wav = load(path, sr=analyzer.sample_rate)
             result = analyzer.analyze(wav.y, wav.sr)
             embedding, predictions, decoded_s = result.embedding, result.predictions, wav.duration_s
+            attributes = track_attributes(path, predictions, y=wav.y, sr=wav.sr)
         return {
             "kind": "ok", "path": path, "hash": digest, "size": st.st_size, "mtime": st.st_mtime,
             "duration_s": meta.duration_s if meta.duration_s > 0 else decoded_s,
             "sr": meta.sr, "channels": meta.channels, "format": meta.format.lower(),
             "tags": read_file_tags(path), "embedding": embedding, "predictions": predictions,
+            "attributes": attributes,
         }
     except SoundalikeError as exc:
         reason = exc.reason if hasattr(exc, "reason") else str(exc)
@@ -248,6 +252,39 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
     except Exception as exc:  # noqa: BLE001 - one bad file never stops a batch; the reason is kept
         return {"kind": "error", "path": path, "reason": f"unexpected {type(exc).__name__}: {exc}",
                 "type": type(exc).__name__, **_stat_or_none(path)}
+
+
+def track_attributes(path: str, predictions: dict[str, float], *, sr: int, y: np.ndarray | None = None,
+                     decoded_s: float | None = None) -> dict[str, Any]:
+    """Musical attributes of one file as the catalog stores them (``Attributes.to_dict``).
+
+    From the samples ingest already decoded (``y``), or -- for files analyzed block by block
+    -- from the attribute excerpts read by seeking (loudness then covers those excerpts only);
+    vocals and energy from the tagger's ``predictions`` (``models/vocabulary.py``).
+    """
+    from soundalike.audio import attributes as A
+    from soundalike.audio.io import load
+    from soundalike.models.vocabulary import energy_evidence, vocals_probability
+
+    kw = {"vocals": vocals_probability(predictions), "energy_evidence": energy_evidence(predictions)}
+    if y is None:
+        total = decoded_s or 0.0
+        parts = []
+        for s in A.excerpt_slices(int(total * sr), sr):
+            parts.append(load(path, sr=sr, offset_s=s.start / sr, duration_s=(s.stop - s.start) / sr).y)
+        y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        size = int(A.DEFAULT_EXCERPT_S * sr)
+        slices = [slice(i * size, min((i + 1) * size, len(y))) for i in range(max(1, -(-len(y) // size)))]
+        t = A.estimate_tempo(y=y, sr=sr, slices=slices)
+        k = A.estimate_key(y=y, sr=sr, slices=slices)
+        ld = A.loudness(y=y, sr=sr)
+        at = A.Attributes(duration_s=round(total, 3), tempo=t, key=k, loudness=ld, vocals=kw["vocals"],
+                          energy=A.energy_score(model_evidence=kw["energy_evidence"],
+                                                loudness_lufs=ld.integrated_lufs,
+                                                onset_rate=t.confidence if t else None),
+                          seconds_read=round(len(y) / sr, 3))
+        return at.to_dict()
+    return A.compute_attributes(y=y, sr=sr, **kw).to_dict()
 
 
 def _stat_or_none(path: str) -> dict[str, Any]:
@@ -262,7 +299,7 @@ def _stat_or_none(path: str) -> dict[str, Any]:
 
 
 def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category: str,
-            top_tags: int) -> None:
+            top_tags: int, label_categories: dict[str, str] | None = None) -> None:
     if res["kind"] == "touch":
         t = cat.track_by_path(res["path"])
         if t is not None:
@@ -283,9 +320,12 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
             genre=tags.get("genre"), year=tags.get("year"))
         cat.set_tags(tid, file_tags_as_tags(tags), source="file")
         cat.put_analysis(tid, model_id, res["embedding"], preds)
-        cat.set_tags(tid, [Tag(label, label_category, "model", float(p), model_id)
+        cats = label_categories or {}
+        cat.set_tags(tid, [Tag(label, cats.get(label, label_category), "model", float(p), model_id)
                            for label, p in top if p >= MIN_TAG_CONFIDENCE],
                      source="model", model_id=model_id)
+        if res.get("attributes") is not None:
+            cat.put_attributes(tid, res["attributes"], model_id=model_id, version=ATTRIBUTES_VERSION)
         cat.clear_error(res["path"])
 
 
@@ -362,7 +402,7 @@ def ingest(
 
         def handle(res: dict[str, Any]) -> None:
             _commit(cat, res, model_id=analyzer.model_id, label_category=analyzer.label_category,
-                    top_tags=top_tags)
+                    top_tags=top_tags, label_categories=getattr(analyzer, "label_categories", None))
             if res["kind"] == "error":
                 summary.failed += 1
                 summary.errors.append((res["path"], res["reason"]))

@@ -480,12 +480,16 @@ class PretrainedAnalyzer:
     min_duration_s = PATCH_FRAMES * MUSICNN_MEL.hop_length / MUSICNN_MEL.sample_rate
 
     def __init__(self, model: PretrainedModel):
+        from soundalike.models.vocabulary import category_of
+
         self.model = model
         self.name = model.name
         self.model_id = model.model_id
         self.sample_rate = model.sample_rate
         self.labels = list(model.labels)
         self.embedding_dim = model.embedding_dims["penultimate"]
+        #: label -> catalog category (``genre``, ``instrument`` ...), from models/vocabulary.py
+        self.label_categories = {lab: category_of(lab, dataset=model.spec.dataset) for lab in self.labels}
 
     def analyze(self, y: np.ndarray, sr: int) -> Analysis:
         """Analyze mono float32 ``y`` at ``sr`` Hz."""
