@@ -331,8 +331,8 @@ def playlist(*, seed: int | str | None = None, start: int | str | None = None,
     QueryError, TrackNotFoundError, CatalogError
     """
     from soundalike.catalog.query import parse
-    from soundalike.search.index import cached_index, model_info
     from soundalike.search.similar import _filter_mask, open_catalog, resolve_query
+    from soundalike.search.sync import cached_index, model_info
 
     if (seed is None) == (start is None and end is None):
         raise QueryError("give either a seed (radio) or both start and end (path)")
@@ -354,20 +354,21 @@ def playlist(*, seed: int | str | None = None, start: int | str | None = None,
                 raise QueryError(f"{rq.track.display_name}: no embedding of model {info.name}")
             return rq.track
 
-        mask = _filter_mask(cat, index, where, include_suggested)
+        first = resolve(seed if seed is not None else start)
+        mask = _filter_mask(cat, index, where, include_suggested, reference=cat.track_attributes(first.id))
         attrs_of = _attributes_getter(cat)
         space = _IndexSpace(cat, index, mask, attrs_of)
         params: dict[str, Any] = {"length": length, "where": where, "max_per_artist": max_per_artist,
                                   "max_per_album": max_per_album}
         if seed is not None:
-            s = resolve(seed)
+            s = first
             rows = [(i, sc, None) for i, sc in radio_ids(
                 space, seed_id=s.id, length=length, drift=drift, max_per_artist=max_per_artist,
                 max_per_album=max_per_album, include_duplicates=include_duplicates)]
             kind = "radio"
             params.update(seed=s.id, drift=drift)
         else:
-            a, b = resolve(start), resolve(end)
+            a, b = first, resolve(end)
             rows = path_ids(space, start_id=a.id, end_id=b.id, length=length, bpm_path=bpm_path,
                             bpm_tolerance=bpm_tolerance, max_per_artist=max_per_artist,
                             max_per_album=max_per_album, include_duplicates=include_duplicates)
@@ -382,15 +383,12 @@ def playlist(*, seed: int | str | None = None, start: int | str | None = None,
 
 
 def _attributes_getter(cat: Catalog) -> Callable[[int], dict | None]:
-    """``track_id -> attributes dict`` (or ``None``), cached, from the catalog if it has them."""
-    getter = getattr(cat, "track_attributes", None)
+    """``track_id -> attributes dict`` (or ``None``), cached."""
     cache: dict[int, dict | None] = {}
 
     def get(i: int) -> dict | None:
-        if getter is None:
-            return None
         if i not in cache:
-            cache[i] = getter(i)
+            cache[i] = cat.track_attributes(i)
         return cache[i]
 
     return get
