@@ -48,7 +48,7 @@ import numpy as np
 
 SR = 16000          # what ingest decodes for the musicnn models
 RENDER_SR = 22050   # fluidsynth output; loudness compares at this rate
-RENDER_S = 120.0    # MIDI files are cut to this (some loop for half an hour)
+RENDER_S = 90.0     # MIDI files are cut to this (some loop for half an hour)
 CLIP_S = 30.0
 MIDI_DIRS = ["/usr/share/games/openttd/baseset/openmsx", "/usr/share/planetblupi/music"]
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
@@ -386,7 +386,7 @@ def librosa_key(y: np.ndarray, sr: int, profile: str):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/attr-bench"))
-    ap.add_argument("--generated", type=int, default=48, help="generated cadences (24 keys x n)")
+    ap.add_argument("--generated", type=int, default=24, help="generated pieces (one per key each 24)")
     ap.add_argument("--no-librosa", action="store_true")
     ap.add_argument("--json", type=Path, help="also write every figure here")
     args = ap.parse_args()

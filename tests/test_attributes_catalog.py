@@ -174,7 +174,7 @@ def test_similar_caps_duplicates_and_why(attr_catalog, tmp_path):
                                title="a copy", artist="zed", album="x")
         cat.put_analysis(dup, MODEL, _vec(0) * 1.5 + 0.3, {})
         ver = cat.upsert_track(path=str(tmp_path / "a-edit.wav"), content_hash="other", size=1, mtime=0.0,
-                               title="a edit", artist="zed", album="y")
+                               title="a (radio edit)", artist="ann", album="y")
         cat.put_analysis(ver, MODEL, _vec(0), {})
     hits = similar(ids["a"], k=20, catalog=path)
     got = [h.track.id for h in hits]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from soundalike.errors import QueryError
-from soundalike.search.diversity import Candidate, Caps, diversify, is_near_duplicate
+from soundalike.search.diversity import Candidate, Caps, diversify, is_near_duplicate, title_stem
 from soundalike.search.playlist import path_ids, radio_ids
 
 
@@ -32,7 +32,8 @@ class ArraySpace:
         return self.X[i]
 
     def candidate(self, i, score):
-        return Candidate(i, score, self.artists[i], self.albums[i], None, 100.0 + i)
+        return Candidate(i, score, self.artists[i], self.albums[i], None, 100.0, f"song {i}",
+                         self.bpms[i] or 120.0, "8A", -14.0)
 
     def bpm(self, i):
         return self.bpms[i]
@@ -78,8 +79,8 @@ def test_radio_drift_zero_orders_by_similarity_to_the_seed():
 
 def test_radio_leaves_out_duplicates_unless_asked():
     X = _cloud(n=60)
-    X = np.vstack([X, X[7] * 1.0001])       # track 60 is a copy of track 7
-    sp = ArraySpace(X)
+    X = np.vstack([X, X[7] * 1.0001])       # track 60 is the same audio as track 7 ...
+    sp = ArraySpace(X)                      # ... and all share length, tempo, key, loudness
     assert 60 not in [i for i, _ in radio_ids(sp, seed_id=7, length=40)]
     assert 60 in [i for i, _ in radio_ids(sp, seed_id=7, length=40, include_duplicates=True)]
 
@@ -129,16 +130,28 @@ def test_path_argument_errors():
 
 
 @pytest.mark.parametrize("c,dup", [
-    (Candidate(2, 0.50, content_hash="h1"), True),             # same file content
-    (Candidate(2, 0.999, duration_s=30.0), True),              # the same audio
-    (Candidate(2, 0.98, duration_s=181.0), True),              # a version, same length
-    (Candidate(2, 0.98, duration_s=150.0), False),             # similar, other length
-    (Candidate(2, 0.90, duration_s=180.0), False),             # just similar
-    (Candidate(1, 0.10), True),                                # the seed itself
+    (Candidate(2, 0.50, content_hash="h1"), True),                                # same file content
+    (Candidate(2, 0.95, title="Blue Moon (Radio Edit)", artist="X"), True),       # a version
+    (Candidate(2, 0.95, title="Blue Moon - 2011 Remaster", artist=None), True),   # artist unknown
+    (Candidate(2, 0.95, title="Blue Moon", artist="Y"), False),                   # a cover by another
+    (Candidate(2, 0.80, title="Blue Moon", artist="X"), False),                   # not similar enough
+    (Candidate(2, 0.995, duration_s=181.0, bpm=121.0, camelot="8A", loudness_lufs=-9.5), True),
+    (Candidate(2, 0.995, duration_s=181.0, bpm=121.0, camelot="9A", loudness_lufs=-9.5), False),
+    (Candidate(2, 0.995, duration_s=150.0, bpm=121.0, camelot="8A", loudness_lufs=-9.5), False),
+    (Candidate(2, 0.9999, duration_s=180.0), False),        # embedding alone is no proof
+    (Candidate(1, 0.10), True),                             # the seed itself
 ])
 def test_near_duplicate_rule(c, dup):
-    seed = Candidate(1, 1.0, content_hash="h1", duration_s=180.0)
+    seed = Candidate(1, 1.0, artist="X", content_hash="h1", duration_s=180.0, title="Blue Moon",
+                     bpm=120.0, camelot="8A", loudness_lufs=-10.0)
     assert is_near_duplicate(c, seed) is dup
+
+
+@pytest.mark.parametrize("title,stem", [("Song (Radio Edit)", "song"), ("Song - 2011 Remaster", "song"),
+                                        ("Song [Live]", "song"), ("  ", None), (None, None),
+                                        ("Hey-Ho", "hey ho")])
+def test_title_stem(title, stem):
+    assert title_stem(title) == stem
 
 
 def test_diversify_caps_and_order():

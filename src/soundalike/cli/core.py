@@ -158,7 +158,8 @@ def info(
                 track = matches[0]
                 data = {"track": track.to_dict(),
                         "tags": [t.__dict__ for t in cat.track_tags(track.id)],
-                        "analyses": [], "other_matches": [m.id for m in matches[1:]]}
+                        "analyses": [], "other_matches": [m.id for m in matches[1:]],
+                        "attributes": cat.track_attributes(track.id)}
                 names = {m.model_id: m.name for m in cat.models()}
                 for a in cat.track_analyses(track.id):
                     top = sorted(a.predictions.items(), key=lambda kv: kv[1], reverse=True)[:10]
@@ -200,6 +201,22 @@ def _print_info(data: dict) -> None:
         if t[k] is not None:
             v = f"{t[k]:.2f}" if k == "duration_s" else t[k]
             out.print(f"  {k:<13} {v}", markup=False, highlight=False)
+    a = data.get("attributes")
+    if a:
+        from soundalike.audio.attributes import PITCH_CLASSES
+
+        key = (f"{PITCH_CLASSES[int(a['key_tonic'])]} {a['key_mode']} ({a['camelot']}, confidence "
+               f"{a['key_confidence']:.2f})" if a.get("camelot") else "?")
+        bpm = (f"{a['bpm']:.1f} (confidence {a['bpm_confidence']:.2f}"
+               + (f"; {a['bpm_alternative']:.1f} plausible too)" if a.get("bpm_ambiguous") else ")")
+               if a.get("bpm") else "?")
+        fmt = lambda v, f: f.format(v) if v is not None else "?"  # noqa: E731
+        out.print(f"  {'tempo':<13} {bpm}", highlight=False)
+        out.print(f"  {'key':<13} {key}", highlight=False)
+        out.print(f"  {'loudness':<13} {fmt(a.get('loudness_lufs'), '{:.1f} LUFS')}, range "
+                  f"{fmt(a.get('loudness_range_lu'), '{:.1f} LU')}", highlight=False)
+        out.print(f"  {'vocals':<13} {fmt(a.get('vocals'), '{:.2f}')}   energy {fmt(a.get('energy'), '{:.2f}')}"
+                  f"   decoded {fmt(a.get('duration_s'), '{:.2f} s')}", highlight=False)
     if data["tags"]:
         table = Table("category", "tag", "source", "confidence", title="tags", title_justify="left")
         for tag in data["tags"]:
@@ -291,6 +308,18 @@ def catalog_stats(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None
         out.print("  formats   " + ", ".join(f"{k} {v}" for k, v in s["formats"].items()))
     if s["tags_by_source"]:
         out.print("  tags      " + ", ".join(f"{k} {v}" for k, v in s["tags_by_source"].items()))
+    if s.get("tag_values_by_category"):
+        out.print("  facets    " + ", ".join(f"{k} ({v} values)" for k, v in s["tag_values_by_category"].items()),
+                  highlight=False)
+    at = s.get("attributes") or {}
+    if at.get("tracks"):
+        lo, hi = at["bpm_range"]
+        llo, lhi = at["loudness_range_lufs"]
+        keys = ", ".join(f"{k} {n}" for k, n in list(at["keys"].items())[:6])
+        out.print(f"  attributes {at['tracks']} tracks: {lo:.0f}-{hi:.0f} BPM, {llo:.1f} to {lhi:.1f} LUFS, "
+                  f"vocals yes {at['vocals']['yes']} / no {at['vocals']['no']}; keys {keys} ...", highlight=False)
+    elif s["tracks"]:
+        out.print("  attributes none yet: `soundalike ingest --refresh attributes`")
     for m in s["models"]:
         out.print(f"  model     {m['name']} ({m['dim']}-d, id {m['model_id']}): {m['tracks']} tracks",
                   highlight=False)

@@ -3,28 +3,34 @@
 Pure functions over candidates already ranked by similarity (no catalog, no index), so
 ``similar``, the playlists and the HTTP API share one rule and tests can call it directly.
 
-A *near-duplicate* of the seed is another copy or version of the same recording: the same
-file content (equal content hash), or an embedding so close that it is the same audio
-(cosine >= :data:`DUPLICATE_SCORE`), or very close (>= :data:`NEAR_DUPLICATE_SCORE`) with
-nearly the same decoded length (within :data:`DUPLICATE_DURATION_S` or 2 %): a re-encode,
-a remaster, a radio edit.
+A *near-duplicate* of the seed is another copy or version of the same recording, and it
+takes more than embedding similarity to say so (a crude embedding such as MFCC statistics
+puts different tracks of one style at cosine 0.999):
+
+- the same file content (equal content hash); or
+- a version: the same title once bracketed or dashed suffixes are dropped ("Song (Radio
+  Edit)", "Song - 2011 Remaster"), the same artist where both are known, and cosine >=
+  :data:`VERSION_SCORE`; or
+- the same audio: cosine >= :data:`DUPLICATE_SCORE`, the decoded length within
+  :data:`DUPLICATE_DURATION_S` (or 2 %), and -- the audio overlapping -- the same key, tempo
+  within 2 % and loudness within 1 LU (both tracks need their musical attributes).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
-#: Cosine similarity at which two tracks are taken to be the same audio.
-DUPLICATE_SCORE = 0.995
-#: Cosine similarity at which two tracks of nearly equal length are taken as versions.
-NEAR_DUPLICATE_SCORE = 0.97
+#: Cosine similarity from which two tracks with matching attributes are the same audio.
+DUPLICATE_SCORE = 0.99
+#: Cosine similarity from which two tracks of the same title and artist are versions.
+VERSION_SCORE = 0.9
 #: "Nearly equal length": within this many seconds (or 2 % of the longer one).
 DUPLICATE_DURATION_S = 2.0
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     """What diversity needs to know about one ranked candidate."""
 
     id: int
@@ -33,11 +39,28 @@ class Candidate:
     album: str | None = None
     content_hash: str | None = None
     duration_s: float | None = None
+    title: str | None = None
+    bpm: float | None = None
+    camelot: str | None = None
+    loudness_lufs: float | None = None
 
 
 def _norm(s: str | None) -> str | None:
     s = (s or "").strip().lower()
     return s or None
+
+
+_BRACKETS = re.compile(r"[\(\[\{][^\)\]\}]*[\)\]\}]")
+_DASH_SUFFIX = re.compile(r"\s+[-\u2013\u2014/]\s+.*$")
+
+
+def title_stem(title: str | None) -> str | None:
+    """``"Song (Radio Edit)"``, ``"Song - 2011 Remaster"`` -> ``"song"``; ``None`` if empty."""
+    if not title:
+        return None
+    t = _DASH_SUFFIX.sub("", _BRACKETS.sub(" ", title.lower()))
+    t = re.sub(r"[^\w]+", " ", t).strip()
+    return t or None
 
 
 def is_near_duplicate(c: Candidate, seed: Candidate) -> bool:
@@ -46,11 +69,19 @@ def is_near_duplicate(c: Candidate, seed: Candidate) -> bool:
         return True
     if c.content_hash and seed.content_hash and c.content_hash == seed.content_hash:
         return True
-    if c.score >= DUPLICATE_SCORE:
-        return True
-    if c.score >= NEAR_DUPLICATE_SCORE and c.duration_s and seed.duration_s:
+    a, b = title_stem(c.title), title_stem(seed.title)
+    if c.score >= VERSION_SCORE and a and a == b:
+        ca, sa = _norm(c.artist), _norm(seed.artist)
+        if not (ca and sa) or ca == sa:
+            return True
+    if c.score >= DUPLICATE_SCORE and c.duration_s and seed.duration_s:
         tol = max(DUPLICATE_DURATION_S, 0.02 * max(c.duration_s, seed.duration_s))
-        return abs(c.duration_s - seed.duration_s) <= tol
+        same_length = abs(c.duration_s - seed.duration_s) <= tol
+        same_music = (c.bpm and seed.bpm and abs(c.bpm - seed.bpm) <= 0.02 * seed.bpm
+                      and c.camelot and c.camelot == seed.camelot
+                      and c.loudness_lufs is not None and seed.loudness_lufs is not None
+                      and abs(c.loudness_lufs - seed.loudness_lufs) <= 1.0)
+        return bool(same_length and same_music)
     return False
 
 
@@ -120,5 +151,5 @@ def diversify(candidates: Iterable[Candidate], *, k: int, seed: Candidate | None
             yield c
 
 
-__all__ = ["Candidate", "Caps", "DUPLICATE_DURATION_S", "DUPLICATE_SCORE", "NEAR_DUPLICATE_SCORE",
-           "diversify", "is_near_duplicate"]
+__all__ = ["Candidate", "Caps", "DUPLICATE_DURATION_S", "DUPLICATE_SCORE", "VERSION_SCORE",
+           "diversify", "is_near_duplicate", "title_stem"]

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from soundalike.errors import QueryError
-from soundalike.search.diversity import DUPLICATE_SCORE, Candidate, Caps
+from soundalike.search.diversity import Candidate, Caps, is_near_duplicate
 
 if TYPE_CHECKING:
     from soundalike.catalog.store import Catalog, Track
@@ -72,8 +72,9 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.float32(n) if n > 0 else v
 
 
-def _is_duplicate_of_any(v: np.ndarray, chosen: list[np.ndarray]) -> bool:
-    return any(float(v @ c) >= DUPLICATE_SCORE for c in chosen)
+def _is_duplicate_of_any(c: Candidate, v: np.ndarray, chosen: list[tuple[Candidate, np.ndarray]]) -> bool:
+    """Whether ``c`` (unit vector ``v``) is a near-duplicate of a track already in the list."""
+    return any(is_near_duplicate(c._replace(score=float(v @ w)), prev) for prev, w in chosen)
 
 
 def radio_ids(space: Space, *, seed_id: int, length: int, drift: float = DEFAULT_DRIFT,
@@ -84,8 +85,9 @@ def radio_ids(space: Space, *, seed_id: int, length: int, drift: float = DEFAULT
         raise QueryError(f"drift must be within 0..1, got {drift}")
     caps = Caps(max_per_artist=max_per_artist, max_per_album=max_per_album)
     seed_v = _unit(space.vector(seed_id))
-    caps.count(space.candidate(seed_id, 1.0))
-    out, used, vecs = [(seed_id, 1.0)], {seed_id}, [seed_v]
+    seed_c = space.candidate(seed_id, 1.0)
+    caps.count(seed_c)
+    out, used, chosen = [(seed_id, 1.0)], {seed_id}, [(seed_c, seed_v)]
     cur_v = seed_v
     while len(out) < length:
         q = _unit(np.float32(drift) * cur_v + np.float32(1.0 - drift) * seed_v)
@@ -97,10 +99,11 @@ def radio_ids(space: Space, *, seed_id: int, length: int, drift: float = DEFAULT
                 if i < 0 or i in used:
                     continue
                 v = _unit(space.vector(i))
-                if not include_duplicates and _is_duplicate_of_any(v, vecs):
+                c = space.candidate(i, float(s))
+                if not include_duplicates and _is_duplicate_of_any(c, v, chosen):
                     continue
-                if caps.admit(space.candidate(i, float(s))):
-                    pick = (i, float(s), v)
+                if caps.admit(c):
+                    pick = (i, float(s), v, c)
                     break
             if pick or len(ids) < pool:
                 break
@@ -108,7 +111,7 @@ def radio_ids(space: Space, *, seed_id: int, length: int, drift: float = DEFAULT
             break  # the filter or the caps left nothing more
         out.append(pick[:2])
         used.add(pick[0])
-        vecs.append(pick[2])
+        chosen.append((pick[3], pick[2]))
         cur_v = pick[2]
     return out
 
@@ -138,12 +141,13 @@ def path_ids(space: Space, *, start_id: int, end_id: int, length: int, bpm_path:
         return float((v - va) @ d) / dd
 
     caps = Caps(max_per_artist=max_per_artist, max_per_album=max_per_album)
-    caps.count(space.candidate(start_id, 1.0))
-    caps.count(space.candidate(end_id, 1.0))
+    ca, cb = space.candidate(start_id, 1.0), space.candidate(end_id, 1.0)
+    caps.count(ca)
+    caps.count(cb)
     bpm_a, bpm_b = space.bpm(start_id), space.bpm(end_id)
     use_bpm = bpm_path and bpm_a and bpm_b
     out: list[tuple[int, float, float]] = [(start_id, 1.0, 0.0)]
-    used, vecs, last = {start_id, end_id}, [va, vb], 0.0
+    used, chosen, last = {start_id, end_id}, [(ca, va), (cb, vb)], 0.0
     for step in range(1, length - 1):
         lam = step / (length - 1)
         target = _unit((1.0 - lam) * va + lam * vb)
@@ -159,9 +163,9 @@ def path_ids(space: Space, *, start_id: int, end_id: int, length: int, bpm_path:
                 p = progress(v)
                 if p < last or p > 1.0:
                     continue
-                if not include_duplicates and _is_duplicate_of_any(v, vecs):
-                    continue
                 c = space.candidate(i, float(s))
+                if not include_duplicates and _is_duplicate_of_any(c, v, chosen):
+                    continue
                 if not caps.allows(c):
                     continue
                 value = float(s)
@@ -179,7 +183,7 @@ def path_ids(space: Space, *, start_id: int, end_id: int, length: int, bpm_path:
         caps.count(c)
         out.append((i, s, p))
         used.add(i)
-        vecs.append(v)
+        chosen.append((c, v))
         last = p
     out.append((end_id, 1.0, 1.0))
     return out
@@ -308,8 +312,9 @@ class _IndexSpace:
     def candidate(self, i, score):
         t = self.track(i)
         a = self._attrs(i) or {}
-        return Candidate(i, score, t.artist, t.album, t.content_hash,
-                         a.get("duration_s") or t.duration_s)
+        return Candidate(i, score, t.artist, t.album, t.content_hash, a.get("duration_s") or t.duration_s,
+                         t.title or Path(t.path).stem, a.get("bpm"), a.get("camelot"),
+                         a.get("loudness_lufs"))
 
     def bpm(self, i):
         a = self._attrs(i)

@@ -296,8 +296,10 @@ def _hits(cat: Catalog, ids: np.ndarray, scores: np.ndarray, query_tags: frozens
 def _candidate(track, score: float, attrs: dict | None):
     from soundalike.search.diversity import Candidate
 
+    a = attrs or {}
     return Candidate(track.id, score, track.artist, track.album, track.content_hash,
-                     (attrs or {}).get("duration_s") or track.duration_s)
+                     a.get("duration_s") or track.duration_s, track.title or Path(track.path).stem,
+                     a.get("bpm"), a.get("camelot"), a.get("loudness_lufs"))
 
 
 def _diverse_search(cat: Catalog, index, rq: ResolvedQuery, k: int, *, mask, exclude: list[int],

@@ -258,6 +258,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         top = sorted((a.predictions if a else {}).items(), key=lambda kv: kv[1], reverse=True)[:10]
         d["predictions"] = [{"label": k, "p": round(float(v), 4)} for k, v in top]
         d["model_id"] = model_id()
+        d["attributes"] = cat.track_attributes(track_id)
         d["audio_url"] = f"/api/tracks/{track_id}/audio"
         d["spectrogram_url"] = f"/api/tracks/{track_id}/spectrogram.png"
         return d
