@@ -9,8 +9,9 @@ PY        := $(BIN)/python
 STAMP     := $(VENV)/.installed
 TESTSTAMP := $(VENV)/.installed-test
 # Debian packages the tests use: a headless browser for the web page, PulseAudio for a
-# virtual microphone, PortAudio for sounddevice, ALSA's pulse plugin so PortAudio reaches it.
-DEB_TEST  := chromium chromium-driver pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins
+# virtual microphone, PortAudio for sounddevice, ALSA's pulse plugin so PortAudio reaches it,
+# the PostgreSQL server the catalog tests start privately.
+DEB_TEST  := chromium chromium-driver pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins postgresql
 PYTEST_ARGS ?= -n 2
 
 .PHONY: demo test venv venv-test deb-test clean help

@@ -211,7 +211,7 @@ STRICT_DEPS = os.environ.get("SOUNDALIKE_STRICT_DEPS") == "1"
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if STRICT_DEPS and rep.skipped and (item.get_closest_marker("browser") or item.get_closest_marker("pulse")):
+    if STRICT_DEPS and rep.skipped and any(item.get_closest_marker(m) for m in ("browser", "pulse", "postgres")):
         rep.outcome = "failed"
         reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
         rep.longrepr = f"skipped, but SOUNDALIKE_STRICT_DEPS=1 requires it to run: {reason}"
@@ -226,3 +226,50 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# --------------------------------------------------------------------------- catalogs on both backends
+
+#: Catalog backends the parametrised fixtures run on; PostgreSQL cases carry the
+#: ``postgres`` mark (a missing server skips, and fails under SOUNDALIKE_STRICT_DEPS=1).
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """A real PostgreSQL server (Debian's ``postgresql``), started once per test process.
+
+    Server catalogs keep their faiss indexes in the data directory: pointed at a temporary
+    one here, so no test writes into the user's.
+    """
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("needs psycopg 3 (pip install 'psycopg[binary]'; `make test` installs it)")
+    from pgserver import PgServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("needs PostgreSQL server binaries (Debian postgresql; `make test` installs it)")
+    old = os.environ.get("SOUNDALIKE_DATA_DIR")
+    os.environ["SOUNDALIKE_DATA_DIR"] = str(tmp_path_factory.mktemp("soundalike-data"))
+    server = PgServer(bin_dir).start()
+    yield server
+    server.stop()
+    if old is None:
+        os.environ.pop("SOUNDALIKE_DATA_DIR", None)
+    else:
+        os.environ["SOUNDALIKE_DATA_DIR"] = old
+
+
+def new_catalog_target(backend: str, tmp_path: Path, request) -> str | Path:
+    """A fresh, empty catalog on ``backend``: a SQLite file under ``tmp_path`` or a new database."""
+    if backend == "sqlite":
+        return tmp_path / "catalog.sqlite"
+    return request.getfixturevalue("pg_server").new_database()
+
+
+@pytest.fixture(params=BACKENDS)
+def catalog_target(request, tmp_path) -> str | Path:
+    """One fresh catalog per test, on each backend: pass it wherever a catalog is named."""
+    return new_catalog_target(request.param, tmp_path, request)

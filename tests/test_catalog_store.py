@@ -1,4 +1,5 @@
-"""The catalog store on a real SQLite file: schema, migrations, transactions, queries."""
+"""The catalog store on a real SQLite file and a real PostgreSQL database: schema,
+migrations, transactions, queries."""
 
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def test_open_missing_without_create(tmp_path):
         Catalog.open(tmp_path / "nope.sqlite", create=False)
 
 
-def test_upsert_is_idempotent_by_path(tmp_path):
-    with Catalog.open(tmp_path / "c.sqlite") as cat:
+def test_upsert_is_idempotent_by_path(catalog_target):
+    with Catalog.open(catalog_target) as cat:
         a = _add(cat, "/m/a.wav", title="A")
         b = _add(cat, "/m/a.wav", title="A2")
         assert a == b
@@ -56,8 +57,8 @@ def test_upsert_is_idempotent_by_path(tmp_path):
         assert cat.get_track(a).title == "A2"
 
 
-def test_transaction_rolls_back_everything_on_error(tmp_path):
-    with Catalog.open(tmp_path / "c.sqlite") as cat:
+def test_transaction_rolls_back_everything_on_error(catalog_target):
+    with Catalog.open(catalog_target) as cat:
         cat.register_model(model_id="m1", name="test", dim=4)
         with pytest.raises(RuntimeError):
             with cat.transaction():
@@ -68,8 +69,8 @@ def test_transaction_rolls_back_everything_on_error(tmp_path):
         assert cat.count_analyses() == 0
 
 
-def test_embeddings_round_trip_float32(tmp_path):
-    with Catalog.open(tmp_path / "c.sqlite") as cat:
+def test_embeddings_round_trip_float32(catalog_target):
+    with Catalog.open(catalog_target) as cat:
         cat.register_model(model_id="m1", name="test", dim=3, labels=["x", "y"])
         rng = np.random.default_rng(0)
         vecs = {}
@@ -86,16 +87,16 @@ def test_embeddings_round_trip_float32(tmp_path):
         assert cat.models()[0].labels == ["x", "y"]
 
 
-def test_nan_embedding_is_refused(tmp_path):
-    with Catalog.open(tmp_path / "c.sqlite") as cat:
+def test_nan_embedding_is_refused(catalog_target):
+    with Catalog.open(catalog_target) as cat:
         cat.register_model(model_id="m1", name="test", dim=2)
         tid = _add(cat, "/m/a.wav")
         with pytest.raises(CatalogError, match="NaN"):
             cat.put_analysis(tid, "m1", np.array([np.nan, 1], np.float32))
 
 
-def test_tags_are_kept_apart_by_source(tmp_path):
-    with Catalog.open(tmp_path / "c.sqlite") as cat:
+def test_tags_are_kept_apart_by_source(catalog_target):
+    with Catalog.open(catalog_target) as cat:
         tid = _add(cat, "/m/a.wav")
         cat.set_tags(tid, [Tag("Rock", "Genre", "file")], source="file")
         cat.add_tag(tid, Tag("calm", "mood", "user"))
@@ -109,8 +110,8 @@ def test_tags_are_kept_apart_by_source(tmp_path):
             Tag("x", "y", "bogus")  # type: ignore[arg-type]
 
 
-def test_mark_missing_keeps_rows_and_find_tracks(tmp_path):
-    with Catalog.open(tmp_path / "c.sqlite") as cat:
+def test_mark_missing_keeps_rows_and_find_tracks(catalog_target):
+    with Catalog.open(catalog_target) as cat:
         a = _add(cat, "/m/a.wav", title="Blue Moon", artist="Someone")
         _add(cat, "/m/b.wav", title="Red Sun")
         assert cat.mark_missing([a]) == 1
@@ -182,8 +183,8 @@ def test_a_v1_file_migrates_and_keeps_everything(tmp_path):
         assert cat.schema_version == SCHEMA_VERSION and cat.count_analyses() == 3
 
 
-def test_change_token_moves_on_every_commit_and_only_then(tmp_path):
-    with Catalog.open(tmp_path / "c.sqlite") as cat:
+def test_change_token_moves_on_every_commit_and_only_then(catalog_target):
+    with Catalog.open(catalog_target) as cat:
         cat.register_model(model_id="m1", name="test", dim=4)
         t0 = cat.change_token()
         a = _add(cat, "/m/a.wav")
@@ -210,9 +211,8 @@ def test_change_token_moves_on_every_commit_and_only_then(tmp_path):
         assert cat.change_token() == t4
 
 
-def test_other_processes_see_the_token_move(tmp_path):
-    p = tmp_path / "c.sqlite"
-    with Catalog.open(p) as reader, Catalog.open(p) as writer:
+def test_other_connections_see_the_token_move(catalog_target):
+    with Catalog.open(catalog_target) as reader, Catalog.open(catalog_target) as writer:
         before = reader.change_token()
         _add(writer, "/m/a.wav")
         assert reader.change_token() > before

@@ -1,4 +1,4 @@
-"""Ingest end to end on real files and a real SQLite catalog."""
+"""Ingest end to end on real files and real catalogs (SQLite; PostgreSQL where parametrised)."""
 
 from __future__ import annotations
 
@@ -66,10 +66,10 @@ def test_scan_finds_audio_recursively_and_skips_others(tmp_path):
     assert all(p.is_absolute() for p in found)
 
 
-def test_corrupt_files_are_recorded_and_the_rest_ingested(tmp_path):
+def test_corrupt_files_are_recorded_and_the_rest_ingested(tmp_path, catalog_target):
     good = _write_tracks(tmp_path / "music", 3)
     zoo = _corrupt_zoo(tmp_path / "music" / "bad")
-    db = tmp_path / "c.sqlite"
+    db = catalog_target
     s = ingest([tmp_path / "music"], catalog=db, model="mfcc-stats", workers=1)
     assert s.ingested == len(good)
     assert s.failed == len(zoo)
@@ -85,9 +85,9 @@ def test_corrupt_files_are_recorded_and_the_rest_ingested(tmp_path):
     assert (s2.ingested, s2.unchanged, s2.failed, s2.known_failures) == (0, 3, 0, len(zoo))
 
 
-def test_changed_and_vanished_files(tmp_path):
+def test_changed_and_vanished_files(tmp_path, catalog_target):
     tracks = _write_tracks(tmp_path / "m", 3)
-    db = tmp_path / "c.sqlite"
+    db = catalog_target
     ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1)
     with Catalog.open(db) as cat:
         old = {t.path: (t.id, t.content_hash) for t in cat.iter_tracks()}

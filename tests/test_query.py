@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from soundalike.catalog.backends import POSTGRESQL, SQLITE
 from soundalike.catalog.query import Range, compile_sql, parse
 from soundalike.catalog.store import Catalog, Tag
 from soundalike.errors import QueryError
@@ -65,17 +66,28 @@ def test_parse_errors_name_position_and_reason(text, pos, reason):
     assert reason in msg
 
 
-def test_compiled_sql_never_contains_values():
+@pytest.mark.parametrize("dialect", [SQLITE, POSTGRESQL], ids=lambda d: d.name)
+def test_compiled_sql_never_contains_values(dialect):
     evil = "genre:\"x'); DROP TABLE tracks; --\" title:o'neil year:1990..1999"
-    sql, params = compile_sql(evil)
+    sql, params = compile_sql(evil, dialect=dialect)
     assert "DROP" not in sql and "neil" not in sql and "1990" not in sql
     assert "x'); drop table tracks; --" in params and "o'neil" in params and 1990.0 in params
+    assert sql.count("?") == len(params)
+
+
+def test_compilation_follows_the_dialect():
+    assert compile_sql("", status=None, dialect=SQLITE)[0] == "1"
+    assert compile_sql("", status=None, dialect=POSTGRESQL)[0] == "TRUE"
+    sq, _ = compile_sql("-title:moon", dialect=SQLITE)
+    pg, _ = compile_sql("-title:moon", dialect=POSTGRESQL)
+    assert "instr(" in sq and "coalesce" in sq and ", 0)" in sq
+    assert "strpos(" in pg and ", FALSE)" in pg and "instr(" not in pg
 
 
 @pytest.fixture
-def cat(tmp_path):
-    """Six tracks with hand-picked metadata and tags (no audio needed for filtering)."""
-    c = Catalog.open(tmp_path / "q.sqlite")
+def cat(catalog_target):
+    """Six tracks with hand-picked metadata and tags (no audio needed for filtering), on each backend."""
+    c = Catalog.open(catalog_target)
     rows = [  # title, artist, year, duration_s, tags, status
         ("Moon River", "Mancini", 1961, 160.0, [("jazz", "genre"), ("sad", "mood"), ("piano", "instrument")]),
         ("Rock Me", "Falco", 1985, 200.0, [("rock", "genre"), ("happy", "mood")]),

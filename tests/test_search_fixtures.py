@@ -19,13 +19,15 @@ from soundalike.audio.synth import DEMO_STYLES, demo_track
 from soundalike.catalog.store import Catalog, Tag
 from soundalike.models.zoo import load_analyzer
 
+from conftest import BACKENDS
+
 STYLES = sorted(DEMO_STYLES)
 SR = 22050
 
 
 @dataclass
 class Built:
-    path: Path  # catalog file
+    path: Path | str  # catalog file, or a PostgreSQL URL
     audio_dir: Path
     ids: dict[str, list[int]]  # style -> track ids
     model_id: str
@@ -33,12 +35,14 @@ class Built:
 
 
 def build_catalog(root: Path, *, per_style: int = 4, duration_s: float = 2.0,
-                  drop_genre_every: int = 4) -> Built:
-    """Write ``per_style`` tracks of each demo style under ``root`` and catalog them."""
+                  drop_genre_every: int = 4, target: Path | str | None = None) -> Built:
+    """Write ``per_style`` tracks of each demo style under ``root`` and catalog them
+    (into ``target``: a file or a database URL; default ``root/catalog.sqlite``)."""
+    target = target if target is not None else root / "catalog.sqlite"
     audio_dir = root / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     analyzer = load_analyzer("mfcc-stats")
-    cat = Catalog.open(root / "catalog.sqlite")
+    cat = Catalog.open(target)
     cat.register_model(model_id=analyzer.model_id, name=analyzer.name, dim=analyzer.embedding_dim,
                        labels=list(analyzer.labels), label_category=analyzer.label_category)
     ids: dict[str, list[int]] = {s: [] for s in STYLES}
@@ -66,17 +70,19 @@ def build_catalog(root: Path, *, per_style: int = 4, duration_s: float = 2.0,
             ids[style].append(tid)
             n += 1
     cat.close()
-    return Built(root / "catalog.sqlite", audio_dir, ids, analyzer.model_id, untagged)
+    return Built(target, audio_dir, ids, analyzer.model_id, untagged)
 
 
-@pytest.fixture(scope="session")
-def demo_catalog(tmp_path_factory) -> Built:
-    """A 20-track catalog shared by tests that only read it."""
-    return build_catalog(tmp_path_factory.mktemp("democat"))
+@pytest.fixture(scope="session", params=BACKENDS)
+def demo_catalog(request, tmp_path_factory) -> Built:
+    """A 20-track catalog shared by tests that only read it, on each backend."""
+    root = tmp_path_factory.mktemp("democat")
+    target = None if request.param == "sqlite" else request.getfixturevalue("pg_server").new_database("demo")
+    return build_catalog(root, target=target)
 
 
-def test_fixture_catalog_is_consistent(tmp_path):
-    b = build_catalog(tmp_path, per_style=1, duration_s=1.0, drop_genre_every=2)
+def test_fixture_catalog_is_consistent(tmp_path, catalog_target):
+    b = build_catalog(tmp_path, per_style=1, duration_s=1.0, drop_genre_every=2, target=catalog_target)
     with Catalog.open(b.path) as cat:
         assert cat.count_tracks("ok") == len(STYLES)
         ids, X = cat.embeddings(b.model_id)

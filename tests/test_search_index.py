@@ -194,8 +194,8 @@ def test_query_errors(demo_catalog):
         similar(1, where="year:x", catalog=demo_catalog.path)
 
 
-def test_index_follows_catalog_changes(tmp_path):
-    b = build_catalog(tmp_path, per_style=2, duration_s=1.0)
+def test_index_follows_catalog_changes(tmp_path, catalog_target):
+    b = build_catalog(tmp_path, per_style=2, duration_s=1.0, target=catalog_target)
     with Catalog.open(b.path) as cat:
         idx, rep = sync.open_index(cat, b.model_id)
         assert rep["action"] == "built" and len(idx) == 10
@@ -215,7 +215,8 @@ def test_index_follows_catalog_changes(tmp_path):
         got = nearest_to_vector(cat, model_id=b.model_id, vector=new_vec, k=2)
         assert {h.track.id for h in got} == {target, b.ids["piano-arpeggio"][0]}
     # an index of another dimension is refused with the fix in the message
-    stem = sync.index_dir(b.path) / ix._safe_name(b.model_id)
+    with Catalog.open(b.path) as cat:
+        stem = cat.index_dir() / ix._safe_name(b.model_id)
     other = ix.VectorIndex.build(np.arange(3), np.ones((3, 7), np.float32), model_id=b.model_id)
     other.save(stem.parent)
     with Catalog.open(b.path) as cat, pytest.raises(ModelMismatchError, match="soundalike index rebuild"):
@@ -226,8 +227,8 @@ def test_index_follows_catalog_changes(tmp_path):
     sync.forget_cached()
 
 
-def test_suggestions_fill_missing_genre_and_stay_apart(tmp_path):
-    b = build_catalog(tmp_path, per_style=4, duration_s=1.5)
+def test_suggestions_fill_missing_genre_and_stay_apart(tmp_path, catalog_target):
+    b = build_catalog(tmp_path, per_style=4, duration_s=1.5, target=catalog_target)
     sync.forget_cached(b.path)
     with Catalog.open(b.path) as cat:
         sugg = suggest_tags(cat, categories=["genre"], min_confidence=0.5)

@@ -7,6 +7,18 @@ from pathlib import Path
 
 ENV_CATALOG = "SOUNDALIKE_CATALOG"
 ENV_DATA_DIR = "SOUNDALIKE_DATA_DIR"
+#: How a catalog on a database server is named (anything else is a SQLite file path).
+CATALOG_URL_PREFIXES = ("postgresql://", "postgres://")
+
+
+def is_catalog_url(target: str | os.PathLike) -> bool:
+    """Whether a catalog target names a server (``postgresql://...``) rather than a file."""
+    return str(target).startswith(CATALOG_URL_PREFIXES)
+
+
+def catalog_target(target: str | os.PathLike) -> str | Path:
+    """A catalog as the user named it: a URL stays text, a file path is expanded."""
+    return str(target) if is_catalog_url(target) else Path(target).expanduser()
 
 
 def data_dir() -> Path:
@@ -19,11 +31,11 @@ def data_dir() -> Path:
     return user_data_path("soundalike", appauthor=False)
 
 
-def default_catalog_path() -> Path:
-    """``$SOUNDALIKE_CATALOG`` or ``<data dir>/catalog.sqlite``."""
+def default_catalog_path() -> str | Path:
+    """``$SOUNDALIKE_CATALOG`` (a file or a ``postgresql://`` URL) or ``<data dir>/catalog.sqlite``."""
     env = os.environ.get(ENV_CATALOG)
     if env:
-        return Path(env).expanduser()
+        return catalog_target(env)
     return data_dir() / "catalog.sqlite"
 
 

@@ -172,18 +172,24 @@ def migrate(backend: Backend) -> int:
     CatalogError
         The database was written by a newer soundalike.
     """
-    version = backend.get_schema_version()
-    if version > SCHEMA_VERSION:
-        raise CatalogError(
-            f"{backend.location}: catalog schema v{version} is newer than this soundalike "
-            f"(v{SCHEMA_VERSION}); upgrade soundalike")
-    for i in range(version, SCHEMA_VERSION):
-        backend.begin()
-        try:
-            backend.run_script(backend.dialect.ddl(MIGRATIONS[i].text_for(backend.dialect.name)))
-            backend.set_schema_version(i + 1)
-        except BaseException:
-            backend.rollback()
-            raise
-        backend.commit()
-    return version
+    first = version = backend.get_schema_version()
+    while True:
+        if version > SCHEMA_VERSION:
+            raise CatalogError(
+                f"{backend.location}: catalog schema v{version} is newer than this soundalike "
+                f"(v{SCHEMA_VERSION}); upgrade soundalike")
+        if version == SCHEMA_VERSION:
+            return first
+        # several processes may open a new catalog at once: one migrates, the others wait
+        # for it and find the work done (SQLite: BEGIN IMMEDIATE already serialises them)
+        with backend.schema_lock():
+            backend.begin()
+            try:
+                if backend.get_schema_version() == version:
+                    backend.run_script(backend.dialect.ddl(MIGRATIONS[version].text_for(backend.dialect.name)))
+                    backend.set_schema_version(version + 1)
+            except BaseException:
+                backend.rollback()
+                raise
+            backend.commit()
+        version = backend.get_schema_version()

@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 
 from soundalike.catalog import query as _q
-from soundalike.catalog.backends import DATABASE_ERRORS, Backend, chunked, is_url, open_backend
+from soundalike.catalog.backends import Backend, chunked, database_errors, is_url, open_backend
 from soundalike.catalog.schema import SCHEMA_VERSION, migrate
 from soundalike.errors import CatalogError, ModelMismatchError
 
@@ -178,11 +178,12 @@ class Catalog:
             newer schema.
         """
         backend = open_backend(path, create=create, timeout_s=timeout_s)
-        where: Path | str = str(path) if is_url(path) else Path(path).expanduser()
+        # a URL is kept without its password: `path` appears in messages
+        where: Path | str = backend.location if is_url(path) else Path(path).expanduser()
         cat = cls(where, backend)
         try:
             migrate(backend)
-        except DATABASE_ERRORS as exc:
+        except database_errors() as exc:
             backend.close()
             raise CatalogError(f"{where}: not a soundalike catalog ({exc})") from exc
         except BaseException:
@@ -196,11 +197,26 @@ class Catalog:
 
     @property
     def location(self) -> str:
-        """A stable text naming this catalog (cache keys, messages)."""
+        """A stable text naming this catalog (cache keys, messages; a URL without password)."""
         return self._db.location if is_url(self.path) else str(Path(self.path).resolve())
 
     def index_dir(self) -> Path:
-        """Where this catalog's faiss indexes are kept: ``<catalog file>.index/``."""
+        """Where this process keeps the catalog's faiss indexes.
+
+        A SQLite catalog: ``<catalog file>.index/`` beside it.  A server catalog: the
+        embeddings live in the database and each host keeps its own copy of the index
+        in ``<data dir>/indexes/<database>-<hash of the URL>/`` (rebuilt from the
+        database whenever it is missing).
+        """
+        if is_url(self.path):
+            import hashlib
+            import re
+
+            from soundalike.paths import data_dir
+
+            loc = self._db.location
+            name = re.sub(r"[^A-Za-z0-9_.-]", "_", loc.rsplit("/", 1)[-1].split("?")[0]) or "catalog"
+            return data_dir() / "indexes" / f"{name}-{hashlib.sha1(loc.encode()).hexdigest()[:12]}"
         p = Path(self.path)
         return p.with_name(p.name + ".index")
 
@@ -325,9 +341,10 @@ class Catalog:
                 if t:
                     return [t]
         like = "%" + ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        like_op = self._db.dialect.ilike
         rows = self._db.fetchall(
-            f"SELECT {_TRACK_COLS} FROM tracks WHERE title LIKE ? ESCAPE '\\' OR artist LIKE ? ESCAPE '\\' "
-            "OR path LIKE ? ESCAPE '\\' ORDER BY status = 'ok' DESC, id LIMIT ?",
+            f"SELECT {_TRACK_COLS} FROM tracks WHERE title {like_op} ? ESCAPE '\\' OR artist {like_op} ? "
+            f"ESCAPE '\\' OR path {like_op} ? ESCAPE '\\' ORDER BY status = 'ok' DESC, id LIMIT ?",
             (like, like, like, limit))
         return [_track(r) for r in rows]
 
@@ -810,6 +827,73 @@ class Catalog:
             "models": [{"model_id": m.model_id, "name": m.name, "dim": m.dim, "tracks": m.n_tracks}
                        for m in self.models()],
         }
+
+    # ------------------------------------------------------------------ whole-catalog copies (copy.py)
+
+    def table_layout(self) -> list[tuple[str, list[str]]]:
+        """Every table with its columns, parents before children (the order to copy them in)."""
+        tables = self._db.tables()
+        order: list[str] = []
+
+        def visit(name: str, seen: tuple[str, ...] = ()) -> None:
+            if name in order or name in seen:
+                return
+            for parent in sorted(tables[name][1] & set(tables)):
+                visit(parent, (*seen, name))
+            order.append(name)
+
+        for name in sorted(tables):
+            visit(name)
+        return [(name, tables[name][0]) for name in order]
+
+    def _known_table(self, table: str, columns: Sequence[str]) -> None:
+        layout = dict(self.table_layout())
+        if table not in layout or not set(columns) <= set(layout[table]):
+            raise CatalogError(f"{self.path}: no table {table} with columns {list(columns)}")
+
+    def read_table(self, table: str, columns: Sequence[str], *, batch: int = 2000) -> Iterator[list[tuple]]:
+        """All rows of ``table`` (``columns`` only), in batches, in a stable order."""
+        self._known_table(table, columns)
+        cols = ", ".join(columns)
+        yield from self._db.iter_rows(f"SELECT {cols} FROM {table} ORDER BY {cols.split(', ')[0]}",
+                                      batch=batch)
+
+    def write_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+        """Insert rows as they are (explicit ids included) inside the caller's transaction."""
+        self._known_table(table, columns)
+        assert self._in_tx, "write_rows goes through Catalog.transaction()"
+        self._tx_dirty = True
+        self._db.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                             f"({self._db.dialect.marks(len(columns))})", rows)
+
+    def clear_table(self, table: str) -> None:
+        """Delete every row of ``table`` inside the caller's transaction (seeded tables before a copy)."""
+        self._known_table(table, [])
+        self._write(f"DELETE FROM {table}")
+
+    def count_rows(self, table: str) -> int:
+        self._known_table(table, [])
+        return int(self._db.fetchone(f"SELECT COUNT(*) FROM {table}")[0])
+
+    def after_bulk_insert(self) -> None:
+        """Let generated ids continue after explicitly inserted ones (tables with an ``id``)."""
+        for table, cols in self.table_layout():
+            if "id" in cols:
+                self._db.reset_identity(table)
+
+    def embeddings_checksum(self) -> tuple[int, str]:
+        """``(n, sha256)`` over every analysis (track id, model id, dim, embedding bytes), by key."""
+        import hashlib
+
+        h = hashlib.sha256()
+        n = 0
+        for rows in self._db.iter_rows("SELECT track_id, model_id, dim, embedding FROM analyses "
+                                       "ORDER BY track_id, model_id"):
+            for tid, mid, dim, blob in rows:
+                h.update(f"{int(tid)}\0{mid}\0{int(dim)}\0".encode())
+                h.update(bytes(blob))
+                n += 1
+        return n, h.hexdigest()
 
     def integrity_check(self) -> str:
         """``"ok"`` when the database's own consistency check passes (SQLite ``integrity_check``)."""

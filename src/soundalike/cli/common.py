@@ -10,18 +10,19 @@ from typing import Annotated, Any
 import typer
 
 CatalogOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option("--catalog", envvar="SOUNDALIKE_CATALOG", show_envvar=True,
-                 help="Catalog file (SQLite). Default: the user data directory."),
+                 help="Catalog: a SQLite file, or a PostgreSQL URL postgresql://user@host:port/db. "
+                      "Default: catalog.sqlite in the user data directory."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
 
 
-def catalog_path(path: Path | None) -> Path:
-    """The catalog file to use: ``--catalog`` / ``$SOUNDALIKE_CATALOG`` or the default."""
-    from soundalike.paths import default_catalog_path
+def catalog_path(path: str | Path | None) -> str | Path:
+    """The catalog to use: ``--catalog`` / ``$SOUNDALIKE_CATALOG`` (file or URL) or the default."""
+    from soundalike.paths import catalog_target, default_catalog_path
 
-    return Path(path).expanduser() if path is not None else default_catalog_path()
+    return catalog_target(path) if path is not None else default_catalog_path()
 
 
 def print_json(obj: Any) -> None:

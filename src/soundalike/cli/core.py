@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -368,3 +368,38 @@ def catalog_tag(
                 print(f"#{track.id}: tagged {cat_name}:{value}")
 
 
+
+
+@catalog_app.command("copy")
+def catalog_copy(
+    src: Annotated[str, typer.Argument(help="Catalog to copy: a SQLite file or postgresql://user@host:port/db.")],
+    dst: Annotated[str, typer.Argument(help="Empty destination: a new file or an empty PostgreSQL database.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Copy a catalog to another backend (or file), verifying row counts and an embeddings checksum."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from soundalike.catalog.copy import copy_catalog
+    from soundalike.paths import catalog_target
+
+    err = Console(stderr=True)
+    progress = Progress(TextColumn("[bold]copy {task.fields[table]:<14}"), BarColumn(), MofNCompleteColumn(),
+                        console=err, transient=True, disable=json_out or not err.is_terminal)
+    tasks: dict[str, Any] = {}
+
+    def on_progress(table: str, done: int, total: int) -> None:
+        if table not in tasks:
+            tasks[table] = progress.add_task(table, total=max(total, 1), table=table)
+        progress.update(tasks[table], completed=done)
+
+    with progress:
+        report = copy_catalog(catalog_target(src), catalog_target(dst), on_progress=on_progress)
+    if json_out:
+        print_json(report.to_dict())
+        return
+    out = Console()
+    out.print(f"copied [bold]{report.source}[/] → [bold]{report.destination}[/]", highlight=False)
+    for table, n in report.rows.items():
+        out.print(f"  {table:<14} {n:>8} rows")
+    out.print(f"  verified: row counts equal; {report.embeddings} embeddings, sha256 {report.checksum[:16]}…")

@@ -568,7 +568,10 @@ def open_recognizer(*, model: str | None = None, catalog_path=None, require_cata
 
     set_threads(threads)
     catalog = None
-    if catalog_path is not None and (require_catalog or Path(catalog_path).expanduser().exists()):
+    from soundalike.paths import is_catalog_url
+
+    if catalog_path is not None and (require_catalog or is_catalog_url(catalog_path)
+                                     or Path(catalog_path).expanduser().exists()):
         from soundalike.catalog.store import Catalog
 
         catalog = Catalog.open(catalog_path, create=False)

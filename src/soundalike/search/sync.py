@@ -225,6 +225,11 @@ def forget_cached(catalog: Catalog | str | Path | None = None) -> None:
         if catalog is None:
             _CACHE.clear()
             return
-        loc = catalog.location if isinstance(catalog, Catalog) else str(Path(catalog).resolve())
+        from soundalike.catalog.backends import is_url, redact
+
+        if isinstance(catalog, Catalog):
+            loc = catalog.location
+        else:
+            loc = redact(str(catalog)) if is_url(catalog) else str(Path(catalog).resolve())
         for key in [k for k in _CACHE if k[0] == loc]:
             del _CACHE[key]

@@ -143,7 +143,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
 
     Parameters
     ----------
-    catalog_path : an existing catalog file
+    catalog_path : an existing catalog (a SQLite file or a ``postgresql://`` URL)
     model : model name or id for similarity (default: the catalog's most used model)
     max_upload_bytes : largest accepted upload, in bytes
 
@@ -157,7 +157,9 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     from soundalike.search import similar as sim
     from soundalike.search.sync import cached_index, model_info
 
-    cpath = Path(catalog_path).expanduser()
+    from soundalike.paths import catalog_target
+
+    cpath = catalog_target(catalog_path)
     cats = _Catalogs(cpath)
     first = cats.get()  # fails early (CatalogError) on a missing or bad catalog
     state: dict[str, Any] = {"model_id": None}
@@ -416,7 +418,11 @@ def serve_settings_env(catalog_path: str | os.PathLike, *, model: str | None = N
                        max_upload_bytes: int = MAX_UPLOAD_BYTES) -> dict[str, str]:
     """Environment for :func:`app_from_env`: how ``soundalike serve --workers N`` hands its
     settings to worker processes (uvicorn starts each worker from an import string)."""
-    env = {ENV_CATALOG: str(Path(catalog_path).expanduser().resolve()), ENV_MAX_UPLOAD: str(int(max_upload_bytes))}
+    from soundalike.paths import catalog_target
+
+    target = catalog_target(catalog_path)
+    env = {ENV_CATALOG: str(target if isinstance(target, str) else target.resolve()),
+           ENV_MAX_UPLOAD: str(int(max_upload_bytes))}
     if model:
         env[ENV_MODEL] = model
     return env
