@@ -1,5 +1,7 @@
 """Musical attributes in the catalog: storage, migration, filter terms, similar's diversity
-and tempo tolerance, playlists from Python, the CLI and HTTP, ingest and refresh."""
+and tempo tolerance, playlists from Python, the CLI and HTTP, ingest and refresh.
+
+The catalog-level tests run on both backends (``catalog_target``: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -39,8 +41,9 @@ def _vec(i: int) -> np.ndarray:
 
 
 @pytest.fixture()
-def attr_catalog(tmp_path):
-    path = tmp_path / "cat.sqlite"
+def attr_catalog(catalog_target, tmp_path):
+    """The tracks of :data:`TRACKS` with attributes, on each backend (SQLite, PostgreSQL)."""
+    path = catalog_target
     ids = {}
     with Catalog.open(path) as cat:
         cat.register_model(model_id=MODEL, name="vectors", dim=DIM)
