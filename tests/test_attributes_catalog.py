@@ -353,3 +353,34 @@ def test_refresh_reports_a_vanished_file(drum_folder, tmp_path):
     (src / "drums-96.wav").unlink()
     s = refresh(["attributes"], catalog=cat_path, force=True, workers=1)
     assert s.attributes == 1 and s.failed == 1 and "drums-96.wav" in s.errors[0][0]
+
+
+def test_cli_refresh_and_info(drum_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from soundalike.cli import app
+
+    cat_path = tmp_path / "c.sqlite"
+    runner = CliRunner()
+    r = runner.invoke(app, ["ingest", str(drum_folder), "--catalog", str(cat_path), "--model", "mfcc-stats",
+                            "--workers", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    con = sqlite3.connect(cat_path)
+    con.execute("DELETE FROM track_attributes")
+    con.commit()
+    con.close()
+    r = runner.invoke(app, ["ingest", "--refresh", "attributes", "--catalog", str(cat_path), "--workers", "1",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["attributes"] == 2
+    r = runner.invoke(app, ["info", "drums-132", "--catalog", str(cat_path)])
+    assert r.exit_code == 0 and "tempo" in r.output and "LUFS" in r.output
+    r = runner.invoke(app, ["catalog", "stats", "--catalog", str(cat_path)])
+    assert r.exit_code == 0 and "attributes 2 tracks" in r.output
+    import subprocess
+    import sys
+
+    for args, message in ((["ingest"], "give folders or files"), (["ingest", "--refresh", "nonsense"], "refresh takes")):
+        p = subprocess.run([sys.executable, "-m", "soundalike", *args, "--catalog", str(cat_path)],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode != 0 and message in p.stderr, p.stderr
