@@ -295,11 +295,11 @@ def build_items(work: Path, *, n_generated: int) -> list[Item]:
         cut, wav = work / f"{name}.mid", work / f"{name}.wav"
         if not wav.exists():
             length = truncate_midi(src, cut, RENDER_S)
-            render(cut, wav)
+            render(cut, wav, seconds=RENDER_S)
         import soundfile as sf
 
         length = sf.info(str(wav)).duration
-        start = 30.0 if length >= 60.0 + 2 else 0.0
+        start = 30.0 if length >= 60.0 - 0.5 else 0.0
         tempos, keys = midi_truth(src, start, start + CLIP_S)
         end = min(start + CLIP_S, length)
         items.append(Item(name, "debian-midi", wav, _constant_bpm(tempos, start, end),
@@ -388,6 +388,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/attr-bench"))
     ap.add_argument("--generated", type=int, default=24, help="generated pieces (one per key each 24)")
     ap.add_argument("--no-librosa", action="store_true")
+    ap.add_argument("--render-s", type=float, default=RENDER_S,
+                    help="seconds rendered per MIDI file (the 30-s excerpt starts at 30 s)")
     ap.add_argument("--json", type=Path, help="also write every figure here")
     args = ap.parse_args()
     if shutil.which("fluidsynth") is None or not Path(SOUNDFONT).exists():
@@ -395,6 +397,9 @@ def main() -> None:
                  "fluid-soundfont-gm openttd-openmsx planetblupi-music-midi)")
     from soundalike.audio import attributes as A
 
+    global RENDER_S
+    RENDER_S = args.render_s
+    args.work = args.work / f"r{int(RENDER_S)}"
     print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
     t0 = time.perf_counter()
     items = build_items(args.work, n_generated=args.generated)
