@@ -397,8 +397,7 @@ def main() -> None:
                  "fluid-soundfont-gm openttd-openmsx planetblupi-music-midi)")
     from soundalike.audio import attributes as A
 
-    global RENDER_S
-    RENDER_S = args.render_s
+    globals()["RENDER_S"] = args.render_s  # build_items and render read the module's value
     args.work = args.work / f"r{int(RENDER_S)}"
     print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
     t0 = time.perf_counter()
