@@ -308,7 +308,8 @@ def build_items(work: Path, *, n_generated: int) -> list[Item]:
                           _single_key(keys, 0.0, min(length, RENDER_S))))
     rng = np.random.default_rng(13)
     for i in range(n_generated):
-        tonic, mode = i % 12, ("major", "minor")[(i // 12) % 2]
+        # Every tonic once per 12, modes alternating (24 pieces: all 24 keys).
+        tonic, mode = i % 12, ("major", "minor")[(i + i // 12) % 2]
         bpm = float(np.round(rng.uniform(70, 180), 1))
         name = f"gen-{i:02d}-{NAMES[tonic]}{'m' if mode == 'minor' else ''}-{bpm:g}"
         mid, wav = work / f"{name}.mid", work / f"{name}.wav"
