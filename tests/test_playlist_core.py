@@ -175,3 +175,14 @@ def test_diversify_caps_and_order():
 def test_unknown_artist_is_not_capped():
     cands = [Candidate(i, 0.5) for i in range(2, 12)]
     assert len(list(diversify(cands, k=10, max_per_artist=1, max_per_album=1))) == 10
+
+
+def test_a_folder_counts_as_the_album_of_untagged_files():
+    from soundalike.search.diversity import album_key
+
+    assert album_key("Elysia", "/m/mars/1.ogg") == "Elysia"
+    assert album_key(None, "/m/supertux/a.ogg") == album_key("  ", "/m/supertux/b.ogg") == "folder:/m/supertux"
+    cands = [Candidate(i, 0.9, artist=f"x{i}", album=album_key(None, f"/m/{'ab'[i % 2]}/{i}.ogg"))
+             for i in range(2, 10)]
+    out = list(diversify(cands, k=10, max_per_album=1))
+    assert len(out) == 2  # one per folder, whoever the artists are

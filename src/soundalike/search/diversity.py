@@ -85,11 +85,21 @@ def is_near_duplicate(c: Candidate, seed: Candidate) -> bool:
     return False
 
 
+def album_key(album: str | None, path: str) -> str:
+    """What ``max_per_album`` counts: the album tag, or -- for files without one -- the
+    folder they are in (music folders are mostly one album, or one soundtrack, each)."""
+    if album and album.strip():
+        return album
+    parent = path.replace("\\", "/").rsplit("/", 2)
+    return "folder:" + ("/".join(parent[:-1]) if len(parent) > 1 else "")
+
+
 class Caps:
     """Running per-artist / per-album counts; ``admit`` says yes and counts, or says no.
 
     ``None`` caps nothing.  Tracks without an artist (album) are never capped by it: an
-    unknown artist is not one artist.
+    unknown artist is not one artist.  (Callers give a file without an album tag its
+    folder as album, :func:`album_key`.)
     """
 
     def __init__(self, *, max_per_artist: int | None = None, max_per_album: int | None = None):
@@ -102,6 +112,8 @@ class Caps:
 
     def _keys(self, c: Candidate):
         artist, album = _norm(c.artist), _norm(c.album)
+        if album and album.startswith("folder:"):
+            return artist, (None, album)  # a folder is one album whoever the artists are
         return artist, ((artist, album) if album else None)
 
     def allows(self, c: Candidate) -> bool:
@@ -151,5 +163,5 @@ def diversify(candidates: Iterable[Candidate], *, k: int, seed: Candidate | None
             yield c
 
 
-__all__ = ["Candidate", "Caps", "DUPLICATE_DURATION_S", "DUPLICATE_SCORE", "VERSION_SCORE",
+__all__ = ["Candidate", "Caps", "album_key", "DUPLICATE_DURATION_S", "DUPLICATE_SCORE", "VERSION_SCORE",
            "diversify", "is_near_duplicate", "title_stem"]

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from soundalike.errors import QueryError
-from soundalike.search.diversity import Candidate, Caps, is_near_duplicate
+from soundalike.search.diversity import Candidate, Caps, album_key, is_near_duplicate
 
 if TYPE_CHECKING:
     from soundalike.catalog.store import Catalog, Track
@@ -312,7 +312,8 @@ class _IndexSpace:
     def candidate(self, i, score):
         t = self.track(i)
         a = self._attrs(i) or {}
-        return Candidate(i, score, t.artist, t.album, t.content_hash, a.get("duration_s") or t.duration_s,
+        return Candidate(i, score, t.artist, album_key(t.album, t.path), t.content_hash,
+                         a.get("duration_s") or t.duration_s,
                          t.title or Path(t.path).stem, a.get("bpm"), a.get("camelot"),
                          a.get("loudness_lufs"))
 

@@ -294,10 +294,10 @@ def _hits(cat: Catalog, ids: np.ndarray, scores: np.ndarray, query_tags: frozens
 
 
 def _candidate(track, score: float, attrs: dict | None):
-    from soundalike.search.diversity import Candidate
+    from soundalike.search.diversity import Candidate, album_key
 
     a = attrs or {}
-    return Candidate(track.id, score, track.artist, track.album, track.content_hash,
+    return Candidate(track.id, score, track.artist, album_key(track.album, track.path), track.content_hash,
                      a.get("duration_s") or track.duration_s, track.title or Path(track.path).stem,
                      a.get("bpm"), a.get("camelot"), a.get("loudness_lufs"))
 
