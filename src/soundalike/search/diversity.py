@@ -13,7 +13,7 @@ puts different tracks of one style at cosine 0.999):
   :data:`VERSION_SCORE`; or
 - the same audio: cosine >= :data:`DUPLICATE_SCORE`, the decoded length within
   :data:`DUPLICATE_DURATION_S` (or 2 %), and -- the audio overlapping -- the same key, tempo
-  within 2 % and loudness within 1 LU (both tracks need their musical attributes).
+  within 2 % (or its half/double) and loudness within 1 LU (both tracks need their musical attributes).
 """
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ def title_stem(title: str | None) -> str | None:
     return t or None
 
 
+def _tempo_close(a: float, b: float) -> bool:
+    # Octave-aware: the same audio can be read at half or double the tempo.
+    return min(abs(x - b) for x in (a, 2 * a, a / 2)) <= 0.02 * b
+
+
 def is_near_duplicate(c: Candidate, seed: Candidate) -> bool:
     """Whether ``c`` is another copy/version of ``seed`` (see the module docstring)."""
     if c.id == seed.id:
@@ -77,7 +82,7 @@ def is_near_duplicate(c: Candidate, seed: Candidate) -> bool:
     if c.score >= DUPLICATE_SCORE and c.duration_s and seed.duration_s:
         tol = max(DUPLICATE_DURATION_S, 0.02 * max(c.duration_s, seed.duration_s))
         same_length = abs(c.duration_s - seed.duration_s) <= tol
-        same_music = (c.bpm and seed.bpm and abs(c.bpm - seed.bpm) <= 0.02 * seed.bpm
+        same_music = (c.bpm and seed.bpm and _tempo_close(c.bpm, seed.bpm)
                       and c.camelot and c.camelot == seed.camelot
                       and c.loudness_lufs is not None and seed.loudness_lufs is not None
                       and abs(c.loudness_lufs - seed.loudness_lufs) <= 1.0)
