@@ -138,6 +138,7 @@ def test_path_argument_errors():
     (Candidate(2, 0.995, duration_s=181.0, bpm=121.0, camelot="8A", loudness_lufs=-9.5), True),
     (Candidate(2, 0.995, duration_s=181.0, bpm=121.0, camelot="9A", loudness_lufs=-9.5), False),
     (Candidate(2, 0.995, duration_s=150.0, bpm=121.0, camelot="8A", loudness_lufs=-9.5), False),
+    (Candidate(2, 0.995, duration_s=181.0, bpm=60.5, camelot="8A", loudness_lufs=-13.0), True),  # 1/2 tempo, remastered
     (Candidate(2, 0.9999, duration_s=180.0), False),        # embedding alone is no proof
     (Candidate(1, 0.10), True),                             # the seed itself
 ])

@@ -13,7 +13,7 @@ puts different tracks of one style at cosine 0.999):
   :data:`VERSION_SCORE`; or
 - the same audio: cosine >= :data:`DUPLICATE_SCORE`, the decoded length within
   :data:`DUPLICATE_DURATION_S` (or 2 %), and -- the audio overlapping -- the same key, tempo
-  within 2 % (or its half/double) and loudness within 1 LU (both tracks need their musical attributes).
+  within 2 % (or its half/double); both tracks need their musical attributes.
 """
 
 from __future__ import annotations
@@ -82,10 +82,9 @@ def is_near_duplicate(c: Candidate, seed: Candidate) -> bool:
     if c.score >= DUPLICATE_SCORE and c.duration_s and seed.duration_s:
         tol = max(DUPLICATE_DURATION_S, 0.02 * max(c.duration_s, seed.duration_s))
         same_length = abs(c.duration_s - seed.duration_s) <= tol
+        # Not loudness: a remaster or a re-master for radio moves it by several LU.
         same_music = (c.bpm and seed.bpm and _tempo_close(c.bpm, seed.bpm)
-                      and c.camelot and c.camelot == seed.camelot
-                      and c.loudness_lufs is not None and seed.loudness_lufs is not None
-                      and abs(c.loudness_lufs - seed.loudness_lufs) <= 1.0)
+                      and c.camelot and c.camelot == seed.camelot)
         return bool(same_length and same_music)
     return False
 
