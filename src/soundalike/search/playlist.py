@@ -314,7 +314,7 @@ class _IndexSpace:
         a = self._attrs(i) or {}
         return Candidate(i, score, t.artist, album_key(t.album, t.path), t.content_hash,
                          a.get("duration_s") or t.duration_s,
-                         t.title or Path(t.path).stem, a.get("bpm"), a.get("camelot"),
+                         t.title, a.get("bpm"), a.get("camelot"),
                          a.get("loudness_lufs"))
 
     def bpm(self, i):

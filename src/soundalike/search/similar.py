@@ -298,7 +298,7 @@ def _candidate(track, score: float, attrs: dict | None):
 
     a = attrs or {}
     return Candidate(track.id, score, track.artist, album_key(track.album, track.path), track.content_hash,
-                     a.get("duration_s") or track.duration_s, track.title or Path(track.path).stem,
+                     a.get("duration_s") or track.duration_s, track.title,
                      a.get("bpm"), a.get("camelot"), a.get("loudness_lufs"))
 
 
