@@ -14,7 +14,7 @@ import soundfile as sf
 
 from soundalike.audio import synth
 from soundalike.catalog import query as q
-from soundalike.catalog.schema import SCHEMA_VERSION
+from soundalike.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 from soundalike.catalog.store import Catalog, Tag
 from soundalike.errors import QueryError
 
@@ -82,11 +82,14 @@ def test_attributes_round_trip_and_summary(attr_catalog):
 
 
 def test_v2_catalog_migrates_to_attributes(tmp_path):
+    # the attributes migration is the last one: a catalog one version older (every
+    # earlier table there, no track_attributes) gains the table and keeps its tracks
+    assert MIGRATIONS[SCHEMA_VERSION - 1].description.startswith("musical attributes")
     path = tmp_path / "old.sqlite"
     with Catalog.open(path) as cat:
         cat.upsert_track(path="/x.wav", content_hash="h", size=1, mtime=0.0)
     con = sqlite3.connect(path)
-    con.executescript("DROP TABLE track_attributes; PRAGMA user_version = 2;")
+    con.executescript(f"DROP TABLE track_attributes; PRAGMA user_version = {SCHEMA_VERSION - 1};")
     con.close()
     with Catalog.open(path) as cat:
         assert cat.schema_version == SCHEMA_VERSION
@@ -261,7 +264,7 @@ def test_playlist_cli_and_http(attr_catalog, tmp_path):
     body = json.loads(r.output)
     assert [t["id"] for t in body["tracks"]][0] == ids["a"] and len(body["tracks"]) == 5
     assert len(out.read_text().splitlines()) == 6
-    with TestClient(create_app(path), raise_server_exceptions=False) as c:
+    with TestClient(create_app(path), raise_server_exceptions=False, base_url="http://127.0.0.1") as c:
         j = c.get("/api/playlist", params={"from": ids["c"], "to": ids["d"], "length": 5}).json()
         assert j["tracks"][0]["id"] == ids["c"] and j["tracks"][-1]["id"] == ids["d"]
         m = c.get("/api/playlist", params={"seed": ids["a"], "length": 4, "format": "m3u8"})

@@ -76,11 +76,55 @@ def test_parse_and_noise_dir(tmp_path):
     assert parse_augment("live") == ("gain", "noise", "speaker")
     assert parse_augment("gain, shift,gain") == ("gain", "shift")
     assert parse_augment("none") == () and parse_augment(None) == ()
-    with pytest.raises(ConfigError, match="unknown augmentation 'reverb'"):
-        parse_augment("gain,reverb")
+    with pytest.raises(ConfigError, match="unknown augmentation 'warp'"):
+        parse_augment("gain,warp")
     sf.write(tmp_path / "cafe.wav", np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1, 8000)
     (tmp_path / "bad.wav").write_bytes(b"nope")
     noises = load_noise_dir(tmp_path, sr=SR)
     assert len(noises) == 1 and len(noises[0]) == SR
     with pytest.raises(ConfigError):
         load_noise_dir(tmp_path / "missing", sr=SR)
+
+
+def _band_db(y: np.ndarray, lo: float, hi: float, sr: int = SR) -> float:
+    Y = np.abs(np.fft.rfft(y)) ** 2
+    f = np.fft.rfftfreq(len(y), 1.0 / sr)
+    return float(10 * np.log10(Y[(f >= lo) & (f < hi)].sum() + 1e-20))
+
+
+def test_domain_transforms_keep_length_and_change_the_recording():
+    from soundalike.audio.augment import codec, pitch_jitter, random_eq, reverb
+
+    rng = np.random.default_rng(0)
+    y = (np.random.default_rng(1).standard_normal(SR) * 0.1).astype(np.float32)
+    for fn in (lambda v: random_eq(v, rng, sr=SR), lambda v: reverb(v, rng, sr=SR),
+               lambda v: pitch_jitter(v, rng), lambda v: codec(v, rng, sr=SR)):
+        out = fn(y)
+        assert out.dtype == np.float32 and out.shape == y.shape and np.isfinite(out).all()
+        assert not np.allclose(out, y)
+    # eq reshapes the spectrum: some octave band moves by more than 1 dB
+    eq = random_eq(y, np.random.default_rng(3), sr=SR)
+    bands = [(125 * 2**i, 250 * 2**i) for i in range(6)]
+    assert max(abs(_band_db(eq, a, b) - _band_db(y, a, b)) for a, b in bands) > 1.0
+    # codec removes the top octave, reverb smears a click over time
+    wide = (np.random.default_rng(2).standard_normal(44100) * 0.1).astype(np.float32)
+    lossy = codec(wide, np.random.default_rng(4), sr=44100)
+    assert _band_db(lossy, 16000, 22000, 44100) < _band_db(wide, 16000, 22000, 44100) - 12
+    click = np.zeros(SR, np.float32)
+    click[100] = 1.0
+    wet = reverb(click, np.random.default_rng(5), sr=SR)
+    assert np.abs(wet[2000:]).max() > 1e-3  # energy long after the click
+    # pitch jitter moves a tone's frequency by at most 50 cents
+    t = tone(1000, duration_s=1.0, sr=SR)
+    shifted = pitch_jitter(t, np.random.default_rng(6))
+    peak = np.fft.rfftfreq(SR, 1 / SR)[np.abs(np.fft.rfft(shifted[: SR // 2], SR)).argmax()]
+    assert 1000 * 2 ** (-51 / 1200) <= peak <= 1000 * 2 ** (51 / 1200) and abs(peak - 1000) > 0
+
+
+def test_domain_preset():
+    assert parse_augment("domain") == ("gain", "noise", "eq", "reverb", "pitch", "codec")
+    aug = Augmenter(parse_augment("domain"), sr=SR, seed=1, p=1.0)
+    y = tone(440, duration_s=0.5, sr=SR)
+    a, b = aug(y, epoch=0, index=3), aug(y, epoch=0, index=3)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == y.shape and np.isfinite(a).all()

@@ -216,3 +216,16 @@ def test_other_connections_see_the_token_move(catalog_target):
         before = reader.change_token()
         _add(writer, "/m/a.wav")
         assert reader.change_token() > before
+
+
+def test_a_writer_in_the_way_is_a_busy_error_and_nothing_is_written(catalog_target):
+    from soundalike.errors import CatalogBusyError
+
+    with Catalog.open(catalog_target) as a, Catalog.open(catalog_target, timeout_s=0.3) as b:
+        with a.transaction():
+            _add(a, "/m/a.wav")
+            with pytest.raises(CatalogBusyError, match="try again"):
+                _add(b, "/m/a.wav")  # waits for a's uncommitted row, then gives up
+        assert b.count_tracks() == 1
+        _add(b, "/m/a.wav")  # and once a committed, the same write goes through
+        assert b.count_tracks() == 1

@@ -191,3 +191,41 @@ def test_long_files_are_analyzed_in_blocks(tmp_path, monkeypatch):
         t = cat.track_by_path(str(path.resolve()))
         np.testing.assert_allclose(cat.get_analysis(t.id, cat.default_model_id()).embedding, emb, rtol=1e-6)
         assert abs(t.duration_s - 30.0) < 0.05
+
+
+def test_ingest_stores_waveform_peaks_and_refreshes_them(tmp_path, monkeypatch):
+    """Every ingested file gets its 2-kB peaks (from the analysis' own decode, or a pass of
+    its own for block-wise files); a changed file's old peaks are stale until re-ingested."""
+    from soundalike.audio.peaks import peaks_of_file
+    from soundalike.ingest import pipeline as ingest_mod
+    from soundalike.ingest.peaks import backfill_peaks
+
+    tracks = _write_tracks(tmp_path / "m", 3, duration_s=3.0)
+    db = tmp_path / "c.sqlite"
+    monkeypatch.setattr(ingest_mod, "LONG_FILE_S", 2.5)  # track 2 is analyzed in blocks
+    monkeypatch.setattr(ingest_mod, "BLOCK_S", 1.0)
+    ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1)
+    with Catalog.open(db) as cat:
+        assert cat.ids_without_peaks() == []
+        for p in tracks:
+            t = cat.track_by_path(str(p))
+            pk = cat.get_peaks(t.id)
+            assert pk.n_columns == 1000 and abs(pk.duration_s - 3.0) < 0.01
+            ref = peaks_of_file(p)  # at the file's own rate: a resampled decode differs a little
+            assert np.abs(pk.max.astype(int) - ref.max.astype(int)).max() <= 12
+    # the content of one file changes behind ingest's back: its peaks are stale, then back-filled
+    sf.write(tracks[0], 0.1 * synth.noise(duration_s=3.0, sr=SR, seed=3), SR)
+    with Catalog.open(db) as cat:
+        t = cat.track_by_path(str(tracks[0]))
+        cat.upsert_track(path=t.path, content_hash="changed", size=t.size, mtime=t.mtime)
+        assert cat.ids_without_peaks() == [t.id] and cat.get_peaks(t.id) is None
+        r = backfill_peaks(cat)
+        assert r.computed == 1 and not r.failed
+        assert cat.get_peaks(t.id).max.max() <= round(0.1 * 127 * 1.2)  # quiet noise now
+    # a file that vanished is reported, not fatal
+    with Catalog.open(db) as cat:
+        t = cat.track_by_path(str(tracks[1]))
+        cat.upsert_track(path=t.path, content_hash="again", size=t.size, mtime=t.mtime)
+        tracks[1].unlink()
+        r = backfill_peaks(cat)
+        assert r.computed == 0 and len(r.failed) == 1 and r.failed[0][0] == str(tracks[1])

@@ -333,13 +333,17 @@ def test_catalog_without_the_model_raises_mismatch(catalog):
         TrackMatcher(cat, model_id="some-other-model")
 
 
-def test_named_catalog_without_the_model_is_an_error_implicit_one_is_skipped(catalog):
+def test_catalog_without_the_model_falls_back_to_labels_with_one_warning(catalog):
     cat, _ = catalog
-    with pytest.raises(ModelMismatchError, match="mfcc-stats"):
-        open_recognizer(model="MTT_musicnn", catalog_path=cat.path, require_catalog=True, threads=None)
+    said: list[str] = []
+    rec, opened = open_recognizer(model="MTT_musicnn", catalog_path=cat.path, require_catalog=True,
+                                  threads=None, on_warning=said.append)
+    assert opened is None and rec.matcher is None and rec.analyzer.labels
+    assert len(said) == 1 and "labels only" in said[0] and "\n" not in said[0]
     rec, opened = open_recognizer(model="MTT_musicnn", catalog_path=cat.path, require_catalog=False,
-                                  threads=None)
+                                  threads=None, on_warning=said.append)
     assert opened is None and rec.matcher is None and rec.sr == 16000
+    assert len(said) == 1  # the implicit default catalog is skipped silently
 
 
 def test_open_recognizer_picks_the_catalogs_default_model(catalog):

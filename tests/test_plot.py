@@ -39,9 +39,27 @@ def test_axes_are_labelled(kind, ylabel, chirp, sr):
 def test_mel_ticks_are_increasing_frequencies_in_hz(chirp, sr):
     cfg = MelConfig(sample_rate=sr, n_mels=64, fmin=50.0, fmax=8000.0)
     fig = plot.spectrogram_figure(y=chirp, sr=sr, kind="mel", config=cfg)
-    labels = [float(t.get_text()) for t in fig.axes[0].get_yticklabels()]
+    text = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    labels = [float(t[:-1]) * 1000 if t.endswith("k") else float(t) for t in text]
     assert labels == sorted(labels) and len(labels) >= 3
-    assert 50.0 <= labels[0] < 200.0 and 5000.0 < labels[-1] <= 8000.0
+    assert 50.0 <= labels[0] < 200.0 and 3000.0 < labels[-1] <= 8000.0
+
+
+def test_mel_ticks_at_round_frequencies_like_librosa(chirp, sr):
+    """512, 1k, 2k, 4k, 8k Hz, each placed where that frequency falls between band centres."""
+    from soundalike.audio.features import mel_frequencies
+
+    cfg = MelConfig(sample_rate=sr, n_mels=128)
+    fig = plot.spectrogram_figure(y=chirp, sr=sr, kind="mel", config=cfg)
+    ax = fig.axes[0]
+    text = [t.get_text() for t in ax.get_yticklabels()]
+    assert {"512", "1k", "2k", "4k", "8k"} <= set(text), text
+    centres = mel_frequencies(128 + 2, fmin=cfg.fmin, fmax=cfg.fmax_hz)[1:-1]
+    for label, y in zip(text, ax.get_yticks()):
+        hz = float(label[:-1]) * 1000 if label.endswith("k") else float(label)
+        lo = int(np.floor(y))
+        if 0 <= lo < 127:
+            assert centres[lo] <= hz <= centres[lo + 1], (label, y)
 
 
 def test_stft_axis_spans_to_nyquist(clicks, sr):

@@ -179,3 +179,13 @@ def test_tag_lists_of_many_tracks_equal_one_by_one(cat):
             assert all(sources is None or g.source in sources for g in got[tid])
     two = c.tag_lists([ids["Moon River"]], limit_per_track=2)[ids["Moon River"]]
     assert two == c.track_tags(ids["Moon River"])[:2] and len(two) == 2
+
+
+def test_tracks_with_tag_pairs_equals_the_two_reads(cat):
+    c, ids = cat
+    every = [*ids.values(), 999]
+    for sources in (("file", "user", "model"), ("suggested",)):
+        tracks, pairs = c.tracks_with_tag_pairs(every, sources=sources)
+        assert tracks == c.get_tracks(every) and 999 not in tracks
+        assert pairs == c.tag_pairs(every, sources=sources)
+    assert pairs[ids["Untitled"]] == {("genre", "jazz")}

@@ -35,9 +35,11 @@ class Built:
 
 
 def build_catalog(root: Path, *, per_style: int = 4, duration_s: float = 2.0,
-                  drop_genre_every: int = 4, target: Path | str | None = None) -> Built:
+                  drop_genre_every: int = 4, target: Path | str | None = None,
+                  durations: tuple[float, ...] | None = None) -> Built:
     """Write ``per_style`` tracks of each demo style under ``root`` and catalog them
-    (into ``target``: a file or a database URL; default ``root/catalog.sqlite``)."""
+    (into ``target``: a file or a database URL; default ``root/catalog.sqlite``;
+    ``durations``: the length of seed ``i`` is ``durations[i % len]``, else ``duration_s``)."""
     target = target if target is not None else root / "catalog.sqlite"
     audio_dir = root / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
@@ -50,7 +52,8 @@ def build_catalog(root: Path, *, per_style: int = 4, duration_s: float = 2.0,
     n = 0
     for seed in range(per_style):
         for style in STYLES:
-            y = demo_track(style, seed=seed, duration_s=duration_s, sr=SR)
+            length = durations[seed % len(durations)] if durations else duration_s
+            y = demo_track(style, seed=seed, duration_s=length, sr=SR)
             p = audio_dir / f"{style}-{seed}.wav"
             sf.write(p, y, SR)
             data = p.read_bytes()

@@ -28,12 +28,20 @@ class AudioDecodeError(SoundalikeError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class AudioTooLongError(AudioDecodeError):
+    """A clip is longer than the caller accepts (decoding stopped at the limit)."""
+
+
 class ConfigError(SoundalikeError):
     """A configuration value is out of range or inconsistent."""
 
 
 class CatalogError(SoundalikeError):
     """The catalog cannot be opened, migrated or queried."""
+
+
+class CatalogBusyError(CatalogError):
+    """Another writer held what this transaction needed (deadlock, lock timeout): retry it."""
 
 
 class TrackNotFoundError(CatalogError):

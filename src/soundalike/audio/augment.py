@@ -14,7 +14,16 @@ Transforms
 ``shift``    circular time shift by a random amount
 ``speaker``  a "small speaker / phone microphone" band-pass: random low cut
              (120–500 Hz) and high cut (2.5–7 kHz), zero-phase, 2nd-order slopes
+``eq``       a random equaliser: 2-4 bell and shelf filters at random frequencies, ±9 dB
+             (another microphone, another instrument body, another mix)
+``reverb``   a random room: an exponentially decaying noise impulse response (RT60
+             0.15-1.2 s, pre-delay 0-20 ms) mixed in at a random wet share
+``pitch``    pitch and time jitter: resampled by up to ±50 cents (both move together, as
+             a tape or a differently tuned instrument), then cut or padded to the length
+``codec``    a lossy channel: a random low-pass (3.5-11 kHz) and 8-12-bit quantisation
 ``live``     shorthand for ``gain,noise,speaker`` (what a phone held up to a speaker hears)
+``domain``   shorthand for ``gain,noise,eq,reverb,pitch,codec``: another room, microphone
+             and recording chain, for models that must hold up on other recordings
 """
 
 from __future__ import annotations
@@ -27,10 +36,11 @@ import numpy as np
 
 from soundalike.errors import ConfigError
 
-AugmentName = Literal["gain", "noise", "shift", "speaker"]
-AUGMENTS: tuple[str, ...] = ("gain", "noise", "shift", "speaker")
-PRESETS: dict[str, tuple[str, ...]] = {"live": ("gain", "noise", "speaker"), "all": AUGMENTS,
-                                       "none": ()}
+AugmentName = Literal["gain", "noise", "shift", "speaker", "eq", "reverb", "pitch", "codec"]
+AUGMENTS: tuple[str, ...] = ("gain", "noise", "shift", "speaker", "eq", "reverb", "pitch", "codec")
+PRESETS: dict[str, tuple[str, ...]] = {"live": ("gain", "noise", "speaker"),
+                                       "domain": ("gain", "noise", "eq", "reverb", "pitch", "codec"),
+                                       "all": AUGMENTS, "none": ()}
 NoiseColor = Literal["white", "pink", "brown"]
 
 
@@ -129,6 +139,74 @@ def small_speaker(y: np.ndarray, rng: np.random.Generator, *, sr: int) -> np.nda
     return bandpass(y, sr, low_hz=low, high_hz=high)
 
 
+def random_eq(y: np.ndarray, rng: np.random.Generator, *, sr: int, max_db: float = 9.0) -> np.ndarray:
+    """2-4 random bell/shelf boosts and cuts of up to ``max_db`` dB, zero-phase (frequency domain)."""
+    n = len(y)
+    if n == 0:
+        return y.astype(np.float32)
+    f = np.fft.rfftfreq(n, 1.0 / sr)
+    logf = np.log2(np.maximum(f, 1.0))
+    gain_db = np.zeros_like(f)
+    for _ in range(int(rng.integers(2, 5))):
+        g = rng.uniform(-max_db, max_db)
+        kind = int(rng.integers(0, 3))
+        if kind == 0:  # bell around a log-uniform centre, 0.5-2 octaves wide
+            fc = np.log2(np.exp(rng.uniform(np.log(80.0), np.log(0.4 * sr))))
+            width = rng.uniform(0.5, 2.0)
+            gain_db += g * np.exp(-0.5 * ((logf - fc) / (width / 2)) ** 2)
+        else:  # low (kind 1) or high (kind 2) shelf with a one-octave transition
+            fc = np.log2(rng.uniform(100.0, 400.0) if kind == 1 else rng.uniform(2000.0, min(8000.0, 0.45 * sr)))
+            step = 1.0 / (1.0 + np.exp(-(logf - fc) * 4.0))
+            gain_db += g * (1.0 - step if kind == 1 else step)
+    out = np.fft.irfft(np.fft.rfft(y.astype(np.float64)) * 10.0 ** (gain_db / 20.0), n)
+    peak = np.abs(out).max()
+    limit = max(np.abs(y).max(), 1e-9)
+    return (out * min(1.0, limit / peak) if peak > 0 else out).astype(np.float32)
+
+
+def reverb(y: np.ndarray, rng: np.random.Generator, *, sr: int) -> np.ndarray:
+    """Convolve with a random synthetic room (decaying noise, RT60 0.15-1.2 s), random wet share."""
+    n = len(y)
+    if n == 0:
+        return y.astype(np.float32)
+    rt60 = rng.uniform(0.15, 1.2)
+    length = int(min(rt60, 1.5) * sr)
+    t = np.arange(length) / sr
+    ir = rng.standard_normal(length) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
+    ir = bandpass(ir.astype(np.float32), sr, low_hz=None, high_hz=rng.uniform(2000.0, 0.45 * sr)).astype(np.float64)
+    pre = int(rng.uniform(0.0, 0.02) * sr)
+    ir = np.concatenate([np.zeros(pre), ir])
+    ir /= np.sqrt(np.sum(ir * ir)) or 1.0
+    m = n + len(ir) - 1
+    size = 1 << (m - 1).bit_length()
+    wet = np.fft.irfft(np.fft.rfft(y.astype(np.float64), size) * np.fft.rfft(ir, size), size)[:n]
+    share = rng.uniform(0.2, 0.7)
+    wet *= (rms(y) / (np.sqrt(np.mean(wet * wet)) or 1.0))
+    return ((1.0 - share) * y + share * wet).astype(np.float32)
+
+
+def pitch_jitter(y: np.ndarray, rng: np.random.Generator, *, max_cents: float = 50.0) -> np.ndarray:
+    """Resample by up to ``max_cents`` either way (pitch and tempo move together), same length."""
+    n = len(y)
+    if n < 2:
+        return y.astype(np.float32)
+    ratio = 2.0 ** (rng.uniform(-max_cents, max_cents) / 1200.0)
+    src = np.arange(0, n, ratio)  # read positions: ratio > 1 plays faster and higher
+    out = np.interp(src, np.arange(n), y.astype(np.float64))
+    if len(out) >= n:
+        return out[:n].astype(np.float32)
+    return np.concatenate([out, np.zeros(n - len(out))]).astype(np.float32)
+
+
+def codec(y: np.ndarray, rng: np.random.Generator, *, sr: int) -> np.ndarray:
+    """A lossy channel: random low-pass (3.5-11 kHz) and 8-12-bit quantisation of the peak."""
+    high = min(rng.uniform(3500.0, 11000.0), 0.45 * sr)
+    z = bandpass(y, sr, low_hz=None, high_hz=high, order=4)
+    peak = float(np.abs(z).max()) or 1.0
+    step = peak / 2 ** (int(rng.integers(8, 13)) - 1)
+    return (np.round(z / step) * step).astype(np.float32)
+
+
 def load_noise_dir(noise_dir: str | Path, *, sr: int, max_files: int = 200,
                    max_duration_s: float = 60.0) -> list[np.ndarray]:
     """Decode up to ``max_files`` noise recordings from a folder (undecodable ones are skipped)."""
@@ -191,4 +269,12 @@ class Augmenter:
                 y = time_shift(y, rng)
             elif name == "speaker":
                 y = small_speaker(y, rng, sr=self.sr)
+            elif name == "eq":
+                y = random_eq(y, rng, sr=self.sr)
+            elif name == "reverb":
+                y = reverb(y, rng, sr=self.sr)
+            elif name == "pitch":
+                y = pitch_jitter(y, rng)
+            elif name == "codec":
+                y = codec(y, rng, sr=self.sr)
         return y

@@ -122,7 +122,9 @@ def _mel_blocks_t(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float):
         blk = fb[a : a + _MEL_GROUP]
         cols = np.flatnonzero(blk.any(axis=0))
         lo, hi = (int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, 1)
-        blocks.append((lo, hi, torch.tensor(np.ascontiguousarray(blk[:, lo:hi].T))))
+        # device="cpu" explicitly: a cached tensor made under torch.device("meta") (the
+        # checkpoint loader sizes a model there first) would poison every later call
+        blocks.append((lo, hi, torch.tensor(np.ascontiguousarray(blk[:, lo:hi].T), device="cpu")))
     return blocks
 
 
@@ -137,7 +139,7 @@ def _mel_project(S: torch.Tensor, blocks) -> torch.Tensor:
 def _dct_matrix_t(n_mfcc: int, n_mels: int):
     import torch
 
-    return torch.tensor(dct_matrix(n_mfcc, n_mels))
+    return torch.tensor(dct_matrix(n_mfcc, n_mels), device="cpu")  # cached: never on "meta"
 
 
 @functools.lru_cache(maxsize=16)
@@ -145,7 +147,7 @@ def _window(n_fft: int, win_length: int):
     """Periodic Hann of ``win_length`` zero-padded (centred) to ``n_fft``, as librosa does."""
     import torch
 
-    w = torch.hann_window(win_length, periodic=True, dtype=torch.float32)
+    w = torch.hann_window(win_length, periodic=True, dtype=torch.float32, device="cpu")  # cached: never "meta"
     if win_length < n_fft:
         left = (n_fft - win_length) // 2
         w = torch.nn.functional.pad(w, (left, n_fft - win_length - left))

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from soundalike.errors import AudioDecodeError
+from soundalike.errors import AudioDecodeError, AudioTooLongError
 
 #: File extensions ingest looks at (lower case, without the dot).
 AUDIO_EXTENSIONS = frozenset(
@@ -91,6 +91,17 @@ class AudioInfo:
 # --------------------------------------------------------------------------- helpers
 
 
+def os_error_reason(exc: OSError) -> str:
+    """What an ``OSError`` on an audio file means, in plain words (no errno, no path)."""
+    if isinstance(exc, PermissionError):
+        return "permission denied: the file cannot be read by this user"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not an audio file"
+    return f"cannot read the file: {(exc.strerror or str(exc)).lower()}"
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise AudioDecodeError(path, "file not found")
@@ -103,7 +114,7 @@ def _check_file(path: Path) -> None:
     if size == 0:
         raise AudioDecodeError(path, "empty file (zero bytes)")
     if not os.access(path, os.R_OK):
-        raise AudioDecodeError(path, "permission denied")
+        raise AudioDecodeError(path, os_error_reason(PermissionError()))
 
 
 def _sniff(path: Path) -> str | None:
@@ -113,6 +124,11 @@ def _sniff(path: Path) -> str | None:
             head = fh.read(16)
     except OSError:
         return None
+    return _sniff_head(head)
+
+
+def _sniff_head(head: bytes) -> str | None:
+    """:func:`_sniff` on a file's first 16 bytes."""
     if head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE" or head[:4] in (b"RF64", b"BW64"):
         return "WAV"
     if head[:4] == b"fLaC":
@@ -135,6 +151,21 @@ def _sniff(path: Path) -> str | None:
         # MPEG audio frame sync; ADTS AAC has layer bits 00.
         return "AAC (ADTS)" if head[1] & 0x06 == 0 else "MP3"
     return None
+
+
+#: Container (as :func:`_sniff` names it) -> the media type to send it as.
+_MIME = {"WAV": "audio/wav", "FLAC": "audio/flac", "Ogg": "audio/ogg", "AIFF": "audio/aiff",
+         "AU": "audio/basic", "MP4/M4A": "audio/mp4", "Matroska/WebM": "audio/webm",
+         "ASF/WMA": "audio/x-ms-wma", "MP3": "audio/mpeg", "AAC (ADTS)": "audio/aac"}
+
+
+def sniff_mime(source: str | os.PathLike | bytes) -> str | None:
+    """The media type of an audio file from its first bytes, not its name (None: unknown).
+
+    ``source`` is a path or the file's first 16 bytes.
+    """
+    kind = _sniff_head(source[:16]) if isinstance(source, bytes) else _sniff(Path(source))
+    return _MIME.get(kind) if kind else None
 
 
 def _to_mono(block: np.ndarray) -> np.ndarray:
@@ -420,6 +451,8 @@ class _AvSource:
         sr = int(ctx.sample_rate or 0)
         channels = int(getattr(ctx, "channels", 0) or getattr(ctx.layout, "nb_channels", 0) or 0)
         if sr <= 0 or channels <= 0:
+            if kind is None:  # FFmpeg guessed a demuxer from the extension of a non-audio file
+                raise AudioDecodeError(p, "not an audio file (the content is no audio format we know)")
             raise AudioDecodeError(p, f"unsupported codec {ctx.name!r}: no sample rate or channel count")
         tb = st.time_base
         self.start_pts = int(st.start_time or 0)
@@ -588,6 +621,7 @@ def load(
     offset_s: float = 0.0,
     duration_s: float | None = None,
     min_duration_s: float = MIN_DURATION_S,
+    max_duration_s: float | None = None,
 ) -> Waveform:
     """Decode an audio file (or a part of it) to mono float32 at ``sr``.
 
@@ -599,6 +633,9 @@ def load(
     offset_s : start of the read, in seconds; the file is seeked, not decoded up to it
     duration_s : length of the read in seconds (``None``: to the end)
     min_duration_s : shorter results raise ``AudioDecodeError``
+    max_duration_s : longer audio raises :class:`~soundalike.errors.AudioTooLongError`
+        as soon as decoding passes the limit (a file is never decoded past it, whatever
+        its header claims); ``None``: no limit
 
     Returns
     -------
@@ -614,7 +651,11 @@ def load(
     """
     p = Path(path)
     out_sr, blocks = stream(p, sr=sr, offset_s=offset_s, duration_s=duration_s)
-    y = _collect(blocks)
+    limit = None if max_duration_s is None else int(max_duration_s * out_sr) + 1
+    y = _collect(blocks, limit=limit)
+    if y is None:
+        raise AudioTooLongError(p, f"too long: more than {max_duration_s:g} s of audio "
+                                   f"(the limit is {max_duration_s:g} s)")
     if len(y) < min_duration_s * out_sr:
         got = len(y) / out_sr
         if got == 0 and offset_s > 0:
@@ -623,11 +664,17 @@ def load(
     return Waveform(y, out_sr)
 
 
-def _collect(blocks: Iterator[np.ndarray]) -> np.ndarray:
-    """Concatenate blocks into one array, growing it geometrically (peak ~1.5x the result)."""
+def _collect(blocks: Iterator[np.ndarray], *, limit: int | None = None) -> np.ndarray | None:
+    """Concatenate blocks into one array, growing it geometrically (peak ~1.5x the result).
+
+    Returns None (and stops decoding) once more than ``limit`` samples arrived.
+    """
     buf = np.empty(0, np.float32)
     n = 0
     for b in blocks:
+        if limit is not None and n + len(b) > limit:
+            blocks.close()  # type: ignore[attr-defined] - a generator: closes the file now
+            return None
         if n + len(b) > len(buf):
             grown = np.empty(max(n + len(b), len(buf) + len(buf) // 2, 1 << 16), np.float32)
             grown[:n] = buf[:n]

@@ -58,6 +58,15 @@ def spectrogram_matrix(*, y: np.ndarray, sr: int, kind: PlotKind,
     return features.mfcc(y, mcfg)
 
 
+#: Where a mel axis is ticked, in Hz.
+MEL_TICKS_HZ = (0.0, 64.0, 128.0, 256.0, 512.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0)
+
+
+def hz_label(f: float) -> str:
+    """``512``, ``1k``, ``16k``: a tick label for ``f`` Hz."""
+    return f"{f / 1000:g}k" if f >= 1000 else f"{f:.0f}"
+
+
 def plot_matrix(M: np.ndarray, *, kind: PlotKind, sr: int, hop_length: int,
                 mel: MelConfig | None = None, title: str | None = None,
                 figsize: tuple[float, float] = (8.0, 4.0), dpi: int = 100) -> Figure:
@@ -90,10 +99,14 @@ def plot_matrix(M: np.ndarray, *, kind: PlotKind, sr: int, hop_length: int,
         mel = mel or MelConfig(sample_rate=sr, n_mels=rows)
         if mel.compression == "log10":
             cbar = f"log10(1 + {mel.log_c:g}·power)"
-        centres = mel_frequencies(rows + 2, fmin=mel.fmin, fmax=mel.fmax_hz)[1:-1]
-        ticks = np.unique(np.linspace(0, rows - 1, min(rows, 7)).round().astype(int))
-        ax.set_yticks(ticks)
-        ax.set_yticklabels([f"{centres[i]:.0f}" for i in ticks])
+        # ticks at round frequencies (512, 1k, 2k, 4k, 8k Hz as librosa's mel axis), placed
+        # where they fall between the band centres; rows span [fmin, fmax] on the mel scale
+        freqs = mel_frequencies(rows + 2, fmin=mel.fmin, fmax=mel.fmax_hz)
+        pos = np.arange(-1, rows + 1, dtype=np.float64)
+        at = [(f, float(np.interp(f, freqs, pos))) for f in MEL_TICKS_HZ if freqs[0] <= f <= freqs[-1]]
+        at = [(f, p) for f, p in at if -0.5 <= p <= rows - 0.5]
+        ax.set_yticks([p for _, p in at])
+        ax.set_yticklabels([hz_label(f) for f, _ in at])
     elif kind == "mfcc":
         ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("Time (s)")

@@ -14,8 +14,9 @@ Filter                                      Keeps tracks ...
 ``year:1990..`` / ``duration:..30``         open ranges (duration in seconds)
 ``year:1995`` / ``sr:22050|44100``          exact numbers, ``|`` ORs them too
 ``title:moon`` / ``artist:bach|handel``     title / artist / album containing the text
+``file:banjo_a3``                           file name (not its folders) containing the text
 ``piano``                                   tagged ``piano`` in any category, or with
-                                            ``piano`` in title, artist or album
+                                            ``piano`` in title, artist, album or file name
 ``"night train"``                           the same for a quoted phrase
 ``-noise``                                  negates a bare word as well
 ``bpm:118..124``                            tempo between 118 and 124 BPM
@@ -34,7 +35,7 @@ attributes have it, else the header's), ``sr`` (Hz), ``channels``, ``id``; attri
 (``ingest`` computes them; ``ingest --refresh attributes`` for older catalogs): ``bpm``,
 ``loudness`` (LUFS), ``lra`` (loudness range, LU), ``energy``, ``key``, ``vocals`` (``yes``/``no``;
 any other value is a tag of category ``vocals``, e.g. ``vocals:female``).
-Text fields: ``title``, ``artist``, ``album``.  Any other ``field:`` is a tag category
+Text fields: ``title``, ``artist``, ``album``, ``file`` (the file's name).  Any other ``field:`` is a tag category
 (``genre``, ``mood``, ``instrument``, ``tag`` ...).  Matching is case-insensitive: tags
 are stored lower-case and values are lower-cased.  A negated term keeps tracks with no
 value at all (``-year:1990..1999`` keeps tracks without a year).
@@ -84,12 +85,18 @@ ENERGY_WORDS: dict[str, tuple[float | None, float | None]] = {
 #: A vocals probability at or above this is ``vocals:yes``.
 VOCALS_THRESHOLD = 0.5
 #: Text fields and the ``tracks`` column each one searches (substring, case-insensitive).
-TEXT_FIELDS: dict[str, str] = {"title": "title", "artist": "artist", "album": "album"}
+TEXT_FIELDS: dict[str, str] = {"title": "title", "artist": "artist", "album": "album", "file": "path"}
 #: Tag sources that always match; ``suggested`` is added on request.
 BASE_SOURCES: tuple[str, ...] = ("file", "user", "model")
 SUGGESTED = "suggested"
 
 TermKind = Literal["tag", "numeric", "text", "any", "attribute", "key", "vocals"]
+
+#: Most terms in one filter, and most ``|`` alternatives in one term: every term becomes
+#: a nested SQL condition and SQLite refuses trees deeper than 1000 ("Expression tree is
+#: too large"); these bounds keep the deepest one near 350 whatever the backend.
+MAX_TERMS = 50
+MAX_VALUES = 100
 
 _FIELD_RE = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -238,7 +245,8 @@ def parse(text: str | None) -> Query:
     ------
     QueryError
         Unterminated quote, empty value, bad number or range, misplaced ``|`` or ``-``;
-        the message names the 1-based character position.
+        the message names the 1-based character position; more than :data:`MAX_TERMS`
+        terms or :data:`MAX_VALUES` alternatives in a term.
     """
     text = text or ""
     terms: list[Term] = []
@@ -270,6 +278,9 @@ def parse(text: str | None) -> Query:
             if value == "" and not (vpos < n and text[vpos] == '"'):
                 raise QueryError(f"position {vpos + 1}: empty value in filter {text!r}")
             raw.append((value, vpos))
+            if len(raw) > MAX_VALUES:
+                raise QueryError(f"position {start + 1}: a term may join at most {MAX_VALUES} values "
+                                 f"with '|'; split the filter or use a range")
             if i < n and text[i] == "|":
                 i += 1
                 if i >= n or text[i].isspace():
@@ -278,6 +289,8 @@ def parse(text: str | None) -> Query:
             break
         if i < n and not text[i].isspace():
             raise QueryError(f"position {i + 1}: expected a space after the term in filter {text!r}")
+        if len(terms) >= MAX_TERMS:
+            raise QueryError(f"position {start + 1}: a filter may have at most {MAX_TERMS} terms")
         if field in NUMERIC_FIELDS:
             terms.append(Term("numeric", field, tuple(_range(v, p, field, text) for v, p in raw),
                               negated, start))
@@ -367,9 +380,13 @@ def _term_sql(term: Term, sources: tuple[str, ...], d: Dialect,
         return _range_sql(col, term.values)
     if term.kind == "text":
         col = TEXT_FIELDS[term.field or ""]
-        parts = [d.contains(f"t.{col}") for _ in term.values]
-        return "(" + " OR ".join(parts) + ")", [str(v) for v in term.values]
-    # bare word: any tag equal to it, or a substring of title / artist / album
+        parts, params = [], []
+        for v in term.values:
+            sql_v, p_v = _contains(col, str(v), d)
+            parts.append(sql_v)
+            params += p_v
+        return "(" + " OR ".join(parts) + ")", params
+    # bare word: any tag equal to it, or a substring of title / artist / album / file name
     vals = [str(v) for v in term.values]
     tag_sql = (f"t.id IN (SELECT g.track_id FROM tags g WHERE g.tag IN ({_placeholders(len(vals))}) "
                f"AND g.source IN ({src}))")
@@ -377,9 +394,19 @@ def _term_sql(term: Term, sources: tuple[str, ...], d: Dialect,
     parts = [tag_sql]
     for v in vals:
         for col in TEXT_FIELDS.values():
-            parts.append(d.contains(f"t.{col}"))
-            params.append(v)
+            sql_v, p_v = _contains(col, v, d)
+            parts.append(sql_v)
+            params += p_v
     return "(" + " OR ".join(parts) + ")", params
+
+
+def _contains(col: str, value: str, d: Dialect) -> tuple[str, list[object]]:
+    """``value`` in a ``TEXT_FIELDS`` column; for ``path`` in the file's name, not its folders
+    (``music`` must not match every file under ``~/music``).  The cheap test on the whole
+    path runs first, so the file-name expression is computed only for rows that can match."""
+    if col == "path":
+        return f"({d.contains('t.path')} AND {d.contains(d.file_name('t.path'))})", [value, value]
+    return d.contains(f"t.{col}"), [value]
 
 
 def compile_sql(query: Query | str | None, *, include_suggested: bool = False,

@@ -130,6 +130,66 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
+        "tracks.inode and tracks.device: the file's identity at ingest, so the server sends a "
+        "file only while it still is the one ingested (NULL for rows ingested before)",
+        """
+        ALTER TABLE tracks ADD COLUMN inode {bigint};
+        ALTER TABLE tracks ADD COLUMN device {bigint}
+        """,
+    ),
+    Migration(
+        "waveform peaks per track; favourites; saved playlists; indexes for bare-word search and "
+        "the length slider/sort",
+        # peaks.content_hash is the file's hash when its peaks were made: a changed file
+        # has stale peaks (Catalog.get_peaks ignores them, ids_without_peaks lists it).
+        # favourites and playlists are the catalog's own (one listener per catalog).
+        """
+        CREATE TABLE peaks (
+            track_id      {bigint} PRIMARY KEY REFERENCES tracks(id) ON DELETE CASCADE,
+            format        TEXT NOT NULL,
+            duration_s    {real} NOT NULL,
+            data          {blob} NOT NULL,
+            content_hash  TEXT NOT NULL,
+            created_at    {real} NOT NULL
+        );
+        CREATE TABLE favourites (
+            track_id  {bigint} PRIMARY KEY REFERENCES tracks(id) ON DELETE CASCADE,
+            added_at  {real} NOT NULL
+        );
+        CREATE TABLE playlists (
+            id          {identity},
+            name        TEXT NOT NULL UNIQUE,
+            created_at  {real} NOT NULL,
+            updated_at  {real} NOT NULL
+        );
+        CREATE TABLE playlist_tracks (
+            playlist_id  {bigint} NOT NULL REFERENCES playlists(id) ON DELETE CASCADE,
+            position     {bigint} NOT NULL,
+            track_id     {bigint} NOT NULL REFERENCES tracks(id) ON DELETE CASCADE,
+            added_at     {real} NOT NULL,
+            PRIMARY KEY (playlist_id, position)
+        );
+        CREATE INDEX playlist_tracks_track ON playlist_tracks(playlist_id, track_id);
+        CREATE INDEX tags_tag ON tags(tag);
+        CREATE INDEX tracks_status_duration ON tracks(status, duration_s)
+        """,
+    ),
+    Migration(
+        "catalog adaptations: a fitted projection of one model's vectors, a model of its own",
+        # model_id is the adapted model's id (also a row of models); data is the
+        # serialised soundalike.models.adapt.Adaptation that maps base vectors to it.
+        """
+        CREATE TABLE adaptations (
+            model_id       TEXT PRIMARY KEY REFERENCES models(model_id),
+            base_model_id  TEXT NOT NULL REFERENCES models(model_id),
+            method         TEXT NOT NULL,
+            data           {blob} NOT NULL,
+            created_at     {real} NOT NULL
+        );
+        CREATE INDEX adaptations_base ON adaptations(base_model_id)
+        """,
+    ),
+    Migration(
         "musical attributes per track: tempo, key, loudness, vocals, energy, decoded length",
         # Numbers with their confidences, one row per track (not tags: ranges and
         # neighbourhoods are asked of them).  ``version`` names the attribute code

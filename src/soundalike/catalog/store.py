@@ -20,6 +20,7 @@ carries the counter value of the transaction that wrote it (``analyses.version``
 from __future__ import annotations
 
 import itertools
+import os
 import json
 import time
 from collections import defaultdict
@@ -34,7 +35,7 @@ import numpy as np
 from soundalike.catalog import query as _q
 from soundalike.catalog.backends import Backend, chunked, database_errors, is_url, open_backend
 from soundalike.catalog.schema import SCHEMA_VERSION, migrate
-from soundalike.errors import CatalogError, ModelMismatchError
+from soundalike.errors import CatalogBusyError, CatalogError, ModelMismatchError, TrackNotFoundError
 
 TagSource = Literal["file", "user", "model", "suggested"]
 TAG_SOURCES: tuple[str, ...] = ("file", "user", "model", "suggested")
@@ -46,7 +47,7 @@ ATTRIBUTE_COLUMNS = ("duration_s", "bpm", "bpm_confidence", "bpm_alternative", "
 
 _TRACK_FIELDS = ("id", "path", "content_hash", "size", "mtime", "duration_s", "sr", "channels",
                  "format", "title", "artist", "album", "genre", "year", "status", "added_at",
-                 "updated_at")
+                 "updated_at", "inode", "device")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,25 @@ class Track:
     status: str = "ok"
     added_at: float = 0.0
     updated_at: float = 0.0
+    inode: int | None = None  # st_ino / st_dev of the file at ingest (None: ingested before v3)
+    device: int | None = None
+
+    def file_problem(self, st: os.stat_result) -> str | None:
+        """Why the file ``st`` describes is not the file this track was ingested from, or None.
+
+        It must be a regular file with the size and mtime recorded at ingest and, when they
+        were recorded, the same inode and device (a file swapped for another or for a
+        symlink elsewhere -- ``ln -sf /etc/passwd track.mp3`` -- fails at least one).
+        """
+        import stat as stat_
+
+        if not stat_.S_ISREG(st.st_mode):
+            return "is no longer a regular file"
+        if self.inode is not None and (_u63(st.st_ino), _u63(st.st_dev)) != (self.inode, self.device):
+            return "was replaced by another file since it was ingested"
+        if st.st_size != self.size or st.st_mtime != self.mtime:
+            return "changed since it was ingested"
+        return None
 
     @property
     def display_name(self) -> str:
@@ -117,6 +137,37 @@ class ModelInfo:
     n_tracks: int = 0
 
 
+#: Orders :meth:`Catalog.page` knows.
+PageOrder = Literal["id", "title", "artist", "path", "length", "added", "relevance"]
+PAGE_ORDERS: tuple[str, ...] = ("id", "title", "artist", "path", "length", "added", "relevance")
+
+
+@dataclass(frozen=True)
+class PlaylistInfo:
+    """A saved playlist (its tracks: :meth:`Catalog.playlist_track_ids`)."""
+
+    id: int
+    name: str
+    created_at: float
+    updated_at: float
+    n_tracks: int = 0
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "name": self.name, "created_at": self.created_at,
+                "updated_at": self.updated_at, "n_tracks": self.n_tracks}
+
+
+@dataclass(frozen=True)
+class StoredAdaptation:
+    """A catalog adaptation: ``data`` maps ``base_model_id`` vectors to ``model_id``'s."""
+
+    model_id: str
+    base_model_id: str
+    method: str
+    data: bytes
+    created_at: float
+
+
 @dataclass(frozen=True)
 class IngestErrorRecord:
     id: int
@@ -136,6 +187,23 @@ _TRACK_COLS = ", ".join(_TRACK_FIELDS)
 _TRACK_COLS_T = ", ".join(f"t.{f}" for f in _TRACK_FIELDS)
 _ANALYSIS_COLS = "track_id, model_id, embedding, predictions, created_at"
 _instances = itertools.count(1)
+#: id chunk size when a statement also binds a few tag sources
+CHUNK_WITH_SOURCES = 890
+#: The writing transaction's change version, read where it is needed (see Catalog._bump).
+_TX_VERSION = "(SELECT value FROM counters WHERE name = 'change')"
+
+
+def _fits_int64(v) -> bool:
+    """Whether ``v`` is an integer a SQL BIGINT holds (larger ones name no track)."""
+    try:
+        return -(1 << 63) <= int(v) < (1 << 63)
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _u63(v: int | None) -> int | None:
+    """An unsigned 64-bit number (inode, device) folded into a signed 64-bit column."""
+    return None if v is None else (int(v) - (1 << 64) if int(v) >= 1 << 63 else int(v))
 
 
 def _track(row: Sequence) -> Track:
@@ -160,8 +228,9 @@ class Catalog:
         self.path = path
         self._db = backend
         self._in_tx = False
-        self._tx_version: int | None = None
+        self._tx_bumped = False
         self._tx_dirty = False
+        self._models_by_id: dict[str, ModelInfo] = {}
         #: distinguishes open catalogs for per-connection caches (``id()`` can be reused)
         self.instance_key = next(_instances)
 
@@ -239,19 +308,31 @@ class Catalog:
         if self._in_tx:
             yield self
             return
-        self._db.begin()
-        self._in_tx, self._tx_version, self._tx_dirty = True, None, False
         try:
-            yield self
-            if self._tx_dirty and self._tx_version is None:
-                self._version()
-        except BaseException:
-            self._db.rollback()
+            self._db.begin()
+        except database_errors() as exc:
+            if self._db.is_busy(exc):
+                raise CatalogBusyError(f"{self.path}: another writer holds the catalog ({exc}); "
+                                       f"nothing was written, try again") from exc
             raise
-        else:
-            self._db.commit()
-        finally:
-            self._in_tx, self._tx_version, self._tx_dirty = False, None, False
+        self._in_tx, self._tx_bumped, self._tx_dirty = True, False, False
+        try:
+            try:
+                yield self
+                if self._tx_dirty and not self._tx_bumped:
+                    self._bump()
+            except BaseException:
+                self._db.rollback()
+                raise
+            else:
+                self._db.commit()
+            finally:
+                self._in_tx, self._tx_bumped, self._tx_dirty = False, False, False
+        except database_errors() as exc:
+            if self._db.is_busy(exc):
+                raise CatalogBusyError(f"{self.path}: another writer was in the way ({exc}); "
+                                       f"nothing was written, try again") from exc
+            raise
 
     def _write(self, sql: str, params: Sequence = ()):
         """Run a writing statement (inside :meth:`transaction`) and mark the transaction dirty."""
@@ -259,16 +340,23 @@ class Catalog:
         self._tx_dirty = True
         return self._db.execute(sql, params)
 
-    def _version(self) -> int:
-        """This transaction's change-counter value (bumped on first use).
+    def _write_aside(self, sql: str, params: Sequence = ()):
+        """A write that changes no track, tag or analysis (peaks, favourites, playlists):
+        it leaves :meth:`change_token` alone, so search indexes and facet tables stay valid."""
+        assert self._in_tx, "writes go through Catalog.transaction()"
+        return self._db.execute(sql, params)
+
+    def _bump(self) -> None:
+        """Bump the change counter once for this transaction (its value is read in SQL).
 
         The counter row stays locked until commit, so concurrent writers get increasing
-        values in the order they commit.
+        values in the order they commit.  Statements read the value with
+        :data:`_TX_VERSION` instead of fetching it, so on PostgreSQL nothing waits for an
+        answer here (the transaction is pipelined).
         """
-        if self._tx_version is None:
+        if not self._tx_bumped:
             self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'change'")
-            self._tx_version = int(self._db.fetchone("SELECT value FROM counters WHERE name = 'change'")[0])
-        return self._tx_version
+            self._tx_bumped = True
 
     @property
     def schema_version(self) -> int:
@@ -290,8 +378,11 @@ class Catalog:
                      duration_s: float | None = None, sr: int | None = None,
                      channels: int | None = None, format: str | None = None,
                      title: str | None = None, artist: str | None = None, album: str | None = None,
-                     genre: str | None = None, year: int | None = None) -> int:
+                     genre: str | None = None, year: int | None = None,
+                     inode: int | None = None, device: int | None = None) -> int:
         """Insert or update the track at ``path`` (status becomes ``ok``); returns its id.
+
+        ``inode``/``device`` (``os.stat``'s ``st_ino``/``st_dev``) identify the file ingested.
 
         One statement keyed on the unique path, so concurrent writers of the same file
         meet in the database's constraint, never in a duplicate row.
@@ -299,7 +390,8 @@ class Catalog:
         now = time.time()
         values = dict(path=path, content_hash=content_hash, size=size, mtime=mtime,
                       duration_s=duration_s, sr=sr, channels=channels, format=format, title=title,
-                      artist=artist, album=album, genre=genre, year=year)
+                      artist=artist, album=album, genre=genre, year=year,
+                      inode=_u63(inode), device=_u63(device))
         cols = ", ".join(values)
         sets = ", ".join(f"{k} = excluded.{k}" for k in values if k != "path")
         with self.transaction():
@@ -311,13 +403,16 @@ class Catalog:
             return int(row[0])
 
     def get_track(self, track_id: int) -> Track | None:
+        """The track with this id, or None (also for ids no 64-bit column can hold)."""
+        if not _fits_int64(track_id):
+            return None
         row = self._db.fetchone(f"SELECT {_TRACK_COLS} FROM tracks WHERE id = ?", (int(track_id),))
         return _track(row) if row else None
 
     def get_tracks(self, ids: Iterable[int]) -> dict[int, Track]:
         """Tracks by id (missing ids are left out)."""
         out: dict[int, Track] = {}
-        for chunk in chunked(int(i) for i in ids):
+        for chunk in chunked(int(i) for i in ids if _fits_int64(i)):
             for row in self._db.fetchall(f"SELECT {_TRACK_COLS} FROM tracks WHERE id IN "
                                          f"({self._db.dialect.marks(len(chunk))})", chunk):
                 out[int(row[0])] = _track(row)
@@ -371,11 +466,21 @@ class Catalog:
         return {r[1]: (int(r[0]), r[2], r[3], r[4], r[5])
                 for r in self._db.fetchall("SELECT id, path, size, mtime, content_hash, status FROM tracks")}
 
-    def touch_track(self, track_id: int, *, size: int, mtime: float) -> None:
-        """Record a new mtime for unchanged content (and bring a missing track back)."""
+    def touch_track(self, track_id: int, *, size: int, mtime: float, inode: int | None = None,
+                    device: int | None = None) -> None:
+        """Record a new mtime (and file identity) for unchanged content (and bring a missing track back)."""
         with self.transaction():
-            self._write("UPDATE tracks SET size = ?, mtime = ?, status = 'ok', updated_at = ? WHERE id = ?",
-                        (size, mtime, time.time(), int(track_id)))
+            self._write("UPDATE tracks SET size = ?, mtime = ?, inode = coalesce(?, inode), "
+                        "device = coalesce(?, device), status = 'ok', updated_at = ? WHERE id = ?",
+                        (size, mtime, _u63(inode), _u63(device), time.time(), int(track_id)))
+
+    def mark_changed(self, track_id: int) -> None:
+        """Take a track whose file is no longer the one ingested out of service (status
+        ``missing``: listings, search and the audio route skip it; the next ingest of its
+        folder re-checks the file and brings it back if it is audio again)."""
+        with self.transaction():
+            self._write("UPDATE tracks SET status = 'missing', updated_at = ? WHERE id = ? AND status = 'ok'",
+                        (time.time(), int(track_id)))
 
     def mark_missing(self, track_ids: Iterable[int]) -> int:
         """Mark tracks whose files disappeared; nothing is deleted.  Returns how many changed."""
@@ -385,10 +490,10 @@ class Catalog:
             return 0
         with self.transaction():
             for chunk in chunked(ids):
-                cur = self._write(f"UPDATE tracks SET status = 'missing', updated_at = ? "
-                                  f"WHERE status = 'ok' AND id IN ({self._db.dialect.marks(len(chunk))})",
-                                  (time.time(), *chunk))
-                n += cur.rowcount
+                self._tx_dirty = True
+                n += self._db.execute_count(f"UPDATE tracks SET status = 'missing', updated_at = ? "
+                                            f"WHERE status = 'ok' AND id IN ({self._db.dialect.marks(len(chunk))})",
+                                            (time.time(), *chunk))
         return n
 
     # ------------------------------------------------------------------ tags
@@ -418,8 +523,10 @@ class Catalog:
 
     def remove_tag(self, track_id: int, *, tag: str, category: str, source: TagSource = "user") -> int:
         with self.transaction():
-            return self._write("DELETE FROM tags WHERE track_id = ? AND tag = ? AND category = ? AND source = ?",
-                               (int(track_id), normalize_tag(tag), normalize_tag(category), source)).rowcount
+            self._tx_dirty = True
+            return self._db.execute_count(
+                "DELETE FROM tags WHERE track_id = ? AND tag = ? AND category = ? AND source = ?",
+                (int(track_id), normalize_tag(tag), normalize_tag(category), source))
 
     def track_tags(self, track_id: int, *, sources: Iterable[str] | None = None) -> list[Tag]:
         """A track's tags, most confident first."""
@@ -461,6 +568,27 @@ class Catalog:
                     f"AND track_id IN ({m(len(chunk))})", [*sources, *chunk]):
                 out[int(tid)].add((category, tag))
         return out
+
+    def tracks_with_tag_pairs(self, track_ids: Iterable[int], *, sources: Sequence[str]
+                              ) -> tuple[dict[int, Track], dict[int, set[tuple[str, str]]]]:
+        """:meth:`get_tracks` and :meth:`tag_pairs` in one query (a search result's hits:
+        one round trip fewer per request on a server backend)."""
+        ids = [int(i) for i in track_ids]
+        tracks: dict[int, Track] = {}
+        pairs: dict[int, set[tuple[str, str]]] = {i: set() for i in ids}
+        m = self._db.dialect.marks
+        n = len(_TRACK_FIELDS)
+        for chunk in chunked(ids, CHUNK_WITH_SOURCES):
+            for row in self._db.fetchall(
+                    f"SELECT {_TRACK_COLS_T}, g.category, g.tag FROM tracks t LEFT JOIN tags g "
+                    f"ON g.track_id = t.id AND g.source IN ({m(len(sources))}) "
+                    f"WHERE t.id IN ({m(len(chunk))})", [*sources, *chunk]):
+                tid = int(row[0])
+                if tid not in tracks:
+                    tracks[tid] = _track(row[:n])
+                if row[n] is not None:
+                    pairs[tid].add((row[n], row[n + 1]))
+        return tracks, pairs
 
     def known_tags(self, *, sources: Sequence[str], categories: Iterable[str] | None = None
                    ) -> dict[str, dict[int, set[str]]]:
@@ -513,10 +641,46 @@ class Catalog:
         rows = self._db.fetchall(f"SELECT t.id FROM tracks t WHERE {sql} ORDER BY t.id", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
+    def filter_notes(self, where: _q.Query | str | None, *, include_suggested: bool = False) -> list[str]:
+        """Plain notes on the tag terms of a filter that name what the catalog does not have.
+
+        ``genre:rock`` on a catalog whose tags are all model tags of category ``tag``
+        matches nothing; this says why: "no track has a tag in category 'genre'
+        (categories here: instrument, tag)", or "no genre tag is rok (genre has: jazz,
+        rock ...)".  Empty when every category and value exists.  From the cached facet table.
+        """
+        q = where if isinstance(where, _q.Query) else _q.parse(where)
+        terms = [t for t in q.terms if t.kind == "tag"]
+        if not terms:
+            return []
+        # answered from the cached facet table (a DISTINCT over every tag row was ~0.1 s at 100k)
+        table = self._facet_table_cached(_q.BASE_SOURCES + ((_q.SUGGESTED,) if include_suggested else ()))
+        labels = set(table.labels)
+        existing = sorted({c for c, _ in labels})
+        notes: list[str] = []
+        for t in terms:
+            if t.field not in existing:
+                have = ", ".join(existing) if existing else "none: the catalog has no tags yet"
+                notes.append(f"no track has a tag in category '{t.field}' (categories here: {have})")
+                continue
+            vals = [str(v) for v in t.values]
+            missing = [v for v in vals if (t.field, v) not in labels]
+            if missing:
+                some = [tag for tag, _ in table.counts(None, categories=[t.field], limit_per_category=12).get(t.field, [])]
+                shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+                notes.append(f"no {t.field} tag is {shown} ({t.field} has: {', '.join(some)}"
+                             f"{' ...' if len(some) == 12 else ''})")
+        return notes
+
     def page(self, *, where: _q.Query | str | None = None, text: str | None = None,
              include_suggested: bool = False, offset: int = 0, limit: int = 50,
-             order: Literal["id", "title", "artist", "path"] = "id") -> tuple[int, list[int]]:
+             order: PageOrder = "id") -> tuple[int, list[int]]:
         """One page of matching track ids and the total count.
+
+        ``order``: ``id``; ``title`` / ``artist`` / ``path`` (A-Z); ``length`` (shortest
+        first); ``added`` (newest first); ``relevance`` -- with ``text``, titles that start
+        with it, then titles that contain it, then the rest (tag, artist, album or file
+        name matches), each A-Z; without ``text`` the same as ``title``.
 
         Returns
         -------
@@ -525,11 +689,27 @@ class Catalog:
         """
         sql, params = self._where(where, text, include_suggested)
         total = self._db.fetchone(f"SELECT count(*) FROM tracks t WHERE {sql}", params)[0]
-        order_sql = {"id": "t.id", "title": "lower(coalesce(t.title, t.path)), t.id",
-                     "artist": "lower(coalesce(t.artist, '')), t.id", "path": "t.path"}[order]
+        by_title = f"lower(coalesce(t.title, {self._db.dialect.file_name('t.path')})), t.id"  # as the list shows it
+        order_sql = {"id": "t.id", "title": by_title, "relevance": by_title,
+                     "artist": "lower(coalesce(t.artist, '')), t.id", "path": "t.path",
+                     "length": "coalesce(t.duration_s, 0), t.id", "added": "t.added_at DESC, t.id DESC"}.get(order)
+        if order_sql is None:
+            raise CatalogError(f"unknown track order {order!r}: one of {', '.join(PAGE_ORDERS)}")
+        order_params: list = []
+        if order == "relevance" and text and text.strip():
+            w = text.strip().lower()
+            f = self._db.dialect.substr_fn
+            order_sql = (f"CASE WHEN {f}(lower(coalesce(t.title, '')), ?) = 1 THEN 0 "
+                         f"WHEN {f}(lower(coalesce(t.title, '')), ?) > 0 THEN 1 ELSE 2 END, {by_title}")
+            order_params = [w, w]
         rows = self._db.fetchall(f"SELECT t.id FROM tracks t WHERE {sql} ORDER BY {order_sql} LIMIT ? OFFSET ?",
-                                 [*params, int(limit), int(offset)])
+                                 [*params, *order_params, int(limit), int(offset)])
         return int(total), [int(r[0]) for r in rows]
+
+    def duration_range(self) -> tuple[float, float] | None:
+        """Shortest and longest ``ok`` track in seconds (for a length slider), None when empty."""
+        r = self._db.fetchone("SELECT min(duration_s), max(duration_s) FROM tracks WHERE status = 'ok'")
+        return (float(r[0]), float(r[1])) if r and r[0] is not None else None
 
     def facets(self, *, where: _q.Query | str | None = None, text: str | None = None,
                include_suggested: bool = False, categories: list[str] | None = None,
@@ -543,25 +723,28 @@ class Catalog:
         ``{category: [(tag, n_tracks), ...]}`` most frequent first, at most
         ``limit_per_category`` per category; categories sorted by name.
         """
-        sql, params = self._where(where, text, include_suggested)
         sources = _q.BASE_SOURCES + ((_q.SUGGESTED,) if include_suggested else ())
-        m = self._db.dialect.marks
-        cat_sql, cat_params = "", []
-        if categories:
-            cat_sql = f" AND g.category IN ({m(len(categories))})"
-            cat_params = list(categories)
+        # counted in memory from the catalog's (track, tag) pairs, cached per change token
+        # (see catalog/facets.py: a GROUP BY over every tag row was most of a second at 100k)
+        table = self._facet_table_cached(sources)
+        q = _q.with_text(where, text)
+        ids = self.match(q, include_suggested=include_suggested) if q else None
+        return table.counts(ids, categories=categories, limit_per_category=limit_per_category)
+
+    def _facet_table_cached(self, sources: Sequence[str]):
+        from soundalike.catalog.facets import cached_table
+
+        sources = tuple(sources)
+        return cached_table((self.location, sources, self.change_token()), lambda: self._facet_table(sources))
+
+    def _facet_table(self, sources: Sequence[str]):
+        from soundalike.catalog.facets import FacetTable
+
         rows = self._db.fetchall(
-            f"SELECT g.category, g.tag, count(DISTINCT g.track_id) AS n FROM tags g "
-            f"WHERE g.source IN ({m(len(sources))}){cat_sql} "
-            f"AND g.track_id IN (SELECT t.id FROM tracks t WHERE {sql}) "
-            f"GROUP BY g.category, g.tag ORDER BY g.category, n DESC, g.tag",
-            [*sources, *cat_params, *params])
-        out: dict[str, list[tuple[str, int]]] = {}
-        for category, tag, count in rows:
-            lst = out.setdefault(category, [])
-            if len(lst) < limit_per_category:
-                lst.append((tag, int(count)))
-        return out
+            f"SELECT g.track_id, g.category, g.tag FROM tags g JOIN tracks t ON t.id = g.track_id "
+            f"WHERE t.status = 'ok' AND g.source IN ({self._db.dialect.marks(len(sources))})", list(sources))
+        return FacetTable.from_pairs(np.fromiter((r[0] for r in rows), np.int64, count=len(rows)),
+                                     [r[1] for r in rows], [r[2] for r in rows])
 
     # ------------------------------------------------------------------ models & analyses
 
@@ -594,8 +777,13 @@ class Catalog:
         """A model by id, else by name (the newest of that name), or None.
 
         Reads only the ``models`` table (:meth:`model` also counts analyses, which is
-        slow on large catalogs), so ``n_tracks`` is left at 0.
+        slow on large catalogs), so ``n_tracks`` is left at 0.  Found by id, a model is
+        remembered by this open catalog: a model id names fixed weights, so its row
+        never changes meaning (a search asks for it on every request).
         """
+        hit = self._models_by_id.get(ref)
+        if hit is not None:
+            return hit
         cols = "model_id, name, dim, labels, label_category"
         row = self._db.fetchone(f"SELECT {cols} FROM models WHERE model_id = ?", (ref,))
         if row is None:
@@ -603,10 +791,22 @@ class Catalog:
                                     (ref,))
         if row is None:
             return None
-        return ModelInfo(row[0], row[1], int(row[2]), json.loads(row[3] or "[]"), row[4], 0)
+        info = ModelInfo(row[0], row[1], int(row[2]), json.loads(row[3] or "[]"), row[4], 0)
+        if info.model_id == ref:
+            self._models_by_id[ref] = info
+        return info
 
     def default_model_id(self) -> str | None:
-        """The model with the most analyses of ok tracks, or None for an empty catalog."""
+        """The model with the most analyses of ok tracks, or None for an empty catalog.
+
+        With one model (the usual case) no analyses are counted: counting reads every
+        row, 1 s at 100k tracks on PostgreSQL, and ``similar()`` asks on every call.
+        """
+        registered = self._db.fetchall(
+            "SELECT m.model_id, (SELECT 1 FROM analyses a JOIN tracks t ON t.id = a.track_id "
+            "WHERE a.model_id = m.model_id AND t.status = 'ok' LIMIT 1) FROM models m")
+        if len(registered) <= 1:
+            return registered[0][0] if registered and registered[0][1] else None
         ms = [m for m in self.models() if m.n_tracks > 0]
         return ms[0].model_id if ms else None
 
@@ -618,13 +818,13 @@ class Catalog:
             raise CatalogError(f"track {track_id}: embedding contains NaN or inf")
         preds = json.dumps({k: round(float(v), 6) for k, v in (predictions or {}).items()})
         with self.transaction():
-            version = self._version()
+            self._bump()
             self._write(
                 "INSERT INTO analyses (track_id, model_id, embedding, dim, predictions, created_at, version) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (track_id, model_id) DO UPDATE SET "
+                f"VALUES (?, ?, ?, ?, ?, ?, {_TX_VERSION}) ON CONFLICT (track_id, model_id) DO UPDATE SET "
                 "embedding = excluded.embedding, dim = excluded.dim, predictions = excluded.predictions, "
                 "created_at = excluded.created_at, version = excluded.version",
-                (int(track_id), model_id, emb.tobytes(), emb.size, preds, time.time(), version))
+                (int(track_id), model_id, emb.tobytes(), emb.size, preds, time.time()))
 
     def has_analysis(self, track_id: int, model_id: str) -> bool:
         return self._db.fetchone("SELECT 1 FROM analyses WHERE track_id = ? AND model_id = ?",
@@ -654,6 +854,29 @@ class Catalog:
         """Ids of every track (any status) with an analysis by ``model_id``."""
         return {int(r[0]) for r in self._db.fetchall("SELECT track_id FROM analyses WHERE model_id = ?",
                                                      (model_id,))}
+
+    def index_rows(self, model_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Everything an index of ``model_id`` is built from, in one read (one consistent state).
+
+        Returns int64 ``(n,)`` ids of ``ok`` tracks (sorted), int64 ``(n,)`` versions and
+        float32 ``(n, dim)`` embeddings (``(0, 0)`` when there are none).
+        """
+        ids, versions, blobs, dims = [], [], [], set()
+        for rows in self._db.iter_rows(
+                "SELECT a.track_id, a.version, a.dim, a.embedding FROM analyses a JOIN tracks t ON t.id = a.track_id "
+                "WHERE a.model_id = ? AND t.status = 'ok' ORDER BY a.track_id", (model_id,), batch=5000):
+            for tid, v, d, blob in rows:
+                ids.append(tid)
+                versions.append(v)
+                dims.add(d)
+                blobs.append(bytes(blob))
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        if len(dims) != 1:
+            raise ModelMismatchError(f"model {model_id}: embeddings of several dimensions {sorted(dims)}; "
+                                     f"run `soundalike index rebuild --model {model_id}` after re-ingesting")
+        X = np.frombuffer(b"".join(blobs), np.float32).reshape(len(ids), dims.pop()).copy()
+        return np.asarray(ids, np.int64), np.asarray(versions, np.int64), X
 
     def analysis_versions(self, model_id: str) -> tuple[np.ndarray, np.ndarray]:
         """What an index of ``model_id`` must hold: ``ok`` track ids and their analyses' versions.
@@ -707,6 +930,57 @@ class Catalog:
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
         X = np.frombuffer(b"".join(bytes(r[1]) for r in rows), np.float32).reshape(len(rows), dims.pop())
         return ids, X.copy()
+
+    # ------------------------------------------------------------------ adaptations
+
+    def put_adaptation(self, *, model_id: str, base_model_id: str, method: str, data: bytes) -> None:
+        """Store (or replace) the adaptation that makes ``model_id`` from ``base_model_id``.
+
+        ``model_id`` must already be registered (:meth:`register_model`).
+        """
+        with self.transaction():
+            self._write(
+                "INSERT INTO adaptations (model_id, base_model_id, method, data, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (model_id) DO UPDATE SET "
+                "base_model_id = excluded.base_model_id, method = excluded.method, data = excluded.data, "
+                "created_at = excluded.created_at",
+                (model_id, base_model_id, method, bytes(data), time.time()))
+
+    def adaptations(self, base_model_id: str | None = None) -> list[StoredAdaptation]:
+        """Adaptations (of one base model, or all), newest first."""
+        q = "SELECT model_id, base_model_id, method, data, created_at FROM adaptations"
+        args: tuple = ()
+        if base_model_id is not None:
+            q += " WHERE base_model_id = ?"
+            args = (base_model_id,)
+        rows = self._db.fetchall(q + " ORDER BY created_at DESC", args)
+        return [StoredAdaptation(r[0], r[1], r[2], bytes(r[3]), float(r[4])) for r in rows]
+
+    def get_adaptation(self, model_id: str) -> StoredAdaptation | None:
+        r = self._db.fetchone("SELECT model_id, base_model_id, method, data, created_at FROM adaptations "
+                              "WHERE model_id = ?", (model_id,))
+        return StoredAdaptation(r[0], r[1], r[2], bytes(r[3]), float(r[4])) if r else None
+
+    def put_analyses(self, model_id: str, ids: Sequence[int] | np.ndarray, X: np.ndarray) -> None:
+        """Store many analyses of one model (no predictions) in one transaction.
+
+        ``X`` float32 ``(len(ids), dim)``; existing analyses of those tracks are replaced.
+        """
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.ndim != 2 or len(X) != len(ids):
+            raise CatalogError(f"expected {len(ids)} vectors, got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise CatalogError(f"model {model_id}: vectors contain NaN or inf")
+        now = time.time()
+        with self.transaction():
+            self._bump()
+            for tid, x in zip(ids, X, strict=True):
+                self._write(
+                    "INSERT INTO analyses (track_id, model_id, embedding, dim, predictions, created_at, version) "
+                    f"VALUES (?, ?, ?, ?, '{{}}', ?, {_TX_VERSION}) ON CONFLICT (track_id, model_id) DO UPDATE SET "
+                    "embedding = excluded.embedding, dim = excluded.dim, predictions = excluded.predictions, "
+                    "created_at = excluded.created_at, version = excluded.version",
+                    (int(tid), model_id, x.tobytes(), int(x.size), now))
 
     def count_analyses(self, model_id: str | None = None) -> int:
         if model_id is None:
@@ -799,6 +1073,142 @@ class Catalog:
     def errors(self) -> list[IngestErrorRecord]:
         return [IngestErrorRecord(int(r[0]), r[1], r[2], r[3], r[4]) for r in self._db.fetchall(
             "SELECT id, path, reason, error_type, time FROM ingest_errors ORDER BY path")]
+
+    # ------------------------------------------------------------------ waveform peaks
+
+    def put_peaks(self, track_id: int, peaks) -> None:
+        """Store a track's waveform :class:`~soundalike.audio.peaks.Peaks` (replacing older ones)."""
+        from soundalike.audio.peaks import PEAKS_FORMAT
+
+        t = self.get_track(track_id)
+        if t is None:
+            raise TrackNotFoundError(f"no track {track_id} in the catalog")
+        with self.transaction():
+            self._write_aside(
+                "INSERT INTO peaks (track_id, format, duration_s, data, content_hash, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (track_id) DO UPDATE SET format = excluded.format, "
+                "duration_s = excluded.duration_s, data = excluded.data, content_hash = excluded.content_hash, "
+                "created_at = excluded.created_at",
+                (int(track_id), PEAKS_FORMAT, float(peaks.duration_s), peaks.to_bytes(), t.content_hash, time.time()))
+
+    def get_peaks(self, track_id: int):
+        """The stored :class:`~soundalike.audio.peaks.Peaks` of a track, or None (none, or of an older file)."""
+        from soundalike.audio.peaks import PEAKS_FORMAT, Peaks
+
+        r = self._db.fetchone(
+            "SELECT p.data, p.duration_s FROM peaks p JOIN tracks t ON t.id = p.track_id "
+            "WHERE p.track_id = ? AND p.format = ? AND p.content_hash = t.content_hash",
+            (int(track_id), PEAKS_FORMAT))
+        return Peaks.from_bytes(bytes(r[0]), duration_s=float(r[1])) if r else None
+
+    def ids_without_peaks(self) -> list[int]:
+        """``ok`` tracks with no current peaks (never computed, another format, or the file changed)."""
+        from soundalike.audio.peaks import PEAKS_FORMAT
+
+        rows = self._db.fetchall(
+            "SELECT t.id FROM tracks t LEFT JOIN peaks p ON p.track_id = t.id AND p.format = ? "
+            "AND p.content_hash = t.content_hash WHERE t.status = 'ok' AND p.track_id IS NULL ORDER BY t.id",
+            (PEAKS_FORMAT,))
+        return [int(r[0]) for r in rows]
+
+    # ------------------------------------------------------------------ favourites
+
+    def set_favourite(self, track_id: int, on: bool) -> None:
+        """Mark (``on``) or unmark a track as a favourite; marking twice keeps the first time."""
+        with self.transaction():
+            if on:
+                self._write_aside("INSERT INTO favourites (track_id, added_at) VALUES (?, ?) "
+                            "ON CONFLICT (track_id) DO NOTHING", (int(track_id), time.time()))
+            else:
+                self._write_aside("DELETE FROM favourites WHERE track_id = ?", (int(track_id),))
+
+    def favourite_ids(self) -> list[int]:
+        """Ids of the favourite ``ok`` tracks, most recently marked first."""
+        rows = self._db.fetchall("SELECT f.track_id FROM favourites f JOIN tracks t ON t.id = f.track_id "
+                                 "WHERE t.status = 'ok' ORDER BY f.added_at DESC, f.track_id DESC")
+        return [int(r[0]) for r in rows]
+
+    # ------------------------------------------------------------------ saved playlists
+
+    def _playlist_rows(self, pid: int | None = None) -> list[PlaylistInfo]:
+        sql = ("SELECT p.id, p.name, p.created_at, p.updated_at, "
+               "(SELECT count(*) FROM playlist_tracks x WHERE x.playlist_id = p.id) FROM playlists p")
+        rows = (self._db.fetchall(sql + " WHERE p.id = ?", (int(pid),)) if pid is not None
+                else self._db.fetchall(sql + " ORDER BY p.updated_at DESC, p.id DESC"))
+        return [PlaylistInfo(int(r[0]), r[1], float(r[2]), float(r[3]), int(r[4])) for r in rows]
+
+    def playlists(self) -> list[PlaylistInfo]:
+        """Saved playlists, most recently changed first."""
+        return self._playlist_rows()
+
+    def playlist(self, playlist_id: int) -> PlaylistInfo | None:
+        rows = self._playlist_rows(playlist_id)
+        return rows[0] if rows else None
+
+    def playlist_by_name(self, name: str) -> PlaylistInfo | None:
+        """The playlist called ``name`` (case-insensitive, spaces collapsed), or None."""
+        r = self._db.fetchone("SELECT id FROM playlists WHERE lower(name) = lower(?)", (" ".join(name.split()),))
+        return self.playlist(int(r[0])) if r else None
+
+    def create_playlist(self, name: str) -> PlaylistInfo:
+        """A new empty playlist.
+
+        Raises
+        ------
+        CatalogError
+            the name is empty, or another playlist has it (names are unique, case-insensitive).
+        """
+        clean = " ".join(str(name).split())
+        if not clean:
+            raise CatalogError("a playlist needs a name")
+        with self.transaction():
+            if self.playlist_by_name(clean) is not None:
+                raise CatalogError(f"a playlist named {clean!r} exists already")
+            now = time.time()
+            r = self._write_aside("INSERT INTO playlists (name, created_at, updated_at) VALUES (?, ?, ?) RETURNING id",
+                            (clean, now, now)).fetchone()
+        return self.playlist(int(r[0]))
+
+    def playlist_track_ids(self, playlist_id: int) -> list[int]:
+        """The playlist's ``ok`` tracks in order."""
+        rows = self._db.fetchall("SELECT x.track_id FROM playlist_tracks x JOIN tracks t ON t.id = x.track_id "
+                                 "WHERE x.playlist_id = ? AND t.status = 'ok' ORDER BY x.position",
+                                 (int(playlist_id),))
+        return [int(r[0]) for r in rows]
+
+    def add_to_playlist(self, playlist_id: int, track_ids: Iterable[int]) -> int:
+        """Append tracks not yet in the playlist, in the order given; returns how many were added."""
+        with self.transaction():
+            have = set(self.playlist_track_ids(playlist_id))
+            r = self._db.fetchone("SELECT coalesce(max(position), 0) FROM playlist_tracks WHERE playlist_id = ?",
+                                  (int(playlist_id),))
+            pos, now, n = int(r[0]), time.time(), 0
+            for tid in track_ids:
+                if int(tid) in have:
+                    continue
+                pos += 1
+                n += 1
+                have.add(int(tid))
+                self._write_aside("INSERT INTO playlist_tracks (playlist_id, position, track_id, added_at) VALUES (?, ?, ?, ?)",
+                            (int(playlist_id), pos, int(tid), now))
+            self._write_aside("UPDATE playlists SET updated_at = ? WHERE id = ?", (now, int(playlist_id)))
+        return n
+
+    def remove_from_playlist(self, playlist_id: int, track_id: int) -> int:
+        """Remove a track from a playlist; returns how many entries went (0 or 1)."""
+        with self.transaction():
+            # counted first: a pipelined PostgreSQL transaction reports no rowcount
+            n = self._db.fetchone("SELECT count(*) FROM playlist_tracks WHERE playlist_id = ? AND track_id = ?",
+                                  (int(playlist_id), int(track_id)))[0]
+            self._write_aside("DELETE FROM playlist_tracks WHERE playlist_id = ? AND track_id = ?",
+                              (int(playlist_id), int(track_id)))
+            self._write_aside("UPDATE playlists SET updated_at = ? WHERE id = ?", (time.time(), int(playlist_id)))
+        return int(n or 0)
+
+    def delete_playlist(self, playlist_id: int) -> None:
+        with self.transaction():
+            self._write_aside("DELETE FROM playlist_tracks WHERE playlist_id = ?", (int(playlist_id),))
+            self._write_aside("DELETE FROM playlists WHERE id = ?", (int(playlist_id),))
 
     # ------------------------------------------------------------------ summary
 

@@ -25,6 +25,20 @@ def catalog_path(path: str | Path | None) -> str | Path:
     return catalog_target(path) if path is not None else default_catalog_path()
 
 
+def console(*, stderr: bool = False):
+    """A rich Console; when output goes to a pipe or file, wide enough that tables keep
+    whole file names (rich would otherwise fit them into 80 columns, cutting names
+    mid-word) -- unless ``$COLUMNS`` says how wide."""
+    import os
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not (hasattr(stream, "isatty") and stream.isatty())
+    width = 100_000 if piped and not os.environ.get("COLUMNS") else None
+    return Console(stderr=stderr, width=width)
+
+
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, default=_json_default)
     sys.stdout.write("\n")

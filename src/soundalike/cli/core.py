@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from soundalike.cli.common import CatalogOpt, JsonOpt, catalog_path, print_json
+from soundalike.cli.common import CatalogOpt, JsonOpt, catalog_path, console, print_json
 
 catalog_app = typer.Typer(help="Look after the catalog: statistics, ingest errors, user tags.",
                           no_args_is_help=True)
@@ -73,6 +73,8 @@ def ingest(
         "'attributes' (tempo, key, loudness, vocals, energy, decoded length; missing or stale ones) "
         "and/or 'tags' (model tags into their categories). Repeatable.")] = None,
     force: Annotated[bool, typer.Option("--force", help="With --refresh attributes: every track.")] = False,
+    adapt: Annotated[bool, typer.Option("--adapt/--no-adapt", help=(
+        "Fit the catalog's own normalisation (`index adapt`) once it holds 200 tracks of the model."))] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Add new or changed audio files to the catalog (resumable; bad files are recorded, not fatal)."""
@@ -114,10 +116,18 @@ def ingest(
     with progress:
         summary = run_ingest(paths, catalog=cat, model=model, workers=workers, top_tags=top_tags,
                              retry_failed=retry_failed, on_event=on_event)
+    adapted = None
+    if adapt and summary.model_id:
+        from soundalike.catalog.store import Catalog
+        from soundalike.search.adapt import maybe_auto_adapt
+
+        with Catalog.open(cat, create=False) as c:
+            adapted = maybe_auto_adapt(c, model_id=summary.model_id)
     if json_out:
-        print_json({"catalog": str(cat), **summary.to_dict()})
+        print_json({"catalog": str(cat), **summary.to_dict(),
+                    "adapted": adapted.to_dict() if adapted else None})
         return
-    out = Console()
+    out = console()
     out.print(f"[bold]{summary.scanned}[/] audio files scanned in {summary.elapsed_s:.1f} s "
               f"with [bold]{summary.model_name}[/] → {cat}")
     out.print(f"  ingested   {summary.ingested}")
@@ -126,6 +136,9 @@ def ingest(
                                                  "--retry-failed to retry)" if summary.known_failures else ""))
     if summary.missing:
         out.print(f"  missing    {summary.missing} (files gone; marked missing, not deleted)")
+    if adapted:
+        out.print(f"  adapted    {adapted.tracks} tracks -> {adapted.name} ({adapted.dim}-d), "
+                  f"now the default for similar/serve/listen")
     if summary.errors:
         from collections import Counter
 
@@ -149,9 +162,11 @@ def info(
     from soundalike.catalog.store import Catalog
     from soundalike.errors import TrackNotFoundError
 
+    from soundalike.catalog.backends import is_url
+
     cat_file = catalog_path(catalog)
     track = None
-    if cat_file.exists():
+    if is_url(cat_file) or Path(cat_file).exists():
         with Catalog.open(cat_file, create=False) as cat:
             matches = cat.find_tracks(ref)
             if matches:
@@ -183,10 +198,9 @@ def info(
 
 
 def _print_info(data: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    out = Console()
+    out = console()
     if "file" in data:
         out.print(f"[bold]{data['file']}[/] (not in the catalog)", highlight=False)
         for k in ("duration_s", "sr", "channels", "format", "codec", "decoder"):
@@ -257,13 +271,12 @@ def demo(
     per_style: Annotated[int, typer.Option(help="Tracks per style.")] = 4,
 ) -> None:
     """Build a small demo catalog from generated tracks (no network) and show what to try next."""
-    from rich.console import Console
 
     from soundalike.ingest import ingest as run_ingest
     from soundalike.demo import write_demo_tracks
     from soundalike.paths import data_dir
 
-    out = Console()
+    out = console()
     cat = catalog_path(catalog)
     tdir = tracks_dir or (data_dir() / "demo-tracks")
     paths = write_demo_tracks(tdir, per_style=per_style)
@@ -296,9 +309,8 @@ def catalog_stats(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None
     if json_out:
         print_json(s)
         return
-    from rich.console import Console
 
-    out = Console()
+    out = console()
     hours = s["total_duration_s"] / 3600
     out.print(f"[bold]{s['path']}[/] (schema v{s['schema_version']})", highlight=False)
     out.print(f"  tracks    {s['tracks']}  ({hours:.2f} h)")
@@ -325,6 +337,32 @@ def catalog_stats(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None
                   highlight=False)
 
 
+@catalog_app.command("peaks")
+def catalog_peaks(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None:
+    """Compute the waveform peaks the web page draws, for tracks that have none yet
+    (catalogs made before peaks existed, or changed files).  Ingest stores them itself."""
+    from soundalike.catalog.store import Catalog
+    from soundalike.ingest.peaks import backfill_peaks
+
+    with Catalog.open(catalog_path(catalog), create=False) as cat:
+        todo = len(cat.ids_without_peaks())
+        if json_out:
+            r = backfill_peaks(cat)
+        else:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            with Progress(TextColumn("waveforms"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          transient=True) as bar:
+                task = bar.add_task("peaks", total=todo)
+                r = backfill_peaks(cat, on_progress=lambda done, total: bar.update(task, completed=done))
+    if json_out:
+        print_json(r.to_dict())
+        return
+    for path, reason in r.failed:
+        print(f"{path}: {reason}", file=sys.stderr)
+    print(f"{r.computed} track(s) got waveform peaks" + (f", {len(r.failed)} could not be decoded" if r.failed else ""))
+
+
 @catalog_app.command("errors")
 def catalog_errors(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None:
     """Files that failed to ingest, with the reason."""
@@ -340,7 +378,8 @@ def catalog_errors(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> Non
     print(f"{len(errs)} failed file(s)", file=sys.stderr)
 
 
-@catalog_app.command("tag")
+# "-mood:calm" is a tag to remove, not an option: unknown dashed words stay arguments
+@catalog_app.command("tag", context_settings={"ignore_unknown_options": True})
 def catalog_tag(
     ref: Annotated[str, typer.Argument(help="Track id, path or title.")],
     tags: Annotated[list[str], typer.Argument(help="Tags as category:value (e.g. mood:calm); -category:value removes.")],

@@ -62,7 +62,7 @@ def listen(
     limit = parse_duration(duration) if duration is not None else None
     recognizer, cat = open_recognizer(model=model, catalog_path=catalog_path(catalog),
                                       require_catalog=catalog is not None, config=config,
-                                      threads=threads)
+                                      threads=threads, on_warning=lambda m: typer.echo(f"warning: {m}", err=True))
     run_window = float(getattr(recognizer.analyzer, "min_duration_s", 0.0) or 0.0)
     if window is None and 0.0 < run_window < config.window_s:
         # A run trained on short windows (e.g. 1.5-s instrument notes) listens in those.

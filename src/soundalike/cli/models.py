@@ -83,25 +83,46 @@ def list_models(json_out: JsonOpt = False) -> None:
     """List the models that ingest, tag and similar can use (no weights are loaded)."""
     from soundalike.models.baseline import MFCCStats
     from soundalike.models.pretrained import SPECS
-    from soundalike.models.zoo import DEFAULT_ANALYZER, available
+    from soundalike.models.zoo import DEFAULT_ANALYZER, FUSED, available
 
     rows = []
     for name in available():
         if name in SPECS:
             s = SPECS[name]
             rows.append({"name": name, "kind": f"pretrained {s.arch} ({s.dataset})", "labels": len(s.labels),
+                         "label_names": list(s.labels), "label_category": "tag",
                          "embedding_dims": s.embedding_dims, "roc_auc": s.roc_auc, "pr_auc": s.pr_auc,
                          "default": name == DEFAULT_ANALYZER})
+        elif name in FUSED:
+            from soundalike.models.fusion import BLOCKS
+
+            dims = {f"{m}.{layer}": SPECS[m].embedding_dims[layer] for m, layer in BLOCKS}
+            fused_labels = list(dict.fromkeys(lab for m in dict.fromkeys(m for m, _ in BLOCKS)
+                                              for lab in SPECS[m].labels))
+            rows.append({"name": name, "kind": "fused pretrained (MTT+MSD)",
+                         "labels": len(fused_labels), "label_names": fused_labels,
+                         "label_category": "tag",
+                         "embedding_dims": {"embedding": sum(dims.values())}, "roc_auc": None,
+                         "pr_auc": None, "default": name == DEFAULT_ANALYZER})
         elif name == MFCCStats.name:
-            rows.append({"name": name, "kind": "baseline (no weights)", "labels": 0,
+            rows.append({"name": name, "kind": "baseline (no weights)", "labels": 0, "label_names": [],
+                         "label_category": None,
                          "embedding_dims": {"embedding": MFCCStats.embedding_dim}, "roc_auc": None,
                          "pr_auc": None, "default": name == DEFAULT_ANALYZER})
     if json_out:
         print_json(rows)
         return
-    print(f"{'name':<13} {'kind':<28} {'labels':>6}  {'embedding dims':<28} {'ROC-AUC':>7} {'PR-AUC':>7}")
+    print(f"{'name':<14} {'kind':<28} {'labels':>6}  {'embedding dims':<28} {'ROC-AUC':>7} {'PR-AUC':>7}")
     for r in rows:
         dims = ", ".join(f"{k} {v}" for k, v in r["embedding_dims"].items())
         auc = f"{r['roc_auc']:7.4f} {r['pr_auc']:7.4f}" if r["roc_auc"] is not None else f"{'-':>7} {'-':>7}"
-        print(f"{r['name']:<13} {r['kind']:<28} {r['labels']:>6}  {dims:<28} {auc}"
+        print(f"{r['name']:<14} {r['kind']:<28} {r['labels']:>6}  {dims:<28} {auc}"
               + ("  (default)" if r["default"] else ""))
+    import textwrap
+
+    print("\nlabels (model tags, category 'tag'):")
+    for r in rows:
+        # "\0" keeps a label's words on one line ("alternative rock" never splits)
+        names = ", ".join(x.replace(" ", "\0") for x in r["label_names"]) or "none (similarity only)"
+        print(textwrap.fill(names, width=100, initial_indent=f"  {r['name']:<13} ", subsequent_indent=" " * 16,
+                            break_long_words=False, break_on_hyphens=False).replace("\0", " "))

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from soundalike.cli.common import CatalogOpt, JsonOpt, catalog_path, print_json
+from soundalike.cli.common import CatalogOpt, JsonOpt, catalog_path, console, print_json
 
 export_app = typer.Typer(help="Export catalog data for use elsewhere.", no_args_is_help=True)
 tags_app = typer.Typer(help="Tag completion: suggest tags where a category is missing.", no_args_is_help=True)
@@ -70,13 +70,15 @@ def similar(
                                       include_suggested=include_suggested, max_per_artist=max_per_artist,
                                       max_per_album=max_per_album, include_duplicates=include_duplicates,
                                       bpm_tolerance=bpm_tolerance, catalog=cat)
+        notes = cat.filter_notes(where, include_suggested=include_suggested)
+    for note in notes:  # on stderr: --json output stays one JSON document
+        typer.echo(f"note: {note}", err=True)
     if json_out:
-        print_json({"query": rq.to_dict(), "where": where, "hits": [h.to_dict() for h in hits]})
+        print_json({"query": rq.to_dict(), "where": where, "notes": notes, "hits": [h.to_dict() for h in hits]})
         return
-    from rich.console import Console
     from rich.table import Table
 
-    out = Console()
+    out = console()
     src = f"track {rq.track.id}" if rq.track else "outside file, analyzed now"
     out.print(f"[bold]{rq.label}[/] ({src})" + (f"  where [cyan]{where}[/]" if where else ""))
     if not hits:
@@ -191,7 +193,7 @@ def tags_suggest(
     shown = sugg if limit == 0 else sugg[:limit]
     for s in shown:
         typer.echo(f"{s.track_id:>6}  {names.get(s.track_id, '?')[:48]:<48}  {s.category}:{s.tag}  "
-                   f"{s.confidence:.2f}  ({s.evidence})")
+                   f"{s.confidence:.2f}  ({s.why})")
     more = len(sugg) - len(shown)
     typer.echo(f"{len(sugg)} suggestions for {len({s.track_id for s in sugg})} tracks"
                + (f" ({more} not shown; --limit 0 for all)" if more else "")
@@ -221,6 +223,37 @@ def index_rebuild(
     else:
         typer.echo(f"rebuilt {rep['kind']} index of {rep['model']} ({rep['model_id']}): "
                    f"{rep['count']} tracks, {rep['dim']}-d, {rep.get('build_s', 0):.2f} s")
+
+
+@index_app.command("adapt")
+def index_adapt(
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Base model name or id (default: the catalog's most used).")] = None,
+    dim: Annotated[int, typer.Option(min=2, max=4096, help="Adapted vector length (PCA).")] = 256,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fit the catalog's own normalisation of a model's vectors (no labels); a model id of its own.
+
+    Similar, serve and listen then use the adapted vectors by default; `--model BASE` still
+    names the old ones.  Ingest keeps new tracks adapted.
+    """
+    from soundalike.search.adapt import adapt_catalog, catalog_size
+    from soundalike.search.sync import forget_cached
+
+    with _open(catalog) as cat:
+        before = catalog_size(cat)
+        rep = adapt_catalog(cat, model=model, dim=dim)
+        forget_cached(cat)
+        after = catalog_size(cat)
+    out = {**rep.to_dict(), "catalog_bytes_before": before, "catalog_bytes_after": after}
+    if json_out:
+        print_json(out)
+        return
+    typer.echo(f"adapted {rep.base_name} ({rep.base_model_id}) -> {rep.name} ({rep.model_id}): "
+               f"{rep.tracks} tracks, {rep.dim}-d, fit {rep.fit_s:.2f} s, stored {rep.write_s:.2f} s; "
+               f"catalog {before / 1e6:.1f} -> {after / 1e6:.1f} MB")
+    typer.echo(f"similar/serve/listen now use {rep.name} by default; --model {rep.base_name} for the old vectors")
 
 
 @index_app.command("status")
@@ -258,26 +291,35 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
     model: ModelOpt = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest clip accepted by the upload box (MB).")] = 20.0,
+    max_clip_s: Annotated[float, typer.Option(min=1.0, help=(
+        "Longest clip accepted by the upload box, in seconds of audio (decoding stops there)."))] = 600.0,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", metavar="NAME", help=(
+            "Another Host name the server answers to (repeatable; '*' for any). Loopback names "
+            "and the --host address always work; others are refused (DNS rebinding)."))] = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help=(
         "Server processes. Each holds its own copy of the index in memory; more than one lets "
         "requests use several CPU cores (Python serialises the request handling of one process)."))] = 1,
     catalog: CatalogOpt = None,
 ) -> None:
-    """Serve the web page and JSON API (/api, OpenAPI at /docs) to browse, filter, listen and search."""
+    """Serve the web page and JSON API (/api, OpenAPI schema at /openapi.json) to browse, filter, listen and search."""
     import os
 
     import uvicorn
 
     from soundalike.web.app import create_app, serve_settings_env
+    from soundalike.web.guard import allowed_hosts_for
 
     path = catalog_path(catalog)
     max_bytes = int(max_upload_mb * 1_000_000)
+    hosts = allowed_hosts_for(host, allowed_host or ())
+    settings = {"model": model, "max_upload_bytes": max_bytes, "max_clip_s": max_clip_s, "allowed_hosts": hosts}
     if workers == 1:
-        app = create_app(path, model=model, max_upload_bytes=max_bytes)
+        app = create_app(path, **settings)
     else:
         # fail here, once, on a bad catalog/model, and build the index before the workers load it
-        create_app(path, model=model, max_upload_bytes=max_bytes).state.catalogs.close()
-        os.environ.update(serve_settings_env(path, model=model, max_upload_bytes=max_bytes))
+        create_app(path, **settings).state.catalogs.close()
+        os.environ.update(serve_settings_env(path, **settings))
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: serving on {host}: anyone who can reach this address can browse and "
                    f"play the catalog", err=True)

@@ -70,8 +70,9 @@ def train_cmd(
     top_tags: Annotated[int | None, typer.Option("--top-tags", min=1,
                                                  help="Keep the N most frequent tags (MTT: 50).")] = None,
     augment: Annotated[str, typer.Option(
-        "--augment", help="Comma list of gain, noise, shift, speaker; presets live "
-                          "(gain,noise,speaker), all, none.")] = "gain,noise",
+        "--augment", help="Comma list of gain, noise, shift, speaker, eq, reverb, pitch, codec; "
+                          "presets live (gain,noise,speaker), domain (gain,noise,eq,reverb,pitch,codec: "
+                          "other rooms and microphones), all, none.")] = "gain,noise",
     noise_dir: Annotated[Path | None, typer.Option("--noise-dir", help="Noise recordings for the "
                                                    "noise augmentation (default: generated noise).")] = None,
     category: Annotated[str | None, typer.Option("--category", help="Tag category of the labels "
@@ -84,7 +85,7 @@ def train_cmd(
     window_s: Annotated[float | None, typer.Option("--window", help="Window length in seconds "
                                                    "(default: from the data: the median track "
                                                    "length rounded up to 0.5 s, 1 to 3 s).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=2)] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Windows per training step.")] = 32,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 2e-3,
     patience: Annotated[int, typer.Option("--patience", min=0, help="Early-stopping patience "
                                           "in epochs (0: off).")] = 10,
@@ -93,8 +94,10 @@ def train_cmd(
         help="Label smoothing (single-label; default 0.1, 0 for the probe).")] = None,
     mixup: Annotated[float, typer.Option("--mixup", min=0.0, help="Mixup Beta(a, a) parameter "
                                          "(0: off).")] = 0.0,
-    test_fraction: Annotated[float, typer.Option("--test-fraction")] = 0.2,
-    val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.1,
+    test_fraction: Annotated[float, typer.Option(
+        "--test-fraction", min=0.0, max=0.9, help="Share of tracks held out for the final test.")] = 0.2,
+    val_fraction: Annotated[float, typer.Option(
+        "--val-fraction", min=0.0, max=0.9, help="Share of tracks for validation (early stopping).")] = 0.1,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Feature cache root.")] = None,
     json_out: JsonOpt = False,
@@ -127,17 +130,24 @@ def train_cmd(
 
     def on_epoch(row: dict) -> None:
         if not json_out:
-            bar.console.print(f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f}  "
-                              f"val loss {row['val_loss']:.4f}  val score {row['val_score']:.4f}  "
-                              f"({row['time_s']:.0f} s)")
+            head = f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f}  "
+            if row.get("scored_on", "val") == "val":
+                body = f"val loss {row['val_loss']:.4f}  val score {row['val_score']:.4f}"
+            else:  # never print "val score 1.0000" for a score on the training tracks
+                body = f"train-set score {row['val_score']:.4f} (no validation tracks)"
+            bar.console.print(f"{head}{body}  ({row['time_s']:.0f} s)", soft_wrap=True, highlight=False)
+
+    def on_warning(message: str) -> None:
+        bar.console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
     with bar:
-        report = train(manifest, config=config, out=out, progress=update, on_epoch=on_epoch)
+        report = train(manifest, config=config, out=out, progress=update, on_epoch=on_epoch,
+                       on_warning=on_warning)
     if json_out:
         from soundalike.train.report import _clean
 
         print_json(_clean({k: report[k] for k in ("run_dir", "model_id", "family", "task", "labels",
-                                                   "dataset", "training", "test")}))
+                                                   "dataset", "training", "test", "warnings")}))
         return
     tr = report["training"]
     print(f"run: {report['run_dir']}  (model id {report['model_id']})")
@@ -158,10 +168,14 @@ def evaluate_cmd(
     data: Annotated[str, typer.Argument(help="Dataset to evaluate on (any layout train accepts).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the report "
                                              "(default RUN/eval-<dataset>).")] = None,
-    group_by: Annotated[str | None, typer.Option("--group-by")] = None,
-    top_tags: Annotated[int | None, typer.Option("--top-tags", min=1)] = None,
-    label_column: Annotated[str | None, typer.Option("--label-column")] = None,
-    audio_root: Annotated[Path | None, typer.Option("--audio-root")] = None,
+    group_by: Annotated[str | None, typer.Option(
+        "--group-by", help="Group column/field/regex, as in train (kept for reading the same data).")] = None,
+    top_tags: Annotated[int | None, typer.Option("--top-tags", min=1,
+                                                 help="Keep the N most frequent tags (MTT: 50).")] = None,
+    label_column: Annotated[str | None, typer.Option("--label-column",
+                                                     help="Label column of a CSV/TSV table.")] = None,
+    audio_root: Annotated[Path | None, typer.Option(
+        "--audio-root", help="Folder relative paths in a table are resolved against.")] = None,
     split: Annotated[str, typer.Option("--split", help="all tracks of DATA, or the run's own "
                                        "test split (test).")] = "all",
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Feature cache root.")] = None,

@@ -358,7 +358,7 @@ def read_catalog(catalog_path: str | Path, *, category: str = "genre",
 
     Parameters
     ----------
-    catalog_path : a soundalike catalog (SQLite)
+    catalog_path : a soundalike catalog (a SQLite file or a ``postgresql://`` URL)
     category : tag category to learn ("genre", "mood", "instrument", "artist", "tag")
     sources : tag sources to trust ("file" tags read from files, "user" tags)
     group_by : a track field (:data:`CATALOG_GROUP_FIELDS`) whose value is the group
@@ -369,7 +369,9 @@ def read_catalog(catalog_path: str | Path, *, category: str = "genre",
         raise DatasetError(f"--group-by for a catalog must be one of {', '.join(CATALOG_GROUP_FIELDS)}")
     items: list[Item] = []
     errors: list[tuple[str, str]] = []
-    with Catalog.open(Path(catalog_path).expanduser()) as cat:
+    from soundalike.paths import catalog_target
+
+    with Catalog.open(catalog_target(catalog_path)) as cat:
         for track in cat.iter_tracks(status="ok"):
             tags = [t for t in cat.track_tags(track.id, sources=list(sources)) if t.category == category]
             labels = tuple(dict.fromkeys(_norm_label(t.tag) for t in tags))
@@ -400,7 +402,10 @@ def read_dataset(spec: str | Path, *, fmt: DatasetFormat = "auto", task: Task | 
         raise DatasetError(f"unknown dataset format {fmt!r}: choose one of {', '.join(DATASET_FORMATS)}")
     if fmt == "auto":
         p = Path(s.removeprefix("catalog:")).expanduser()
-        if s.startswith("catalog:") or p.suffix.lower() in (".sqlite", ".db", ".sqlite3"):
+        from soundalike.paths import is_catalog_url
+
+        if (s.startswith("catalog:") or is_catalog_url(s) or
+                p.suffix.lower() in (".sqlite", ".db", ".sqlite3")):
             fmt = "catalog"
         elif p.is_dir():
             fmt = "folders"

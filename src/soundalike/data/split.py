@@ -19,6 +19,8 @@ from soundalike.data.datasets import Manifest
 from soundalike.errors import DatasetError
 
 SPLITS = ("train", "val", "test")
+#: Tracks a label needs so that it can be in train, validation and test at least once.
+MIN_TRACKS_PER_LABEL = 3
 
 
 @dataclass(frozen=True)
@@ -101,3 +103,27 @@ def split_manifest(manifest: Manifest, *, val_fraction: float = 0.1, test_fracti
     if not out["train"]:
         raise DatasetError("split left no training tracks; the dataset is too small")
     return Split(sorted(out["train"]), sorted(out["val"]), sorted(out["test"]), seed)
+
+
+def split_warnings(manifest: Manifest, split: Split) -> list[str]:
+    """Plain warnings about a split too small to measure anything, one line each.
+
+    An empty validation split means model selection runs on the training tracks (its
+    "val" scores measure memorisation: 1.0 on three tracks says nothing); an empty test
+    split means no score at all; a label with fewer than :data:`MIN_TRACKS_PER_LABEL`
+    tracks cannot be in every split.
+    """
+    out = []
+    n = len(manifest.items)
+    if not split.val:
+        out.append(f"no validation tracks ({n} tracks in all): epochs are scored on the training tracks, "
+                   f"so those scores measure memorisation, not generalisation")
+    if not split.test:
+        out.append(f"no test tracks ({n} tracks in all): the run gets no test score")
+    counts = Counter(lab for it in manifest.items for lab in it.labels)
+    few = sorted(lab for lab in manifest.labels if counts.get(lab, 0) < MIN_TRACKS_PER_LABEL)
+    if few:
+        shown = ", ".join(f"{lab} ({counts.get(lab, 0)})" for lab in few[:8]) + (" ..." if len(few) > 8 else "")
+        out.append(f"{len(few)} label(s) have fewer than {MIN_TRACKS_PER_LABEL} tracks, too few for one "
+                   f"each in train, validation and test: {shown}")
+    return out

@@ -24,12 +24,30 @@ import numpy as np
 from soundalike.audio.attributes import ATTRIBUTES_VERSION
 from soundalike.audio.io import is_audio_path
 from soundalike.catalog.store import Catalog, Tag
-from soundalike.errors import CatalogError, SoundalikeError
+from soundalike.errors import CatalogBusyError, CatalogError, SoundalikeError
 
 #: How many of an analyzer's labels become model tags on the track.
 DEFAULT_TOP_TAGS = 5
 #: Labels below this probability are not stored as tags even if in the top N.
 MIN_TAG_CONFIDENCE = 0.05
+#: A single-label (softmax) model names one label per track: its top one.  Another label
+#: is stored only above this probability -- which a softmax can give at most one label,
+#: the top one, so in effect never: the other labels of a single-label task are by
+#: construction wrong for the track (a cello note is not also a flute at 0.05).
+SINGLE_LABEL_OTHERS_MIN = 0.5
+
+
+def model_tags(predictions: dict[str, float], *, top_tags: int, single_label: bool) -> list[tuple[str, float]]:
+    """The ``(label, probability)`` pairs stored as model tags, best first.
+
+    Multi-label taggers: the ``top_tags`` best labels at or above ``MIN_TAG_CONFIDENCE``.
+    Single-label classifiers: the top label, whatever its probability, plus any other at
+    or above ``SINGLE_LABEL_OTHERS_MIN``.
+    """
+    ranked = sorted(predictions.items(), key=lambda kv: kv[1], reverse=True)
+    if single_label:
+        return ranked[:1] + [(lab, p) for lab, p in ranked[1:top_tags] if p >= SINGLE_LABEL_OTHERS_MIN]
+    return [(lab, p) for lab, p in ranked[:top_tags] if p >= MIN_TAG_CONFIDENCE]
 
 Event = dict[str, Any]
 
@@ -56,28 +74,134 @@ class IngestSummary:
 # --------------------------------------------------------------------------- scanning
 
 
+@dataclass
+class ScanResult:
+    """What :func:`scan_folders` found: audio files, and entries that cannot be ingested.
+
+    ``problems`` are ``(path, reason, size, mtime)``: a symlink loop, a broken symlink, a
+    symlink leading out of the scanned folders, a folder that cannot be read.  ``size`` and
+    ``mtime`` are the entry's own (``lstat``), so an unchanged problem is not retried.
+    """
+
+    files: list[Path] = field(default_factory=list)
+    problems: list[tuple[Path, str, int | None, float | None]] = field(default_factory=list)
+
+
+def _lstat(p: Path) -> tuple[int | None, float | None]:
+    try:
+        st = os.lstat(p)
+        return st.st_size, st.st_mtime
+    except OSError:
+        return None, None
+
+
+def _inside(real: str, roots: list[str]) -> bool:
+    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def scan_folders(paths: Iterable[str | Path]) -> ScanResult:
+    """Audio files under ``paths`` and the entries that cannot be ingested, without aborting.
+
+    Folders are scanned recursively (hidden entries skipped, symlinked folders not
+    entered).  A given folder is taken at its real location; below it every file keeps
+    the name it has in the folder: a symlinked file is catalogued under the link's path
+    (deleting the link marks the track missing), followed only when it leads to a file
+    inside the scanned folders.  Two names for one file give one track (the real name
+    wins).  A symlink loop, a broken symlink, a link out of the folders or an unreadable
+    sub-folder is one entry of ``problems``, never an exception.
+
+    Raises
+    ------
+    CatalogError
+        A given path that does not exist at all.
+    """
+    result = ScanResult()
+    given = []
+    for p in paths:
+        p = Path(p).expanduser()
+        if not os.path.lexists(p):
+            raise CatalogError(f"{p}: no such file or directory")
+        given.append(Path(os.path.abspath(p)))
+    roots = [os.path.realpath(p) for p in given if p.is_dir()]
+    candidates: dict[str, list[Path]] = {}  # real path -> names found for it
+
+    def consider(path: Path, *, explicit: bool) -> None:
+        if not path.is_symlink():
+            candidates.setdefault(str(path), []).append(path)
+            return
+        try:
+            real = os.path.realpath(path, strict=True)
+        except OSError as exc:  # ELOOP, ENOENT, EACCES on the way
+            size, mtime = _lstat(path)
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            if isinstance(exc, FileNotFoundError) and not _is_loop(path):
+                reason = f"broken symlink: points to {target}, which does not exist"
+            elif _is_loop(path):
+                reason = f"symlink loop: {path.name} -> {target} never reaches a file"
+            else:
+                reason = f"symlink cannot be followed ({(exc.strerror or str(exc)).lower()})"
+            result.problems.append((path, reason, size, mtime))
+            return
+        if os.path.isdir(real):
+            return  # a link to a folder: folders are entered only as themselves
+        if not explicit and not _inside(real, roots):
+            size, mtime = _lstat(path)
+            result.problems.append((path, f"symlink leads outside the scanned folders (to {real}): not followed",
+                                    size, mtime))
+            return
+        candidates.setdefault(real, []).append(path)
+
+    for p in given:
+        if not p.is_dir():
+            consider(Path(os.path.realpath(p.parent)) / p.name, explicit=True)
+            continue
+        root = Path(os.path.realpath(p))
+
+        def unreadable(exc: OSError) -> None:
+            where = Path(exc.filename) if exc.filename else root
+            from soundalike.audio.io import os_error_reason
+
+            why = os_error_reason(exc).replace("the file", "this folder").replace(", not an audio file", "")
+            result.problems.append((where, f"folder skipped: {why}", *_lstat(where)))
+
+        for top, dirs, files in os.walk(root, followlinks=False, onerror=unreadable):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if not name.startswith(".") and is_audio_path(name):
+                    consider(Path(top) / name, explicit=False)
+    for real, names in candidates.items():
+        result.files.append(Path(real) if Path(real) in names else min(names))
+    result.files.sort()
+    seen: set[Path] = set()
+    result.problems = [x for x in result.problems if not (x[0] in seen or seen.add(x[0]))]
+    return result
+
+
+def _is_loop(path: Path) -> bool:
+    """Whether following ``path`` runs in a circle (ELOOP) rather than into nothing."""
+    import errno
+
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
 def scan(paths: Iterable[str | Path]) -> list[Path]:
     """Audio files under ``paths`` (files are taken as given), absolute, sorted, unique.
+
+    See :func:`scan_folders` (this drops its ``problems``).
 
     Raises
     ------
     CatalogError
         A path that does not exist.
     """
-    found: set[Path] = set()
-    for p in paths:
-        p = Path(p).expanduser()
-        if not p.exists():
-            raise CatalogError(f"{p}: no such file or directory")
-        if p.is_file():
-            found.add(p.resolve())
-            continue
-        for root, dirs, files in os.walk(p, followlinks=False):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in files:
-                if not name.startswith(".") and is_audio_path(name):
-                    found.add((Path(root) / name).resolve())
-    return sorted(found)
+    return scan_folders(paths).files
 
 
 def content_hash(path: str | Path, *, chunk: int = 1 << 20) -> str:
@@ -187,6 +311,7 @@ def analyze_in_blocks(path: str, analyzer, *, block_s: float | None = None
     emb_sum: np.ndarray | None = None
     pred_sum: dict[str, float] = {}
     total = 0
+    decoded = 0  # every sample, the slivers that are not analyzed included
     pending: list[np.ndarray] = []
     n_pending = 0
 
@@ -204,6 +329,7 @@ def analyze_in_blocks(path: str, analyzer, *, block_s: float | None = None
         total += len(y)
 
     for block in blocks:
+        decoded += len(block)
         pending.append(block)
         n_pending += len(block)
         if n_pending >= size:
@@ -212,21 +338,24 @@ def analyze_in_blocks(path: str, analyzer, *, block_s: float | None = None
     if emb_sum is None or total == 0:
         raise AudioDecodeError(path, f"too short: no block of at least {MIN_DURATION_S} s decoded")
     return ((emb_sum / total).astype(np.float32), {k: v / total for k, v in pred_sum.items()},
-            total / sr)
+            decoded / sr)
 
 
 def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
                  analyzer=None) -> dict[str, Any]:
     """Hash, read tags, decode and analyze one file.  Never raises: errors come back as data."""
     from soundalike.audio.io import info, load
+    from soundalike.ingest.peaks import track_peaks
 
     analyzer = analyzer or _ANALYZER
     try:
         st = os.stat(path)
         digest = content_hash(path)
         if digest == known_hash and not need_analysis:
-            return {"kind": "touch", "path": path, "size": st.st_size, "mtime": st.st_mtime}
+            return {"kind": "touch", "path": path, "size": st.st_size, "mtime": st.st_mtime,
+                    "inode": st.st_ino, "device": st.st_dev}
         meta = info(path)
+        wav = None
         if meta.duration_s > LONG_FILE_S:
             embedding, predictions, decoded_s = analyze_in_blocks(path, analyzer)
             attributes = track_attributes(path, predictions, sr=analyzer.sample_rate, decoded_s=decoded_s)
@@ -235,16 +364,26 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
             result = analyzer.analyze(wav.y, wav.sr)
             embedding, predictions, decoded_s = result.embedding, result.predictions, wav.duration_s
             attributes = track_attributes(path, predictions, y=wav.y, sr=wav.sr)
+        peaks = track_peaks(path, decoded=wav)  # the web page's waveform (2 kB)
         return {
             "kind": "ok", "path": path, "hash": digest, "size": st.st_size, "mtime": st.st_mtime,
-            "duration_s": meta.duration_s if meta.duration_s > 0 else decoded_s,
+            "inode": st.st_ino, "device": st.st_dev,
+            # what was decoded, not the header's guess (MP3 without a Xing header, cover
+            # art, a streamed FLAC without a sample count: all off, some by 10^14)
+            "duration_s": decoded_s,
             "sr": meta.sr, "channels": meta.channels, "format": meta.format.lower(),
             "tags": read_file_tags(path), "embedding": embedding, "predictions": predictions,
             "attributes": attributes,
+            "peaks": peaks,
         }
     except SoundalikeError as exc:
         reason = exc.reason if hasattr(exc, "reason") else str(exc)
         return {"kind": "error", "path": path, "reason": reason, "type": type(exc).__name__,
+                **_stat_or_none(path)}
+    except OSError as exc:  # unreadable, vanished, a directory: say so, not "unexpected ..."
+        from soundalike.audio.io import os_error_reason
+
+        return {"kind": "error", "path": path, "reason": os_error_reason(exc), "type": "AudioDecodeError",
                 **_stat_or_none(path)}
     except MemoryError:
         return {"kind": "error", "path": path, "reason": "out of memory while decoding",
@@ -299,11 +438,13 @@ def _stat_or_none(path: str) -> dict[str, Any]:
 
 
 def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category: str,
-            top_tags: int, label_categories: dict[str, str] | None = None) -> None:
+            top_tags: int, single_label: bool = False, adaptations: list | None = None,
+            label_categories: dict[str, str] | None = None) -> None:
     if res["kind"] == "touch":
         t = cat.track_by_path(res["path"])
         if t is not None:
-            cat.touch_track(t.id, size=res["size"], mtime=res["mtime"])
+            cat.touch_track(t.id, size=res["size"], mtime=res["mtime"], inode=res.get("inode"),
+                            device=res.get("device"))
         return
     if res["kind"] == "error":
         cat.record_error(path=res["path"], reason=res["reason"], error_type=res["type"],
@@ -311,18 +452,22 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
         return
     tags = res["tags"]
     preds = res["predictions"]
-    top = sorted(preds.items(), key=lambda kv: kv[1], reverse=True)[:top_tags]
+    top = model_tags(preds, top_tags=top_tags, single_label=single_label)
     with cat.transaction():
         tid = cat.upsert_track(
             path=res["path"], content_hash=res["hash"], size=res["size"], mtime=res["mtime"],
             duration_s=res["duration_s"], sr=res["sr"], channels=res["channels"], format=res["format"],
             title=tags.get("title"), artist=tags.get("artist"), album=tags.get("album"),
-            genre=tags.get("genre"), year=tags.get("year"))
+            genre=tags.get("genre"), year=tags.get("year"), inode=res.get("inode"), device=res.get("device"))
         cat.set_tags(tid, file_tags_as_tags(tags), source="file")
         cat.put_analysis(tid, model_id, res["embedding"], preds)
-        cats = label_categories or {}
+        if res.get("peaks") is not None:
+            cat.put_peaks(tid, res["peaks"])
+        for a in adaptations or ():  # the catalog's adaptations of this model follow it
+            cat.put_analysis(tid, a.model_id, a.apply(res["embedding"]))
+        cats = label_categories or {}  # models/vocabulary.py: each label's real category
         cat.set_tags(tid, [Tag(label, cats.get(label, label_category), "model", float(p), model_id)
-                           for label, p in top if p >= MIN_TAG_CONFIDENCE],
+                           for label, p in top],
                      source="model", model_id=model_id)
         if res.get("attributes") is not None:
             cat.put_attributes(tid, res["attributes"], model_id=model_id, version=ATTRIBUTES_VERSION)
@@ -363,20 +508,35 @@ def ingest(
     t0 = time.perf_counter()
     model = model or DEFAULT_ANALYZER
     roots = [Path(p).expanduser() for p in paths]
-    files = scan(roots)
+    found = scan_folders(roots)
+    files = found.files
     analyzer = load_analyzer(model)
     cat = catalog if isinstance(catalog, Catalog) else Catalog.open(catalog)
     own = not isinstance(catalog, Catalog)
     emit = on_event or (lambda e: None)
-    summary = IngestSummary(scanned=len(files), model_id=analyzer.model_id, model_name=analyzer.name)
+    summary = IngestSummary(scanned=len(files) + len(found.problems), model_id=analyzer.model_id,
+                            model_name=analyzer.name)
     try:
         cat.register_model(model_id=analyzer.model_id, name=analyzer.name, dim=analyzer.embedding_dim,
                            labels=list(analyzer.labels), label_category=analyzer.label_category)
         states = cat.file_states()
         failed_before = cat.error_states()
         analyzed = cat.analyzed_ids(analyzer.model_id)
+        from soundalike.models.adapt import Adaptation
+
+        adaptations = [Adaptation.from_bytes(a.data) for a in cat.adaptations(analyzer.model_id)]
         todo: list[tuple[str, str | None, bool]] = []
-        emit({"event": "start", "total": len(files)})
+        emit({"event": "start", "total": len(files) + len(found.problems)})
+        for bad, reason, size, mtime in found.problems:  # loops, broken links, unreadable folders
+            path = str(bad)
+            if path in failed_before and not retry_failed and failed_before[path] == (size, mtime):
+                summary.known_failures += 1
+                emit({"event": "file", "path": path, "status": "known-failure"})
+                continue
+            cat.record_error(path=path, reason=reason, error_type="ScanError", size=size, mtime=mtime)
+            summary.failed += 1
+            summary.errors.append((path, reason))
+            emit({"event": "file", "path": path, "status": "failed", "reason": reason})
         for f in files:
             path = str(f)
             try:
@@ -401,8 +561,20 @@ def ingest(
             todo.append((path, None, True))
 
         def handle(res: dict[str, Any]) -> None:
-            _commit(cat, res, model_id=analyzer.model_id, label_category=analyzer.label_category,
-                    top_tags=top_tags, label_categories=getattr(analyzer, "label_categories", None))
+            for attempt in range(5):
+                try:
+                    _commit(cat, res, model_id=analyzer.model_id, label_category=analyzer.label_category,
+                            top_tags=top_tags,
+                            single_label=getattr(analyzer, "multi_label", True) is False,
+                            adaptations=adaptations,
+                            label_categories=getattr(analyzer, "label_categories", None))
+                    break
+                except CatalogBusyError:
+                    # another ingest held a row this file needs (a deadlock the database broke,
+                    # or a lock timeout): the transaction rolled back whole, so commit again
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.05 * 2 ** attempt)
             if res["kind"] == "error":
                 summary.failed += 1
                 summary.errors.append((res["path"], res["reason"]))

@@ -26,7 +26,7 @@ import collections
 import math
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -538,7 +538,8 @@ def set_threads(threads: int | None) -> None:
 
 
 def open_recognizer(*, model: str | None = None, catalog_path=None, require_catalog: bool = False,
-                    config: LiveConfig = LiveConfig(), threads: int | None = 1) -> tuple[Recognizer, Any]:
+                    config: LiveConfig = LiveConfig(), threads: int | None = 1,
+                    on_warning: Callable[[str], None] | None = None) -> tuple[Recognizer, Any]:
     """Choose the analyzer, open the catalog and build a :class:`Recognizer`.
 
     Parameters
@@ -546,10 +547,13 @@ def open_recognizer(*, model: str | None = None, catalog_path=None, require_cata
     model : model name or trained run folder; ``None`` picks the catalog's default
         model (the one with most analyses) or else ``zoo.DEFAULT_ANALYZER``
     catalog_path : catalog file; ``None``, a missing file, or one without embeddings of
-        the model means no nearest tracks, unless ``require_catalog``
-    require_catalog : a missing ``catalog_path`` is an error (the user named it)
+        the model means no nearest tracks (labels only)
+    require_catalog : a missing ``catalog_path`` is an error (the user named it); a named
+        catalog without embeddings of the model is a warning, not an error: live labels
+        still work (a trained run's catalog is often ingested with another model)
     config : live parameters
     threads : torch intra-op threads (see :func:`set_threads`)
+    on_warning : called with a one-line warning when the catalog cannot be used
 
     Returns
     -------
@@ -560,7 +564,7 @@ def open_recognizer(*, model: str | None = None, catalog_path=None, require_cata
     CatalogError
         ``require_catalog`` and the file is missing or unreadable.
     ModelError, ModelMismatchError
-        Unknown model, or the catalog has no embeddings from the chosen model.
+        Unknown model, or the catalog's default model no longer has its id.
     """
     from pathlib import Path
 
@@ -580,26 +584,34 @@ def open_recognizer(*, model: str | None = None, catalog_path=None, require_cata
             catalog = None
     try:
         if model is None:
-            model_id = catalog.default_model_id() if catalog is not None else None
+            from soundalike.search.sync import analyzer_for, default_model_id
+
+            model_id = default_model_id(catalog) if catalog is not None else None
             if model_id is not None:
-                info = catalog.model(model_id)
-                analyzer = load_analyzer(info.name)
-                if analyzer.model_id != model_id:
-                    raise ModelMismatchError(
-                        f"the catalog's default model {info.name!r} was made by model id {model_id}, "
-                        f"but {info.name!r} here is {analyzer.model_id}; give --model explicitly")
+                try:
+                    analyzer = analyzer_for(catalog, model_id)
+                except ModelMismatchError as exc:
+                    raise ModelMismatchError(f"the catalog's default model: {exc}; give --model explicitly") from exc
             else:
                 analyzer = load_analyzer(DEFAULT_ANALYZER)
         else:
-            analyzer = load_analyzer(model)
+            adapted = catalog.find_model(model) if catalog is not None else None
+            if adapted is not None and catalog.get_adaptation(adapted.model_id) is not None:
+                from soundalike.search.sync import analyzer_for
+
+                analyzer = analyzer_for(catalog, adapted.model_id)  # an adapted model is the catalog's
+            else:
+                analyzer = load_analyzer(model)
         matcher = None
         if catalog is not None:
             try:
                 matcher = TrackMatcher(catalog, model_id=analyzer.model_id)
             except ModelMismatchError:
-                if require_catalog:
-                    raise
-                catalog.close()  # the implicit default catalog knows nothing of this model
+                if require_catalog and on_warning is not None:
+                    on_warning(f"catalog {catalog.path} has no embeddings from {analyzer.name} "
+                               f"({analyzer.model_id}): listening with labels only, no nearest tracks "
+                               f"(`soundalike ingest DIR --model {model or analyzer.name}` adds them)")
+                catalog.close()  # the catalog knows nothing of this model
                 catalog = None
     except BaseException:
         if catalog is not None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from soundalike.errors import CheckpointError, ModelMismatchError
+from soundalike.errors import CheckpointError, ConfigError, ModelMismatchError
 from soundalike.models.base import Analysis, Analyzer
 from soundalike.models.families import FamilyConfig, build
 
@@ -85,8 +85,99 @@ def checkpoint_file(run: str | Path) -> Path:
     return p / CHECKPOINT_NAME if p.is_dir() else p
 
 
+#: Most parameters a checkpoint's described model may have (about 2 GB of float32):
+#: a tampered config must not make us allocate 160 GB before the weights are compared.
+MAX_PARAMETERS = 500_000_000
+#: Ranges of the config fields every family uses; a value outside is a broken checkpoint.
+_CONFIG_BOUNDS: dict[str, tuple[float, float]] = {
+    "n_labels": (1, 100_000), "sample_rate": (1000, 384_000), "window_s": (0.05, 3600.0),
+    "n_mels": (1, 1024), "n_fft": (16, 1 << 17), "hop_length": (1, 1 << 17), "n_mfcc": (1, 1024),
+    "hidden": (0, 1 << 17), "embedding_dim": (1, 1 << 17), "dropout": (0.0, 0.999),
+    "input_dim": (0, 1 << 17), "freq_mask": (0, 1024), "time_mask": (0, 1 << 16), "hop_fraction": (1e-3, 1.0),
+}
+
+
+def _bad(f: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"{f}: {why}")
+
+
+def _check_meta(f: Path, d: Any) -> RunMeta:
+    """A :class:`RunMeta` from a checkpoint's decoded metadata, every field checked."""
+    if not isinstance(d, dict):
+        raise _bad(f, "checkpoint metadata is not a JSON object")
+    cfg = d.get("config")
+    if not isinstance(cfg, dict):
+        raise _bad(f, "checkpoint metadata has no model config")
+    for key, (lo, hi) in _CONFIG_BOUNDS.items():
+        if key not in cfg:
+            continue
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+            raise _bad(f, f"config {key}={v!r} is out of range ({lo:g}..{hi:g})")
+    channels = cfg.get("channels", [])
+    if (not isinstance(channels, list) or len(channels) > 16
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 8192 for c in channels)):
+        raise _bad(f, f"config channels={channels!r} is not a list of up to 16 widths in 1..8192")
+    labels = d.get("labels")
+    if (not isinstance(labels, list) or not labels
+            or not all(isinstance(x, str) and x.strip() for x in labels)):
+        raise _bad(f, "checkpoint labels are not a non-empty list of names")
+    if len(set(labels)) != len(labels):
+        raise _bad(f, "checkpoint labels repeat a name")
+    if cfg.get("n_labels") != len(labels):
+        raise _bad(f, f"checkpoint has {len(labels)} labels but its model head has "
+                      f"{cfg.get('n_labels')!r} outputs")
+    if d.get("task") not in ("single", "multi"):
+        raise _bad(f, f"checkpoint task {d.get('task')!r} is neither 'single' nor 'multi'")
+    if not isinstance(d.get("label_category"), str) or not d["label_category"].strip():
+        raise _bad(f, "checkpoint has no label category")
+    for key in ("backbone", "backbone_model_id", "name"):
+        if d.get(key) is not None and not isinstance(d[key], str):
+            raise _bad(f, f"checkpoint {key} is not a string")
+    try:
+        return RunMeta.from_dict(d)
+    except (ConfigError, TypeError, ValueError, KeyError) as exc:
+        raise _bad(f, f"checkpoint config is invalid: {exc}") from None
+
+
+def _build_checked(f: Path, meta: RunMeta, state: dict):
+    """Build the described model once its size and shapes are known to fit ``state``."""
+    import torch
+
+    try:
+        with torch.device("meta"):  # shapes only: nothing allocated yet
+            shell = build(meta.config)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a broken description
+        raise _bad(f, f"checkpoint describes a model that cannot be built: {type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+    n_params = sum(int(np.prod(s)) for s in expected.values())
+    if n_params > MAX_PARAMETERS:
+        raise _bad(f, f"checkpoint describes a model of {n_params:,} parameters (the limit is "
+                      f"{MAX_PARAMETERS:,}): refusing to build it")
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    wrong = [k for k in expected if k in got and got[k] != expected[k]]
+    if missing or unexpected or wrong:
+        parts = [f"{len(x)} {what}" for x, what in ((missing, "missing"), (unexpected, "unexpected"),
+                                                   (wrong, "of the wrong shape")) if x]
+        example = (f"; e.g. {wrong[0]}: {got[wrong[0]]} in the file, {expected[wrong[0]]} expected" if wrong
+                   else f"; e.g. {(missing or unexpected)[0]}")
+        raise _bad(f, f"weights do not fit the described {meta.config.family} model "
+                      f"({', '.join(parts)} tensors{example})")
+    model = build(meta.config)
+    model.load_state_dict(state)
+    return model
+
+
 def load_checkpoint(run: str | Path):
     """Load a run folder (or its ``model.pt``): returns ``(model in eval mode, RunMeta)``.
+
+    Everything in the file is checked before it is used: a file that is not a torch
+    checkpoint, one that would need pickled code, a wrong or future format version,
+    metadata out of range, labels that do not match the head, a model too large to
+    build, weights that do not fit -- each is one :class:`CheckpointError` line.
 
     Raises
     ------
@@ -101,21 +192,40 @@ def load_checkpoint(run: str | Path):
     f = checkpoint_file(run)
     if not f.exists():
         raise CheckpointError(f"{f}: no checkpoint (expected a run folder with {CHECKPOINT_NAME})")
+    if not f.is_file():
+        raise CheckpointError(f"{f}: not a file")
     try:
         payload = torch.load(f, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{f}: cannot be read as a safe (weights-only) checkpoint: {exc}") from exc
+    except pickle.UnpicklingError as exc:
+        # torch's message advises weights_only=False, i.e. running the file's code: never that
+        if "global" in str(exc).lower():
+            raise _bad(f, "refused: the file holds pickled objects other than tensors and plain data "
+                          "(a soundalike checkpoint never does)") from None
+        raise _bad(f, "not a torch checkpoint (expected the model.pt that `soundalike train` writes)") from None
+    except OSError as exc:
+        raise _bad(f, f"cannot be read: {exc.strerror or exc}") from None
+    except Exception:  # noqa: BLE001 - torch raises KeyError, RuntimeError, ... on non-checkpoints
+        raise _bad(f, "not a torch checkpoint (expected the model.pt that `soundalike train` writes)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{f}: not a soundalike run checkpoint")
-    if int(payload.get("version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{f}: checkpoint format {payload['version']} is newer than this "
+    version = payload.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise _bad(f, f"checkpoint format version {version!r} is not a version number")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{f}: checkpoint format {version} is newer than this "
                               f"soundalike understands ({FORMAT_VERSION}); upgrade soundalike")
+    raw, state = payload.get("meta"), payload.get("state_dict")
+    if not isinstance(raw, str):
+        raise _bad(f, "checkpoint has no metadata")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise _bad(f, "checkpoint weights are not a dict of named tensors")
     try:
-        meta = RunMeta.from_dict(json.loads(payload["meta"]))
-        model = build(meta.config)
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{f}: checkpoint does not match its described model: {exc}") from exc
+        d = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _bad(f, "checkpoint metadata is not valid JSON") from None
+    meta = _check_meta(f, d)
+    model = _build_checked(f, meta, state)
     model.eval()
     return model, meta
 

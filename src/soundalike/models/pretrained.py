@@ -36,7 +36,7 @@ from soundalike.config import MelConfig
 from soundalike.errors import CheckpointError, ModelError
 from soundalike.models.base import Analysis
 
-Layer = Literal["penultimate", "max_pool"]
+Layer = Literal["penultimate", "max_pool", "mean_pool"]
 
 #: The exact front end the musicnn checkpoints expect.
 MUSICNN_MEL = MelConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, fmin=0.0,
@@ -137,7 +137,7 @@ class ModelSpec:
 
 #: Embedding sizes per architecture (checked against the loaded network at load time).
 ARCH_EMBEDDING_DIMS: dict[str, dict[str, int]] = {
-    "musicnn": {"penultimate": 200, "max_pool": 753},
+    "musicnn": {"penultimate": 200, "max_pool": 753, "mean_pool": 753},
     "vgg": {"penultimate": 256},
 }
 
@@ -267,7 +267,7 @@ class PretrainedModel:
         weights = read_bundle(ckpt)
         self.net = build_network(spec.arch, weights, n_classes=len(spec.labels))
         self.embedding_dims: dict[str, int] = {
-            k: v for k, v in self.net.embedding_dims.items() if k in ("penultimate", "max_pool")
+            k: v for k, v in self.net.embedding_dims.items() if k in ("penultimate", "max_pool", "mean_pool")
         }
         if self.embedding_dims != spec.embedding_dims:
             raise CheckpointError(f"{ckpt}: embedding sizes {self.embedding_dims} differ from the "
@@ -334,7 +334,7 @@ class PretrainedModel:
         -------
         dict
             ``"probs"`` ``(N, n_labels)``, ``"penultimate"`` ``(N, d)`` and, for musicnn,
-            ``"max_pool"`` ``(N, 753)``; float32, every patch its own row.
+            ``"max_pool"`` and ``"mean_pool"`` ``(N, 753)``; float32, every patch its own row.
         """
         import torch
 
@@ -342,7 +342,7 @@ class PretrainedModel:
         if patches.ndim != 3 or patches.shape[1:] != (self.mel_config.n_mels, self.patch_frames):
             raise ModelError(f"{self.name}: patches must be (N, {self.mel_config.n_mels}, "
                              f"{self.patch_frames}), got {patches.shape}")
-        keys = ["penultimate", *(["max_pool"] if "max_pool" in self.embedding_dims else [])]
+        keys = ["penultimate", *(k for k in ("max_pool", "mean_pool") if k in self.embedding_dims)]
         outs: dict[str, list[np.ndarray]] = {"probs": [], **{k: [] for k in keys}}
         batch_size = max(1, batch_size)
         chunks = []
@@ -413,8 +413,9 @@ class PretrainedModel:
         Parameters
         ----------
         y, sr, hop_s, batch_size : as in :meth:`predict`
-        layer : ``"penultimate"`` (200-d for musicnn, 256-d for vgg) or ``"max_pool"``
-            (musicnn only: 753-d max over time of the mid-end features)
+        layer : ``"penultimate"`` (200-d for musicnn, 256-d for vgg), ``"max_pool"`` or
+            ``"mean_pool"`` (musicnn only: 753-d max / mean over time of the front-end and
+            mid-end features)
 
         Returns
         -------

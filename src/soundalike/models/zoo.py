@@ -17,13 +17,16 @@ from soundalike.models.base import Analyzer
 PRETRAINED: tuple[str, ...] = ("MTT_musicnn", "MTT_vgg", "MSD_musicnn", "MSD_vgg")
 #: Analyzers that need no weights at all.
 BASELINES: tuple[str, ...] = ("mfcc-stats",)
-#: What ingest runs when no ``--model`` is given.
-DEFAULT_ANALYZER = "MTT_musicnn"
+#: Analyzers built from several pretrained models (:mod:`soundalike.models.fusion`).
+FUSED: tuple[str, ...] = ("musicnn-fusion",)
+#: What ingest (and so similar, serve and listen) runs when no ``--model`` is given:
+#: picked from ``benchmarks/bench_similarity.py`` (README, "Similarity").
+DEFAULT_ANALYZER = "musicnn-fusion"
 
 
 def available() -> list[str]:
     """Names accepted by :func:`load_analyzer` (besides paths to trained runs)."""
-    return [*BASELINES, *PRETRAINED]
+    return [*BASELINES, *PRETRAINED, *FUSED]
 
 
 def load_analyzer(spec: str | Path) -> Analyzer:
@@ -35,7 +38,7 @@ def load_analyzer(spec: str | Path) -> Analyzer:
         Unknown name, or a path that is not a trained run.
     """
     key = str(spec)
-    if key not in BASELINES and key not in PRETRAINED:
+    if key not in BASELINES and key not in PRETRAINED and key not in FUSED:
         p = Path(key).expanduser()
         if not p.exists():
             raise ModelError(
@@ -55,6 +58,10 @@ def _load_cached(key: str) -> Analyzer:
         from soundalike.models.pretrained import load_pretrained_analyzer
 
         return load_pretrained_analyzer(key)
+    if key in FUSED:
+        from soundalike.models.fusion import load_fusion_analyzer
+
+        return load_fusion_analyzer()
     return load_run_analyzer(Path(key))
 
 

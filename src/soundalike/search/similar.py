@@ -156,16 +156,17 @@ def open_catalog(catalog: Catalog | str | os.PathLike | None):
         cat.close()
 
 
-def _analyze_file(path: Path, model_name: str, model_id: str):
-    from soundalike.audio.io import load
-    from soundalike.models.zoo import load_analyzer
+#: Longest outside clip a query decodes, in seconds (decoding stops there: AudioTooLongError).
+MAX_CLIP_S = 1800.0
 
-    analyzer = load_analyzer(model_name)
-    if analyzer.model_id != model_id:
-        raise ModelMismatchError(
-            f"model {model_name!r} now has id {analyzer.model_id}, but the catalog's embeddings were "
-            f"made by {model_id}; re-ingest with `soundalike ingest DIR --model {model_name}`")
-    y, sr = load(path, sr=analyzer.sample_rate)
+
+def _analyze_file(cat: Catalog, path: Path, model_id: str, *, max_clip_s: float | None = None):
+    """Analyze an outside file with the catalog's model; also its attributes, as a track's."""
+    from soundalike.audio.io import load
+    from soundalike.search.sync import analyzer_for
+
+    analyzer = analyzer_for(cat, model_id)
+    y, sr = load(path, sr=analyzer.sample_rate, max_duration_s=max_clip_s)
     analysis = analyzer.analyze(y, sr)
     return analyzer, analysis, _clip_attributes(y, sr, analysis.predictions)
 
@@ -180,18 +181,19 @@ def _clip_attributes(y: np.ndarray, sr: int, predictions: dict[str, float]) -> d
 
 
 def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str,
-                  include_suggested: bool = False) -> ResolvedQuery:
+                  include_suggested: bool = False, max_clip_s: float | None = MAX_CLIP_S) -> ResolvedQuery:
     """Turn a query into a vector of ``model_id``.
 
     ``query`` is a track id (int or digits), a path (a catalog track's, or any audio file,
     analyzed on the fly), or a title/artist substring (the first match, by id).
+    An outside file longer than ``max_clip_s`` seconds is refused (``None``: no limit).
 
     Raises
     ------
     TrackNotFoundError
         Nothing in the catalog matches and it is not an audio file.
     AudioDecodeError
-        An outside file cannot be decoded.
+        An outside file cannot be decoded (:class:`AudioTooLongError`: too long).
     """
     from soundalike.search.sync import lookup_model
 
@@ -210,7 +212,7 @@ def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str
         if p.is_file():
             track = cat.track_by_path(str(p.resolve())) or cat.track_by_path(str(p))
             if track is None:
-                analyzer, analysis, attrs = _analyze_file(p, info.name, model_id)
+                analyzer, analysis, attrs = _analyze_file(cat, p, info.model_id, max_clip_s=max_clip_s)
                 cats = getattr(analyzer, "label_categories", None) or {}
                 top = [(cats.get(lbl, analyzer.label_category), lbl) for lbl, prob in analysis.top(5)
                        if prob >= 0.1]
@@ -226,7 +228,7 @@ def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str
     if stored is not None:
         vec, preds = stored.embedding, stored.predictions
     else:
-        _, analysis, _ = _analyze_file(Path(track.path), info.name, model_id)
+        _, analysis, _ = _analyze_file(cat, Path(track.path), info.model_id)
         vec, preds = np.asarray(analysis.embedding, np.float32), dict(analysis.predictions)
     tags = cat.tag_pairs([track.id], sources=sources)[track.id]
     return ResolvedQuery(vec, model_id, track, track.path, frozenset(tags), preds,
@@ -280,8 +282,10 @@ def parse_tolerance(text: str | float | None) -> float | None:
 def _hits(cat: Catalog, ids: np.ndarray, scores: np.ndarray, query_tags: frozenset[tuple[str, str]],
           sources: Sequence[str], query_attributes: dict | None = None) -> list[Hit]:
     keep = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
-    tracks = cat.get_tracks([i for i, _ in keep])
-    tag_sets = cat.tag_pairs([i for i, _ in keep], sources=sources) if query_tags else {}
+    if query_tags:
+        tracks, tag_sets = cat.tracks_with_tag_pairs([i for i, _ in keep], sources=sources)
+    else:
+        tracks, tag_sets = cat.get_tracks([i for i, _ in keep]), {}
     attrs = cat.attributes_of([i for i, _ in keep])
     hits = []
     for i, s in keep:
@@ -409,8 +413,10 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
                        include_suggested: bool = False, max_per_artist: int | None = None,
                        max_per_album: int | None = None, include_duplicates: bool = False,
                        bpm_tolerance: float | str | None = None,
-                       catalog: Catalog | str | os.PathLike | None = None) -> tuple[ResolvedQuery, list[Hit]]:
-    """:func:`similar`, also returning what the query resolved to (for display)."""
+                       catalog: Catalog | str | os.PathLike | None = None,
+                       max_clip_s: float | None = MAX_CLIP_S) -> tuple[ResolvedQuery, list[Hit]]:
+    """:func:`similar`, also returning what the query resolved to (for display); an outside
+    clip longer than ``max_clip_s`` seconds raises :class:`AudioTooLongError`."""
     from soundalike.catalog.query import parse
     from soundalike.search.sync import cached_index, model_info
 
@@ -423,7 +429,8 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
     parse(where)  # fail on a bad filter before any decoding
     with open_catalog(catalog) as cat:
         info = model_info(cat, model)
-        rq = resolve_query(cat, query, model_id=info.model_id, include_suggested=include_suggested)
+        rq = resolve_query(cat, query, model_id=info.model_id, include_suggested=include_suggested,
+                           max_clip_s=max_clip_s)
         if tol is not None:
             bpm = (rq.attributes or {}).get("bpm")
             if not bpm:

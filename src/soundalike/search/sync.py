@@ -58,8 +58,64 @@ def lookup_model(cat: Catalog, ref: str) -> ModelInfo | None:
     return info
 
 
+def default_model_id(cat: Catalog) -> str | None:
+    """What similar, serve and listen compare when no ``--model`` is given.
+
+    The model with the most analyses of ok tracks; if the catalog holds an adaptation of
+    it (``soundalike index adapt``), the newest adaptation instead.  None: empty catalog.
+    """
+    mid = cat.default_model_id()
+    if mid is None:
+        return None
+    adapted = cat.adaptations(mid)
+    return adapted[0].model_id if adapted else mid
+
+
+def load_adaptation(cat: Catalog, model_id: str):
+    """The :class:`~soundalike.models.adapt.Adaptation` stored for ``model_id``, or None."""
+    stored = cat.get_adaptation(model_id)
+    if stored is None:
+        return None
+    from soundalike.models.adapt import Adaptation
+
+    return Adaptation.from_bytes(stored.data)
+
+
+def analyzer_for(cat: Catalog, model_id: str):
+    """The analyzer that makes ``model_id``'s vectors for new audio (outside clips, live).
+
+    A plain model: the registry's analyzer of that name, checked to have that id.  An
+    adapted model: its base analyzer with the stored adaptation applied.
+
+    Raises
+    ------
+    CatalogError
+        No such model in the catalog.
+    ModelMismatchError
+        The analyzer of that name now has another model id (re-ingest).
+    """
+    from soundalike.models.zoo import load_analyzer
+
+    info = cat.find_model(model_id)
+    if info is None:
+        raise CatalogError(f"{cat.path}: no model {model_id!r}")
+    adaptation = load_adaptation(cat, info.model_id)
+    if adaptation is not None:
+        from soundalike.models.adapt import AdaptedAnalyzer
+
+        base = analyzer_for(cat, adaptation.base_model_id)
+        return AdaptedAnalyzer(base, adaptation)
+    analyzer = load_analyzer(info.name)
+    if analyzer.model_id != info.model_id:
+        raise ModelMismatchError(
+            f"model {info.name!r} now has id {analyzer.model_id}, but the catalog's embeddings were "
+            f"made by {info.model_id}; re-ingest with `soundalike ingest DIR --model {info.name}`")
+    return analyzer
+
+
 def model_info(cat: Catalog, model: str | None) -> ModelInfo:
-    """The catalog's :class:`ModelInfo` for a model name or id (``None``: the default model).
+    """The catalog's :class:`ModelInfo` for a model name or id (``None``: the default model,
+    see :func:`default_model_id`).
 
     Raises
     ------
@@ -67,7 +123,7 @@ def model_info(cat: Catalog, model: str | None) -> ModelInfo:
         The catalog holds no analyses (of that model).
     """
     if model is None:
-        mid = cat.default_model_id()
+        mid = default_model_id(cat)
         if mid is None:
             raise CatalogError(f"{cat.path}: no analysed tracks; run `soundalike ingest DIR "
                                f"--catalog {cat.path}` first")
@@ -108,10 +164,16 @@ def sync(index: VectorIndex, cat: Catalog) -> dict[str, int]:
 
 def build_index(cat: Catalog, model_id: str, *, config: IndexConfig = IndexConfig()) -> VectorIndex:
     """Build a fresh index over the catalog's ``ok`` analyses of ``model_id``."""
-    ids, versions = cat.analysis_versions(model_id)
     info = cat.find_model(model_id)
     dim = info.dim if info else 0
-    X = _vectors(cat, model_id, ids, dim) if len(ids) else np.zeros((0, dim), np.float32)
+    # one streaming read, not one query per 900 ids (100k vectors: 1 s vs 12 s on PostgreSQL)
+    ids, versions, X = cat.index_rows(model_id)
+    if not len(ids):
+        X = np.zeros((0, dim), np.float32)
+    elif X.shape[1] != dim:
+        raise ModelMismatchError(f"model {model_id}: the catalog's embeddings are {X.shape[1]}-d, its model "
+                                 f"row says {dim}-d; re-ingest with `soundalike ingest DIR --model "
+                                 f"{info.name if info else model_id}`")
     return VectorIndex.build(ids, X, model_id=model_id, config=config,
                              synced_version=int(versions.max()) if len(versions) else 0)
 

@@ -340,6 +340,7 @@ def fit_model(model, tracks: TrackSet, split, *, config: FamilyConfig, train: Tr
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=train.epochs, eta_min=train.lr * 0.02)
     val_idx = split.val or split.train  # tiny sets: fall back to train for model selection
+    scored_on = "val" if split.val else "train"  # said in every history row: never a silent 1.0
     history: list[dict[str, float]] = []
     best = (-math.inf, math.inf)
     best_state = copy.deepcopy(model.state_dict())
@@ -394,7 +395,7 @@ def fit_model(model, tracks: TrackSet, split, *, config: FamilyConfig, train: Tr
         vloss = _val_loss(task, probs, vt)
         row = {"epoch": epoch, "train_loss": total_loss / max(n_batches, 1), "val_loss": vloss,
                "val_score": score if math.isfinite(score) else float("nan"),
-               "time_s": time.perf_counter() - t0}
+               "scored_on": scored_on, "time_s": time.perf_counter() - t0}
         history.append(row)
         if (score, -vloss) > (best[0], -best[1]):
             best, best_epoch, stale = (score, vloss), epoch, 0
@@ -420,7 +421,8 @@ def default_run_dir(manifest: Manifest, family: str, root: str | Path = "runs") 
 
 
 def train(manifest: Manifest, *, config: TrainConfig = TrainConfig(), out: str | Path | None = None,
-          progress: Progress = _noop, on_epoch: Callable[[dict], None] | None = None) -> dict:
+          progress: Progress = _noop, on_epoch: Callable[[dict], None] | None = None,
+          on_warning: Callable[[str], None] | None = None) -> dict:
     """The whole pipeline: features, split, fit, test evaluation, run folder.
 
     Parameters
@@ -430,6 +432,9 @@ def train(manifest: Manifest, *, config: TrainConfig = TrainConfig(), out: str |
     out : run folder (default ``runs/<dataset>-<family>-<timestamp>``); created
     progress : ``progress(stage, done, total)`` callback (the CLI draws bars with it)
     on_epoch : called with each epoch's history row
+    on_warning : called with each one-line warning about the data (a split too small to
+        score on, labels with too few tracks) before training starts; they are also in
+        ``report["warnings"]`` and report.md
 
     Returns
     -------
@@ -438,7 +443,7 @@ def train(manifest: Manifest, *, config: TrainConfig = TrainConfig(), out: str |
     import torch
 
     from soundalike.data.cache import FeatureCache
-    from soundalike.data.split import split_manifest
+    from soundalike.data.split import split_manifest, split_warnings
     from soundalike.models.families import build
     from soundalike.models.checkpoint import CHECKPOINT_NAME, RunMeta, run_model_id, save_checkpoint
     from soundalike.train.evaluate import metrics_for
@@ -480,6 +485,9 @@ def train(manifest: Manifest, *, config: TrainConfig = TrainConfig(), out: str |
                            seed=config.seed, use_groups=config.use_groups)
     man.save(run_dir / "manifest.json")
     split.save(run_dir / "split.json", man)
+    warnings = split_warnings(man, split)
+    for w in warnings:
+        (on_warning or (lambda m: None))(w)
 
     torch.manual_seed(config.seed)  # the backbone may have drawn from torch's generator
     model = build(fam)
@@ -514,6 +522,7 @@ def train(manifest: Manifest, *, config: TrainConfig = TrainConfig(), out: str |
                      "cache_hits": cache.hits, "cache_misses": cache.misses,
                      "history": result.history},
         "test": metrics,
+        "warnings": warnings,
         "evaluated_on": "test split (track-level: mean of window predictions)",
     }
     (run_dir / "run.json").write_text(json.dumps(meta.to_dict(), indent=1))

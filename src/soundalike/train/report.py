@@ -108,6 +108,8 @@ def markdown(report: dict, *, title: str = "Training report") -> str:
                   f"{tr['train_time_s']:.1f} s, {tr['samples_per_s']:.0f} windows/s; "
                   f"features {tr['feature_time_s']:.1f} s (cache {tr['cache_hits']} hits, "
                   f"{tr['cache_misses']} misses)"]
+    if report.get("warnings"):
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
     lines += ["", f"## Results ({report.get('evaluated_on', 'test split')})", ""]
     if "accuracy" in t:
         lines += [f"| accuracy | balanced accuracy | macro F1 | tracks |", "|---|---|---|---|",

@@ -3,13 +3,14 @@
 ``create_app(catalog_path)`` returns a FastAPI app; ``soundalike serve`` runs it with
 uvicorn on 127.0.0.1 by default.  The page (``templates/index.html`` +
 ``static/app.js``) is dependency-free and works offline.  The JSON API lives under
-``/api`` (OpenAPI schema at ``/openapi.json``, browsable at ``/docs``):
+``/api`` (OpenAPI schema at ``/openapi.json``; no ``/docs``: Swagger UI would load
+scripts from a CDN):
 
 =======================================  =============================================
 ``GET /api/tracks``                      page of tracks (``where``, ``q``, ``offset``, ``limit``)
 ``GET /api/facets``                      tag counts per category over the same filter
 ``GET /api/tracks/{id}``                 one track: tags by source, top predicted tags
-``GET /api/tracks/{id}/audio``           the file, with HTTP Range (206 / 416)
+``GET|HEAD /api/tracks/{id}/audio``      the file, with HTTP Range (206, multipart, 416)
 ``GET /api/tracks/{id}/spectrogram.png`` its mel-spectrogram
 ``GET /api/similar``                     tracks like track ``id`` within ``where`` (caps per
                                          artist/album, near-duplicates left out, BPM tolerance)
@@ -19,8 +20,10 @@ uvicorn on 127.0.0.1 by default.  The page (``templates/index.html`` +
 =======================================  =============================================
 
 Safety: audio is served only for catalog tracks, by id -- no path ever comes from the
-request; uploads are size-limited and type-checked; errors reach the client as a
-one-line JSON ``detail``, never a stack trace.  The web layer writes no SQL: it calls
+request; :class:`~soundalike.web.guard.Guard` checks Host and Origin, refuses oversized
+bodies before reading them and sets CSP/nosniff; uploads are type-checked and their
+decoded length capped; errors reach the client as a one-line JSON ``detail`` without
+server paths, never a stack trace.  The web layer writes no SQL: it calls
 the Catalog API and :mod:`soundalike.search`.
 """
 
@@ -28,13 +31,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import mimetypes
 import os
 import re
+import secrets
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -43,6 +47,7 @@ from fastapi.staticfiles import StaticFiles
 
 from soundalike.errors import (
     AudioDecodeError,
+    AudioTooLongError,
     CatalogError,
     ModelMismatchError,
     QueryError,
@@ -54,11 +59,23 @@ log = logging.getLogger("soundalike.web")
 HERE = Path(__file__).parent
 #: Default cap on uploaded clips, in bytes.
 MAX_UPLOAD_BYTES = 20_000_000
+#: Default cap on the decoded length of an uploaded clip, in seconds.
+MAX_CLIP_S = 600.0
+#: Room for the multipart envelope (boundaries, part headers, the form's small fields).
+MULTIPART_OVERHEAD = 64 * 1024
+#: Most ranges one request may ask for; more are answered with the whole file (RFC 9110
+#: lets a server ignore Range), so a request cannot make us send thousands of parts.
+MAX_RANGES = 32
 #: Largest page ``/api/tracks`` returns.
 PAGE_LIMIT_MAX = 500
+#: Largest ``offset`` (beyond any catalog; keeps the value a 64-bit SQL integer).
+MAX_OFFSET = 10**12
 #: Bytes per chunk when streaming audio.
 CHUNK = 256 * 1024
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^(\d*)-(\d*)$")
+_PATHS_RE = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s\\/:'\"]+)+[\\/]([^\s\\/:'\"]+)")
+#: Sort orders the track list offers (``bpm`` needs per-track attributes in the catalog).
+SortKey = Literal["relevance", "title", "length", "bpm", "added"]
 
 
 class HTTPProblem(Exception):
@@ -68,33 +85,67 @@ class HTTPProblem(Exception):
         self.status, self.detail, self.headers = status, detail, headers or {}
 
 
-def parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """Byte range ``(start, end)`` (inclusive) asked by a ``Range`` header, or None for all.
+def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
+    """Byte ranges ``[(start, end), ...]`` (inclusive) asked by a ``Range`` header, or None for all.
+
+    The unit is case-insensitive (``BYTES=0-9``).  Overlapping or adjacent ranges are
+    merged, in the order asked; unsatisfiable ones among satisfiable ones are dropped
+    (RFC 9110 14.2).  More than :data:`MAX_RANGES` ranges: None (the whole file).
 
     Raises
     ------
     HTTPProblem
-        416 for a malformed, multi-part or unsatisfiable byte range.
+        416 for a malformed byte range or one that no part of the file satisfies.
     """
     h = header.strip()
     if not h.lower().startswith("bytes="):
         return None  # other units are ignored, as RFC 9110 allows
     unsat = HTTPProblem(416, f"range {h!r} not satisfiable for {size} bytes",
                         {"Content-Range": f"bytes */{size}"})
-    m = _RANGE_RE.match(h.replace(" ", ""))
-    if not m or (m.group(1) == "" and m.group(2) == ""):
-        raise unsat
-    a, b = m.group(1), m.group(2)
-    if a == "":  # suffix: the last b bytes
-        n = int(b)
-        if n == 0 or size == 0:
+    specs = [x.strip() for x in h[len("bytes="):].split(",")]
+    if len(specs) > MAX_RANGES:
+        return None
+    out: list[tuple[int, int]] = []
+    for spec in specs:
+        m = _RANGE_RE.match(spec.replace(" ", ""))
+        if not m or (m.group(1) == "" and m.group(2) == ""):
+            raise unsat  # malformed: the whole header is invalid
+        a, b = m.group(1), m.group(2)
+        if a == "":  # suffix: the last b bytes
+            n = int(b)
+            if n == 0 or size == 0:
+                continue
+            out.append((max(size - n, 0), size - 1))
+            continue
+        start = int(a)
+        end = int(b) if b else size - 1
+        if end < start:
             raise unsat
-        return max(size - n, 0), size - 1
-    start = int(a)
-    end = int(b) if b else size - 1
-    if start >= size or end < start:
+        if start >= size:
+            continue
+        out.append((start, min(end, size - 1)))
+    if not out:
         raise unsat
-    return start, min(end, size - 1)
+    merged: list[tuple[int, int]] = []
+    for r in out:  # merge into the first range it touches; keep the requested order otherwise
+        for i, (s0, e0) in enumerate(merged):
+            if r[0] <= e0 + 1 and s0 <= r[1] + 1:
+                merged[i] = (min(s0, r[0]), max(e0, r[1]))
+                break
+        else:
+            merged.append(r)
+    return merged
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """The one byte range of a ``Range`` header (the first after merging), or None for all."""
+    r = parse_ranges(header, size)
+    return r[0] if r else None
+
+
+def public_message(msg: str) -> str:
+    """An error message as a client may see it: absolute paths cut to their file names."""
+    return _PATHS_RE.sub(lambda m: m.group(1), msg)
 
 
 class _Catalogs:
@@ -128,9 +179,17 @@ class _Catalogs:
 
 
 def _track_json(t, tags=None) -> dict[str, Any]:
+    from soundalike.web.present import display_title, is_junk_title
+
     d = {"id": t.id, "name": t.display_name, "title": t.title, "artist": t.artist, "album": t.album,
          "year": t.year, "duration_s": t.duration_s, "format": t.format,
-         "file": Path(t.path).name}
+         "file": Path(t.path).name, "display_title": display_title(t.title, t.path),
+         "title_is_file": is_junk_title(t.title),
+         "added_at": t.added_at}
+    for extra in ("bpm", "key"):  # per-track attributes, where the catalog has them
+        v = getattr(t, extra, None)
+        if v is not None:
+            d[extra] = v
     if tags is not None:
         d["tags"] = [{"category": g.category, "tag": g.tag, "source": g.source,
                       "confidence": round(g.confidence, 4)} for g in tags]
@@ -138,14 +197,18 @@ def _track_json(t, tags=None) -> dict[str, Any]:
 
 
 def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_clip_s: float = MAX_CLIP_S,
+               allowed_hosts: Sequence[str] | None = None) -> FastAPI:
     """Build the FastAPI app over the catalog at ``catalog_path``.
 
     Parameters
     ----------
     catalog_path : an existing catalog (a SQLite file or a ``postgresql://`` URL)
     model : model name or id for similarity (default: the catalog's most used model)
-    max_upload_bytes : largest accepted upload, in bytes
+    max_upload_bytes : largest accepted upload, in bytes (refused before it is read)
+    max_clip_s : longest accepted upload, in seconds of audio (decoding stops there)
+    allowed_hosts : ``Host`` names the server answers to (default: loopback names; see
+        :func:`soundalike.web.guard.allowed_hosts_for`; ``"*"``: any)
 
     Raises
     ------
@@ -156,6 +219,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     from soundalike.catalog.query import parse as parse_filter
     from soundalike.search import similar as sim
     from soundalike.search.sync import cached_index, model_info
+    from soundalike.web.guard import LOOPBACK_HOSTS, Guard
 
     from soundalike.paths import catalog_target
 
@@ -179,10 +243,15 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         yield
         cats.close()
 
-    app = FastAPI(lifespan=lifespan, title="soundalike", version="1", description="Browse, filter, listen to and search a "
+    # no /docs or /redoc: their pages load Swagger/ReDoc from a CDN (not offline, and
+    # third-party script on a page that can reach the catalog); /openapi.json stays
+    app = FastAPI(lifespan=lifespan, title="soundalike", version="1", docs_url=None, redoc_url=None,
+                  description="Browse, filter, listen to and search a "
                   "soundalike catalog. Filters use the soundalike filter grammar "
                   "(e.g. `genre:rock|pop -mood:sad year:1990..1999`).")
     app.state.catalogs = cats
+    app.add_middleware(Guard, allowed_hosts=tuple(allowed_hosts or LOOPBACK_HOSTS),
+                       body_limits={"/api/similar/upload": max_upload_bytes + MULTIPART_OVERHEAD})
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     # ------------------------------------------------------------------ errors: one line, no traces
@@ -195,10 +264,12 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     async def _known(request: Request, exc: SoundalikeError):
         status = (404 if isinstance(exc, TrackNotFoundError) else 400 if isinstance(exc, QueryError)
                   else 409 if isinstance(exc, ModelMismatchError)
+                  else 413 if isinstance(exc, AudioTooLongError)
                   else 422 if isinstance(exc, AudioDecodeError) else 500)
         if status == 500:
             log.error("catalog error: %s", exc)
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        msg = f"{Path(exc.path).name}: {exc.reason}" if isinstance(exc, AudioDecodeError) else str(exc)
+        return JSONResponse({"detail": public_message(msg)}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -216,10 +287,35 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     # ------------------------------------------------------------------ page
 
     @app.get("/", include_in_schema=False)
-    def index_page() -> Response:
-        return FileResponse(HERE / "templates" / "index.html", media_type="text/html")
+    def index_page(request: Request) -> Response:
+        from soundalike.web.buyer import set_csrf_cookie
+
+        r = FileResponse(HERE / "templates" / "index.html", media_type="text/html")
+        set_csrf_cookie(request, r)
+        return r
 
     # ------------------------------------------------------------------ API
+
+    def _open_ingested(t) -> int:
+        """An open descriptor of ``t``'s file, if it still is the file that was ingested.
+
+        Opened first, checked after (fstat), and read through the same descriptor: a
+        file swapped between the check and the read cannot be sent.  O_NONBLOCK so a
+        FIFO put in its place cannot hang the worker.  A gone or changed file takes the
+        track out of service (``mark_changed``) and answers 404 / 409.
+        """
+        try:
+            fd = os.open(t.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            cats.get().mark_changed(t.id)
+            raise HTTPProblem(404, f"the file of track {t.id} is gone") from None
+        problem = t.file_problem(os.fstat(fd))
+        if problem:
+            os.close(fd)
+            cats.get().mark_changed(t.id)
+            raise HTTPProblem(409, f"the file of track {t.id} {problem}; run `soundalike ingest` "
+                                   f"on its folder to catalogue it again")
+        return fd
 
     def _get_track(track_id: int):
         t = cats.get().get_track(track_id)
@@ -230,26 +326,43 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     @app.get("/api/tracks", summary="List tracks (filter, text search, pagination)")
     def list_tracks(where: Annotated[str | None, Query(max_length=2000)] = None,
                     q: Annotated[str | None, Query(max_length=200, description="text in title/artist/album or a tag")] = None,
-                    offset: Annotated[int, Query(ge=0)] = 0,
+                    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
                     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 50,
-                    include_suggested: bool = False) -> dict[str, Any]:
+                    include_suggested: bool = False,
+                    sort: Annotated[SortKey, Query(description="relevance (to q), title, length, bpm or added (newest)")]
+                    = "relevance") -> dict[str, Any]:
+        from soundalike.catalog.store import PAGE_ORDERS
+
         cat = cats.get()
+        if sort not in PAGE_ORDERS:
+            raise HTTPProblem(400, f"this catalog cannot sort by {sort}: it has no such per-track attribute")
         total, ids = cat.page(where=where, text=q, include_suggested=include_suggested,
-                              offset=offset, limit=limit, order="title")
+                              offset=offset, limit=limit, order=sort)
         tracks = cat.get_tracks(ids)
         sources = ("file", "user", "model", "suggested") if include_suggested else ("file", "user", "model")
         tags = cat.tag_lists(ids, sources=sources, limit_per_track=8)  # one query, not one per track
         return {"total": total, "offset": offset, "limit": limit, "where": where, "q": q,
+                "notes": cat.filter_notes(where, include_suggested=include_suggested),
                 "tracks": [_track_json(tracks[i], tags[i]) for i in ids if i in tracks]}
 
     @app.get("/api/facets", summary="Tag counts per category over the filtered tracks")
     def facets(where: Annotated[str | None, Query(max_length=2000)] = None,
                q: Annotated[str | None, Query(max_length=200)] = None,
                include_suggested: bool = False,
-               per_category: Annotated[int, Query(ge=1, le=500)] = 30) -> dict[str, Any]:
+               per_category: Annotated[int, Query(ge=1, le=500)] = 30,
+               categories: Annotated[list[str] | None, Query(max_length=100, description="only these categories")] = None
+               ) -> dict[str, Any]:
         fc = cats.get().facets(where=where, text=q, include_suggested=include_suggested,
-                               limit_per_category=per_category)
-        return {"facets": {c: [{"tag": t, "count": n} for t, n in v] for c, v in fc.items()}}
+                               categories=categories or None, limit_per_category=per_category)
+        out: dict[str, Any] = {"facets": {c: [{"tag": t, "count": n} for t, n in v] for c, v in fc.items()}}
+        dr = cats.get().duration_range()  # whole-catalog bounds: a slider's scale must not move
+        out["ranges"] = {"duration": list(dr)} if dr else {}
+        return out
+
+    from soundalike.web.buyer import register as register_buyer_routes
+
+    register_buyer_routes(app, cats=cats, model_id=model_id, get_track=_get_track, track_json=_track_json,
+                          hits_json=_hits_json)
 
     @app.get("/api/tracks/{track_id}", summary="One track: metadata, tags, top predicted tags")
     def track_detail(track_id: int) -> dict[str, Any]:
@@ -265,40 +378,64 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         d["spectrogram_url"] = f"/api/tracks/{track_id}/spectrogram.png"
         return d
 
-    @app.get("/api/tracks/{track_id}/audio", summary="Stream the track's file (HTTP Range supported)",
+    @app.head("/api/tracks/{track_id}/audio", include_in_schema=False)
+    @app.get("/api/tracks/{track_id}/audio", summary="Stream the track's file (HTTP Range supported; HEAD too)",
              response_class=Response, responses={206: {"description": "partial content"},
                                                  416: {"description": "range not satisfiable"}})
     def audio(track_id: int, request: Request) -> Response:
+        from soundalike.audio.io import sniff_mime
+
         t = _get_track(track_id)
-        p = Path(t.path)
-        if not p.is_file():
-            raise HTTPProblem(404, f"the file of track {track_id} is gone")
-        size = p.stat().st_size
-        ctype = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
-        if p.suffix.lower() in (".ogg", ".oga", ".opus"):
-            ctype = "audio/ogg"
+        fd = _open_ingested(t)  # the file itself, checked through its open descriptor
+        f = os.fdopen(fd, "rb")
+        size = os.fstat(fd).st_size
+        # from the content, not the name: a FLAC named .mp3 is sent as audio/flac
+        ctype = sniff_mime(os.pread(fd, 16, 0)) or "application/octet-stream"
         headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-cache"}
         rng = request.headers.get("range")
-        r = parse_range(rng, size) if rng else None
-        start, end = r if r else (0, size - 1)
-        length = max(end - start + 1, 0)
+        head = request.method == "HEAD"
 
-        def body():
-            with open(p, "rb") as f:
-                f.seek(start)
-                left = length
-                while left > 0:
-                    chunk = f.read(min(CHUNK, left))
-                    if not chunk:
-                        break
-                    left -= len(chunk)
-                    yield chunk
+        def body(parts):
+            with f:
+                for prefix, start, length in parts:
+                    if prefix:
+                        yield prefix
+                    f.seek(start)
+                    left = length
+                    while left > 0:
+                        chunk = f.read(min(CHUNK, left))
+                        if not chunk:
+                            break
+                        left -= len(chunk)
+                        yield chunk
 
-        headers["Content-Length"] = str(length)
-        if r:
+        def respond(status: int, media_type: str, parts, length: int) -> Response:
+            headers["Content-Length"] = str(length)
+            if head:
+                f.close()
+                return Response(status_code=status, media_type=media_type, headers=headers)
+            return StreamingResponse(body(parts), status_code=status, media_type=media_type, headers=headers)
+
+        try:
+            ranges = parse_ranges(rng, size) if rng else None
+        except HTTPProblem:
+            f.close()
+            raise
+        if not ranges:
+            return respond(200, ctype, [(b"", 0, size)], size)
+        if len(ranges) == 1:
+            start, end = ranges[0]
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-            return StreamingResponse(body(), status_code=206, media_type=ctype, headers=headers)
-        return StreamingResponse(body(), status_code=200, media_type=ctype, headers=headers)
+            return respond(206, ctype, [(b"", start, end - start + 1)], end - start + 1)
+        boundary = secrets.token_hex(12)
+        parts = []
+        for i, (start, end) in enumerate(ranges):
+            prefix = ((b"\r\n" if i else b"") + f"--{boundary}\r\nContent-Type: {ctype}\r\n"
+                      f"Content-Range: bytes {start}-{end}/{size}\r\n\r\n".encode())
+            parts.append((prefix, start, end - start + 1))
+        parts.append((f"\r\n--{boundary}--\r\n".encode(), 0, 0))
+        total = sum(len(pre) + n for pre, _, n in parts)
+        return respond(206, f"multipart/byteranges; boundary={boundary}", parts, total)
 
     @app.get("/api/tracks/{track_id}/spectrogram.png", summary="Mel-spectrogram image",
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
@@ -306,6 +443,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         from soundalike.web.spectrogram import spectrogram_png
 
         t = _get_track(track_id)
+        os.close(_open_ingested(t))  # the same check as the audio route before decoding it
         png = spectrogram_png(t.path, content_hash=t.content_hash)
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
@@ -330,7 +468,9 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         # a plain dict of str/int/float/None: skip FastAPI's response validation and encoder
         # (the hot path under load: server CPU 3.4 -> 2.8 ms a request at 100k tracks)
         return JSONResponse({"query": {"id": id, "name": rq.label, **_attr_json(rq.attributes)},
-                             "where": where, "hits": [_hit_json(h) for h in hits]})
+                             "where": where,
+                             "notes": cats.get().filter_notes(where, include_suggested=include_suggested),
+                             "hits": _hits_json(cats.get(), hits)})
 
     @app.get("/api/playlist", summary="A radio from a seed track, or a path from one track to another")
     def playlist_api(seed: int | None = None, start: Annotated[int | None, Query(alias="from")] = None,
@@ -365,9 +505,8 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
                                 include_suggested: bool = False) -> dict[str, Any]:
         from starlette.concurrency import run_in_threadpool
 
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_upload_bytes + 64 * 1024:
-            raise HTTPProblem(413, f"upload too large: limit is {max_upload_bytes // 1_000_000} MB")
+        # (a body over the limit never gets here: Guard refuses it on Content-Length or
+        # stops reading it at the limit)
         name = Path(file.filename or "clip").name
         ext = Path(name).suffix.lower().lstrip(".")
         ctype = (file.content_type or "").split(";")[0].strip().lower()
@@ -392,9 +531,12 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
 
             def run():
                 return sim.similar_with_query(tmp, k=k, where=where, model=model_id(),
-                                              include_suggested=include_suggested, catalog=cats.get())
+                                              include_suggested=include_suggested, catalog=cats.get(),
+                                              max_clip_s=max_clip_s)
             try:
                 rq, hits = await run_in_threadpool(run)
+            except AudioTooLongError:
+                raise HTTPProblem(413, f"{name!r}: clip too long: the limit is {max_clip_s:g} s of audio") from None
             except AudioDecodeError as exc:
                 raise HTTPProblem(415, f"{name!r}: cannot decode as audio ({exc.reason})") from None
         finally:
@@ -404,7 +546,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
                 pass
         return {"query": {"id": rq.track.id if rq.track else None, "name": name,
                           "tags": [{"category": c, "tag": t} for c, t in sorted(rq.tags)]},
-                "where": where, "hits": [_hit_json(h) for h in hits]}
+                "where": where, "hits": _hits_json(cats.get(), hits)}
 
     return app
 
@@ -412,19 +554,23 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
 #: Environment variables :func:`app_from_env` reads (set by :func:`serve_settings_env`).
 ENV_CATALOG, ENV_MODEL, ENV_MAX_UPLOAD = ("SOUNDALIKE_SERVE_CATALOG", "SOUNDALIKE_SERVE_MODEL",
                                           "SOUNDALIKE_SERVE_MAX_UPLOAD")
+ENV_MAX_CLIP, ENV_ALLOWED_HOSTS = "SOUNDALIKE_SERVE_MAX_CLIP_S", "SOUNDALIKE_SERVE_ALLOWED_HOSTS"
 
 
 def serve_settings_env(catalog_path: str | os.PathLike, *, model: str | None = None,
-                       max_upload_bytes: int = MAX_UPLOAD_BYTES) -> dict[str, str]:
+                       max_upload_bytes: int = MAX_UPLOAD_BYTES, max_clip_s: float = MAX_CLIP_S,
+                       allowed_hosts: Sequence[str] | None = None) -> dict[str, str]:
     """Environment for :func:`app_from_env`: how ``soundalike serve --workers N`` hands its
     settings to worker processes (uvicorn starts each worker from an import string)."""
     from soundalike.paths import catalog_target
 
     target = catalog_target(catalog_path)
     env = {ENV_CATALOG: str(target if isinstance(target, str) else target.resolve()),
-           ENV_MAX_UPLOAD: str(int(max_upload_bytes))}
+           ENV_MAX_UPLOAD: str(int(max_upload_bytes)), ENV_MAX_CLIP: repr(float(max_clip_s))}
     if model:
         env[ENV_MODEL] = model
+    if allowed_hosts:
+        env[ENV_ALLOWED_HOSTS] = ",".join(allowed_hosts)
     return env
 
 
@@ -433,8 +579,21 @@ def app_from_env() -> FastAPI:
     path = os.environ.get(ENV_CATALOG)
     if not path:
         raise CatalogError(f"{ENV_CATALOG} is not set; start the server with `soundalike serve`")
+    hosts = [h for h in os.environ.get(ENV_ALLOWED_HOSTS, "").split(",") if h]
     return create_app(path, model=os.environ.get(ENV_MODEL) or None,
-                      max_upload_bytes=int(os.environ.get(ENV_MAX_UPLOAD, MAX_UPLOAD_BYTES)))
+                      max_upload_bytes=int(os.environ.get(ENV_MAX_UPLOAD, MAX_UPLOAD_BYTES)),
+                      max_clip_s=float(os.environ.get(ENV_MAX_CLIP, MAX_CLIP_S)), allowed_hosts=hosts or None)
+
+
+def _hits_json(cat, hits) -> list[dict[str, Any]]:
+    """Hits with each track's main tags (one query for all), as the page's rows show them."""
+    tags = cat.tag_lists([h.track.id for h in hits], sources=("file", "user", "model"), limit_per_track=8)
+    out = []
+    for h in hits:
+        d = _hit_json(h)
+        d["tags"] = _track_json(h.track, tags.get(h.track.id, []))["tags"]
+        out.append(d)
+    return out
 
 
 def _attr_json(a: dict | None) -> dict[str, Any]:

@@ -1,0 +1,445 @@
+"""Does `similar` sound similar?  Every embedding variant side by side on labelled music.
+
+For a labelled folder (a folder per label, or a CSV with ``path,label`` columns such as
+``gamemusic.csv``) and, beside it, ``../shared/data/philharmonia`` (16 instruments), it
+prints per embedding variant:
+
+- ``P@10``: same-label precision of the 10 nearest tracks, asked through
+  ``soundalike.similar`` on a real catalog holding that variant's vectors (ceiling and
+  chance printed beside it); ``P@10 s10``: the same with track vectors computed from
+  only ~10 patches spread evenly over each track (the ingest analysis budget);
+- ``seg P@1``: over 30-s segments (10 patches) of tracks with at least two, the share
+  whose nearest other segment is from the same track;
+- ``LR acc``: 5-fold track-level logistic-regression accuracy on the track vectors;
+- ``phil P@10``: same-instrument precision of the 10 nearest notes on Philharmonia.
+
+No labels are used to build any vector: catalog-level steps (z-scoring, PCA whitening,
+neighbour averaging, the contrastive adaptation) are fitted on the searched set's own
+audio only.  Per-patch features come from ``benchmarks/simcache.py`` (computed once,
+heavy: run it first under ``flock /tmp/heavy.lock``).
+
+Variant grammar: ``BLOCKS:POOL[|POST...]`` where BLOCKS are ``+``-joined feature blocks
+(``MTT.pen``, ``MTT.max``, ``MTT.avg``, ``MTT.tag``, ``MSD.*`` likewise, ``mel`` = log-mel
+band means and standard deviations), POOL is ``mean``, ``meanstd`` or ``max``, and POST
+steps are ``z`` (per-dimension z-score over the catalog), ``pcaw`` (PCA whitening), ``l2``,
+``center``.  Each block is pooled, z-scored over the catalog when the variant asks for
+``bz``, L2-normalised and then concatenated, so blocks weigh the same.
+
+    flock /tmp/heavy.lock .venv/bin/python benchmarks/simcache.py ~/.cache/soundalike-bench/gamemusic ../shared/data/philharmonia
+    .venv/bin/python benchmarks/bench_similarity.py ~/.cache/soundalike-bench/gamemusic/gamemusic.csv
+
+Targets (issue 12): gamemusic same-soundtrack P@10 >= 0.70 (baseline 0.562, mean MTT
+penultimate) and same-track segment P@1 >= 0.90, Philharmonia same-instrument P@10 not
+lower than the baseline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import simcache  # noqa: E402
+
+PHILHARMONIA = Path(__file__).resolve().parents[2] / "shared" / "data" / "philharmonia"
+SEGMENT_PATCHES = 10  # 30 s of 3-s patches
+BUDGET_PATCHES = 10
+
+DEFAULT_VARIANTS = (
+    "MTT.pen:mean",
+    "MTT.max:mean",
+    "MTT.pen:meanstd",
+    "MTT.pen:mean|z",
+    "MTT.pen:mean|pcaw",
+    "MTT.pen+MSD.pen:mean",
+    "MTT.max+MSD.max:mean",
+    "mel:mean",
+    "MTT.pen+MSD.pen+mel:mean",
+    "MTT.pen+MSD.pen+mel:mean|bz",
+    "MTT.max+MSD.max+mel:mean|bz",
+    "MTT.pen+MSD.pen+mel:meanstd|bz",
+)
+
+_LAYER = {"pen": "penultimate", "max": "max_pool", "avg": "mean_pool", "tag": "probs"}
+_MODEL = {"MTT": "MTT_musicnn", "MSD": "MSD_musicnn", "MTTv": "MTT_vgg", "MSDv": "MSD_vgg"}
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Track:
+    path: Path
+    label: str
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def n_patches(self) -> int:
+        return int(self.arrays["mel/mean"].shape[0])
+
+
+def read_labelled(spec: Path) -> tuple[Path, list[tuple[Path, str]]]:
+    """(root, [(path, label)]) from a CSV (``path,label``) or a folder per label."""
+    spec = Path(spec).expanduser()
+    if spec.is_file():
+        root = spec.parent
+        with open(spec, newline="") as f:
+            rows = [(root / r["path"], r["label"]) for r in csv.DictReader(f)]
+        return root, rows
+    rows = [(p, p.relative_to(spec).parts[0]) for p in simcache.audio_files(spec)
+            if len(p.relative_to(spec).parts) > 1]
+    return spec, rows
+
+
+def load_tracks(spec: Path, *, compute: bool) -> list[Track]:
+    root, rows = read_labelled(spec)
+    if compute:
+        simcache.ensure(root, [p for p, _ in rows])
+    out, missing = [], 0
+    for p, label in rows:
+        a = simcache.load_cached(root, p)
+        if a is None:
+            missing += 1
+            continue
+        out.append(Track(p, label, a))
+    if missing:
+        print(f"{spec}: {missing} files not cached (run simcache.py under flock first)", file=sys.stderr)
+    return out
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def block_patches(arrays: dict[str, np.ndarray], block: str) -> np.ndarray:
+    """float32 ``(n_patches, d)`` of one feature block."""
+    if block == "mel":
+        return np.concatenate([arrays["mel/mean"], arrays["mel/std"]], axis=1)
+    m, layer = block.split(".")
+    return arrays[f"{_MODEL[m]}/{_LAYER[layer]}"]
+
+
+def pool(P: np.ndarray, how: str) -> np.ndarray:
+    if how == "mean":
+        return P.mean(axis=0)
+    if how == "max":
+        return P.max(axis=0)
+    if how == "meanstd":
+        return np.concatenate([P.mean(axis=0), P.std(axis=0)])
+    raise ValueError(f"unknown pooling {how!r}")
+
+
+def l2n(X: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(X, axis=-1, keepdims=True)
+    return (X / np.maximum(n, 1e-12)).astype(np.float32)
+
+
+#: ``fusion`` = what the ``musicnn-fusion`` analyzer stores (soundalike.models.fusion).
+ALIASES = {"fusion": "MTT.pen+MSD.pen+MTT.avg+MSD.avg:mean"}
+
+
+def parse_variant(v: str) -> tuple[list[str], str, list[str]]:
+    head, *post = v.split("|")
+    head = ALIASES.get(head, head)
+    blocks, how = head.split(":")
+    return blocks.split("+"), how, post
+
+
+def _pooled(patch_sets: list[dict[str, np.ndarray]], block: str, how: str, select=None) -> np.ndarray:
+    rows = []
+    for a in patch_sets:
+        P = block_patches(a, block)
+        if select is not None:
+            P = P[select(len(P))]
+        rows.append(pool(P, how))
+    return np.stack(rows).astype(np.float32)
+
+
+def fit_segments(patch_sets: list[dict[str, np.ndarray]], *, select=None, size: int = 2
+                 ) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
+    """What an adaptation is fitted on: each track's (budget) patches in groups of ``size``."""
+    segs, owner = [], []
+    for i, a in enumerate(patch_sets):
+        n = int(a["mel/mean"].shape[0])
+        ix = select(n) if select is not None else np.arange(n)
+        for s in range(0, len(ix) - size + 1, size):
+            segs.append({k: v[ix[s : s + size]] for k, v in a.items() if v.ndim == 2})
+            owner.append(i)
+    return segs, np.asarray(owner)
+
+
+class Pipeline:
+    """A variant fitted on one catalog's tracks (no labels), applicable to other items.
+
+    ``X`` are the catalog's track vectors; :meth:`transform` maps other items (segments)
+    with every catalog-level statistic fitted on the tracks.
+    """
+
+    def __init__(self, v: str, patch_sets: list[dict[str, np.ndarray]], *, select=None, seed: int = 0):
+        self.blocks, self.how, self.post = parse_variant(v)
+        self.bz: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.steps: list = []
+        X = self._blocks(patch_sets, select, fit=True)
+        fit_sets, fit_owner = None, None
+        for step in self.post:
+            if step == "bz":
+                continue
+            if step in ("z", "center", "l2") or step.startswith("pca"):
+                f = _fit_simple(step, X)
+            elif step.startswith(("lda", "con")):
+                if fit_sets is None:
+                    seg_sets, fit_owner = fit_segments(patch_sets, select=budget)
+                    fit_sets = self._blocks(seg_sets, None, fit=False)
+                    for g in self.steps:
+                        fit_sets = g(fit_sets)
+                from soundalike.models import adapt
+
+                method = "lda" if step.startswith("lda") else "contrastive"
+                dim = int(step[3:] or 128)
+                a = adapt.fit(fit_sets, fit_owner, base_model_id="bench", method=method, dim=dim, seed=seed)
+                f = a.apply
+            elif step.startswith("adapt"):
+                # the product's `soundalike index adapt` (models.adapt, method normalize)
+                from soundalike.models import adapt
+
+                dims = tuple(_pooled(patch_sets[:1], b, self.how).shape[1] for b in self.blocks)
+                a = adapt.fit(X, base_model_id="bench", method="normalize", blocks=dims,
+                              dim=int(step[5:] or 256))
+                f = a.apply
+            elif step.startswith("dba"):
+                f = _dba(int(step[3:] or 3))
+            else:
+                raise ValueError(f"unknown post step {step!r}")
+            X = f(X)
+            if fit_sets is not None and not step.startswith(("lda", "con")):
+                fit_sets = f(fit_sets)
+            self.steps.append(f)
+        self.X = X.astype(np.float32)
+
+    def _blocks(self, patch_sets, select, *, fit: bool) -> np.ndarray:
+        parts = []
+        for b in self.blocks:
+            B = _pooled(patch_sets, b, self.how, select)
+            if "bz" in self.post:
+                if fit:
+                    self.bz[b] = (B.mean(0), B.std(0) + 1e-6)
+                mu, sd = self.bz[b]
+                B = (B - mu) / sd
+            parts.append(l2n(B))
+        return (np.concatenate(parts, axis=1) / np.sqrt(len(parts))).astype(np.float32)
+
+    def transform(self, patch_sets: list[dict[str, np.ndarray]]) -> np.ndarray:
+        X = self._blocks(patch_sets, None, fit=False)
+        for f in self.steps:
+            if getattr(f, "catalog_only", False):
+                continue
+            X = f(X)
+        return X.astype(np.float32)
+
+
+def _fit_simple(step: str, X: np.ndarray):
+    if step == "z":
+        mu, sd = X.mean(0), X.std(0) + 1e-6
+        return lambda Y: ((Y - mu) / sd).astype(np.float32)
+    if step == "center":
+        mu = X.mean(0)
+        return lambda Y: (Y - mu).astype(np.float32)
+    if step == "l2":
+        return l2n
+    if step.startswith("pca") and not step.startswith("pcaw"):
+        k = int(step[3:])
+        mu = X.mean(0)
+        _, _, Vt = np.linalg.svd((X - mu).astype(np.float64), full_matrices=False)
+        P = Vt[:k].T.astype(np.float32)
+        return lambda Y: ((Y - mu) @ P).astype(np.float32)
+    if step.startswith("pcaw"):
+        keep = float(step[4:]) / 100 if len(step) > 4 else 0.99
+        mu = X.mean(0)
+        _, S, Vt = np.linalg.svd((X - mu).astype(np.float64), full_matrices=False)
+        var = S**2 / len(X)
+        k = int(np.searchsorted(np.cumsum(var) / var.sum(), keep) + 1)
+        P = (Vt[:k].T / np.sqrt(var[:k] + 1e-3 * var[0])).astype(np.float32)
+        return lambda Y: ((Y - mu) @ P).astype(np.float32)
+    raise ValueError(step)
+
+
+def _dba(k: int):
+    """Database-side augmentation: each catalog vector becomes the similarity-weighted mean
+    of itself and its ``k`` nearest catalog neighbours (catalog only; queries from outside
+    keep their own vector)."""
+    def f(X: np.ndarray) -> np.ndarray:
+        Xn = l2n(X)
+        S = Xn @ Xn.T
+        nn = np.argsort(-S, axis=1)[:, : k + 1]
+        w = np.take_along_axis(S, nn, 1).clip(0)
+        return l2n((w[:, :, None] * Xn[nn]).sum(1))
+    f.catalog_only = True
+    return f
+
+
+def variant_vectors(v: str, patch_sets: list[dict[str, np.ndarray]], select=None) -> np.ndarray:
+    """Track vectors ``(n, d)`` of variant ``v`` (catalog steps fitted on these tracks)."""
+    return Pipeline(v, patch_sets, select=select).X
+
+
+def budget(n: int) -> np.ndarray:
+    """~BUDGET_PATCHES patch indices spread evenly over a track of ``n`` patches."""
+    return np.unique(np.round(np.linspace(0, n - 1, min(n, BUDGET_PATCHES))).astype(int))
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def precision_at_k(X: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    """Mean share of same-label items among each item's k nearest others (cosine)."""
+    Xn = l2n(X)
+    S = Xn @ Xn.T
+    np.fill_diagonal(S, -np.inf)
+    nn = np.argsort(-S, axis=1, kind="stable")[:, :k]
+    return float((labels[nn] == labels[:, None]).mean())
+
+
+def ceiling_chance(labels: np.ndarray, k: int = 10) -> tuple[float, float]:
+    _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    same = counts[inv] - 1
+    return float(np.mean(np.minimum(same, k) / k)), float(np.mean(same / (len(labels) - 1)))
+
+
+def p10_through_similar(X: np.ndarray, tracks: list[Track], *, k: int = 10, name: str = "bench") -> float:
+    """Same-label P@k asking ``soundalike.similar`` of a real catalog holding ``X``."""
+    import soundalike
+    from soundalike.catalog.store import Catalog
+    from soundalike.search.sync import forget_cached
+
+    with tempfile.TemporaryDirectory() as d:
+        cat = Catalog.open(Path(d) / "bench.sqlite")
+        try:
+            mid = f"{name}-vectors"
+            cat.register_model(model_id=mid, name=name, dim=X.shape[1])
+            label_of = {}
+            with cat.transaction():
+                for t, x in zip(tracks, X, strict=True):
+                    tid = cat.upsert_track(path=str(t.path), content_hash=str(t.path), size=0, mtime=0.0)
+                    cat.put_analysis(tid, mid, x)
+                    label_of[tid] = t.label
+            hits = 0
+            for tid, lab in label_of.items():
+                res = soundalike.similar(tid, k=k, model=mid, catalog=cat)
+                hits += sum(label_of[h.track.id] == lab for h in res)
+            return hits / (k * len(label_of))
+        finally:
+            cat.close()
+            forget_cached(Path(d) / "bench.sqlite")
+
+
+def segment_p1(tracks: list[Track], pipe: Pipeline) -> float:
+    """Share of 30-s segments whose nearest other segment is from the same track."""
+    segs, owner = [], []
+    for i, t in enumerate(tracks):
+        n = t.n_patches // SEGMENT_PATCHES
+        if n < 2:
+            continue
+        for s in range(n):
+            sl = slice(s * SEGMENT_PATCHES, (s + 1) * SEGMENT_PATCHES)
+            segs.append({k: a[sl] for k, a in t.arrays.items() if a.ndim == 2})
+            owner.append(i)
+    X = l2n(pipe.transform(segs))
+    S = X @ X.T
+    np.fill_diagonal(S, -np.inf)
+    owner = np.asarray(owner)
+    return float((owner[S.argmax(1)] == owner).mean())
+
+
+def lr_accuracy(X: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0) -> float:
+    """5-fold track-level logistic regression on the L2-normalised vectors (as cosine sees
+    them; no per-dimension scaling, which would blow up a PCA's near-empty directions)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    X = l2n(X)
+    _, counts = np.unique(labels, return_counts=True)
+    folds = min(folds, int(counts.min()))
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    correct = 0
+    for tr, te in skf.split(X, labels):
+        clf = LogisticRegression(max_iter=3000, C=10.0)
+        clf.fit(X[tr], labels[tr])
+        correct += int((clf.predict(X[te]) == labels[te]).sum())
+    return correct / len(labels)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def evaluate(v: str, tracks: list[Track], phil: list[Track], *, through_similar: bool) -> dict:
+    labels = np.asarray([t.label for t in tracks])
+    sets = [t.arrays for t in tracks]
+    pipe = Pipeline(v, sets)
+    X = pipe.X
+    Xb = variant_vectors(v, sets, select=budget)
+    row = {"variant": v, "dim": int(X.shape[1])}
+    row["p10"] = p10_through_similar(X, tracks) if through_similar else precision_at_k(X, labels)
+    row["p10_s10"] = precision_at_k(Xb, labels)
+    row["seg_p1"] = segment_p1(tracks, pipe)
+    row["lr_acc"] = lr_accuracy(X, labels)
+    if phil:
+        from soundalike.errors import ConfigError
+
+        pl = np.asarray([t.label for t in phil])
+        psets = [t.arrays for t in phil]
+        try:
+            PX = variant_vectors(v, psets)
+            row["phil_fit"] = "own"
+        except ConfigError:  # notes too short to fit an adaptation on: the main catalog's
+            PX = pipe.transform(psets)
+            row["phil_fit"] = "main"
+        row["phil_p10"] = precision_at_k(PX, pl)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("data", type=Path, help="a folder per label, or a CSV with path,label columns")
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated variant specs")
+    ap.add_argument("--philharmonia", type=Path, default=PHILHARMONIA, help="'' to skip")
+    ap.add_argument("--compute", action="store_true", help="compute missing per-patch features (heavy)")
+    ap.add_argument("--fast", action="store_true", help="P@10 in numpy instead of through soundalike.similar")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    tracks = load_tracks(args.data, compute=args.compute)
+    phil = load_tracks(args.philharmonia, compute=args.compute) if str(args.philharmonia) not in ("", ".") else []
+    labels = np.asarray([t.label for t in tracks])
+    ceil, chance = ceiling_chance(labels)
+    print(f"{args.data}: {len(tracks)} tracks, {len(set(labels))} labels, "
+          f"{sum(t.n_patches for t in tracks)} patches; P@10 ceiling {ceil:.3f}, chance {chance:.3f}")
+    if phil:
+        pc, pch = ceiling_chance(np.asarray([t.label for t in phil]))
+        print(f"philharmonia: {len(phil)} notes; P@10 ceiling {pc:.3f}, chance {pch:.3f}")
+    print(f"{'variant':46} {'dim':>5} {'P@10':>6} {'P@10 s10':>8} {'seg P@1':>7} {'LR acc':>6} {'phil P@10':>9}")
+    rows = []
+    for v in [s.strip() for s in args.variants.split(",") if s.strip()]:
+        r = evaluate(v, tracks, phil, through_similar=not args.fast)
+        rows.append(r)
+        print(f"{v:46} {r['dim']:5d} {r['p10']:6.3f} {r['p10_s10']:8.3f} {r['seg_p1']:7.3f} "
+              f"{r['lr_acc']:6.3f} {r.get('phil_p10', float('nan')):9.3f}"
+              f"{'*' if r.get('phil_fit') == 'main' else ''}", flush=True)
+    if any(r.get("phil_fit") == "main" for r in rows):
+        print("* Philharmonia notes are too short to fit an adaptation on: the one fitted on the main set is applied")
+    print(f"targets: P@10 >= 0.70, seg P@1 >= 0.90, phil P@10 >= baseline; "
+          f"{time.perf_counter() - t0:.0f} s, load {open('/proc/loadavg').read().split()[0]}")
+    if args.json:
+        args.json.write_text(json.dumps({"ceiling": ceil, "chance": chance, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

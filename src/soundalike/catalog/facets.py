@@ -1,0 +1,100 @@
+"""Facet counts from an in-memory table of (track, tag) pairs instead of a GROUP BY per request.
+
+``SELECT category, tag, count(DISTINCT track_id) ... GROUP BY`` reads every tag row of every
+matching track: on 100k tracks (~1M tag rows) that is most of a second per request, and the
+web page asks for facets on every filter change (once more per chosen category).  Here the
+catalog's distinct ``(track, category:tag)`` pairs are loaded once into two NumPy arrays --
+``track`` (int64) and ``code`` (int32, the index of ``category:tag`` in a label table) --
+and counting the facets of a set of tracks is a mask lookup and one ``bincount``: a few
+milliseconds for 1M pairs.
+
+The table is cached per catalog location, tag sources and :meth:`Catalog.change_token`
+(which every change to tracks or tags moves), so a tag edit or an ingest is seen by the
+next request, and the (rare) rebuild costs one read of the tags.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Facet tables kept per process (catalogs x source sets).
+_CACHE_SIZE = 4
+
+
+@dataclass(frozen=True)
+class FacetTable:
+    """Distinct (track, category:tag) pairs of one catalog state, for counting.
+
+    Attributes
+    ----------
+    track : int64 ``(n_pairs,)`` track ids
+    code : int32 ``(n_pairs,)`` index into ``labels``
+    labels : ``(category, tag)`` per code, sorted
+    max_id : largest track id (mask size)
+    """
+
+    track: np.ndarray
+    code: np.ndarray
+    labels: tuple[tuple[str, str], ...]
+    max_id: int
+
+    @classmethod
+    def from_pairs(cls, track_ids: np.ndarray, categories: Sequence[str], tags: Sequence[str]) -> FacetTable:
+        """Build from parallel sequences (duplicates allowed: a track counts once per tag)."""
+        labels = sorted(set(zip(categories, tags, strict=True)))
+        index = {lab: i for i, lab in enumerate(labels)}
+        code = np.fromiter((index[(c, t)] for c, t in zip(categories, tags, strict=True)), np.int32,
+                           count=len(track_ids))
+        track = np.asarray(track_ids, dtype=np.int64)
+        if len(track):
+            # one pair per (track, label): sources and models giving the same tag count once
+            key = np.unique(track * np.int64(len(labels) + 1) + code)
+            track, code = key // np.int64(len(labels) + 1), (key % np.int64(len(labels) + 1)).astype(np.int32)
+        return cls(track=track, code=code, labels=tuple(labels), max_id=int(track.max()) if len(track) else 0)
+
+    def counts(self, ids: np.ndarray | None, *, categories: Sequence[str] | None = None,
+               limit_per_category: int = 50) -> dict[str, list[tuple[str, int]]]:
+        """``{category: [(tag, n_tracks), ...]}`` over ``ids`` (None: every track in the table).
+
+        Most frequent first (ties by tag), at most ``limit_per_category`` per category,
+        categories sorted by name; tags that no track of ``ids`` has are left out.
+        """
+        if ids is None:
+            n = np.bincount(self.code, minlength=len(self.labels))
+        else:
+            mask = np.zeros(self.max_id + 1, dtype=bool)
+            ids = np.asarray(ids, dtype=np.int64)
+            mask[ids[(ids >= 0) & (ids <= self.max_id)]] = True
+            n = np.bincount(self.code[mask[self.track]], minlength=len(self.labels))
+        wanted = set(categories) if categories else None
+        out: dict[str, list[tuple[str, int]]] = {}
+        for i in np.flatnonzero(n):
+            c, t = self.labels[i]
+            if wanted is None or c in wanted:
+                out.setdefault(c, []).append((t, int(n[i])))
+        return {c: sorted(v, key=lambda x: (-x[1], x[0]))[:limit_per_category] for c, v in sorted(out.items())}
+
+
+_lock = threading.Lock()
+_tables: OrderedDict[tuple, FacetTable] = OrderedDict()
+
+
+def cached_table(key: tuple, build) -> FacetTable:
+    """The table for ``key`` (catalog location, sources, change token), built by ``build()`` once."""
+    with _lock:
+        t = _tables.get(key)
+        if t is not None:
+            _tables.move_to_end(key)
+            return t
+    t = build()  # outside the lock: a slow build never blocks other catalogs' requests
+    with _lock:
+        _tables[key] = t
+        _tables.move_to_end(key)
+        while len(_tables) > _CACHE_SIZE:
+            _tables.popitem(last=False)
+    return t

@@ -1,0 +1,138 @@
+"""``musicnn-fusion``: the default similarity embedding, MTT and MSD musicnn side by side.
+
+One tagger's penultimate layer is what soundalike compared first; measured on real
+music (``benchmarks/bench_similarity.py``: 117 game-soundtrack tracks, 2,328
+Philharmonia notes) it is beaten by fusing both musicnn models (MagnaTagATune: instruments,
+moods; Million Song Dataset: genres, eras) and both of their summaries of a patch: the
+200-d penultimate layer (what the tags are read from) and the 753-d mean over time of
+the front-end and mid-end features (timbre and rhythm before they are squeezed into tags).
+
+The embedding is four blocks, each the mean over patches L2-normalised so each block
+weighs the same, concatenated and scaled to unit length::
+
+    [MTT penultimate 200 | MSD penultimate 200 | MTT mean_pool 753 | MSD mean_pool 753] / 2
+
+Both models read the same log-mel patches (one front end, computed once); the cost is
+two networks per patch instead of one.  Predictions are the MagnaTagATune tags plus the
+Million Song Dataset tags MTT does not have (genres, eras), all under category ``tag``.
+A catalog-level normalisation fitted on the catalog's own vectors (``soundalike index
+adapt``, :mod:`soundalike.models.adapt`) improves it further.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+
+import numpy as np
+
+from soundalike.errors import ModelError
+from soundalike.models.base import Analysis
+
+#: The analyzer's name everywhere (``--model``, the catalog's models table).
+FUSION_NAME = "musicnn-fusion"
+#: (model, layer) blocks in embedding order.
+BLOCKS: tuple[tuple[str, str], ...] = (
+    ("MTT_musicnn", "penultimate"),
+    ("MSD_musicnn", "penultimate"),
+    ("MTT_musicnn", "mean_pool"),
+    ("MSD_musicnn", "mean_pool"),
+)
+#: Bumped whenever the fused vector is computed differently (part of the model id).
+FUSION_VERSION = "1"
+
+
+def block_dims() -> tuple[int, ...]:
+    """Lengths of the blocks in embedding order, known without loading any weights."""
+    from soundalike.models.pretrained import SPECS
+
+    return tuple(SPECS[m].embedding_dims[layer] for m, layer in BLOCKS)
+
+
+def fuse(blocks: list[np.ndarray]) -> np.ndarray:
+    """Concatenate pooled blocks ``[(..., d_i)]`` each L2-normalised, scaled to unit length.
+
+    Returns float32 ``(..., sum d_i)``.  A zero block stays zero.
+    """
+    parts = []
+    for b in blocks:
+        b = np.asarray(b, np.float32)
+        n = np.linalg.norm(b, axis=-1, keepdims=True).astype(np.float32)
+        parts.append(np.divide(b, n, out=np.zeros_like(b), where=n > 0))
+    return (np.concatenate(parts, axis=-1) / np.float32(np.sqrt(len(parts)))).astype(np.float32)
+
+
+class FusionAnalyzer:
+    """The :class:`~soundalike.models.base.Analyzer` for ``musicnn-fusion``.
+
+    Attributes
+    ----------
+    name : ``"musicnn-fusion"``
+    model_id : ``musicnn-fusion-<12 hex>``: a hash of both models' ids and the block layout
+    block_dims : lengths of the four blocks (200, 200, 753, 753)
+    embedding_dim : 1906
+    labels : MTT tags, then the MSD tags MTT lacks
+    """
+
+    name = FUSION_NAME
+    label_category = "tag"
+    multi_label = True
+
+    def __init__(self) -> None:
+        from soundalike.models.pretrained import load
+
+        self.models = {m: load(m) for m in dict.fromkeys(m for m, _ in BLOCKS)}
+        first = next(iter(self.models.values()))
+        for m in self.models.values():
+            if m.mel_config != first.mel_config or m.patch_frames != first.patch_frames:
+                raise ModelError(f"{FUSION_NAME}: {m.name} reads other patches than {first.name}")
+        self.sample_rate = first.sample_rate
+        self.min_duration_s = first.patch_frames * first.mel_config.hop_length / first.sample_rate
+        self.block_dims = [self.models[m].embedding_dims[layer] for m, layer in BLOCKS]
+        self.embedding_dim = int(sum(self.block_dims))
+        h = hashlib.sha256(f"{FUSION_VERSION};{BLOCKS}".encode())
+        for m in self.models.values():
+            h.update(m.model_id.encode())
+        self.model_id = f"{FUSION_NAME}-{h.hexdigest()[:12]}"
+        self._sources: list[tuple[str, int]] = []  # (model, column) per label
+        seen: set[str] = set()
+        self.labels: list[str] = []
+        for name, m in self.models.items():
+            for j, lab in enumerate(m.labels):
+                if lab not in seen:
+                    seen.add(lab)
+                    self.labels.append(lab)
+                    self._sources.append((name, j))
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"FusionAnalyzer(model_id={self.model_id!r})"
+
+    def analyze(self, y: np.ndarray, sr: int) -> Analysis:
+        """Analyze mono float32 ``y`` at ``sr`` Hz.
+
+        ``patch_embeddings`` are the fused vectors of each patch ``(n_patches, 1906)``
+        (so a probe can sit on this analyzer); ``embedding`` fuses the per-block means.
+        """
+        y = np.asarray(y, np.float32)
+        if y.ndim != 1:
+            raise ModelError(f"{self.name}: analyze() takes mono samples (n,), got shape {y.shape}")
+        first = next(iter(self.models.values()))
+        patches = first.patches(y, sr)  # (n_patches, 96, 187), shared by both networks
+        outs = {name: m.run_patches(patches) for name, m in self.models.items()}
+        per_patch = [outs[m][layer] for m, layer in BLOCKS]
+        embedding = fuse([p.mean(axis=0) for p in per_patch])
+        probs = {name: o["probs"] for name, o in outs.items()}
+        track_probs = {name: p.mean(axis=0) for name, p in probs.items()}
+        predictions = {lab: float(track_probs[m][j]) for lab, (m, j) in zip(self.labels, self._sources)}
+        patch_predictions = np.stack([probs[m][:, j] for m, j in self._sources], axis=1).astype(np.float32)
+        return Analysis(embedding=embedding, predictions=predictions,
+                        patch_embeddings=fuse(per_patch), patch_predictions=patch_predictions)
+
+
+@functools.lru_cache(maxsize=1)
+def load_fusion_analyzer() -> FusionAnalyzer:
+    """The ``musicnn-fusion`` analyzer (built once per process; the two models are shared
+    with :func:`soundalike.models.pretrained.load`)."""
+    return FusionAnalyzer()

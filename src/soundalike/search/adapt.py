@@ -1,0 +1,136 @@
+"""``soundalike index adapt``: fit a catalog adaptation and give it a model id of its own.
+
+:func:`adapt_catalog` fits a :class:`~soundalike.models.adapt.Adaptation` (default
+``normalize``: catalog z-scoring, block re-normalisation, PCA) on the vectors the catalog
+already stores for a base model, registers the adapted model
+(``<base id>+adapt-<hash>``, name ``<base name>+adapt``), stores the adaptation and the
+adapted vector of every track in the catalog.  Nothing is decoded.  From then on:
+
+- ``similar``/``serve``/``listen`` compare the adapted vectors by default (the newest
+  adaptation of the catalog's main model); ``--model <base name>`` still names the old ones;
+- ``ingest`` adds the adapted vector of every new or re-analysed track as it commits it;
+- an outside clip is analyzed by the base model and mapped through the adaptation.
+
+Ingest adapts a catalog on its own once it holds :data:`AUTO_ADAPT_TRACKS` tracks of its
+model and has no adaptation yet (``ingest --no-adapt`` leaves it alone).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from soundalike.errors import CatalogError
+
+if TYPE_CHECKING:
+    from soundalike.catalog.store import Catalog
+
+#: Ingest fits an adaptation by itself once a catalog holds this many tracks of its model.
+AUTO_ADAPT_TRACKS = 200
+#: Adapted vectors' length by default (PCA; at most the number of tracks - 1).
+DEFAULT_DIM = 256
+
+
+@dataclass(frozen=True)
+class AdaptReport:
+    """What :func:`adapt_catalog` did."""
+
+    base_model_id: str
+    base_name: str
+    model_id: str
+    name: str
+    method: str
+    tracks: int
+    dim: int
+    fit_s: float
+    write_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _blocks_of(name: str) -> tuple[int, ...]:
+    from soundalike.models.fusion import FUSION_NAME, block_dims
+
+    return block_dims() if name == FUSION_NAME else ()
+
+
+def adapt_catalog(cat: Catalog, *, model: str | None = None, method: str = "normalize",
+                  dim: int = DEFAULT_DIM, seed: int = 0) -> AdaptReport:
+    """Fit an adaptation of ``model``'s vectors in ``cat`` and store the adapted model.
+
+    Parameters
+    ----------
+    cat : the open catalog
+    model : base model name or id (default: the catalog's most used plain model)
+    method : ``"normalize"`` (the only one fitted on stored track vectors alone)
+    dim : adapted vector length (at most ``n_tracks - 1`` and the base length)
+    seed : recorded for reproducibility (``normalize`` is deterministic)
+
+    Returns
+    -------
+    AdaptReport
+
+    Raises
+    ------
+    CatalogError
+        No such model, it is itself an adaptation, or fewer than 3 analysed tracks.
+    ConfigError
+        An unknown method.
+    """
+    from soundalike.errors import ConfigError
+    from soundalike.models.adapt import fit
+    from soundalike.search.sync import model_info
+
+    if method != "normalize":
+        raise ConfigError(f"adaptation method {method!r} needs per-segment vectors the catalog does not "
+                          f"store; use normalize (the one that measured best, see the README)")
+    if model is None:
+        base_id = cat.default_model_id()
+        if base_id is None:
+            raise CatalogError(f"{cat.path}: no analysed tracks; run `soundalike ingest DIR` first")
+        model = base_id
+    info = model_info(cat, model)
+    if cat.get_adaptation(info.model_id) is not None:
+        raise CatalogError(f"{info.name} ({info.model_id}) is itself an adaptation; name its base model")
+    t0 = time.perf_counter()
+    ids, X = cat.embeddings(info.model_id)
+    if len(ids) < 3:
+        raise CatalogError(f"{cat.path}: adapting {info.name} needs at least 3 analysed tracks, "
+                           f"it has {len(ids)}")
+    a = fit(X, base_model_id=info.model_id, method="normalize", dim=dim, seed=seed,
+            blocks=_blocks_of(info.name))
+    Y = a.apply(X)
+    t1 = time.perf_counter()
+    name = f"{info.name}+adapt"
+    with cat.transaction():
+        cat.register_model(model_id=a.model_id, name=name, dim=a.dim, labels=info.labels,
+                           label_category=info.label_category)
+        cat.put_adaptation(model_id=a.model_id, base_model_id=info.model_id, method=a.method,
+                           data=a.to_bytes())
+        cat.put_analyses(a.model_id, ids, Y)
+    return AdaptReport(info.model_id, info.name, a.model_id, name, a.method, int(len(ids)), a.dim,
+                       round(t1 - t0, 3), round(time.perf_counter() - t1, 3))
+
+
+def catalog_size(cat: Catalog) -> int:
+    """Bytes the catalog takes on disk (the SQLite file and its WAL), 0 if unknown."""
+    total = 0
+    for suffix in ("", "-wal"):
+        p = f"{cat.path}{suffix}"
+        if os.path.exists(p):
+            total += os.path.getsize(p)
+    return total
+
+
+def maybe_auto_adapt(cat: Catalog, *, model_id: str, min_tracks: int = AUTO_ADAPT_TRACKS) -> AdaptReport | None:
+    """Adapt ``model_id`` if the catalog holds ``min_tracks`` of its tracks and no adaptation."""
+    if cat.adaptations(model_id) or cat.get_adaptation(model_id) is not None:
+        return None
+    if cat.count_analyses(model_id) < min_tracks:
+        return None
+    return adapt_catalog(cat, model=model_id)

@@ -1,0 +1,192 @@
+"""Catalog adaptation: the projections, their storage, `index adapt`, and every place that
+uses an adapted model (similar on catalog tracks and outside files, ingest of new tracks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from soundalike.audio import synth
+from soundalike.catalog.store import Catalog
+from soundalike.errors import CatalogError, ConfigError
+from soundalike.models import adapt
+from soundalike.search.adapt import adapt_catalog, maybe_auto_adapt
+
+SR = 22050
+
+
+def _clustered(n_tracks: int = 30, per_track: int = 4, d: int = 24, seed: int = 0):
+    """Segments of tracks: a strong shared nuisance direction, a track offset, noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_tracks, d))
+    nuisance = rng.normal(size=d) * 6
+    owner = np.repeat(np.arange(n_tracks), per_track)
+    S = centres[owner] + rng.normal(size=(len(owner), 1)) * nuisance + 0.3 * rng.normal(size=(len(owner), d))
+    return S.astype(np.float32), owner
+
+
+def _nn_same_owner(X: np.ndarray, owner: np.ndarray) -> float:
+    X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    S = X @ X.T
+    np.fill_diagonal(S, -np.inf)
+    return float((owner[S.argmax(1)] == owner).mean())
+
+
+# --------------------------------------------------------------------------- projections
+
+
+@pytest.mark.parametrize("method", ["lda", "contrastive"])
+def test_segment_methods_learn_to_ignore_within_track_change(method):
+    S, owner = _clustered()
+    kw = {"epochs": 40, "batch": 16} if method == "contrastive" else {}
+    a = adapt.fit(S, owner, base_model_id="m-1", method=method, dim=12, seed=3, **kw)
+    assert a.apply(S).shape == (len(S), a.dim) and a.dim <= 12
+    # the nuisance direction dominates raw cosine; the adapted space tells tracks apart
+    assert _nn_same_owner(a.apply(S), owner) > _nn_same_owner(S, owner) + 0.15
+
+
+def test_contrastive_is_reproducible_by_seed():
+    S, owner = _clustered(n_tracks=12)
+    kw = dict(base_model_id="m-1", method="contrastive", dim=6, epochs=3, batch=8)
+    a, b, c = (adapt.fit(S, owner, seed=s, **kw) for s in (1, 1, 2))
+    assert np.array_equal(a.W, b.W) and a.model_id == b.model_id
+    assert not np.array_equal(a.W, c.W) and a.model_id != c.model_id
+
+
+def test_normalize_blocks_pca_and_round_trip():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(5, 1, (40, 3)), rng.normal(0, 100, (40, 5))], axis=1).astype(np.float32)
+    a = adapt.fit(X, base_model_id="m-1", dim=4, blocks=(3, 5))
+    assert a.method == "normalize" and a.dim == 4 and a.model_id.startswith("m-1+adapt-")
+    # before the PCA each block is unit length: a huge-valued block no longer dominates
+    Z = adapt._block_normalize((X - a.mean) * a.scale, a.blocks)
+    assert np.allclose(np.linalg.norm(Z[:, :3], axis=1), 1 / np.sqrt(2), atol=1e-5)
+    assert np.allclose(np.linalg.norm(Z[:, 3:], axis=1), 1 / np.sqrt(2), atol=1e-5)
+    again = adapt.Adaptation.from_bytes(a.to_bytes())
+    assert again.model_id == a.model_id and np.array_equal(again.apply(X), a.apply(X))
+    assert adapt.fit(X, base_model_id="m-1", dim=4, blocks=(3, 5)).model_id == a.model_id  # deterministic
+    assert adapt.fit(X, base_model_id="m-1", dim=40).dim == 8  # at most d (and n - 1)
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ConfigError, match="3 track vectors"):
+        adapt.fit(np.zeros((2, 4), np.float32), base_model_id="m")
+    with pytest.raises(ConfigError, match="unknown adaptation method"):
+        adapt.fit(np.zeros((5, 4), np.float32), np.arange(5), base_model_id="m", method="magic")
+    with pytest.raises(ConfigError, match="at least 3 tracks"):
+        adapt.fit(np.zeros((4, 4), np.float32), np.array([0, 1, 2, 3]), base_model_id="m", method="lda")
+    a = adapt.fit(np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32), base_model_id="m")
+    with pytest.raises(ConfigError, match="4-d vectors"):
+        a.apply(np.zeros(5, np.float32))
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+def _catalog_with_vectors(path, n: int = 30, d: int = 16, name: str = "toy") -> tuple[Catalog, np.ndarray]:
+    S, owner = _clustered(n_tracks=n, per_track=1, d=d)
+    cat = Catalog.open(path)
+    cat.register_model(model_id=f"{name}-1", name=name, dim=d)
+    for i, x in enumerate(S):
+        tid = cat.upsert_track(path=f"/music/{i}.wav", content_hash=str(i), size=1, mtime=0.0)
+        cat.put_analysis(tid, f"{name}-1", x)
+    return cat, S
+
+
+def test_index_adapt_makes_a_model_of_its_own_and_becomes_the_default(tmp_path):
+    import soundalike
+    from soundalike.search.sync import default_model_id, model_info
+
+    cat, S = _catalog_with_vectors(tmp_path / "c.sqlite")
+    with cat:
+        rep = adapt_catalog(cat, dim=8)
+        assert rep.base_model_id == "toy-1" and rep.model_id.startswith("toy-1+adapt-") and rep.tracks == 30
+        assert default_model_id(cat) == rep.model_id
+        assert model_info(cat, "toy").model_id == "toy-1"  # the base stays reachable by name ...
+        assert model_info(cat, "toy+adapt").model_id == rep.model_id  # ... and so does the adaptation
+        ids, Y = cat.embeddings(rep.model_id)
+        stored = adapt.Adaptation.from_bytes(cat.get_adaptation(rep.model_id).data)
+        assert np.allclose(Y, stored.apply(S), atol=1e-5)
+        hits = soundalike.similar(1, k=5, catalog=cat)  # default: the adapted vectors
+        Yn = Y / np.linalg.norm(Y, axis=1, keepdims=True)
+        expect = ids[np.argsort(-(Yn @ Yn[0]))[1:6]]
+        assert [h.track.id for h in hits] == list(expect)
+        base = soundalike.similar(1, k=5, model="toy", catalog=cat)
+        assert len(base) == 5 and all(-1.0 <= h.score <= 1.0 for h in base)
+        with pytest.raises(CatalogError, match="itself an adaptation"):
+            adapt_catalog(cat, model=rep.model_id)
+
+
+def test_adapt_refuses_tiny_catalogs_and_auto_adapts_past_the_threshold(tmp_path):
+    cat, _ = _catalog_with_vectors(tmp_path / "c.sqlite", n=2)
+    with cat, pytest.raises(CatalogError, match="at least 3"):
+        adapt_catalog(cat)
+    cat, _ = _catalog_with_vectors(tmp_path / "d.sqlite", n=12)
+    with cat:
+        assert maybe_auto_adapt(cat, model_id="toy-1", min_tracks=13) is None
+        assert not cat.adaptations()
+        rep = maybe_auto_adapt(cat, model_id="toy-1", min_tracks=12)
+        assert rep is not None and len(cat.adaptations("toy-1")) == 1
+        assert maybe_auto_adapt(cat, model_id="toy-1", min_tracks=12) is None  # once
+
+
+def _write_tracks(folder, n, offset=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    styles = ["drum-loop", "piano-arpeggio", "ambient-drone", "noise-texture", "bass-groove"]
+    for i in range(offset, offset + n):
+        y = synth.demo_track(styles[i % len(styles)], seed=i, duration_s=2.0, sr=SR)
+        sf.write(folder / f"t{i:03d}.flac", y, SR)
+
+
+def test_ingest_keeps_new_tracks_adapted_and_outside_clips_are_mapped(tmp_path):
+    import soundalike
+    from soundalike.ingest import ingest
+    from soundalike.models.zoo import load_analyzer
+    from soundalike.search.sync import analyzer_for
+
+    _write_tracks(tmp_path / "m", 8)
+    db = tmp_path / "c.sqlite"
+    ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1)
+    base = load_analyzer("mfcc-stats")
+    with Catalog.open(db) as cat:
+        rep = adapt_catalog(cat, dim=5)
+    _write_tracks(tmp_path / "m", 2, offset=8)
+    s = ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1)
+    assert s.ingested == 2 and s.unchanged == 8
+    with Catalog.open(db) as cat:
+        a = adapt.Adaptation.from_bytes(cat.get_adaptation(rep.model_id).data)
+        ids_base, X = cat.embeddings(base.model_id)
+        ids_ad, Y = cat.embeddings(rep.model_id)
+        assert list(ids_ad) == list(ids_base) and len(ids_ad) == 10  # new tracks got adapted vectors
+        assert np.allclose(Y, a.apply(X), atol=1e-5)
+        an = analyzer_for(cat, rep.model_id)
+        assert an.model_id == rep.model_id and an.name == "mfcc-stats+adapt" and an.embedding_dim == 5
+        clip = tmp_path / "clip.wav"
+        y = synth.demo_track("drum-loop", seed=99, duration_s=2.0, sr=SR)
+        sf.write(clip, y, SR)
+        assert np.allclose(an.analyze(y, SR).embedding, a.apply(base.analyze(y, SR).embedding), atol=1e-5)
+        hits = soundalike.similar(clip, k=3, catalog=cat)  # an outside file, default = adapted model
+        assert len(hits) == 3
+
+
+def test_index_adapt_cli(tmp_path):
+    _write_tracks(tmp_path / "m", 6)
+    db = tmp_path / "c.sqlite"
+    from soundalike.ingest import ingest
+
+    ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1)
+    p = subprocess.run([sys.executable, "-m", "soundalike", "index", "adapt", "--catalog", str(db), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["name"] == "mfcc-stats+adapt" and out["tracks"] == 6 and out["dim"] == 5
+    assert out["catalog_bytes_after"] >= out["catalog_bytes_before"] > 0
+    p = subprocess.run([sys.executable, "-m", "soundalike", "similar", "1", "--k", "2", "--catalog", str(db),
+                        "--json"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["query"]["model_id"] == out["model_id"]
