@@ -40,3 +40,15 @@ def test_categories_and_roles_agree():
 ])
 def test_category_of(label, dataset, category):
     assert V.category_of(label, dataset=dataset) == category
+
+
+def test_fusion_analyzer_files_its_labels_in_their_categories():
+    # the default analyzer (MTT labels, then MSD's that MTT lacks) tags into the same
+    # categories as the single models, so `--where genre:rock` works on a fresh catalog
+    from soundalike.models.fusion import FusionAnalyzer
+
+    a = FusionAnalyzer()
+    assert set(a.label_categories) == set(a.labels)
+    assert a.label_categories["piano"] == "instrument" and a.label_categories["rock"] == "genre"
+    assert a.label_categories["80s"] == "era" and a.label_categories["quiet"] == "mood"
+    assert all(c in V.CATEGORIES for c in a.label_categories.values())

@@ -147,9 +147,12 @@ def _refile_tags(cat: Catalog, model_id: str, roots: list[Path], top_tags: int, 
     from soundalike.models.vocabulary import category_of
 
     info = cat.model(model_id)
-    if info is None or info.name not in SPECS:
+    from soundalike.models.fusion import FUSION_NAME
+
+    if info is None or (info.name not in SPECS and info.name != FUSION_NAME):
         return 0
-    dataset = SPECS[info.name].dataset
+    # the fusion's labels are MTT's then MSD's: either table, MTT first
+    dataset = SPECS[info.name].dataset if info.name in SPECS else None
     n = 0
     ids = [t.id for t in cat.iter_tracks() if not roots or _under(t.path, roots)]
     analyses = cat.get_analyses(ids, model_id)
