@@ -101,12 +101,13 @@ def playlist(
     length: Annotated[int, typer.Option("--length", "-n", min=1, max=1000, help="Tracks in the playlist.")] = 30,
     where: WhereOpt = None,
     model: ModelOpt = None,
-    max_per_artist: Annotated[int | None, typer.Option("--max-per-artist", min=1)] = None,
-    max_per_album: Annotated[int | None, typer.Option("--max-per-album", min=1)] = None,
+    max_per_artist: Annotated[int | None, typer.Option("--max-per-artist", min=1, help="At most N tracks from one artist.")] = None,
+    max_per_album: Annotated[int | None, typer.Option("--max-per-album", min=1, help="At most N tracks from one album.")] = None,
     drift: Annotated[float, typer.Option(min=0.0, max=1.0, help="Radio: 0 stays near the seed, 1 follows "
                                          "the last track.")] = 0.7,
     bpm: Annotated[bool, typer.Option("--bpm", help="Path: move the tempo from A's to B's too.")] = False,
-    include_duplicates: Annotated[bool, typer.Option("--include-duplicates")] = False,
+    include_duplicates: Annotated[bool, typer.Option(
+        "--include-duplicates", help="Keep other copies/versions of tracks already in the list.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write .m3u8, .csv or .json.")] = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
