@@ -9,4 +9,8 @@ def __getattr__(name: str):
         from soundalike.search.similar import similar
 
         return similar
+    if name == "playlist":
+        from soundalike.search.playlist import playlist
+
+        return playlist
     raise AttributeError(f"module 'soundalike' has no attribute {name!r}")

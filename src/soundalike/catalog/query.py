@@ -19,9 +19,22 @@ Filter                                      Keeps tracks ...
                                             ``piano`` in title, artist, album or file name
 ``"night train"``                           the same for a quoted phrase
 ``-noise``                                  negates a bare word as well
+``bpm:118..124``                            tempo between 118 and 124 BPM
+``key:8A|9A`` / ``key:am|c``                Camelot codes or key names (``c#m``, ``bb``)
+``key:compatible``                          keys that mix with the query track's: same
+                                            code, one step round the wheel, relative
+                                            major/minor (``similar``/``playlist`` only)
+``loudness:-16..-10``                       integrated loudness in LUFS
+``vocals:no`` / ``vocals:yes``              vocals probability under / at least 0.5
+``energy:0.6..`` / ``energy:high``          energy 0..1 (``low`` < 0.4 <= ``mid`` < 0.6 <= ``high``)
+``duration:60..180``                        decoded length in seconds
 ==========================================  ==============================================
 
-Numeric fields: ``year``, ``duration`` (seconds), ``sr`` (Hz), ``channels``, ``id``.
+Numeric fields: ``year``, ``duration`` (seconds, the decoded length where the musical
+attributes have it, else the header's), ``sr`` (Hz), ``channels``, ``id``; attribute fields
+(``ingest`` computes them; ``ingest --refresh attributes`` for older catalogs): ``bpm``,
+``loudness`` (LUFS), ``lra`` (loudness range, LU), ``energy``, ``key``, ``vocals`` (``yes``/``no``;
+any other value is a tag of category ``vocals``, e.g. ``vocals:female``).
 Text fields: ``title``, ``artist``, ``album``, ``file`` (the file's name).  Any other ``field:`` is a tag category
 (``genre``, ``mood``, ``instrument``, ``tag`` ...).  Matching is case-insensitive: tags
 are stored lower-case and values are lower-cased.  A negated term keeps tracks with no
@@ -58,13 +71,26 @@ NUMERIC_FIELDS: dict[str, str] = {
     "channels": "channels",
     "id": "id",
 }
+#: Numeric fields kept in ``track_attributes`` (alias ``a``) and their columns.
+ATTRIBUTE_FIELDS: dict[str, str] = {
+    "bpm": "bpm",
+    "loudness": "loudness_lufs",
+    "lra": "loudness_range_lu",
+    "energy": "energy",
+}
+#: ``energy:`` words and the ranges they stand for.
+ENERGY_WORDS: dict[str, tuple[float | None, float | None]] = {
+    "low": (None, 0.4), "mid": (0.4, 0.6), "high": (0.6, None),
+}
+#: A vocals probability at or above this is ``vocals:yes``.
+VOCALS_THRESHOLD = 0.5
 #: Text fields and the ``tracks`` column each one searches (substring, case-insensitive).
 TEXT_FIELDS: dict[str, str] = {"title": "title", "artist": "artist", "album": "album", "file": "path"}
 #: Tag sources that always match; ``suggested`` is added on request.
 BASE_SOURCES: tuple[str, ...] = ("file", "user", "model")
 SUGGESTED = "suggested"
 
-TermKind = Literal["tag", "numeric", "text", "any"]
+TermKind = Literal["tag", "numeric", "text", "any", "attribute", "key", "vocals"]
 
 #: Most terms in one filter, and most ``|`` alternatives in one term: every term becomes
 #: a nested SQL condition and SQLite refuses trees deeper than 1000 ("Expression tree is
@@ -89,8 +115,9 @@ class Term:
 
     Attributes
     ----------
-    kind : ``"tag"`` (category:value), ``"numeric"``, ``"text"`` (title/artist/album)
-        or ``"any"`` (bare word)
+    kind : ``"tag"`` (category:value), ``"numeric"``, ``"text"`` (title/artist/album),
+        ``"any"`` (bare word), ``"attribute"`` (bpm/loudness/lra/energy ranges), ``"key"``
+        (Camelot codes, or ``"compatible"``) or ``"vocals"`` (``"yes"``/``"no"``)
     field : category or field name; ``None`` for bare words
     values : alternatives (ORed); strings, or :class:`Range` for numeric terms
     negated : whether the term was prefixed with ``-``
@@ -113,6 +140,10 @@ class Query:
 
     def __bool__(self) -> bool:
         return bool(self.terms)
+
+    def needs_reference(self) -> bool:
+        """Whether a term (``key:compatible``) is relative to a query track."""
+        return any(t.kind == "key" and "compatible" in t.values for t in self.terms)
 
     def tag_values(self) -> dict[str, set[str]]:
         """Positive tag values per category (used to explain hits)."""
@@ -166,6 +197,40 @@ def _range(s: str, pos: int, field: str, text: str) -> Range:
         return Range(lo, hi)
     v = _number(s, pos, field, text)
     return Range(v, v)
+
+
+_CAMELOT_RE = re.compile(r"^(1[0-2]|[1-9])([ab])$")
+_KEYNAME_RE = re.compile(r"^([a-g])([#b]?)[ _-]?(m|min|minor|maj|major)?$")
+_FLATS = {"db": "c#", "d#": "eb", "gb": "f#", "g#": "ab", "a#": "bb", "cb": "b", "e#": "f",
+          "b#": "c", "fb": "e"}
+
+
+def _key_code(s: str, pos: int, text: str) -> str:
+    """A ``key:`` value as a Camelot code (``8A``), or ``"compatible"``."""
+    from soundalike.audio.attributes import PITCH_CLASSES, camelot
+
+    v = s.strip().lower()
+    if v == "compatible":
+        return v
+    m = _CAMELOT_RE.match(v)
+    if m:
+        return f"{int(m.group(1))}{m.group(2).upper()}"
+    m = _KEYNAME_RE.match(v)
+    if m:
+        note = m.group(1) + m.group(2)
+        note = _FLATS.get(note, note)
+        names = [p.lower() for p in PITCH_CLASSES]
+        if note in names:
+            minor = (m.group(3) or "") in ("m", "min", "minor")
+            return camelot(names.index(note), "minor" if minor else "major")
+    raise QueryError(f"position {pos + 1}: key needs a Camelot code (1A..12B), a key name "
+                     f"(am, c#, ebm) or 'compatible', got {s!r} in filter {text!r}")
+
+
+def _attribute_range(s: str, pos: int, field: str, text: str) -> Range:
+    if field == "energy" and s.strip().lower() in ENERGY_WORDS:
+        return Range(*ENERGY_WORDS[s.strip().lower()])
+    return _range(s, pos, field, text)
 
 
 def parse(text: str | None) -> Query:
@@ -229,6 +294,14 @@ def parse(text: str | None) -> Query:
         if field in NUMERIC_FIELDS:
             terms.append(Term("numeric", field, tuple(_range(v, p, field, text) for v, p in raw),
                               negated, start))
+        elif field in ATTRIBUTE_FIELDS:
+            terms.append(Term("attribute", field,
+                              tuple(_attribute_range(v, p, field, text) for v, p in raw), negated, start))
+        elif field == "key":
+            terms.append(Term("key", field, tuple(dict.fromkeys(_key_code(v, p, text) for v, p in raw)),
+                              negated, start))
+        elif field == "vocals" and all(v.strip().lower() in ("yes", "no") for v, _ in raw):
+            terms.append(Term("vocals", field, tuple(v.strip().lower() for v, _ in raw), negated, start))
         else:
             values = tuple(v.strip().lower() for v, _ in raw)
             if any(v == "" for v in values):
@@ -245,29 +318,66 @@ def _placeholders(k: int) -> str:
     return ",".join("?" * k)
 
 
-def _term_sql(term: Term, sources: tuple[str, ...], d: Dialect) -> tuple[str, list[object]]:
+def _range_sql(col: str, ranges) -> tuple[str, list[object]]:
+    parts, params = [], []
+    for r in ranges:
+        assert isinstance(r, Range)
+        if r.lo is not None and r.hi is not None:
+            parts.append(f"({col} BETWEEN ? AND ?)")
+            params += [r.lo, r.hi]
+        elif r.lo is not None:
+            parts.append(f"({col} >= ?)")
+            params.append(r.lo)
+        else:
+            parts.append(f"({col} <= ?)")
+            params.append(r.hi)
+    return "(" + " OR ".join(parts) + ")", params
+
+
+def _attr_in(cond: str) -> str:
+    return f"t.id IN (SELECT a.track_id FROM track_attributes a WHERE {cond})"
+
+
+def _term_sql(term: Term, sources: tuple[str, ...], d: Dialect,
+              reference: dict | None = None) -> tuple[str, list[object]]:
     """SQL boolean expression over ``tracks`` (alias ``t``) for one positive term."""
     src = _placeholders(len(sources))
+    if term.kind == "attribute":
+        cond, params = _range_sql(f"a.{ATTRIBUTE_FIELDS[term.field or '']}", term.values)
+        return _attr_in(cond), params
+    if term.kind == "vocals":
+        parts = ["a.vocals >= ?" if v == "yes" else "a.vocals < ?" for v in term.values]
+        return _attr_in("(" + " OR ".join(parts) + ")"), [VOCALS_THRESHOLD] * len(parts)
+    if term.kind == "key":
+        from soundalike.audio.attributes import camelot_neighbours
+
+        codes: list[str] = []
+        for v in term.values:
+            if v == "compatible":
+                code = (reference or {}).get("camelot")
+                if reference is None:
+                    raise QueryError(f"position {term.pos + 1}: key:compatible is relative to a query "
+                                     f"track; use it with `similar` or `playlist`")
+                if not code:
+                    raise QueryError(f"position {term.pos + 1}: key:compatible: the query track has no "
+                                     f"key yet (run `soundalike ingest DIR --refresh attributes`)")
+                codes += camelot_neighbours(code)
+            else:
+                codes.append(str(v))
+        codes = list(dict.fromkeys(codes))
+        return _attr_in(f"a.camelot IN ({_placeholders(len(codes))})"), codes
     if term.kind == "tag":
         vals = [str(v) for v in term.values]
         sql = (f"t.id IN (SELECT g.track_id FROM tags g WHERE g.category = ? "
                f"AND g.tag IN ({_placeholders(len(vals))}) AND g.source IN ({src}))")
         return sql, [term.field, *vals, *sources]
     if term.kind == "numeric":
-        col = NUMERIC_FIELDS[term.field or ""]
-        parts, params = [], []
-        for r in term.values:
-            assert isinstance(r, Range)
-            if r.lo is not None and r.hi is not None:
-                parts.append(f"(t.{col} BETWEEN ? AND ?)")
-                params += [r.lo, r.hi]
-            elif r.lo is not None:
-                parts.append(f"(t.{col} >= ?)")
-                params.append(r.lo)
-            else:
-                parts.append(f"(t.{col} <= ?)")
-                params.append(r.hi)
-        return "(" + " OR ".join(parts) + ")", params
+        col = f"t.{NUMERIC_FIELDS[term.field or '']}"
+        if term.field == "duration":
+            # The decoded length where the attributes have it (headers guess, e.g. VBR mp3).
+            col = (f"coalesce((SELECT a.duration_s FROM track_attributes a WHERE a.track_id = t.id), "
+                   f"{col})")
+        return _range_sql(col, term.values)
     if term.kind == "text":
         col = TEXT_FIELDS[term.field or ""]
         parts, params = [], []
@@ -300,7 +410,8 @@ def _contains(col: str, value: str, d: Dialect) -> tuple[str, list[object]]:
 
 
 def compile_sql(query: Query | str | None, *, include_suggested: bool = False,
-                status: str | None = "ok", dialect: Dialect = SQLITE) -> tuple[str, list[object]]:
+                status: str | None = "ok", dialect: Dialect = SQLITE,
+                reference: dict | None = None) -> tuple[str, list[object]]:
     """Compile a filter into a parameterised ``WHERE`` clause over ``tracks AS t``.
 
     Parameters
@@ -309,6 +420,8 @@ def compile_sql(query: Query | str | None, *, include_suggested: bool = False,
     include_suggested : let tag terms match ``source='suggested'`` tags as well
     status : keep only tracks with this status (``None``: any)
     dialect : the backend's SQL spellings (substring test, boolean literals)
+    reference : the query track's attributes (``Catalog.track_attributes``), for terms
+        relative to it (``key:compatible``)
 
     Returns
     -------
@@ -324,7 +437,7 @@ def compile_sql(query: Query | str | None, *, include_suggested: bool = False,
         clauses.append("t.status = ?")
         params.append(status)
     for term in q.terms:
-        sql, p = _term_sql(term, sources, dialect)
+        sql, p = _term_sql(term, sources, dialect, reference)
         # NOT over a NULL comparison is NULL: coalesce so that a negated term keeps
         # tracks that have no value for the field.
         clauses.append(f"NOT coalesce({sql}, {dialect.false})" if term.negated else sql)

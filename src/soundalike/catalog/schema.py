@@ -195,6 +195,37 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE analyses ADD COLUMN analysis TEXT NOT NULL DEFAULT 'full'
         """,
     ),
+    Migration(
+        "musical attributes per track: tempo, key, loudness, vocals, energy, decoded length",
+        # Numbers with their confidences, one row per track (not tags: ranges and
+        # neighbourhoods are asked of them).  ``version`` names the attribute code
+        # (audio.attributes.ATTRIBUTES_VERSION) so a refresh can find stale rows;
+        # ``model_id`` names the tagger whose outputs gave vocals and energy.
+        """
+        CREATE TABLE track_attributes (
+            track_id          {bigint} PRIMARY KEY REFERENCES tracks(id) ON DELETE CASCADE,
+            duration_s        {real},
+            bpm               {real},
+            bpm_confidence    {real},
+            bpm_alternative   {real},
+            bpm_ambiguous     {bigint},
+            key_tonic         {bigint},
+            key_mode          TEXT,
+            camelot           TEXT,
+            key_confidence    {real},
+            loudness_lufs     {real},
+            loudness_range_lu {real},
+            vocals            {real},
+            energy            {real},
+            model_id          TEXT NOT NULL DEFAULT '',
+            version           {bigint} NOT NULL DEFAULT 1,
+            seconds_read      {real},
+            computed_at       {real} NOT NULL
+        );
+        CREATE INDEX track_attributes_bpm ON track_attributes(bpm);
+        CREATE INDEX track_attributes_camelot ON track_attributes(camelot)
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -40,6 +40,11 @@ from soundalike.errors import CatalogBusyError, CatalogError, ModelMismatchError
 TagSource = Literal["file", "user", "model", "suggested"]
 TAG_SOURCES: tuple[str, ...] = ("file", "user", "model", "suggested")
 
+#: The musical attribute columns of ``track_attributes`` (schema migration 3).
+ATTRIBUTE_COLUMNS = ("duration_s", "bpm", "bpm_confidence", "bpm_alternative", "bpm_ambiguous",
+                     "key_tonic", "key_mode", "camelot", "key_confidence", "loudness_lufs",
+                     "loudness_range_lu", "vocals", "energy", "seconds_read")
+
 _TRACK_FIELDS = ("id", "path", "content_hash", "size", "mtime", "duration_s", "sr", "channels",
                  "format", "title", "artist", "album", "genre", "year", "status", "added_at",
                  "updated_at", "inode", "device")
@@ -614,12 +619,13 @@ class Catalog:
 
     # ------------------------------------------------------------------ filters (catalog/query.py)
 
-    def _where(self, where: _q.Query | str | None, text: str | None, include_suggested: bool):
+    def _where(self, where: _q.Query | str | None, text: str | None, include_suggested: bool,
+               reference: dict | None = None):
         return _q.compile_sql(_q.with_text(where, text), include_suggested=include_suggested,
-                              dialect=self._db.dialect)
+                              dialect=self._db.dialect, reference=reference)
 
     def match(self, where: _q.Query | str | None, *, include_suggested: bool = False,
-              text: str | None = None) -> np.ndarray:
+              text: str | None = None, reference: dict | None = None) -> np.ndarray:
         """Ids of the ``ok`` tracks matching a filter (and optional free text).
 
         Parameters
@@ -627,12 +633,13 @@ class Catalog:
         where : filter text or parsed query (``None``: all tracks); see :mod:`.query`
         include_suggested : let tag terms match suggested tags
         text : free text matched like a bare quoted phrase (title/artist/album/tag)
+        reference : the query track's attributes, for ``key:compatible``
 
         Returns
         -------
         int64 ``(n,)`` sorted track ids.
         """
-        sql, params = self._where(where, text, include_suggested)
+        sql, params = self._where(where, text, include_suggested, reference)
         rows = self._db.fetchall(f"SELECT t.id FROM tracks t WHERE {sql} ORDER BY t.id", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
@@ -991,6 +998,71 @@ class Catalog:
             return int(self._db.fetchone("SELECT COUNT(*) FROM analyses")[0])
         return int(self._db.fetchone("SELECT COUNT(*) FROM analyses WHERE model_id = ?", (model_id,))[0])
 
+    # ------------------------------------------------------------------ musical attributes
+
+    def put_attributes(self, track_id: int, attributes: dict, *, model_id: str = "",
+                       version: int = 1) -> None:
+        """Store (or replace) a track's musical attributes.
+
+        ``attributes`` is :meth:`soundalike.audio.attributes.Attributes.to_dict` (keys:
+        ``duration_s``, ``bpm``, ``bpm_confidence``, ``bpm_alternative``, ``bpm_ambiguous``,
+        ``key_tonic``, ``key_mode``, ``camelot``, ``key_confidence``, ``loudness_lufs``,
+        ``loudness_range_lu``, ``vocals``, ``energy``, ``seconds_read``; missing = NULL).
+        """
+        values = {c: attributes.get(c) for c in ATTRIBUTE_COLUMNS}
+        if values["bpm_ambiguous"] is not None:
+            values["bpm_ambiguous"] = int(bool(values["bpm_ambiguous"]))
+        cols = ", ".join(values)
+        sets = ", ".join(f"{k} = excluded.{k}" for k in (*values, "model_id", "version", "computed_at"))
+        with self.transaction():
+            self._write(
+                f"INSERT INTO track_attributes (track_id, {cols}, model_id, version, computed_at) "
+                f"VALUES (?, {self._db.dialect.marks(len(values))}, ?, ?, ?) "
+                f"ON CONFLICT (track_id) DO UPDATE SET {sets}",
+                (int(track_id), *values.values(), model_id, int(version), time.time()))
+
+    def track_attributes(self, track_id: int) -> dict | None:
+        """A track's stored attributes (the keys of :meth:`put_attributes` plus ``model_id``,
+        ``version``), or ``None`` when it has none yet."""
+        return self.attributes_of([track_id]).get(int(track_id))
+
+    def attributes_of(self, track_ids: Iterable[int]) -> dict[int, dict]:
+        """Attributes of many tracks at once (tracks without any are left out)."""
+        out: dict[int, dict] = {}
+        cols = ("track_id", *ATTRIBUTE_COLUMNS, "model_id", "version")
+        for chunk in chunked(int(i) for i in track_ids):
+            for r in self._db.fetchall(f"SELECT {', '.join(cols)} FROM track_attributes WHERE track_id IN "
+                                       f"({self._db.dialect.marks(len(chunk))})", chunk):
+                d = dict(zip(cols, r, strict=True))
+                if d["bpm_ambiguous"] is not None:
+                    d["bpm_ambiguous"] = bool(d["bpm_ambiguous"])
+                out[int(d.pop("track_id"))] = d
+        return out
+
+    def ids_needing_attributes(self, *, version: int, model_id: str | None = None) -> list[int]:
+        """``ok`` tracks without attributes, with an older ``version``, or (given
+        ``model_id``) whose vocals/energy came from another tagger."""
+        sql = ("SELECT t.id FROM tracks t LEFT JOIN track_attributes a ON a.track_id = t.id "
+               "WHERE t.status = 'ok' AND (a.track_id IS NULL OR a.version < ?")
+        args: list = [int(version)]
+        if model_id is not None:
+            sql += " OR a.model_id <> ?"
+            args.append(model_id)
+        return [int(r[0]) for r in self._db.fetchall(sql + ") ORDER BY t.id", args)]
+
+    def attribute_summary(self) -> dict:
+        """How many ok tracks have attributes, and their ranges (for ``catalog stats``)."""
+        r = self._db.fetchone(
+            "SELECT count(*), min(a.bpm), max(a.bpm), min(a.loudness_lufs), max(a.loudness_lufs), "
+            "sum(CASE WHEN a.vocals >= 0.5 THEN 1 ELSE 0 END), sum(CASE WHEN a.vocals < 0.5 THEN 1 ELSE 0 END) "
+            "FROM track_attributes a JOIN tracks t ON t.id = a.track_id WHERE t.status = 'ok'")
+        keys = self._db.fetchall(
+            "SELECT a.camelot, count(*) FROM track_attributes a JOIN tracks t ON t.id = a.track_id "
+            "WHERE t.status = 'ok' AND a.camelot IS NOT NULL GROUP BY a.camelot ORDER BY 2 DESC, 1")
+        return {"tracks": int(r[0]), "bpm_range": [r[1], r[2]], "loudness_range_lufs": [r[3], r[4]],
+                "vocals": {"yes": int(r[5] or 0), "no": int(r[6] or 0)},
+                "keys": {k: int(n) for k, n in keys}}
+
     # ------------------------------------------------------------------ errors
 
     def record_error(self, *, path: str, reason: str, error_type: str, size: int | None = None,
@@ -1158,6 +1230,9 @@ class Catalog:
             "SELECT format, COUNT(*) FROM tracks WHERE status = 'ok' GROUP BY format ORDER BY 2 DESC")}
         dur = db.fetchone("SELECT COALESCE(SUM(duration_s), 0) FROM tracks WHERE status = 'ok'")[0]
         tags = {r[0]: int(r[1]) for r in db.fetchall("SELECT source, COUNT(*) FROM tags GROUP BY source")}
+        by_category = {r[0]: int(r[1]) for r in db.fetchall(
+            "SELECT category, COUNT(DISTINCT tag) FROM tags WHERE source <> 'suggested' "
+            "GROUP BY category ORDER BY category")}
         return {
             "path": str(self.path),
             "backend": self.dialect_name,
@@ -1168,6 +1243,8 @@ class Catalog:
             "total_duration_s": float(dur),
             "formats": {str(k): v for k, v in by_format.items()},
             "tags_by_source": tags,
+            "tag_values_by_category": by_category,
+            "attributes": self.attribute_summary(),
             "models": [{"model_id": m.model_id, "name": m.name, "dim": m.dim, "tracks": m.n_tracks}
                        for m in self.models()],
         }

@@ -25,13 +25,54 @@ def register(app: typer.Typer) -> None:
     app.add_typer(catalog_app, name="catalog")
 
 
+def _refresh(what: list[str], *, cat, paths, model, force, workers, top_tags, json_out) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from soundalike.ingest.refresh import refresh
+
+    err = Console(stderr=True)
+    progress = Progress(TextColumn("[bold]refresh"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=err, transient=True, disable=json_out or not err.is_terminal)
+    task = None
+
+    def on_event(e: dict) -> None:
+        nonlocal task
+        if e["event"] == "start":
+            task = progress.add_task("refresh", total=e["total"])
+        elif task is not None:
+            progress.update(task, advance=1)
+
+    with progress:
+        s = refresh([w.strip().lower() for item in what for w in item.split(",") if w.strip()],
+                    catalog=cat, paths=paths, model=model, force=force, workers=workers,
+                    top_tags=top_tags, on_event=on_event)
+    if json_out:
+        print_json({"catalog": str(cat), **s.to_dict()})
+        return
+    out = Console()
+    out.print(f"refreshed in {s.elapsed_s:.1f} s → {cat}")
+    out.print(f"  attributes  {s.attributes}")
+    out.print(f"  tags        {s.tags} tracks re-filed")
+    if s.failed:
+        out.print(f"  failed      {s.failed}")
+        for path, reason in s.errors[:20]:
+            out.print(f"    {path}: {reason}", highlight=False, markup=False, soft_wrap=True)
+
+
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Folders (scanned recursively) or files.")],
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Folders (scanned recursively) or files (with --refresh: only tracks under them).")] = None,
     catalog: CatalogOpt = None,
     model: ModelOpt = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPU count).")] = None,
     top_tags: Annotated[int, typer.Option(help="Top predicted labels stored as tags per track.")] = 5,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry files that failed before.")] = False,
+    refresh: Annotated[list[str] | None, typer.Option(
+        "--refresh", help="Recompute for tracks already in the catalog, without the network: "
+        "'attributes' (tempo, key, loudness, vocals, energy, decoded length; missing or stale ones) "
+        "and/or 'tags' (model tags into their categories). Repeatable.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="With --refresh attributes: every track.")] = False,
     adapt: Annotated[bool, typer.Option("--adapt/--no-adapt", help=(
         "Fit the catalog's own normalisation (`index adapt`) once it holds 200 tracks of the model."))] = True,
     analysis: Annotated[str | None, typer.Option(
@@ -64,6 +105,13 @@ def ingest(
         analysis = f"spread:{patches}"
     err = Console(stderr=True)
     cat = catalog_path(catalog)
+    if refresh:
+        _refresh(refresh, cat=cat, paths=paths or [], model=model, force=force, workers=workers,
+                 top_tags=top_tags, json_out=json_out)
+        return
+    if not paths:
+        raise typer.BadParameter("give folders or files to ingest (or --refresh attributes|tags)",
+                                 param_hint="PATHS")
     progress = Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[hours]:.2f} h audio"),
                         TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
@@ -156,7 +204,8 @@ def info(
                 track = matches[0]
                 data = {"track": track.to_dict(),
                         "tags": [t.__dict__ for t in cat.track_tags(track.id)],
-                        "analyses": [], "other_matches": [m.id for m in matches[1:]]}
+                        "analyses": [], "other_matches": [m.id for m in matches[1:]],
+                        "attributes": cat.track_attributes(track.id)}
                 names = {m.model_id: m.name for m in cat.models()}
                 for a in cat.track_analyses(track.id):
                     top = sorted(a.predictions.items(), key=lambda kv: kv[1], reverse=True)[:10]
@@ -198,6 +247,22 @@ def _print_info(data: dict) -> None:
         if t[k] is not None:
             v = f"{t[k]:.2f}" if k == "duration_s" else t[k]
             out.print(f"  {k:<13} {v}", markup=False, highlight=False)
+    a = data.get("attributes")
+    if a:
+        from soundalike.audio.attributes import PITCH_CLASSES
+
+        key = (f"{PITCH_CLASSES[int(a['key_tonic'])]} {a['key_mode']} ({a['camelot']}, confidence "
+               f"{a['key_confidence']:.2f})" if a.get("camelot") else "?")
+        bpm = (f"{a['bpm']:.1f} (confidence {a['bpm_confidence']:.2f}"
+               + (f"; {a['bpm_alternative']:.1f} plausible too)" if a.get("bpm_ambiguous") else ")")
+               if a.get("bpm") else "?")
+        fmt = lambda v, f: f.format(v) if v is not None else "?"  # noqa: E731
+        out.print(f"  {'tempo':<13} {bpm}", highlight=False)
+        out.print(f"  {'key':<13} {key}", highlight=False)
+        out.print(f"  {'loudness':<13} {fmt(a.get('loudness_lufs'), '{:.1f} LUFS')}, range "
+                  f"{fmt(a.get('loudness_range_lu'), '{:.1f} LU')}", highlight=False)
+        out.print(f"  {'vocals':<13} {fmt(a.get('vocals'), '{:.2f}')}   energy {fmt(a.get('energy'), '{:.2f}')}"
+                  f"   decoded {fmt(a.get('duration_s'), '{:.2f} s')}", highlight=False)
     if data["tags"]:
         table = Table("category", "tag", "source", "confidence", title="tags", title_justify="left")
         for tag in data["tags"]:
@@ -288,6 +353,18 @@ def catalog_stats(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None
         out.print("  formats   " + ", ".join(f"{k} {v}" for k, v in s["formats"].items()))
     if s["tags_by_source"]:
         out.print("  tags      " + ", ".join(f"{k} {v}" for k, v in s["tags_by_source"].items()))
+    if s.get("tag_values_by_category"):
+        out.print("  facets    " + ", ".join(f"{k} ({v} values)" for k, v in s["tag_values_by_category"].items()),
+                  highlight=False)
+    at = s.get("attributes") or {}
+    if at.get("tracks"):
+        lo, hi = at["bpm_range"]
+        llo, lhi = at["loudness_range_lufs"]
+        keys = ", ".join(f"{k} {n}" for k, n in list(at["keys"].items())[:6])
+        out.print(f"  attributes {at['tracks']} tracks: {lo:.0f}-{hi:.0f} BPM, {llo:.1f} to {lhi:.1f} LUFS, "
+                  f"vocals yes {at['vocals']['yes']} / no {at['vocals']['no']}; keys {keys} ...", highlight=False)
+    elif s["tracks"]:
+        out.print("  attributes none yet: `soundalike ingest --refresh attributes`")
     for m in s["models"]:
         out.print(f"  model     {m['name']} ({m['dim']}-d, id {m['model_id']}): {m['tracks']} tracks",
                   highlight=False)

@@ -29,6 +29,7 @@ SuggestedOpt = Annotated[bool, typer.Option(
 def register(app: typer.Typer) -> None:
     """Add this area's commands to ``app``."""
     app.command()(similar)
+    app.command()(playlist)
     app.command()(serve)
     app.add_typer(export_app, name="export")
     app.add_typer(tags_app, name="tags")
@@ -49,6 +50,14 @@ def similar(
     exclude_same_artist: Annotated[bool, typer.Option(
         "--exclude-same-artist", help="Leave out tracks by the query's artist.")] = False,
     include_suggested: SuggestedOpt = False,
+    max_per_artist: Annotated[int | None, typer.Option(
+        "--max-per-artist", min=1, help="At most N hits by one artist.")] = None,
+    max_per_album: Annotated[int | None, typer.Option(
+        "--max-per-album", min=1, help="At most N hits from one album.")] = None,
+    include_duplicates: Annotated[bool, typer.Option(
+        "--include-duplicates", help="Keep other copies/versions of the query (left out by default).")] = False,
+    bpm_tolerance: Annotated[str | None, typer.Option(
+        "--bpm-tolerance", help="Only tempi within this of the query's (or half/double), e.g. 6%.")] = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -58,7 +67,9 @@ def similar(
     with _open(catalog) as cat:
         rq, hits = similar_with_query(query, k=k, where=where, model=model,
                                       exclude_same_artist=exclude_same_artist,
-                                      include_suggested=include_suggested, catalog=cat)
+                                      include_suggested=include_suggested, max_per_artist=max_per_artist,
+                                      max_per_album=max_per_album, include_duplicates=include_duplicates,
+                                      bpm_tolerance=bpm_tolerance, catalog=cat)
         notes = cat.filter_notes(where, include_suggested=include_suggested)
     for note in notes:  # on stderr: --json output stays one JSON document
         typer.echo(f"note: {note}", err=True)
@@ -74,13 +85,64 @@ def similar(
         out.print("no similar tracks" + (" match the filter" if where else ""))
         return
     table = Table(show_edge=False, pad_edge=False)
-    for col in ("#", "score", "id", "track", "file", "shared tags"):
+    for col in ("#", "score", "id", "track", "file", "why"):
         table.add_column(col, justify="right" if col in ("#", "score", "id") else "left",
                          overflow="fold")
     for h in hits:
         table.add_row(str(h.rank), f"{h.score:.3f}", str(h.track.id), h.track.display_name,
                       Path(h.track.path).name, h.why)
     out.print(table)
+
+
+def playlist(
+    seed: Annotated[str | None, typer.Option("--seed", help="Radio: start here and drift (track id, path or text).")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="Path: the first track.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Path: the last track.")] = None,
+    length: Annotated[int, typer.Option("--length", "-n", min=1, max=1000, help="Tracks in the playlist.")] = 30,
+    where: WhereOpt = None,
+    model: ModelOpt = None,
+    max_per_artist: Annotated[int | None, typer.Option("--max-per-artist", min=1, help="At most N tracks from one artist.")] = None,
+    max_per_album: Annotated[int | None, typer.Option("--max-per-album", min=1, help="At most N tracks from one album.")] = None,
+    drift: Annotated[float, typer.Option(min=0.0, max=1.0, help="Radio: 0 stays near the seed, 1 follows "
+                                         "the last track.")] = 0.7,
+    bpm: Annotated[bool, typer.Option("--bpm", help="Path: move the tempo from A's to B's too.")] = False,
+    include_duplicates: Annotated[bool, typer.Option(
+        "--include-duplicates", help="Keep other copies/versions of tracks already in the list.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write .m3u8, .csv or .json.")] = None,
+    catalog: CatalogOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Make a playlist: a radio from --seed, or a path --from A --to B (no repeats)."""
+    from soundalike.search.playlist import playlist as make
+
+    with _open(catalog) as cat:
+        pl = make(seed=seed, start=start, end=end, length=length, where=where, model=model, drift=drift,
+                  bpm_path=bpm, max_per_artist=max_per_artist, max_per_album=max_per_album,
+                  include_duplicates=include_duplicates, catalog=cat)
+    if output is not None:
+        pl.write(output)
+    if json_out:
+        print_json(pl.to_dict())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    table = Table(show_edge=False, pad_edge=False)
+    cols = ["#", "id", "track", "BPM", "key", "length", "score"] + (["progress"] if pl.kind == "path" else [])
+    for col in cols:
+        table.add_column(col, justify="left" if col == "track" else "right", overflow="fold")
+    for e in pl.entries:
+        d = e.track.duration_s
+        row = [str(e.position), str(e.track.id), e.track.display_name,
+               f"{e.bpm:.0f}" if e.bpm else "", e.camelot or "",
+               f"{int(d // 60)}:{int(d % 60):02d}" if d else "", f"{e.score:.3f}"]
+        if pl.kind == "path":
+            row.append(f"{e.progress:.2f}" if e.progress is not None else "")
+        table.add_row(*row)
+    out.print(table)
+    if output is not None:
+        out.print(f"{len(pl)} tracks -> {output}")
 
 
 @export_app.command("embeddings")

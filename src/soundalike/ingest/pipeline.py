@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from soundalike.audio.attributes import ATTRIBUTES_VERSION
 from soundalike.audio.io import is_audio_path
 from soundalike.catalog.store import Catalog, Tag
 from soundalike.errors import AudioDecodeError, CatalogBusyError, CatalogError, SoundalikeError
@@ -385,15 +386,19 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
         # the web page's waveform (2 kB): its own cheap decode, since the analysis reads
         # only the patches it needs
         peaks = track_peaks(path, decoded=None)
+        duration_s = decoded_s if setting == "full" or peaks is None else float(peaks.duration_s)
+        # tempo, key and loudness read their own few excerpts by seeking (audio.attributes)
+        attributes = track_attributes(path, predictions, sr=analyzer.sample_rate, decoded_s=duration_s)
         return {
             "kind": "ok", "path": path, "hash": digest, "size": st.st_size, "mtime": st.st_mtime,
             "inode": st.st_ino, "device": st.st_dev,
             # what was decoded, not the header's guess (MP3 without a Xing header, cover
             # art, a streamed FLAC without a sample count: all off, some by 10^14); a spread
             # analysis decodes only its patches, so then the waveform's whole-file decode says
-            "duration_s": decoded_s if setting == "full" or peaks is None else float(peaks.duration_s),
+            "duration_s": duration_s,
             "sr": meta.sr, "channels": meta.channels, "format": meta.format.lower(),
             "tags": read_file_tags(path), "embedding": embedding, "predictions": predictions,
+            "attributes": attributes,
             "peaks": peaks,
             "analysis": setting, "decoded_s": decoded_s,
         }
@@ -414,6 +419,39 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
                 "type": type(exc).__name__, **_stat_or_none(path)}
 
 
+def track_attributes(path: str, predictions: dict[str, float], *, sr: int, y: np.ndarray | None = None,
+                     decoded_s: float | None = None) -> dict[str, Any]:
+    """Musical attributes of one file as the catalog stores them (``Attributes.to_dict``).
+
+    From the samples ingest already decoded (``y``), or -- for files analyzed block by block
+    -- from the attribute excerpts read by seeking (loudness then covers those excerpts only);
+    vocals and energy from the tagger's ``predictions`` (``models/vocabulary.py``).
+    """
+    from soundalike.audio import attributes as A
+    from soundalike.audio.io import load
+    from soundalike.models.vocabulary import energy_evidence, vocals_probability
+
+    kw = {"vocals": vocals_probability(predictions), "energy_evidence": energy_evidence(predictions)}
+    if y is None:
+        total = decoded_s or 0.0
+        parts = []
+        for s in A.excerpt_slices(int(total * sr), sr):
+            parts.append(load(path, sr=sr, offset_s=s.start / sr, duration_s=(s.stop - s.start) / sr).y)
+        y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        size = int(A.DEFAULT_EXCERPT_S * sr)
+        slices = [slice(i * size, min((i + 1) * size, len(y))) for i in range(max(1, -(-len(y) // size)))]
+        t = A.estimate_tempo(y=y, sr=sr, slices=slices)
+        k = A.estimate_key(y=y, sr=sr, slices=slices)
+        ld = A.loudness(y=y, sr=sr)
+        at = A.Attributes(duration_s=round(total, 3), tempo=t, key=k, loudness=ld, vocals=kw["vocals"],
+                          energy=A.energy_score(model_evidence=kw["energy_evidence"],
+                                                loudness_lufs=ld.integrated_lufs,
+                                                onset_rate=t.confidence if t else None),
+                          seconds_read=round(len(y) / sr, 3))
+        return at.to_dict()
+    return A.compute_attributes(y=y, sr=sr, **kw).to_dict()
+
+
 def _stat_or_none(path: str) -> dict[str, Any]:
     try:
         st = os.stat(path)
@@ -426,7 +464,8 @@ def _stat_or_none(path: str) -> dict[str, Any]:
 
 
 def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category: str,
-            top_tags: int, single_label: bool = False, adaptations: list | None = None) -> None:
+            top_tags: int, single_label: bool = False, adaptations: list | None = None,
+            label_categories: dict[str, str] | None = None) -> None:
     if res["kind"] == "touch":
         t = cat.track_by_path(res["path"])
         if t is not None:
@@ -452,9 +491,12 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
             cat.put_peaks(tid, res["peaks"])
         for a in adaptations or ():  # the catalog's adaptations of this model follow it
             cat.put_analysis(tid, a.model_id, a.apply(res["embedding"]), analysis=res.get("analysis", "full"))
-        cat.set_tags(tid, [Tag(label, label_category, "model", float(p), model_id)
-                           for label, p in top if p >= MIN_TAG_CONFIDENCE],
+        cats = label_categories or {}  # models/vocabulary.py: each label's real category
+        cat.set_tags(tid, [Tag(label, cats.get(label, label_category), "model", float(p), model_id)
+                           for label, p in top],
                      source="model", model_id=model_id)
+        if res.get("attributes") is not None:
+            cat.put_attributes(tid, res["attributes"], model_id=model_id, version=ATTRIBUTES_VERSION)
         cat.clear_error(res["path"])
 
 
@@ -571,7 +613,8 @@ def ingest(
                     _commit(cat, res, model_id=analyzer.model_id, label_category=analyzer.label_category,
                             top_tags=top_tags,
                             single_label=getattr(analyzer, "multi_label", True) is False,
-                            adaptations=adaptations)
+                            adaptations=adaptations,
+                            label_categories=getattr(analyzer, "label_categories", None))
                     break
                 except CatalogBusyError:
                     # another ingest held a row this file needs (a deadlock the database broke,

@@ -72,7 +72,9 @@ class Analyzer(Protocol):
     model_id : stable id of weights + preprocessing (hex string)
     sample_rate : rate in Hz the analyzer wants its input at
     labels : label names, in output order (may be empty)
-    label_category : catalog tag category its labels go into ("tag", "instrument", ...)
+    label_category : catalog tag category its labels go into ("tag", "instrument", ...);
+        an analyzer may also have ``label_categories`` (label -> category) where its labels
+        span several (the pretrained taggers, through ``models/vocabulary.py``)
     multi_label : whether labels are independent (sigmoid) or exclusive (softmax)
     embedding_dim : length of ``Analysis.embedding``
     min_duration_s : shortest input it can analyze meaningfully (shorter is padded)

@@ -14,7 +14,8 @@ weighs the same, concatenated and scaled to unit length::
 
 Both models read the same log-mel patches (one front end, computed once); the cost is
 two networks per patch instead of one.  Predictions are the MagnaTagATune tags plus the
-Million Song Dataset tags MTT does not have (genres, eras), all under category ``tag``.
+Million Song Dataset tags MTT does not have (genres, eras), each stored in its
+vocabulary category (:mod:`soundalike.models.vocabulary`).
 A catalog-level normalisation fitted on the catalog's own vectors (``soundalike index
 adapt``, :mod:`soundalike.models.adapt`) improves it further.
 """
@@ -104,6 +105,11 @@ class FusionAnalyzer:
                     seen.add(lab)
                     self.labels.append(lab)
                     self._sources.append((name, j))
+        from soundalike.models.vocabulary import category_of
+
+        # each label's catalog category (genre, mood, instrument ...): MTT's table first,
+        # as the labels are MTT's first (models/vocabulary.py)
+        self.label_categories = {lab: category_of(lab) for lab in self.labels}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:

@@ -521,6 +521,8 @@ class PretrainedAnalyzer:
     min_duration_s = PATCH_FRAMES * MUSICNN_MEL.hop_length / MUSICNN_MEL.sample_rate
 
     def __init__(self, model: PretrainedModel):
+        from soundalike.models.vocabulary import category_of
+
         self.model = model
         self.name = model.name
         self.model_id = model.model_id
@@ -538,6 +540,8 @@ class PretrainedAnalyzer:
         lead = model.mel_config.n_fft // 2
         self.patch_grid = PatchGrid(model.sample_rate, PATCH_FRAMES * hop, PATCH_FRAMES * hop + lead, lead)
         self._lead_frames = lead // hop
+        #: label -> catalog category (``genre``, ``instrument`` ...), from models/vocabulary.py
+        self.label_categories = {lab: category_of(lab, dataset=model.spec.dataset) for lab in self.labels}
 
     def analyze_excerpts(self, excerpts: list[np.ndarray], sr: int) -> Analysis:
         """Analyze excerpts cut on :attr:`patch_grid` in one batched pass.

@@ -56,16 +56,61 @@ class Hit:
     score: float
     rank: int
     shared_tags: tuple[SharedTag, ...] = ()
+    attributes: dict | None = None
+    query_attributes: dict | None = None
+
+    @property
+    def facts(self) -> str:
+        """BPM, key and length of the hit next to the query's, e.g.
+        ``"122 BPM (query 120), 9A (query 8A), 3:05 (query 2:58)"``."""
+        return _facts(self.attributes, self.query_attributes, self.track.duration_s)
 
     @property
     def why(self) -> str:
-        return ", ".join(str(t) for t in self.shared_tags)
+        """Shared tags, then :attr:`facts`."""
+        return "; ".join(p for p in (", ".join(str(t) for t in self.shared_tags), self.facts) if p)
 
     def to_dict(self) -> dict[str, Any]:
         t = self.track
+        a = self.attributes or {}
         return {"rank": self.rank, "score": round(float(self.score), 6), "id": t.id, "path": t.path,
-                "title": t.title, "artist": t.artist, "name": t.display_name, "duration_s": t.duration_s,
+                "title": t.title, "artist": t.artist, "album": t.album, "name": t.display_name,
+                "duration_s": a.get("duration_s") or t.duration_s,
+                "bpm": a.get("bpm"), "camelot": a.get("camelot"), "key": _key_name(a),
+                "loudness_lufs": a.get("loudness_lufs"), "vocals": a.get("vocals"),
+                "energy": a.get("energy"), "why": self.why,
                 "shared_tags": [{"category": s.category, "tag": s.tag} for s in self.shared_tags]}
+
+
+def _key_name(a: dict | None) -> str | None:
+    if not a or a.get("key_tonic") is None or not a.get("key_mode"):
+        return None
+    from soundalike.audio.attributes import PITCH_CLASSES
+
+    return f"{PITCH_CLASSES[int(a['key_tonic'])]} {a['key_mode']}"
+
+
+def _mmss(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
+def _facts(a: dict | None, q: dict | None, fallback_duration: float | None = None) -> str:
+    a, q = a or {}, q or {}
+    parts = []
+    for value, ref, fmt in (
+            (a.get("bpm"), q.get("bpm"), lambda v: f"{v:.0f} BPM"),
+            (a.get("camelot"), q.get("camelot"), str),
+            (a.get("duration_s") or fallback_duration, q.get("duration_s"), _mmss)):
+        if value is None:
+            continue
+        text = fmt(value)
+        if ref is not None:
+            text += f" (query {fmt(ref)})"
+        parts.append(text)
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -78,14 +123,18 @@ class ResolvedQuery:
     path: str | None = None
     tags: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     predictions: dict[str, float] = field(default_factory=dict)
+    attributes: dict | None = None
 
     @property
     def label(self) -> str:
         return self.track.display_name if self.track else str(self.path)
 
     def to_dict(self) -> dict[str, Any]:
+        a = self.attributes or {}
         return {"model_id": self.model_id, "track": self.track.to_dict() if self.track else None,
-                "path": self.path, "tags": [{"category": c, "tag": t} for c, t in sorted(self.tags)]}
+                "path": self.path, "tags": [{"category": c, "tag": t} for c, t in sorted(self.tags)],
+                "bpm": a.get("bpm"), "camelot": a.get("camelot"), "key": _key_name(a),
+                "duration_s": a.get("duration_s")}
 
 
 @contextmanager
@@ -112,12 +161,23 @@ MAX_CLIP_S = 1800.0
 
 
 def _analyze_file(cat: Catalog, path: Path, model_id: str, *, max_clip_s: float | None = None):
+    """Analyze an outside file with the catalog's model; also its attributes, as a track's."""
     from soundalike.audio.io import load
     from soundalike.search.sync import analyzer_for
 
     analyzer = analyzer_for(cat, model_id)
     y, sr = load(path, sr=analyzer.sample_rate, max_duration_s=max_clip_s)
-    return analyzer, analyzer.analyze(y, sr)
+    analysis = analyzer.analyze(y, sr)
+    return analyzer, analysis, _clip_attributes(y, sr, analysis.predictions)
+
+
+def _clip_attributes(y: np.ndarray, sr: int, predictions: dict[str, float]) -> dict:
+    """An outside clip's attributes, as the catalog stores a track's (for "why" and filters)."""
+    from soundalike.audio.attributes import compute_attributes
+    from soundalike.models.vocabulary import energy_evidence, vocals_probability
+
+    return compute_attributes(y=y, sr=sr, vocals=vocals_probability(predictions),
+                              energy_evidence=energy_evidence(predictions)).to_dict()
 
 
 def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str,
@@ -152,10 +212,12 @@ def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str
         if p.is_file():
             track = cat.track_by_path(str(p.resolve())) or cat.track_by_path(str(p))
             if track is None:
-                analyzer, analysis = _analyze_file(cat, p, info.model_id, max_clip_s=max_clip_s)
-                top = [(analyzer.label_category, lbl) for lbl, prob in analysis.top(5) if prob >= 0.1]
+                analyzer, analysis, attrs = _analyze_file(cat, p, info.model_id, max_clip_s=max_clip_s)
+                cats = getattr(analyzer, "label_categories", None) or {}
+                top = [(cats.get(lbl, analyzer.label_category), lbl) for lbl, prob in analysis.top(5)
+                       if prob >= 0.1]
                 return ResolvedQuery(np.asarray(analysis.embedding, np.float32), model_id, None, str(p),
-                                     frozenset(top), dict(analysis.predictions))
+                                     frozenset(top), dict(analysis.predictions), attrs)
         else:
             found = cat.find_tracks(ref)
             if not found:
@@ -166,38 +228,113 @@ def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str
     if stored is not None:
         vec, preds = stored.embedding, stored.predictions
     else:
-        _, analysis = _analyze_file(cat, Path(track.path), info.model_id)
+        _, analysis, _ = _analyze_file(cat, Path(track.path), info.model_id)
         vec, preds = np.asarray(analysis.embedding, np.float32), dict(analysis.predictions)
     tags = cat.tag_pairs([track.id], sources=sources)[track.id]
-    return ResolvedQuery(vec, model_id, track, track.path, frozenset(tags), preds)
+    return ResolvedQuery(vec, model_id, track, track.path, frozenset(tags), preds,
+                         cat.track_attributes(track.id))
 
 
 def _filter_mask(cat: Catalog, index, where: str | None, include_suggested: bool,
-                 exclude: Iterable[int] = ()):
-    """The index's cached :class:`~soundalike.search.index.Selection` for ``where`` (None: no filter)."""
+                 exclude: Iterable[int] = (), reference: dict | None = None):
+    """The index's cached :class:`~soundalike.search.index.Selection` for ``where`` (None: no filter).
+
+    ``reference``: the query's attributes, for terms relative to it (``key:compatible``);
+    it joins the cache key only when the filter uses it.
+    """
     from soundalike.catalog.query import parse
 
     q = parse(where)
     if not q:
         return None
-    return index.cached_selection(("where", q.text, include_suggested),
-                                  lambda: cat.match(q, include_suggested=include_suggested))
+    ref = reference if q.needs_reference() else None
+    if q.needs_reference() and reference is None:
+        ref = {}  # compile_sql says what is missing
+    key = ("where", q.text, include_suggested, (ref or {}).get("camelot") if ref is not None else None)
+    return index.cached_selection(key, lambda: cat.match(q, include_suggested=include_suggested,
+                                                         reference=ref))
+
+
+def bpm_filter(bpm: float, tolerance: float) -> str:
+    """A ``bpm:`` filter term for tempi within ``tolerance`` (a fraction) of ``bpm``, or of
+    half or double it (a 64-BPM track mixes with a 128-BPM one)."""
+    if not 0 < tolerance < 1:
+        raise QueryError(f"bpm tolerance must be between 0 and 100 %, got {tolerance:.0%}")
+    parts = [f"{f * bpm * (1 - tolerance):.3f}..{f * bpm * (1 + tolerance):.3f}" for f in (0.5, 1.0, 2.0)]
+    return "bpm:" + "|".join(parts)
+
+
+def parse_tolerance(text: str | float | None) -> float | None:
+    """``"6%"``, ``"6"`` (percent) or ``0.06`` -> 0.06; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)):
+        v = float(text)
+        return v / 100 if v >= 1 else v
+    t = str(text).strip().rstrip("%").strip()
+    try:
+        v = float(t)
+    except ValueError:
+        raise QueryError(f"bpm tolerance must be a percentage like 6%, got {text!r}") from None
+    return v / 100 if (str(text).strip().endswith("%") or v >= 1) else v
 
 
 def _hits(cat: Catalog, ids: np.ndarray, scores: np.ndarray, query_tags: frozenset[tuple[str, str]],
-          sources: Sequence[str]) -> list[Hit]:
+          sources: Sequence[str], query_attributes: dict | None = None) -> list[Hit]:
     keep = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
     if query_tags:
         tracks, tag_sets = cat.tracks_with_tag_pairs([i for i, _ in keep], sources=sources)
     else:
         tracks, tag_sets = cat.get_tracks([i for i, _ in keep]), {}
+    attrs = cat.attributes_of([i for i, _ in keep])
     hits = []
     for i, s in keep:
         if i not in tracks:
             continue
         shared = sorted(query_tags & tag_sets.get(i, set()))
-        hits.append(Hit(tracks[i], s, len(hits) + 1, tuple(SharedTag(c, t) for c, t in shared)))
+        hits.append(Hit(tracks[i], s, len(hits) + 1, tuple(SharedTag(c, t) for c, t in shared),
+                        attrs.get(i), query_attributes))
     return hits
+
+
+def _candidate(track, score: float, attrs: dict | None):
+    from soundalike.search.diversity import Candidate, album_key
+
+    a = attrs or {}
+    return Candidate(track.id, score, track.artist, album_key(track.album, track.path), track.content_hash,
+                     a.get("duration_s") or track.duration_s, track.title,
+                     a.get("bpm"), a.get("camelot"), a.get("loudness_lufs"))
+
+
+def _diverse_search(cat: Catalog, index, rq: ResolvedQuery, k: int, *, mask, exclude: list[int],
+                    max_per_artist: int | None, max_per_album: int | None,
+                    include_duplicates: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` hits that pass the caps and the near-duplicate rule, fetching more
+    candidates (x4 each round) until enough pass or the index runs out."""
+    from soundalike.search.diversity import diversify
+
+    seed = _candidate(rq.track, 1.0, rq.attributes) if rq.track else None
+    if seed is None and rq.attributes:
+        from soundalike.search.diversity import Candidate
+
+        seed = Candidate(-1, 1.0, duration_s=rq.attributes.get("duration_s"))
+    n = k if (include_duplicates and not max_per_artist and not max_per_album) else 4 * k + 8
+    total = len(index)
+    while True:
+        ids, scores = index.search(rq.vector, n, allowed=mask, exclude_ids=np.asarray(exclude, np.int64))
+        ids, scores = ids[0], scores[0]
+        ok = ids >= 0
+        ids, scores = ids[ok], scores[ok]
+        tracks = cat.get_tracks(ids.tolist())
+        attrs = cat.attributes_of(ids.tolist())
+        cands = [_candidate(tracks[int(i)], float(s), attrs.get(int(i))) for i, s in zip(ids, scores, strict=True)
+                 if int(i) in tracks]
+        chosen = list(diversify(cands, k=k, seed=seed, max_per_artist=max_per_artist,
+                                max_per_album=max_per_album, include_duplicates=include_duplicates))
+        if len(chosen) >= k or len(ids) < n or n >= total:
+            return (np.asarray([c.id for c in chosen], np.int64)[None, :],
+                    np.asarray([c.score for c in chosen], np.float32)[None, :])
+        n = min(total, n * 4)
 
 
 def nearest_to_vector(catalog: Catalog | str | os.PathLike | None, *, model_id: str, vector: np.ndarray,
@@ -232,6 +369,8 @@ def nearest_to_vector(catalog: Catalog | str | os.PathLike | None, *, model_id: 
 
 def similar(query: int | str | os.PathLike, *, k: int = 10, where: str | None = None, model: str | None = None,
             exclude_same_artist: bool = False, include_suggested: bool = False,
+            max_per_artist: int | None = None, max_per_album: int | None = None,
+            include_duplicates: bool = False, bpm_tolerance: float | str | None = None,
             catalog: Catalog | str | os.PathLike | None = None) -> list[Hit]:
     """Tracks that sound like ``query``, best first.
 
@@ -245,24 +384,35 @@ def similar(query: int | str | os.PathLike, *, k: int = 10, where: str | None = 
         used model)
     exclude_same_artist : leave out tracks by the query's artist (and the query itself)
     include_suggested : let filters and the "why" use suggested tags
+    max_per_artist, max_per_album : at most this many hits per artist / per album
+    include_duplicates : keep the query's near-duplicates (same file content, the same
+        audio, or a version of nearly the same length; :mod:`.diversity`), left out by default
+    bpm_tolerance : only tracks whose tempo is within this of the query's, or of half or
+        double it: a fraction (0.06) or a percentage (``"6%"``)
     catalog : open catalog, catalog path, or ``None`` for the default catalog
 
     Returns
     -------
     list[Hit]
-        at most ``k``; the query track itself is never among them.
+        at most ``k``; the query track itself is never among them.  Each hit's ``why``
+        lists the tags it shares with the query, then its BPM, key and length next to the
+        query's.
 
     Raises
     ------
     QueryError, TrackNotFoundError, CatalogError, ModelMismatchError, AudioDecodeError
     """
     return similar_with_query(query, k=k, where=where, model=model, exclude_same_artist=exclude_same_artist,
-                              include_suggested=include_suggested, catalog=catalog)[1]
+                              include_suggested=include_suggested, max_per_artist=max_per_artist,
+                              max_per_album=max_per_album, include_duplicates=include_duplicates,
+                              bpm_tolerance=bpm_tolerance, catalog=catalog)[1]
 
 
 def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: str | None = None,
                        model: str | None = None, exclude_same_artist: bool = False,
-                       include_suggested: bool = False,
+                       include_suggested: bool = False, max_per_artist: int | None = None,
+                       max_per_album: int | None = None, include_duplicates: bool = False,
+                       bpm_tolerance: float | str | None = None,
                        catalog: Catalog | str | os.PathLike | None = None,
                        max_clip_s: float | None = MAX_CLIP_S) -> tuple[ResolvedQuery, list[Hit]]:
     """:func:`similar`, also returning what the query resolved to (for display); an outside
@@ -272,16 +422,28 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
 
     if k < 1:
         raise QueryError(f"k must be at least 1, got {k}")
+    for name, cap in (("max_per_artist", max_per_artist), ("max_per_album", max_per_album)):
+        if cap is not None and cap < 1:
+            raise QueryError(f"{name} must be at least 1, got {cap}")
+    tol = parse_tolerance(bpm_tolerance)
     parse(where)  # fail on a bad filter before any decoding
     with open_catalog(catalog) as cat:
         info = model_info(cat, model)
         rq = resolve_query(cat, query, model_id=info.model_id, include_suggested=include_suggested,
                            max_clip_s=max_clip_s)
+        if tol is not None:
+            bpm = (rq.attributes or {}).get("bpm")
+            if not bpm:
+                raise QueryError(f"{rq.label}: no tempo known, so --bpm-tolerance cannot apply "
+                                 f"(run `soundalike ingest DIR --refresh attributes`)")
+            where = f"{where or ''} {bpm_filter(float(bpm), tol)}".strip()
         index = cached_index(cat, info.model_id)
-        mask = _filter_mask(cat, index, where, include_suggested)
+        mask = _filter_mask(cat, index, where, include_suggested, reference=rq.attributes)
         exclude = [rq.track.id] if rq.track else []
         if exclude_same_artist and rq.track and rq.track.artist:
             exclude += cat.ids_by_artist(rq.track.artist)
-        ids, scores = index.search(rq.vector, k, allowed=mask, exclude_ids=np.asarray(exclude, np.int64))
+        ids, scores = _diverse_search(cat, index, rq, k, mask=mask, exclude=exclude,
+                                      max_per_artist=max_per_artist, max_per_album=max_per_album,
+                                      include_duplicates=include_duplicates)
         sources = (*_WHY_SOURCES, "suggested") if include_suggested else _WHY_SOURCES
-        return rq, _hits(cat, ids[0], scores[0], rq.tags, sources)
+        return rq, _hits(cat, ids[0], scores[0], rq.tags, sources, rq.attributes)

@@ -1,0 +1,569 @@
+"""Accuracy and cost of the musical attributes (a benchmark, not a test).
+
+    flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_attributes.py [--work /tmp/attr-bench]
+
+Ground truth nobody tuned by hand:
+
+1. **MIDI files that Debian packages ship** (``openttd-openmsx``, ``planetblupi-music-midi``;
+   ``apt-get install fluidsynth fluid-soundfont-gm openttd-openmsx planetblupi-music-midi``),
+   cut to their first :data:`RENDER_S` seconds and rendered with ``fluidsynth`` and the
+   FluidR3 General-MIDI soundfont.  Tempo is the file's own ``set_tempo`` (files whose tempo
+   moves by more than 2 % inside the excerpt are left out of tempo), key its own
+   ``key_signature`` (files without one are left out of key).
+2. **Generated cadences**: chord progressions with a bass line, a melody on the scale and
+   GM drums, in all 24 keys at random tempi (seeded), written as MIDI and rendered the
+   same way: tempo and key are what the generator wrote.
+3. **Synthetic drum loops** (``audio.synth.drum_pattern``) at known BPM: tempo only.
+
+Everything is evaluated on 30-s excerpts (as the published anchors: librosa's tempo Acc1
+~0.63 on 30-s clips, madmom's TempoDetector Acc1 0.64 / Acc2 0.94 on GiantSteps), at the
+16-kHz mono the ingest decodes for the model.  Prints:
+
+- tempo Acc1 (+-4 %) and Acc2 (also x2, x1/2, x3, x1/3), ours and ``librosa.feature.tempo``
+  (defaults, 22.05 kHz) side by side; targets Acc1 >= 0.85, Acc2 >= 0.97;
+- the MIREX weighted key score (1 same, 0.5 fifth, 0.3 relative, 0.2 parallel) for ours with
+  each key profile and for librosa's ``chroma_cqt`` with our default profile; target >= 0.75;
+- loudness against pyloudnorm (same signal; and ours at 16 kHz mono, as ingest sees it,
+  against pyloudnorm on the stereo 22.05-kHz render); target within 0.5 LU;
+- accuracy against seconds read (contiguous excerpts over the whole render);
+- cost per track against the MTT_musicnn analysis (target: ingest slower by <= 15 %);
+- the vocals probability on instrumental sets (all renders are instrumental).
+
+Rendered audio and MIDI stay under ``--work`` (never commit them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SR = 16000          # what ingest decodes for the musicnn models
+RENDER_SR = 22050   # fluidsynth output; loudness compares at this rate
+RENDER_S = 90.0     # MIDI files are cut to this (some loop for half an hour)
+CLIP_S = 30.0
+MIDI_DIRS = ["/usr/share/games/openttd/baseset/openmsx", "/usr/share/planetblupi/music"]
+SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+MAJOR_SCALE = [0, 2, 4, 5, 7, 9, 11]
+MINOR_SCALE = [0, 2, 3, 5, 7, 8, 10]   # natural minor; the V chord is raised (harmonic)
+NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+
+
+@dataclass
+class Item:
+    name: str
+    kind: str                   # "debian-midi" | "generated" | "drums"
+    wav: Path | None
+    bpm: float | None           # ground truth in the excerpt
+    key: tuple[int, str] | None # (tonic, mode)
+    start_s: float = 0.0
+    bpm_whole: float | None = None  # constant tempo over the whole render (budget table)
+    key_whole: tuple[int, str] | None = None
+
+
+# --------------------------------------------------------------------------- MIDI ground truth
+
+
+def _key_from_signature(sig: str) -> tuple[int, str]:
+    minor = sig.endswith("m")
+    name = sig[:-1] if minor else sig
+    alias = {"Db": "C#", "D#": "Eb", "Gb": "F#", "G#": "Ab", "A#": "Bb", "Cb": "B", "E#": "F",
+             "B#": "C", "Fb": "E"}
+    return NAMES.index(alias.get(name, name)), "minor" if minor else "major"
+
+
+def midi_truth(path: Path, start_s: float, end_s: float) -> tuple[list, list]:
+    """``(tempo changes, key signatures)`` as lists of ``(time_s, value)`` in file order."""
+    import mido
+
+    mid = mido.MidiFile(str(path))
+    t = 0.0
+    tempos, keys = [(0.0, 120.0)], []
+    for msg in mid:  # merged tracks, msg.time in seconds (tempo map applied)
+        t += msg.time
+        if msg.type == "set_tempo":
+            if t == 0.0 or (tempos and tempos[-1][0] == t):
+                tempos[-1] = (t, mido.tempo2bpm(msg.tempo))
+            else:
+                tempos.append((t, mido.tempo2bpm(msg.tempo)))
+        elif msg.type == "key_signature":
+            keys.append((t, msg.key))
+    return tempos, keys
+
+
+def _in_window(changes: list, start_s: float, end_s: float) -> list:
+    """Values in effect anywhere in [start_s, end_s)."""
+    vals, current = [], None
+    for t, v in changes:
+        if t <= start_s:
+            current = v
+        elif t < end_s:
+            vals.append(v)
+    return ([current] if current is not None else []) + vals
+
+
+def _constant_bpm(tempos: list, start_s: float, end_s: float) -> float | None:
+    vals = _in_window(tempos, start_s, end_s)
+    if not vals or max(vals) > 1.02 * min(vals):
+        return None
+    return float(np.median(vals))
+
+
+def _single_key(keys: list, start_s: float, end_s: float) -> tuple[int, str] | None:
+    vals = {k for k in _in_window(keys, start_s, end_s)}
+    return _key_from_signature(vals.pop()) if len(vals) == 1 else None
+
+
+def truncate_midi(src: Path, dst: Path, seconds: float) -> float:
+    """Copy ``src`` to ``dst`` without events after ``seconds``; returns the kept length."""
+    import mido
+
+    mid = mido.MidiFile(str(src))
+    out = mido.MidiFile(type=mid.type, ticks_per_beat=mid.ticks_per_beat)
+    # Walk each track with the shared tempo map to know when its events happen.
+    tempo_map = []
+    tick = 0
+    for msg in mido.merge_tracks(mid.tracks):
+        tick += msg.time
+        if msg.type == "set_tempo":
+            tempo_map.append((tick, msg.tempo))
+
+    def tick_to_s(target: int) -> float:
+        s, last_tick, tempo = 0.0, 0, 500000
+        for tk, tp in tempo_map:
+            if tk >= target:
+                break
+            s += mido.tick2second(tk - last_tick, mid.ticks_per_beat, tempo)
+            last_tick, tempo = tk, tp
+        return s + mido.tick2second(target - last_tick, mid.ticks_per_beat, tempo)
+
+    cut_tick = 0
+    while tick_to_s(cut_tick + mid.ticks_per_beat) <= seconds and cut_tick < 10 ** 9:
+        cut_tick += mid.ticks_per_beat
+    for i, track in enumerate(mid.tracks):
+        new = mido.MidiTrack()
+        tick = 0
+        kept_tick = 0
+        for msg in track:
+            tick += msg.time
+            if tick > cut_tick or (msg.is_meta and msg.type == "end_of_track"):
+                continue
+            new.append(msg.copy(time=tick - kept_tick))
+            kept_tick = tick
+        if i == 0:
+            # Silence every channel at the cut, so no note hangs on past it.
+            # (pedal up, all notes off, all sound off: a held pedal outlives "notes off").
+            for ch in range(16):
+                for control in (64, 123, 120):
+                    new.append(mido.Message("control_change", channel=ch, control=control,
+                                            value=0, time=cut_tick - kept_tick))
+                    kept_tick = cut_tick
+        new.append(mido.MetaMessage("end_of_track", time=max(0, cut_tick - kept_tick)))
+        out.tracks.append(new)
+    out.save(str(dst))
+    return min(seconds, mid.length)
+
+
+def render(mid: Path, wav: Path, *, seconds: float = RENDER_S) -> None:
+    """Render ``mid`` to a stereo 16-bit ``wav``, at most ``seconds`` long.
+
+    Raw samples are read from fluidsynth's stdout and it is stopped after ``seconds``:
+    some files (held notes on looping patches) make its file renderer run on for hours.
+    """
+    import soundfile as sf
+
+    proc = subprocess.Popen(["fluidsynth", "-ni", "-q", "-g", "0.6", "-r", str(RENDER_SR), "-T", "raw",
+                             "-O", "s16", "-F", "/dev/stdout", SOUNDFONT, str(mid)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    want = int(seconds * RENDER_SR) * 4
+    data = bytearray()
+    while len(data) < want:
+        chunk = proc.stdout.read(min(1 << 20, want - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    proc.kill()
+    proc.wait()
+    pcm = np.frombuffer(bytes(data[: len(data) // 4 * 4]), dtype="<i2").reshape(-1, 2)
+    sf.write(str(wav), pcm, RENDER_SR, subtype="PCM_16")
+
+
+# --------------------------------------------------------------------------- generated cadences
+
+
+def generate_cadence(path: Path, *, tonic: int, mode: str, bpm: float, seed: int,
+                     bars: int = 20) -> None:
+    """A seeded 4/4 piece in ``tonic``/``mode``: chords, bass, a scale melody and drums."""
+    import mido
+
+    rng = np.random.default_rng(seed)
+    tpb = 480
+    scale = MAJOR_SCALE if mode == "major" else MINOR_SCALE
+    # Common progressions as scale degrees (0-based): I-IV-V-I, I-vi-IV-V, I-V-vi-IV, ii-V-I.
+    progs = [[0, 3, 4, 0], [0, 5, 3, 4], [0, 4, 5, 3], [1, 4, 0, 0]]
+    prog = progs[int(rng.integers(len(progs)))]
+    mid = mido.MidiFile(ticks_per_beat=tpb)
+    meta = mido.MidiTrack()
+    meta.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0))
+    meta.append(mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0))
+    mid.tracks.append(meta)
+    programs = {"chords": int(rng.choice([0, 4, 16, 19, 24, 48, 88])),
+                "bass": int(rng.choice([32, 33, 34, 38])),
+                "melody": int(rng.choice([0, 11, 40, 56, 65, 71, 73, 80]))}
+    base = 60 + tonic if tonic < 6 else 48 + tonic
+
+    def triad(degree: int) -> list[int]:
+        notes = [scale[(degree + i) % 7] + 12 * ((degree + i) // 7) for i in (0, 2, 4)]
+        if mode == "minor" and degree == 4:
+            notes[1] += 1  # leading tone in the dominant
+        return [base + n for n in notes]
+
+    for ch, (part, program) in enumerate(programs.items()):
+        tr = mido.MidiTrack()
+        tr.append(mido.Message("program_change", channel=ch, program=program, time=0))
+        events = []  # (tick, on/off, note, velocity)
+        for bar in range(bars):
+            chord = triad(prog[bar % len(prog)])
+            t0 = bar * 4 * tpb
+            if part == "chords":
+                for beat in (0, 2):
+                    for n in chord:
+                        events += [(t0 + beat * tpb, 1, n, 70), (t0 + (beat + 2) * tpb - 10, 0, n, 0)]
+            elif part == "bass":
+                for beat in range(4):
+                    n = chord[0] - 24 + (7 if beat == 2 else 0)
+                    events += [(t0 + beat * tpb, 1, n, 90), (t0 + (beat + 1) * tpb - 20, 0, n, 0)]
+            else:
+                for eighth in range(8):
+                    if rng.random() < 0.25:
+                        continue
+                    deg = int(rng.integers(0, 8))
+                    n = base + 12 + scale[deg % 7] + 12 * (deg // 7)
+                    if eighth % 2 == 0 and rng.random() < 0.6:
+                        n = chord[int(rng.integers(3))] + 12
+                    s = t0 + eighth * tpb // 2
+                    events += [(s, 1, n, 80), (s + tpb // 2 - 10, 0, n, 0)]
+        events.sort()
+        last = 0
+        for tick, on, n, v in events:
+            tr.append(mido.Message("note_on" if on else "note_off", channel=ch, note=n,
+                                   velocity=v, time=tick - last))
+            last = tick
+        mid.tracks.append(tr)
+    drums = mido.MidiTrack()
+    events = []
+    for bar in range(bars):
+        for eighth in range(8):
+            s = bar * 4 * tpb + eighth * tpb // 2
+            hits = [42]
+            if eighth in (0, 4) or (eighth == 5 and rng.random() < 0.3):
+                hits.append(36)
+            if eighth in (2, 6):
+                hits.append(38)
+            for n in hits:
+                events += [(s, 1, n, 90 if n != 42 else 60), (s + 60, 0, n, 0)]
+    events.sort()
+    last = 0
+    for tick, on, n, v in events:
+        drums.append(mido.Message("note_on" if on else "note_off", channel=9, note=n, velocity=v,
+                                  time=tick - last))
+        last = tick
+    mid.tracks.append(drums)
+    mid.save(str(path))
+
+
+# --------------------------------------------------------------------------- the data set
+
+
+def build_items(work: Path, *, n_generated: int) -> list[Item]:
+    work.mkdir(parents=True, exist_ok=True)
+    items: list[Item] = []
+    mids = sorted(p for d in MIDI_DIRS if Path(d).is_dir() for p in Path(d).glob("*.mid"))
+    if not mids:
+        print("no Debian MIDI files found: apt-get install openttd-openmsx planetblupi-music-midi",
+              file=sys.stderr)
+    for src in mids:
+        name = f"{src.parent.name}-{src.stem}"
+        cut, wav = work / f"{name}.mid", work / f"{name}.wav"
+        if not wav.exists():
+            length = truncate_midi(src, cut, RENDER_S)
+            render(cut, wav, seconds=RENDER_S)
+        import soundfile as sf
+
+        length = sf.info(str(wav)).duration
+        start = 30.0 if length >= 60.0 - 0.5 else 0.0
+        tempos, keys = midi_truth(src, start, start + CLIP_S)
+        end = min(start + CLIP_S, length)
+        items.append(Item(name, "debian-midi", wav, _constant_bpm(tempos, start, end),
+                          _single_key(keys, start, end), start,
+                          _constant_bpm(tempos, 0.0, min(length, RENDER_S)),
+                          _single_key(keys, 0.0, min(length, RENDER_S))))
+    rng = np.random.default_rng(13)
+    for i in range(n_generated):
+        # Every tonic once per 12, modes alternating (24 pieces: all 24 keys).
+        tonic, mode = i % 12, ("major", "minor")[(i + i // 12) % 2]
+        bpm = float(np.round(rng.uniform(70, 180), 1))
+        name = f"gen-{i:02d}-{NAMES[tonic]}{'m' if mode == 'minor' else ''}-{bpm:g}"
+        mid, wav = work / f"{name}.mid", work / f"{name}.wav"
+        if not wav.exists():
+            generate_cadence(mid, tonic=tonic, mode=mode, bpm=bpm, seed=i)
+            render(mid, wav)
+        items.append(Item(name, "generated", wav, bpm, (tonic, mode), 0.0, bpm, (tonic, mode)))
+    patterns = ["x-h-s-h-x-x-s-h-", "x-h-x-h-s-h-x-h-", "x---s---x-x-s---", "xhhhshhhxhxhshhh"]
+    for i, bpm in enumerate(range(60, 201, 7)):
+        items.append(Item(f"drums-{bpm}-{i % len(patterns)}", "drums", None, float(bpm), None))
+    return items
+
+
+def load_item(it: Item, sr: int, *, start_s: float | None = None,
+              duration_s: float | None = CLIP_S) -> np.ndarray:
+    from soundalike.audio import io, synth
+
+    if it.wav is None:
+        bpm = float(it.bpm or 120.0)
+        patterns = ["x-h-s-h-x-x-s-h-", "x-h-x-h-s-h-x-h-", "x---s---x-x-s---", "xhhhshhhxhxhshhh"]
+        pat = patterns[int(it.name.rsplit("-", 1)[1])]
+        return synth.drum_pattern(bpm=bpm, duration_s=duration_s or CLIP_S, sr=sr, pattern=pat,
+                                  seed=int(bpm))
+    w = io.load(it.wav, sr=sr, offset_s=it.start_s if start_s is None else start_s,
+                duration_s=duration_s)
+    return w.y
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def tempo_hits(est: float, ref: float) -> tuple[bool, bool]:
+    acc1 = abs(est - ref) <= 0.04 * ref
+    acc2 = any(abs(est - f * ref) <= 0.04 * f * ref for f in (1, 2, 0.5, 3, 1 / 3))
+    return acc1, acc2
+
+
+def mirex_key(est: tuple[int, str] | None, ref: tuple[int, str]) -> float:
+    if est is None:
+        return 0.0
+    (et, em), (rt, rm) = est, ref
+    if (et, em) == (rt, rm):
+        return 1.0
+    if em == rm and (et - rt) % 12 in (5, 7):
+        return 0.5
+    if em != rm:
+        rel = (rt + 3) % 12 if rm == "minor" else (rt - 3) % 12
+        if et == rel:
+            return 0.3
+        if et == rt:
+            return 0.2
+    return 0.0
+
+
+def librosa_tempo(y: np.ndarray, sr: int) -> float:
+    import librosa
+
+    fn = getattr(librosa.feature, "tempo", None) or librosa.beat.tempo
+    return float(np.atleast_1d(fn(y=y, sr=sr))[0])
+
+
+def librosa_key(y: np.ndarray, sr: int, profile: str):
+    import librosa
+
+    from soundalike.audio.attributes import key_from_chroma
+
+    c = librosa.feature.chroma_cqt(y=y, sr=sr).mean(axis=1)
+    # librosa's chroma starts at C, as ours does.
+    return key_from_chroma(c / (c.sum() or 1.0), profile=profile)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/attr-bench"))
+    ap.add_argument("--generated", type=int, default=24, help="generated pieces (one per key each 24)")
+    ap.add_argument("--no-librosa", action="store_true")
+    ap.add_argument("--render-s", type=float, default=RENDER_S,
+                    help="seconds rendered per MIDI file (the 30-s excerpt starts at 30 s)")
+    ap.add_argument("--json", type=Path, help="also write every figure here")
+    args = ap.parse_args()
+    if shutil.which("fluidsynth") is None or not Path(SOUNDFONT).exists():
+        sys.exit("needs Debian fluidsynth + fluid-soundfont-gm (apt-get install fluidsynth "
+                 "fluid-soundfont-gm openttd-openmsx planetblupi-music-midi)")
+    from soundalike.audio import attributes as A
+
+    globals()["RENDER_S"] = args.render_s  # build_items and render read the module's value
+    args.work = args.work / f"r{int(RENDER_S)}"
+    print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
+    t0 = time.perf_counter()
+    items = build_items(args.work, n_generated=args.generated)
+    print(f"{len(items)} items ({time.perf_counter() - t0:.0f} s to build/render)")
+    rows = []
+    for it in items:
+        y = load_item(it, SR)
+        row = {"name": it.name, "kind": it.kind, "bpm_ref": it.bpm,
+               "key_ref": f"{NAMES[it.key[0]]} {it.key[1]}" if it.key else None}
+        t = A.estimate_tempo(y=y, sr=SR)
+        row["bpm_ours"] = t.bpm if t else 0.0
+        if it.key:
+            for prof in A.KEY_PROFILES:
+                k = A.estimate_key(y=y, sr=SR, profile=prof)
+                row[f"key_{prof}"] = mirex_key((k.tonic, k.mode) if k else None, it.key)
+                if prof == A.DEFAULT_KEY_PROFILE:
+                    row["key_ours"] = k.name if k else None
+        if not args.no_librosa:
+            y22 = load_item(it, 22050)
+            row["bpm_librosa"] = librosa_tempo(y22, 22050)
+            if it.key:
+                k = librosa_key(y22, 22050, A.DEFAULT_KEY_PROFILE)
+                row["key_librosa"] = mirex_key((k.tonic, k.mode) if k else None, it.key)
+        rows.append(row)
+
+    def acc(kind_filter, field):
+        sel = [r for r in rows if r["bpm_ref"] and kind_filter(r) and field in r]
+        if not sel:
+            return 0, float("nan"), float("nan")
+        h = [tempo_hits(r[field], r["bpm_ref"]) for r in sel]
+        return len(sel), np.mean([a for a, _ in h]), np.mean([b for _, b in h])
+
+    print("\n## Tempo on 30-s excerpts (Acc1 +-4 %; Acc2 also x2, x1/2, x3, x1/3)\n")
+    print("| set | n | ours Acc1 | ours Acc2 | librosa Acc1 | librosa Acc2 | target |")
+    print("|---|---|---|---|---|---|---|")
+    sets = [("Debian MIDI renders", lambda r: r["kind"] == "debian-midi"),
+            ("generated cadences", lambda r: r["kind"] == "generated"),
+            ("synthetic drum loops", lambda r: r["kind"] == "drums"),
+            ("all", lambda r: True)]
+    summary = {}
+    for label, f in sets:
+        n, a1, a2 = acc(f, "bpm_ours")
+        _, l1, l2 = acc(f, "bpm_librosa")
+        summary[label] = {"n": n, "ours_acc1": a1, "ours_acc2": a2, "librosa_acc1": l1,
+                          "librosa_acc2": l2}
+        print(f"| {label} | {n} | {a1:.3f} | {a2:.3f} | {l1:.3f} | {l2:.3f} | Acc1 >= 0.85, Acc2 >= 0.97 |")
+
+    print("\n## Key on 30-s excerpts (MIREX weighted score)\n")
+    print("| set | n | " + " | ".join(f"ours, {p}" for p in A.KEY_PROFILES) + " | librosa chroma_cqt + "
+          f"{A.DEFAULT_KEY_PROFILE} | target |")
+    print("|---|---|" + "---|" * (len(A.KEY_PROFILES) + 2))
+    for label, f in sets[:2] + [sets[3]]:
+        sel = [r for r in rows if r["key_ref"] and f(r)]
+        if not sel:
+            continue
+        cells = [f"{np.mean([r[f'key_{p}'] for r in sel]):.3f}" for p in A.KEY_PROFILES]
+        lib = np.mean([r["key_librosa"] for r in sel]) if "key_librosa" in sel[0] else float("nan")
+        summary[f"key {label}"] = {"n": len(sel), **{p: float(c) for p, c in zip(A.KEY_PROFILES, cells)},
+                                   "librosa": lib}
+        print(f"| {label} | {len(sel)} | " + " | ".join(cells) + f" | {lib:.3f} | >= 0.75 |")
+
+    misses = [r for r in rows if r["bpm_ref"] and not tempo_hits(r["bpm_ours"], r["bpm_ref"])[0]]
+    print("\ntempo misses (ours):", ", ".join(f"{r['name']} {r['bpm_ref']:.0f}->{r['bpm_ours']:.0f}"
+                                            for r in misses) or "none")
+    kmiss = [r for r in rows if r["key_ref"] and r.get(f"key_{A.DEFAULT_KEY_PROFILE}", 1) < 1]
+    print("key misses (ours):", ", ".join(f"{r['name']} {r['key_ref']}->{r['key_ours']}"
+                                          for r in kmiss) or "none")
+
+    # ---------------------------------------------------------------- loudness
+    import pyloudnorm
+    import soundfile as sf
+
+    print("\n## Loudness against pyloudnorm (BS.1770-4 integrated, LUFS)\n")
+    same, ingest_view = [], []
+    for it in [i for i in items if i.wav is not None]:
+        stereo, fs = sf.read(str(it.wav), dtype="float64", always_2d=True)
+        seg = stereo[int(it.start_s * fs): int((it.start_s + CLIP_S) * fs)]
+        mono = seg.mean(axis=1)
+        meter = pyloudnorm.Meter(fs)
+        ref_mono = meter.integrated_loudness(mono)
+        ours = A.loudness(y=mono.astype(np.float32), sr=fs).integrated_lufs
+        ref_st = meter.integrated_loudness(seg)
+        y16 = load_item(it, SR)
+        ours16 = A.loudness(y=y16, sr=SR).integrated_lufs
+        if ours is not None and np.isfinite(ref_mono):
+            same.append(ours - ref_mono)
+        if ours16 is not None and np.isfinite(ref_st):
+            # A stereo file counts both channels: +3.01 LU over a (correlated) mono downmix.
+            ingest_view.append(ours16 + 3.01 - ref_st)
+    same, ingest_view = np.abs(same), np.asarray(ingest_view)
+    print("| comparison | n | mean abs LU | max abs LU | target |")
+    print("|---|---|---|---|---|")
+    print(f"| same mono 22.05 kHz signal | {len(same)} | {same.mean():.3f} | {same.max():.3f} | <= 0.5 |")
+    print(f"| ours at 16 kHz mono (+3.01) vs pyloudnorm on the stereo 22.05 kHz render | "
+          f"{len(ingest_view)} | {np.abs(ingest_view).mean():.3f} | {np.abs(ingest_view).max():.3f} | "
+          f"(ingest's view; bias {ingest_view.mean():+.2f}) |")
+    summary["loudness"] = {"same_mean": float(same.mean()), "same_max": float(same.max()),
+                           "ingest_mean": float(np.abs(ingest_view).mean()),
+                           "ingest_max": float(np.abs(ingest_view).max())}
+
+    # ---------------------------------------------------------------- budget
+    print("\n## Accuracy against seconds read (whole renders, contiguous excerpts)\n")
+    full = [it for it in items if it.wav is not None and it.bpm_whole]
+    budgets = [(1, 10.0), (2, 10.0), (3, 10.0), (1, 30.0), (2, 15.0), (3, 15.0), (0, 0.0)]
+    print("| excerpts | s read (median) | tempo Acc1 | tempo Acc2 | key weighted | n tempo / key |")
+    print("|---|---|---|---|---|---|")
+    ys = {it.name: load_item(it, SR, start_s=0.0, duration_s=None) for it in full}
+    for n_ex, ex_s in budgets:
+        h, ks, read = [], [], []
+        for it in full:
+            y = ys[it.name]
+            sl = (A.excerpt_slices(len(y), SR, n_excerpts=n_ex, excerpt_s=ex_s) if n_ex
+                  else [slice(0, len(y))])
+            read.append(sum(s.stop - s.start for s in sl) / SR)
+            t = A.estimate_tempo(y=y, sr=SR, slices=sl)
+            h.append(tempo_hits(t.bpm if t else 0.0, it.bpm_whole))
+            if it.key_whole:
+                k = A.estimate_key(y=y, sr=SR, slices=sl)
+                ks.append(mirex_key((k.tonic, k.mode) if k else None, it.key_whole))
+        label = f"{n_ex} x {ex_s:g} s" if n_ex else "whole render"
+        print(f"| {label} | {np.median(read):.0f} | {np.mean([a for a, _ in h]):.3f} | "
+              f"{np.mean([b for _, b in h]):.3f} | {np.mean(ks):.3f} | {len(h)} / {len(ks)} |")
+
+    # ---------------------------------------------------------------- cost
+    print("\n## Cost per track against the model analysis (same run)\n")
+    from soundalike.models import vocabulary as V
+    from soundalike.models.zoo import load_analyzer
+
+    model = load_analyzer("MTT_musicnn")
+    sample = [it for it in full][:8]
+    t_model = t_attr = t_attr30 = 0.0
+    audio_s = 0.0
+    vocals = []
+    for it in sample:
+        y = ys[it.name]
+        audio_s += len(y) / SR
+        t = time.perf_counter()
+        a = model.analyze(y, SR)
+        t_model += time.perf_counter() - t
+        t = time.perf_counter()
+        attrs = A.compute_attributes(y=y, sr=SR, vocals=V.vocals_probability(a.predictions),
+                                     energy_evidence=V.energy_evidence(a.predictions))
+        t_attr += time.perf_counter() - t
+        vocals.append(attrs.vocals)
+    print(f"{len(sample)} renders, {audio_s:.0f} s of audio: MTT_musicnn analysis {t_model:.2f} s, "
+          f"attributes ({A.DEFAULT_EXCERPTS} x {A.DEFAULT_EXCERPT_S:g} s for tempo/key, loudness on all) "
+          f"{t_attr:.2f} s -> **+{100 * t_attr / t_model:.1f} %** of the analysis (target <= 15 %; "
+          f"decode not counted, so ingest as a whole slows by less)")
+    summary["cost_pct"] = 100 * t_attr / t_model
+
+    # ---------------------------------------------------------------- vocals on instrumental music
+    print("\n## Vocals probability on instrumental music (no vocals anywhere)\n")
+    for it in [i for i in items if i.wav is not None][:: max(1, len(items) // 40)]:
+        y = load_item(it, SR)
+        a = model.analyze(y, SR)
+        vocals.append(V.vocals_probability(a.predictions))
+    v = np.asarray([x for x in vocals if x is not None])
+    print(f"{len(v)} instrumental clips: median vocals {np.median(v):.2f}, share >= 0.5: "
+          f"{np.mean(v >= 0.5):.2f} (the vocals:no filter keeps those under 0.5)")
+    summary["vocals_fp_rate"] = float(np.mean(v >= 0.5))
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1, default=float))
+    print(f"\nload average at the end: {open('/proc/loadavg').read().split()[:3]}")
+
+
+if __name__ == "__main__":
+    main()

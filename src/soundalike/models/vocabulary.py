@@ -1,0 +1,144 @@
+"""The pretrained taggers' labels sorted into catalog categories: one table, one source.
+
+The MagnaTagATune (``MTT_*``) and Million Song Dataset (``MSD_*``) models predict 50 labels
+each; in the catalog a model tag goes into the category this table gives it (``genre``,
+``instrument``, ``mood``, ``vocals``, ``tempo-feel``, ``era``, ``texture``), so filters and
+facets say ``instrument:piano`` or ``mood:calm`` for model tags as for tags users write
+(the tag's source, ``model``, stays visible).  A trained run's labels keep the run's own
+category; labels not in the table (none today) fall back to ``tag``.
+
+Some labels also carry a *role* for the attributes derived from them
+(:func:`vocals_probability` and :func:`energy_evidence`, which feeds
+``audio.attributes.energy_score``): ``+1`` speaks for singing/high energy, ``-1`` against.
+
+Synonyms are kept as the models emit them (``vocal``, ``vocals``, ``voice`` ...): merging
+them would change what a tag's probability means.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+
+class Term(NamedTuple):
+    """One label: its category and its votes for vocals and energy (0 = no say)."""
+
+    category: str
+    vocals: int = 0
+    energy: int = 0
+
+
+#: Every category a pretrained label can go into.
+CATEGORIES = ("genre", "instrument", "mood", "vocals", "tempo-feel", "era", "texture")
+
+G, I, M, V, T, E, X = CATEGORIES
+
+#: MagnaTagATune labels -> term.
+MTT_VOCABULARY: dict[str, Term] = {
+    "guitar": Term(I), "classical": Term(G, energy=-1), "slow": Term(T, energy=-1),
+    "techno": Term(G, energy=+1), "strings": Term(I), "drums": Term(I, energy=+1),
+    "electronic": Term(G), "rock": Term(G, energy=+1), "fast": Term(T, energy=+1),
+    "piano": Term(I), "ambient": Term(G, energy=-1), "beat": Term(T, energy=+1),
+    "violin": Term(I), "vocal": Term(V, vocals=+1), "synth": Term(I), "female": Term(V, vocals=+1),
+    "indian": Term(G), "opera": Term(G, vocals=+1), "male": Term(V, vocals=+1),
+    "singing": Term(V, vocals=+1), "vocals": Term(V, vocals=+1), "no vocals": Term(V, vocals=-1),
+    "harpsichord": Term(I), "loud": Term(M, energy=+1), "quiet": Term(M, energy=-1),
+    "flute": Term(I), "woman": Term(V, vocals=+1), "male vocal": Term(V, vocals=+1),
+    "no vocal": Term(V, vocals=-1), "pop": Term(G), "soft": Term(M, energy=-1),
+    "sitar": Term(I), "solo": Term(X), "man": Term(V, vocals=+1), "classic": Term(G),
+    "choir": Term(V, vocals=+1), "voice": Term(V, vocals=+1), "new age": Term(G, energy=-1),
+    "dance": Term(G, energy=+1), "male voice": Term(V, vocals=+1),
+    "female vocal": Term(V, vocals=+1), "beats": Term(T, energy=+1), "harp": Term(I),
+    "cello": Term(I), "no voice": Term(V, vocals=-1), "weird": Term(M), "country": Term(G),
+    "metal": Term(G, energy=+1), "female voice": Term(V, vocals=+1),
+    "choral": Term(V, vocals=+1),
+}
+
+#: Million Song Dataset (last.fm) labels -> term.
+MSD_VOCABULARY: dict[str, Term] = {
+    "rock": Term(G, energy=+1), "pop": Term(G), "alternative": Term(G), "indie": Term(G),
+    "electronic": Term(G), "female vocalists": Term(V, vocals=+1), "dance": Term(G, energy=+1),
+    "00s": Term(E), "alternative rock": Term(G), "jazz": Term(G), "beautiful": Term(M),
+    "metal": Term(G, energy=+1), "chillout": Term(M, energy=-1),
+    "male vocalists": Term(V, vocals=+1), "classic rock": Term(G), "soul": Term(G),
+    "indie rock": Term(G), "mellow": Term(M, energy=-1), "electronica": Term(G), "80s": Term(E),
+    "folk": Term(G), "90s": Term(E), "chill": Term(M, energy=-1),
+    "instrumental": Term(V, vocals=-1), "punk": Term(G, energy=+1), "oldies": Term(E),
+    "blues": Term(G), "hard rock": Term(G, energy=+1), "ambient": Term(G, energy=-1),
+    "acoustic": Term(X), "experimental": Term(G), "female vocalist": Term(V, vocals=+1),
+    "guitar": Term(I), "hip-hop": Term(G), "70s": Term(E), "party": Term(M, energy=+1),
+    "country": Term(G), "easy listening": Term(G, energy=-1), "sexy": Term(M),
+    "catchy": Term(M), "funk": Term(G), "electro": Term(G), "heavy metal": Term(G, energy=+1),
+    "progressive rock": Term(G), "60s": Term(E), "rnb": Term(G), "indie pop": Term(G),
+    "sad": Term(M), "house": Term(G, energy=+1), "happy": Term(M),
+}
+
+#: Dataset name (``ModelSpec.dataset``) -> its table.
+VOCABULARIES: dict[str, dict[str, Term]] = {"MTT": MTT_VOCABULARY, "MSD": MSD_VOCABULARY}
+
+#: Slope and offset of the logistic that turns "strongest voice label minus strongest
+#: no-voice label" (in logits) into a vocals probability (see ``vocals_probability``).
+#: Slope 1, offset 0: the two label groups are trusted as the models give them; the
+#: benchmark prints the resulting rates on instrumental sets (no vocal ground truth here).
+VOCALS_CALIBRATION = (1.0, 0.0)
+
+#: Category for labels the table does not know.
+FALLBACK_CATEGORY = "tag"
+
+
+def category_of(label: str, *, dataset: str | None = None) -> str:
+    """The catalog category of pretrained ``label`` (``dataset`` ``"MTT"``/``"MSD"`` or
+    ``None`` = either; MTT first where both have it)."""
+    tables = [VOCABULARIES[dataset]] if dataset else list(VOCABULARIES.values())
+    for table in tables:
+        if label in table:
+            return table[label].category
+    return FALLBACK_CATEGORY
+
+
+@functools.lru_cache(maxsize=8)
+def role_labels(role: str, sign: int) -> frozenset[str]:
+    """Labels of either vocabulary whose ``role`` (``"vocals"`` or ``"energy"``) is ``sign``."""
+    return frozenset(label for table in VOCABULARIES.values() for label, term in table.items()
+                     if getattr(term, role) == sign)
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def vocals_probability(predictions: dict[str, float]) -> float | None:
+    """Probability that a track has singing or voice, from a tagger's label probabilities.
+
+    The strongest voice label (``vocal``, ``female``, ``choir``, ``male vocalists`` ...)
+    against the strongest no-voice label (``no vocals``, ``instrumental`` ...): a logistic
+    of the difference of their logits, slope and offset :data:`VOCALS_CALIBRATION`.
+    ``None`` when the labels say nothing about voice (an MFCC baseline, most trained runs).
+    """
+    pos = [p for lab, p in predictions.items() if lab in role_labels("vocals", +1)]
+    neg = [p for lab, p in predictions.items() if lab in role_labels("vocals", -1)]
+    if not pos:
+        return None
+    slope, offset = VOCALS_CALIBRATION
+    d = _logit(max(pos)) - (_logit(max(neg)) if neg else _logit(0.05))
+    return round(1.0 / (1.0 + math.exp(-(slope * d + offset))), 3)
+
+
+def energy_evidence(predictions: dict[str, float]) -> float | None:
+    """0..1: the mean of a tagger's high-energy labels (``loud``, ``fast``, ``drums``,
+    ``metal`` ...) against the mean of its low-energy ones (``quiet``, ``soft``, ``slow``,
+    ``ambient`` ...), as a logistic of the difference of their logits; ``None`` when the
+    labels have no say (see ``audio.attributes.energy_score`` for the full score)."""
+    pos = [p for lab, p in predictions.items() if lab in role_labels("energy", +1)]
+    neg = [p for lab, p in predictions.items() if lab in role_labels("energy", -1)]
+    if not pos or not neg:
+        return None
+    d = _logit(sum(pos) / len(pos)) - _logit(sum(neg) / len(neg))
+    return round(1.0 / (1.0 + math.exp(-d)), 3)
+
+
+__all__ = ["CATEGORIES", "energy_evidence", "vocals_probability", "FALLBACK_CATEGORY", "MSD_VOCABULARY", "MTT_VOCABULARY", "Term",
+           "VOCABULARIES", "VOCALS_CALIBRATION", "category_of", "role_labels"]

@@ -1,0 +1,54 @@
+"""The pretrained label vocabulary: every label mapped exactly once, into a known category."""
+
+from __future__ import annotations
+
+import pytest
+
+from soundalike.models import vocabulary as V
+from soundalike.models.pretrained import MSD_LABELS, MTT_LABELS, SPECS
+
+
+@pytest.mark.parametrize("dataset,labels", [("MTT", MTT_LABELS), ("MSD", MSD_LABELS)])
+def test_every_label_mapped_once(dataset, labels):
+    table = V.VOCABULARIES[dataset]
+    assert len(labels) == len(set(labels))          # the models emit each label once
+    assert set(table) == set(labels)                # no label missing, none extra
+    assert all(V.category_of(lab, dataset=dataset) in V.CATEGORIES for lab in labels)
+
+
+def test_every_pretrained_model_has_a_vocabulary():
+    for spec in SPECS.values():
+        assert set(V.VOCABULARIES[spec.dataset]) == set(spec.labels)
+
+
+def test_categories_and_roles_agree():
+    for table in V.VOCABULARIES.values():
+        for label, term in table.items():
+            assert term.category in V.CATEGORIES
+            assert term.vocals in (-1, 0, 1) and term.energy in (-1, 0, 1)
+            if term.category == "vocals":
+                assert term.vocals != 0, label      # a vocals tag must say yes or no
+    assert V.role_labels("vocals", +1) & V.role_labels("vocals", -1) == frozenset()
+    assert V.role_labels("energy", +1) & V.role_labels("energy", -1) == frozenset()
+    assert {"no vocals", "instrumental"} <= V.role_labels("vocals", -1)
+
+
+@pytest.mark.parametrize("label,dataset,category", [
+    ("piano", "MTT", "instrument"), ("rock", "MSD", "genre"), ("quiet", "MTT", "mood"),
+    ("female vocalists", "MSD", "vocals"), ("fast", "MTT", "tempo-feel"), ("80s", "MSD", "era"),
+    ("something else", None, "tag"),
+])
+def test_category_of(label, dataset, category):
+    assert V.category_of(label, dataset=dataset) == category
+
+
+def test_fusion_analyzer_files_its_labels_in_their_categories():
+    # the default analyzer (MTT labels, then MSD's that MTT lacks) tags into the same
+    # categories as the single models, so `--where genre:rock` works on a fresh catalog
+    from soundalike.models.fusion import FusionAnalyzer
+
+    a = FusionAnalyzer()
+    assert set(a.label_categories) == set(a.labels)
+    assert a.label_categories["piano"] == "instrument" and a.label_categories["rock"] == "genre"
+    assert a.label_categories["80s"] == "era" and a.label_categories["quiet"] == "mood"
+    assert all(c in V.CATEGORIES for c in a.label_categories.values())
