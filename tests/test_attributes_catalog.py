@@ -387,3 +387,35 @@ def test_cli_refresh_and_info(drum_folder, tmp_path):
         p = subprocess.run([sys.executable, "-m", "soundalike", *args, "--catalog", str(cat_path)],
                            capture_output=True, text=True, timeout=120)
         assert p.returncode != 0 and message in p.stderr, p.stderr
+
+
+def test_page_api_carries_bpm_and_key(attr_catalog):
+    """The buyer's page gets each row's BPM and Camelot key, and the catalog's BPM bounds and
+    keys for its slider and key menu, from the stored attributes."""
+    from fastapi.testclient import TestClient
+
+    from soundalike.web.app import create_app
+
+    path, ids = attr_catalog
+    with Catalog.open(path) as cat:
+        attrs = cat.attributes_of(ids.values())
+    measured = {tid: a for tid, a in attrs.items() if a.get("bpm") is not None}
+    assert measured  # the fixture has tracks with and without attributes
+    with TestClient(create_app(path), raise_server_exceptions=False, base_url="http://127.0.0.1") as c:
+        rows = c.get("/api/tracks", params={"limit": 100}).json()["tracks"]
+        by_id = {r["id"]: r for r in rows}
+        for tid in ids.values():
+            if tid in measured:
+                assert by_id[tid]["bpm"] == pytest.approx(measured[tid]["bpm"], abs=0.05)
+                assert by_id[tid]["key"] == measured[tid]["camelot"]
+            else:
+                assert "bpm" not in by_id[tid] and "key" not in by_id[tid]
+        f = c.get("/api/facets").json()
+        bpms = [a["bpm"] for a in measured.values()]
+        lo, hi = f["ranges"]["bpm"]
+        assert lo <= min(bpms) and hi >= max(bpms) and hi - lo <= max(bpms) - min(bpms) + 2
+        assert {k["key"] for k in f["keys"]} == {a["camelot"] for a in measured.values() if a["camelot"]}
+        # the slider's bpm: term narrows the list to the tracks in range
+        mid = sorted(bpms)[len(bpms) // 2]
+        got = c.get("/api/tracks", params={"where": f"bpm:{mid - 1}..{mid + 1}"}).json()["tracks"]
+        assert got and all(mid - 1 <= r["bpm"] <= mid + 1 for r in got)

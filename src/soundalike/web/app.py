@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import secrets
@@ -341,9 +342,19 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         tracks = cat.get_tracks(ids)
         sources = ("file", "user", "model", "suggested") if include_suggested else ("file", "user", "model")
         tags = cat.tag_lists(ids, sources=sources, limit_per_track=8)  # one query, not one per track
+        attrs = cat.attributes_of(ids)  # BPM and Camelot key per row, where measured
+        rows = []
+        for i in ids:
+            if i in tracks:
+                d = _track_json(tracks[i], tags[i])
+                a = attrs.get(i, {})
+                if a.get("bpm") is not None:
+                    d["bpm"] = round(float(a["bpm"]), 1)
+                if a.get("camelot"):
+                    d["key"] = a["camelot"]
+                rows.append(d)
         return {"total": total, "offset": offset, "limit": limit, "where": where, "q": q,
-                "notes": cat.filter_notes(where, include_suggested=include_suggested),
-                "tracks": [_track_json(tracks[i], tags[i]) for i in ids if i in tracks]}
+                "notes": cat.filter_notes(where, include_suggested=include_suggested), "tracks": rows}
 
     @app.get("/api/facets", summary="Tag counts per category over the filtered tracks")
     def facets(where: Annotated[str | None, Query(max_length=2000)] = None,
@@ -357,6 +368,11 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         out: dict[str, Any] = {"facets": {c: [{"tag": t, "count": n} for t, n in v] for c, v in fc.items()}}
         dr = cats.get().duration_range()  # whole-catalog bounds: a slider's scale must not move
         out["ranges"] = {"duration": list(dr)} if dr else {}
+        summary = cats.get().attribute_summary()  # whole-catalog BPM bounds and keys (slider, key menu)
+        lo, hi = summary["bpm_range"]
+        if lo is not None and hi is not None:
+            out["ranges"]["bpm"] = [math.floor(lo), math.ceil(hi)]
+        out["keys"] = [{"key": k, "count": n} for k, n in sorted(summary["keys"].items())]
         return out
 
     from soundalike.web.buyer import register as register_buyer_routes
