@@ -415,6 +415,9 @@ def test_page_api_carries_bpm_and_key(attr_catalog):
         lo, hi = f["ranges"]["bpm"]
         assert lo <= min(bpms) and hi >= max(bpms) and hi - lo <= max(bpms) - min(bpms) + 2
         assert {k["key"] for k in f["keys"]} == {a["camelot"] for a in measured.values() if a["camelot"]}
+        by_bpm = [r.get("bpm") for r in c.get("/api/tracks", params={"limit": 100, "sort": "bpm"}).json()["tracks"]]
+        known = [b for b in by_bpm if b is not None]
+        assert known == sorted(known) and by_bpm[:len(known)] == known  # slowest first, unmeasured last
         # the slider's bpm: term narrows the list to the tracks in range
         mid = sorted(bpms)[len(bpms) // 2]
         got = c.get("/api/tracks", params={"where": f"bpm:{mid - 1}..{mid + 1}"}).json()["tracks"]

@@ -141,7 +141,7 @@ class ModelInfo:
 
 #: Orders :meth:`Catalog.page` knows.
 PageOrder = Literal["id", "title", "artist", "path", "length", "added", "relevance"]
-PAGE_ORDERS: tuple[str, ...] = ("id", "title", "artist", "path", "length", "added", "relevance")
+PAGE_ORDERS: tuple[str, ...] = ("id", "title", "artist", "path", "length", "added", "relevance", "bpm")
 
 
 @dataclass(frozen=True)
@@ -694,7 +694,10 @@ class Catalog:
         by_title = f"lower(coalesce(t.title, {self._db.dialect.file_name('t.path')})), t.id"  # as the list shows it
         order_sql = {"id": "t.id", "title": by_title, "relevance": by_title,
                      "artist": "lower(coalesce(t.artist, '')), t.id", "path": "t.path",
-                     "length": "coalesce(t.duration_s, 0), t.id", "added": "t.added_at DESC, t.id DESC"}.get(order)
+                     "length": "coalesce(t.duration_s, 0), t.id", "added": "t.added_at DESC, t.id DESC",
+                     # slowest first; tracks without a measured tempo last
+                     "bpm": "coalesce((SELECT a.bpm FROM track_attributes a WHERE a.track_id = t.id), 1e9), t.id",
+                     }.get(order)
         if order_sql is None:
             raise CatalogError(f"unknown track order {order!r}: one of {', '.join(PAGE_ORDERS)}")
         order_params: list = []
