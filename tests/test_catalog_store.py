@@ -229,3 +229,104 @@ def test_a_writer_in_the_way_is_a_busy_error_and_nothing_is_written(catalog_targ
         assert b.count_tracks() == 1
         _add(b, "/m/a.wav")  # and once a committed, the same write goes through
         assert b.count_tracks() == 1
+
+
+# --------------------------------------------------------------------------- one ingested file
+
+
+def _catalog_rows(cat: Catalog) -> dict:
+    """Every row ingest writes, without ids and times (compared across two catalogs)."""
+    out = {}
+    for t in cat.iter_tracks(status=None):
+        d = t.to_dict()
+        key = d.pop("path")
+        for k in ("id", "added_at", "updated_at"):
+            d.pop(k)
+        d["tags"] = sorted((g.tag, g.category, g.source, g.confidence, g.model_id) for g in cat.track_tags(t.id))
+        d["analyses"] = sorted((a.model_id, a.embedding.tobytes(), a.predictions, a.analysis)
+                               for a in cat.track_analyses(t.id))
+        pk = cat.get_peaks(t.id)
+        d["peaks"] = None if pk is None else (pk.to_bytes(), pk.duration_s)
+        d["attributes"] = cat.track_attributes(t.id)
+        out[key] = d
+    out["errors"] = [(e.path, e.reason) for e in cat.errors()]
+    return out
+
+
+def test_put_ingested_writes_what_the_single_methods_write(catalog_target, tmp_path):
+    """The ingest driver's one-call commit equals upsert_track + set_tags + put_analysis +
+    put_peaks + put_attributes + clear_error, on both backends: first ingest, then a
+    re-ingest of a changed file whose tags shrank (old tags go, others stay)."""
+    from soundalike.audio.peaks import Peaks
+
+    rng = np.random.default_rng(3)
+    peaks = Peaks(min=-rng.integers(0, 127, 50).astype(np.int8), max=rng.integers(0, 127, 50).astype(np.int8),
+                  duration_s=12.5)
+    attrs = {"duration_s": 12.5, "bpm": 121.0, "bpm_confidence": 0.8, "bpm_alternative": 60.5,
+             "bpm_ambiguous": True, "key_tonic": 9, "key_mode": "minor", "camelot": "8A",
+             "key_confidence": 0.6, "loudness_lufs": -11.5, "loudness_range_lu": 4.0, "vocals": 0.2,
+             "energy": 0.7, "seconds_read": 9.0}
+
+    def versions(n_file_tags: int, h: str):
+        track = dict(path="/m/a.mp3", content_hash=h, size=10, mtime=2.0, duration_s=12.5, sr=44100,
+                     channels=2, format="mp3", title="A", artist="B", album="C", genre="rock", year=1999,
+                     inode=(1 << 64) - 5, device=7)
+        # a repeated tag keeps its last confidence, as one upsert after another did
+        file_tags = [Tag("rock", "genre", "file"), Tag("B", "artist", "file"), Tag("X", "tag", "file")][:n_file_tags]
+        model_tags = [Tag("guitar", "instrument", "model", 0.9, "m1"), Tag("slow", "tag", "model", 0.4, "m1"),
+                      Tag("Slow", "tag", "model", 0.5, "m1")][: n_file_tags + 1]
+        return track, file_tags, model_tags, rng.standard_normal(4).astype(np.float32), {"guitar": 0.9, "slow": 0.5}
+
+    targets = {"one call": catalog_target, "single methods": tmp_path / "single.sqlite"}
+    seen = {}
+    for step, (n, h) in enumerate([(3, "h1"), (1, "h2")]):
+        track, file_tags, model_tags, emb, preds = versions(n, h)
+        adapted = emb[::-1].copy()
+        for name, target in targets.items():
+            with Catalog.open(target) as cat:
+                if step == 0:
+                    for mid in ("m1", "m1-adapted"):
+                        cat.register_model(model_id=mid, name=mid, dim=4)
+                    cat.record_error(path="/m/a.mp3", reason="earlier failure", error_type="AudioDecodeError")
+                    cat.record_error(path="/m/other.mp3", reason="stays", error_type="AudioDecodeError")
+                if name == "one call":
+                    tid = cat.put_ingested(track=track, file_tags=file_tags, model_id="m1",
+                                           embeddings=[("m1", emb), ("m1-adapted", adapted)], predictions=preds,
+                                           analysis="spread:10", model_tags=model_tags, peaks=peaks,
+                                           attributes=attrs, attributes_version=3)
+                    assert tid == cat.track_by_path("/m/a.mp3").id
+                else:
+                    with cat.transaction():
+                        tid = cat.upsert_track(**track)
+                        cat.set_tags(tid, file_tags, source="file")
+                        cat.put_analysis(tid, "m1", emb, preds, analysis="spread:10")
+                        cat.put_analysis(tid, "m1-adapted", adapted, analysis="spread:10")
+                        cat.put_peaks(tid, peaks)
+                        cat.set_tags(tid, model_tags, source="model", model_id="m1")
+                        cat.put_attributes(tid, attrs, model_id="m1", version=3)
+                        cat.clear_error("/m/a.mp3")
+                seen[name] = _catalog_rows(cat)
+        assert seen["one call"] == seen["single methods"]
+        if step == 0:
+            assert ("slow", "tag", "model", 0.5, "m1") in seen["one call"]["/m/a.mp3"]["tags"]
+    final = seen["one call"]["/m/a.mp3"]
+    assert final["content_hash"] == "h2" and final["peaks"] is not None  # peaks follow the new hash
+    assert sorted(t[:3] for t in final["tags"]) == [("guitar", "instrument", "model"), ("rock", "genre", "file"),
+                                                   ("slow", "tag", "model")]
+    assert seen["one call"]["errors"] == [("/m/other.mp3", "stays")]
+
+
+def test_put_ingested_is_one_transaction(catalog_target):
+    """A bad second embedding rolls the whole file back: no track, tag or error change."""
+    with Catalog.open(catalog_target) as cat:
+        cat.register_model(model_id="m1", name="m1", dim=2)
+        token = cat.change_token()
+        with pytest.raises(Exception):
+            cat.put_ingested(track=dict(path="/m/a.mp3", content_hash="h", size=1, mtime=1.0),
+                             file_tags=[Tag("rock", "genre", "file")], model_id="m1",
+                             embeddings=[("m1", np.ones(2, np.float32)), ("not-registered", np.ones(2, np.float32))],
+                             predictions={})
+        assert cat.count_tracks() == 0 and cat.change_token() == token
+        assert cat.put_ingested(track=dict(path="/m/a.mp3", content_hash="h", size=1, mtime=1.0), file_tags=[],
+                                model_id="m1", embeddings=[("m1", np.ones(2, np.float32))], predictions={}) > 0
+        assert cat.count_tracks() == 1 and cat.change_token() > token

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +138,15 @@ class Backend:
     def execute_count(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a writing statement; returns how many rows it changed."""
         return int(self.execute(sql, params).rowcount)
+
+    def execute_deferred(self, sql: str, params: Sequence[Any] = ()) -> Callable[[], tuple | None]:
+        """Run a statement whose one row (``RETURNING``) is read later: returns what reads it.
+
+        Inside a pipelined transaction nothing waits for the answer until the reader is
+        called (after COMMIT, the row is already there).
+        """
+        row = self.execute(sql, params).fetchone()
+        return lambda: row
 
     def begin(self) -> None:
         self.execute(self.dialect.begin)
@@ -295,6 +304,9 @@ class PostgresBackend(Backend):
         if self._pipe is not None:
             self._pipe.sync()  # rowcount is known once the answer is in
         return int(cur.rowcount)
+
+    def execute_deferred(self, sql: str, params: Sequence[Any] = ()) -> Callable[[], tuple | None]:
+        return self.execute(sql, params).fetchone
 
     def _tr(self, sql: str) -> str:
         out = self._sql.get(sql)

@@ -479,25 +479,22 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
     tags = res["tags"]
     preds = res["predictions"]
     top = model_tags(preds, top_tags=top_tags, single_label=single_label)
-    with cat.transaction():
-        tid = cat.upsert_track(
-            path=res["path"], content_hash=res["hash"], size=res["size"], mtime=res["mtime"],
-            duration_s=res["duration_s"], sr=res["sr"], channels=res["channels"], format=res["format"],
-            title=tags.get("title"), artist=tags.get("artist"), album=tags.get("album"),
-            genre=tags.get("genre"), year=tags.get("year"), inode=res.get("inode"), device=res.get("device"))
-        cat.set_tags(tid, file_tags_as_tags(tags), source="file")
-        cat.put_analysis(tid, model_id, res["embedding"], preds, analysis=res.get("analysis", "full"))
-        if res.get("peaks") is not None:
-            cat.put_peaks(tid, res["peaks"])
-        for a in adaptations or ():  # the catalog's adaptations of this model follow it
-            cat.put_analysis(tid, a.model_id, a.apply(res["embedding"]), analysis=res.get("analysis", "full"))
-        cats = label_categories or {}  # models/vocabulary.py: each label's real category
-        cat.set_tags(tid, [Tag(label, cats.get(label, label_category), "model", float(p), model_id)
-                           for label, p in top],
-                     source="model", model_id=model_id)
-        if res.get("attributes") is not None:
-            cat.put_attributes(tid, res["attributes"], model_id=model_id, version=ATTRIBUTES_VERSION)
-        cat.clear_error(res["path"])
+    cats = label_categories or {}  # models/vocabulary.py: each label's real category
+    analysis = res.get("analysis", "full")
+    # one Catalog call, one transaction: on PostgreSQL one round trip per file
+    cat.put_ingested(
+        track=dict(path=res["path"], content_hash=res["hash"], size=res["size"], mtime=res["mtime"],
+                   duration_s=res["duration_s"], sr=res["sr"], channels=res["channels"], format=res["format"],
+                   title=tags.get("title"), artist=tags.get("artist"), album=tags.get("album"),
+                   genre=tags.get("genre"), year=tags.get("year"), inode=res.get("inode"),
+                   device=res.get("device")),
+        file_tags=file_tags_as_tags(tags), model_id=model_id,
+        # the catalog's adaptations of this model follow it
+        embeddings=[(model_id, res["embedding"]),
+                    *((a.model_id, a.apply(res["embedding"])) for a in adaptations or ())],
+        predictions=preds, analysis=analysis,
+        model_tags=[Tag(label, cats.get(label, label_category), "model", float(p), model_id) for label, p in top],
+        peaks=res.get("peaks"), attributes=res.get("attributes"), attributes_version=ATTRIBUTES_VERSION)
 
 
 def ingest(
