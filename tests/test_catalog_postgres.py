@@ -182,3 +182,59 @@ def test_two_servers_see_each_others_new_tracks(tmp_path, pg_server):
                 s.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 s.kill()
+
+
+def test_a_busy_server_holds_a_bounded_number_of_connections(tmp_path, pg_server):
+    """32 clients at once on one serve process: it answers them all, over at most
+    SERVER_THREADS (+ the one opened at start) connections to the database."""
+    import threading
+
+    from soundalike.web.app import SERVER_THREADS
+
+    url = pg_server.new_database()
+    _write_tracks(tmp_path / "m", 5)
+    ingest([tmp_path / "m"], catalog=url, model="mfcc-stats", workers=1)
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "soundalike", "serve", "--catalog", url, "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=_env(tmp_path, "host"))
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert server.poll() is None, server.stderr.read()[-2000:]
+            try:
+                tid = _get(f"http://127.0.0.1:{port}/api/tracks?limit=1", timeout=2)["tracks"][0]["id"]
+                break
+            except OSError:
+                assert time.time() < deadline, "server did not start"
+                time.sleep(0.2)
+        answers: list[int] = []
+        peak = [0]
+        db = url.rsplit("/", 1)[1]
+
+        def client() -> None:
+            for _ in range(6):
+                answers.append(len(_get(f"http://127.0.0.1:{port}/api/similar?id={tid}&k=3", timeout=60)["hits"]))
+
+        def watch() -> None:
+            while any(t.is_alive() for t in clients):
+                n = _sql(pg_server.url(), f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'")[0][0]
+                peak[0] = max(peak[0], int(n))
+                time.sleep(0.05)
+
+        clients = [threading.Thread(target=client) for _ in range(32)]
+        for t in clients:
+            t.start()
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        for t in clients:
+            t.join()
+        watcher.join()
+        assert answers == [3] * (32 * 6)
+        assert 1 <= peak[0] <= SERVER_THREADS + 1, peak[0]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()

@@ -131,6 +131,10 @@ class Backend:
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
         return self.execute(sql, params).fetchone()
 
+    def in_list(self, column_sql: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``column IN (...)`` over ``values`` (at most :data:`CHUNK`) and its parameters."""
+        return f"{column_sql} IN ({self.dialect.marks(len(values))})", list(values)
+
     def is_busy(self, exc: BaseException) -> bool:
         """Whether ``exc`` means another writer was in the way (the transaction may be retried)."""
         return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
@@ -307,6 +311,11 @@ class PostgresBackend(Backend):
 
     def execute_deferred(self, sql: str, params: Sequence[Any] = ()) -> Callable[[], tuple | None]:
         return self.execute(sql, params).fetchone
+
+    def in_list(self, column_sql: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        # one array parameter: one statement text whatever the count, so the server
+        # prepares it once (an IN list is a new statement for every length)
+        return f"{column_sql} = ANY(?)", [list(values)]
 
     def _tr(self, sql: str) -> str:
         out = self._sql.get(sql)

@@ -238,6 +238,17 @@ def _attribute_values(attributes: dict) -> list:
     return values
 
 
+_ATTRIBUTE_READ = ("track_id", *ATTRIBUTE_COLUMNS, "model_id", "version")
+
+
+def _attribute_row(r: Sequence) -> tuple[int, dict]:
+    """``(track id, attributes dict)`` of a row of :data:`_ATTRIBUTE_READ`."""
+    d = dict(zip(_ATTRIBUTE_READ, r, strict=True))
+    if d["bpm_ambiguous"] is not None:
+        d["bpm_ambiguous"] = bool(d["bpm_ambiguous"])
+    return int(d.pop("track_id")), d
+
+
 def _track(row: Sequence) -> Track:
     return Track(*row)
 
@@ -447,10 +458,13 @@ class Catalog:
         """Tracks by id (missing ids are left out)."""
         out: dict[int, Track] = {}
         for chunk in chunked(int(i) for i in ids if _fits_int64(i)):
-            for row in self._db.fetchall(f"SELECT {_TRACK_COLS} FROM tracks WHERE id IN "
-                                         f"({self._db.dialect.marks(len(chunk))})", chunk):
+            for row in self._db.fetchall(*self._tracks_query(chunk)):
                 out[int(row[0])] = _track(row)
         return out
+
+    def _tracks_query(self, ids: Sequence[int]) -> tuple[str, list]:
+        cond, args = self._db.in_list("id", ids)
+        return f"SELECT {_TRACK_COLS} FROM tracks WHERE {cond}", args
 
     def track_by_path(self, path: str | Path) -> Track | None:
         row = self._db.fetchone(f"SELECT {_TRACK_COLS} FROM tracks WHERE path = ?", (str(path),))
@@ -581,9 +595,8 @@ class Catalog:
         srcs = list(sources) if sources is not None else None
         m = self._db.dialect.marks
         for chunk in chunked(ids):
-            q = (f"SELECT track_id, tag, category, source, confidence, model_id FROM tags "
-                 f"WHERE track_id IN ({m(len(chunk))})")
-            args: list[object] = list(chunk)
+            cond, args = self._db.in_list("track_id", chunk)
+            q = f"SELECT track_id, tag, category, source, confidence, model_id FROM tags WHERE {cond}"
             if srcs is not None:
                 q += f" AND source IN ({m(len(srcs))})"
                 args += srcs
@@ -598,13 +611,15 @@ class Catalog:
         """``(category, tag)`` sets of many tracks from ``sources`` (what similar's "why" compares)."""
         ids = [int(i) for i in track_ids]
         out: dict[int, set[tuple[str, str]]] = {i: set() for i in ids}
-        m = self._db.dialect.marks
         for chunk in chunked(ids):
-            for tid, category, tag in self._db.fetchall(
-                    f"SELECT track_id, category, tag FROM tags WHERE source IN ({m(len(sources))}) "
-                    f"AND track_id IN ({m(len(chunk))})", [*sources, *chunk]):
+            for tid, category, tag in self._db.fetchall(*self._tag_pairs_query(chunk, sources)):
                 out[int(tid)].add((category, tag))
         return out
+
+    def _tag_pairs_query(self, ids: Sequence[int], sources: Sequence[str]) -> tuple[str, list]:
+        cond, args = self._db.in_list("track_id", ids)
+        return (f"SELECT track_id, category, tag FROM tags WHERE source IN ({self._db.dialect.marks(len(sources))}) "
+                f"AND {cond}", [*sources, *args])
 
     def tracks_with_tag_pairs(self, track_ids: Iterable[int], *, sources: Sequence[str]
                               ) -> tuple[dict[int, Track], dict[int, set[tuple[str, str]]]]:
@@ -616,10 +631,11 @@ class Catalog:
         m = self._db.dialect.marks
         n = len(_TRACK_FIELDS)
         for chunk in chunked(ids, CHUNK_WITH_SOURCES):
+            cond, args = self._db.in_list("t.id", chunk)
             for row in self._db.fetchall(
                     f"SELECT {_TRACK_COLS_T}, g.category, g.tag FROM tracks t LEFT JOIN tags g "
                     f"ON g.track_id = t.id AND g.source IN ({m(len(sources))}) "
-                    f"WHERE t.id IN ({m(len(chunk))})", [*sources, *chunk]):
+                    f"WHERE {cond}", [*sources, *args]):
                 tid = int(row[0])
                 if tid not in tracks:
                     tracks[tid] = _track(row[:n])
@@ -836,19 +852,27 @@ class Catalog:
             self._models_by_id[ref] = info
         return info
 
-    def default_model_id(self) -> str | None:
+    def default_model_id(self, *, adapted: bool = False) -> str | None:
         """The model with the most analyses of ok tracks, or None for an empty catalog.
 
-        With one model (the usual case) no analyses are counted: counting reads every
-        row, 1 s at 100k tracks on PostgreSQL, and ``similar()`` asks on every call.
+        ``adapted``: the newest adaptation of that model instead, when the catalog holds
+        one (``soundalike index adapt``).  With one model (the usual case) no analyses are
+        counted: counting reads every row, 1 s at 100k tracks on PostgreSQL, and
+        ``similar()`` asks on every call (one statement, adaptation included).
         """
         registered = self._db.fetchall(
             "SELECT m.model_id, (SELECT 1 FROM analyses a JOIN tracks t ON t.id = a.track_id "
-            "WHERE a.model_id = m.model_id AND t.status = 'ok' LIMIT 1) FROM models m")
+            "WHERE a.model_id = m.model_id AND t.status = 'ok' LIMIT 1), (SELECT x.model_id FROM adaptations x "
+            "WHERE x.base_model_id = m.model_id ORDER BY x.created_at DESC LIMIT 1) FROM models m")
         if len(registered) <= 1:
-            return registered[0][0] if registered and registered[0][1] else None
-        ms = [m for m in self.models() if m.n_tracks > 0]
-        return ms[0].model_id if ms else None
+            mid = registered[0][0] if registered and registered[0][1] else None
+        else:
+            ms = [m for m in self.models() if m.n_tracks > 0]
+            mid = ms[0].model_id if ms else None
+        if mid is not None and adapted:
+            newest = {r[0]: r[2] for r in registered}.get(mid)
+            return newest or mid
+        return mid
 
     def put_analysis(self, track_id: int, model_id: str, embedding: np.ndarray,
                      predictions: dict[str, float] | None = None, *, analysis: str = "full") -> None:
@@ -892,9 +916,9 @@ class Catalog:
         """Analyses of many tracks by one model (tracks without one are left out)."""
         out: dict[int, StoredAnalysis] = {}
         for chunk in chunked(int(i) for i in track_ids):
+            cond, args = self._db.in_list("track_id", chunk)
             for r in self._db.fetchall(f"SELECT {_ANALYSIS_COLS} FROM analyses WHERE model_id = ? "
-                                       f"AND track_id IN ({self._db.dialect.marks(len(chunk))})",
-                                       [model_id, *chunk]):
+                                       f"AND {cond}", [model_id, *args]):
                 out[int(r[0])] = _analysis(r)
         return out
 
@@ -962,9 +986,10 @@ class Catalog:
         out = np.zeros((len(ids), dim), np.float32)
         where = {int(t): i for i, t in enumerate(ids)}
         for chunk in chunked(int(t) for t in ids):
+            cond, args = self._db.in_list("track_id", chunk)
             for tid, blob, d in self._db.fetchall(
-                    f"SELECT track_id, embedding, dim FROM analyses WHERE model_id = ? "
-                    f"AND track_id IN ({self._db.dialect.marks(len(chunk))})", [model_id, *chunk]):
+                    f"SELECT track_id, embedding, dim FROM analyses WHERE model_id = ? AND {cond}",
+                    [model_id, *args]):
                 if d != dim:
                     raise ModelMismatchError(f"track {tid}: {d}-d embedding for model {model_id}, expected "
                                              f"{dim}-d; run `soundalike index rebuild --model {model_id}`")
@@ -1140,15 +1165,58 @@ class Catalog:
     def attributes_of(self, track_ids: Iterable[int]) -> dict[int, dict]:
         """Attributes of many tracks at once (tracks without any are left out)."""
         out: dict[int, dict] = {}
-        cols = ("track_id", *ATTRIBUTE_COLUMNS, "model_id", "version")
         for chunk in chunked(int(i) for i in track_ids):
-            for r in self._db.fetchall(f"SELECT {', '.join(cols)} FROM track_attributes WHERE track_id IN "
-                                       f"({self._db.dialect.marks(len(chunk))})", chunk):
-                d = dict(zip(cols, r, strict=True))
-                if d["bpm_ambiguous"] is not None:
-                    d["bpm_ambiguous"] = bool(d["bpm_ambiguous"])
-                out[int(d.pop("track_id"))] = d
+            for r in self._db.fetchall(*self._attributes_query(chunk)):
+                tid, d = _attribute_row(r)
+                out[tid] = d
         return out
+
+    def _attributes_query(self, ids: Sequence[int]) -> tuple[str, list]:
+        cond, args = self._db.in_list("track_id", ids)
+        return f"SELECT {', '.join(_ATTRIBUTE_READ)} FROM track_attributes WHERE {cond}", args
+
+    # ------------------------------------------------------------------ what a search reads
+
+    def query_track_data(self, track_id: int, *, model_id: str, sources: Sequence[str]
+                         ) -> tuple[Track | None, StoredAnalysis | None, set[tuple[str, str]], dict | None]:
+        """A search query's track in one statement: the track (None: no such id), its
+        analysis by ``model_id``, its ``(category, tag)`` pairs from ``sources`` and its
+        attributes -- what :meth:`get_track`, :meth:`get_analysis`, :meth:`tag_pairs` and
+        :meth:`track_attributes` return (one round trip instead of four on a server)."""
+        if not _fits_int64(track_id):
+            return None, None, set(), None
+        n, na = len(_TRACK_FIELDS), len(_ATTRIBUTE_READ)
+        # 1:1 joins, then one row per tag (the track's columns repeated: a few rows)
+        rows = self._db.fetchall(
+            f"SELECT {_TRACK_COLS_T}, a.track_id, a.model_id, a.embedding, a.predictions, a.created_at, a.analysis, "
+            f"{', '.join('x.' + c for c in _ATTRIBUTE_READ)}, g.category, g.tag FROM tracks t "
+            "LEFT JOIN analyses a ON a.track_id = t.id AND a.model_id = ? "
+            "LEFT JOIN track_attributes x ON x.track_id = t.id "
+            f"LEFT JOIN tags g ON g.track_id = t.id AND g.source IN ({self._db.dialect.marks(len(sources))}) "
+            "WHERE t.id = ?", (model_id, *sources, int(track_id)))
+        if not rows:
+            return None, None, set(), None
+        r = rows[0]
+        analysis = _analysis(r[n:n + 6]) if r[n] is not None else None
+        attrs = _attribute_row(r[n + 6:n + 6 + na])[1] if r[n + 6] is not None else None
+        pairs = {(x[-2], x[-1]) for x in rows if x[-2] is not None}
+        return _track(r[:n]), analysis, pairs, attrs
+
+    def tracks_and_attributes(self, ids: Iterable[int]) -> tuple[dict[int, Track], dict[int, dict]]:
+        """:meth:`get_tracks` and :meth:`attributes_of` in one statement (a search's candidates)."""
+        tracks: dict[int, Track] = {}
+        attrs: dict[int, dict] = {}
+        n = len(_TRACK_FIELDS)
+        for chunk in chunked(int(i) for i in ids if _fits_int64(i)):
+            cond, args = self._db.in_list("t.id", chunk)
+            for r in self._db.fetchall(f"SELECT {_TRACK_COLS_T}, {', '.join('x.' + c for c in _ATTRIBUTE_READ)} "
+                                       f"FROM tracks t LEFT JOIN track_attributes x ON x.track_id = t.id "
+                                       f"WHERE {cond}", args):
+                tid = int(r[0])
+                tracks[tid] = _track(r[:n])
+                if r[n] is not None:
+                    attrs[tid] = _attribute_row(r[n:])[1]
+        return tracks, attrs
 
     def ids_needing_attributes(self, *, version: int, model_id: str | None = None) -> list[int]:
         """``ok`` tracks without attributes, with an older ``version``, or (given

@@ -203,9 +203,11 @@ def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str
     sources = (*_WHY_SOURCES, "suggested") if include_suggested else _WHY_SOURCES
     track = None
     if isinstance(query, (int, np.integer)):
-        track = cat.get_track(int(query))
+        # the track, its analysis, tags and attributes in one round trip
+        track, stored, tags, attrs = cat.query_track_data(int(query), model_id=model_id, sources=sources)
         if track is None:
             raise TrackNotFoundError(f"no track with id {int(query)} in {cat.path}")
+        return _resolved(cat, track, stored, tags, attrs, model_id=model_id, info=info)
     else:
         ref = str(query)
         p = Path(ref).expanduser()
@@ -224,15 +226,19 @@ def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str
                 raise TrackNotFoundError(f"{ref!r}: no catalog track has this id, path, title or artist, "
                                          f"and it is not an audio file")
             track = found[0]
-    stored = cat.get_analysis(track.id, model_id)
+    _, stored, tags, attrs = cat.query_track_data(track.id, model_id=model_id, sources=sources)
+    return _resolved(cat, track, stored, tags, attrs, model_id=model_id, info=info)
+
+
+def _resolved(cat: Catalog, track: Track, stored, tags: set[tuple[str, str]], attrs: dict | None, *,
+              model_id: str, info) -> ResolvedQuery:
+    """A catalog track as a query: its stored vector, or one made now if it has none."""
     if stored is not None:
         vec, preds = stored.embedding, stored.predictions
     else:
         _, analysis, _ = _analyze_file(cat, Path(track.path), info.model_id)
         vec, preds = np.asarray(analysis.embedding, np.float32), dict(analysis.predictions)
-    tags = cat.tag_pairs([track.id], sources=sources)[track.id]
-    return ResolvedQuery(vec, model_id, track, track.path, frozenset(tags), preds,
-                         cat.track_attributes(track.id))
+    return ResolvedQuery(vec, model_id, track, track.path, frozenset(tags), preds, attrs)
 
 
 def _filter_mask(cat: Catalog, index, where: str | None, include_suggested: bool,
@@ -280,13 +286,20 @@ def parse_tolerance(text: str | float | None) -> float | None:
 
 
 def _hits(cat: Catalog, ids: np.ndarray, scores: np.ndarray, query_tags: frozenset[tuple[str, str]],
-          sources: Sequence[str], query_attributes: dict | None = None) -> list[Hit]:
+          sources: Sequence[str], query_attributes: dict | None = None,
+          known: tuple[dict, dict] | None = None) -> list[Hit]:
+    """Hits for ``ids``; ``known``: the ``(tracks, attributes)`` the search already read
+    (then only the tags are read here)."""
     keep = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
-    if query_tags:
-        tracks, tag_sets = cat.tracks_with_tag_pairs([i for i, _ in keep], sources=sources)
+    hit_ids = [i for i, _ in keep]
+    if known is not None:
+        tracks, attrs = known
+        tag_sets = cat.tag_pairs(hit_ids, sources=sources) if query_tags and hit_ids else {}
+    elif query_tags:
+        tracks, tag_sets = cat.tracks_with_tag_pairs(hit_ids, sources=sources)
+        attrs = cat.attributes_of(hit_ids)
     else:
-        tracks, tag_sets = cat.get_tracks([i for i, _ in keep]), {}
-    attrs = cat.attributes_of([i for i, _ in keep])
+        (tracks, attrs), tag_sets = cat.tracks_and_attributes(hit_ids), {}
     hits = []
     for i, s in keep:
         if i not in tracks:
@@ -308,9 +321,10 @@ def _candidate(track, score: float, attrs: dict | None):
 
 def _diverse_search(cat: Catalog, index, rq: ResolvedQuery, k: int, *, mask, exclude: list[int],
                     max_per_artist: int | None, max_per_album: int | None,
-                    include_duplicates: bool) -> tuple[np.ndarray, np.ndarray]:
+                    include_duplicates: bool) -> tuple[np.ndarray, np.ndarray, tuple[dict, dict]]:
     """The first ``k`` hits that pass the caps and the near-duplicate rule, fetching more
-    candidates (x4 each round) until enough pass or the index runs out."""
+    candidates (x4 each round) until enough pass or the index runs out; also the
+    candidates' ``(tracks, attributes)`` as read (the hits are among them)."""
     from soundalike.search.diversity import diversify
 
     seed = _candidate(rq.track, 1.0, rq.attributes) if rq.track else None
@@ -325,15 +339,14 @@ def _diverse_search(cat: Catalog, index, rq: ResolvedQuery, k: int, *, mask, exc
         ids, scores = ids[0], scores[0]
         ok = ids >= 0
         ids, scores = ids[ok], scores[ok]
-        tracks = cat.get_tracks(ids.tolist())
-        attrs = cat.attributes_of(ids.tolist())
+        tracks, attrs = cat.tracks_and_attributes(ids.tolist())  # one round trip
         cands = [_candidate(tracks[int(i)], float(s), attrs.get(int(i))) for i, s in zip(ids, scores, strict=True)
                  if int(i) in tracks]
         chosen = list(diversify(cands, k=k, seed=seed, max_per_artist=max_per_artist,
                                 max_per_album=max_per_album, include_duplicates=include_duplicates))
         if len(chosen) >= k or len(ids) < n or n >= total:
             return (np.asarray([c.id for c in chosen], np.int64)[None, :],
-                    np.asarray([c.score for c in chosen], np.float32)[None, :])
+                    np.asarray([c.score for c in chosen], np.float32)[None, :], (tracks, attrs))
         n = min(total, n * 4)
 
 
@@ -442,8 +455,8 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
         exclude = [rq.track.id] if rq.track else []
         if exclude_same_artist and rq.track and rq.track.artist:
             exclude += cat.ids_by_artist(rq.track.artist)
-        ids, scores = _diverse_search(cat, index, rq, k, mask=mask, exclude=exclude,
-                                      max_per_artist=max_per_artist, max_per_album=max_per_album,
-                                      include_duplicates=include_duplicates)
+        ids, scores, known = _diverse_search(cat, index, rq, k, mask=mask, exclude=exclude,
+                                             max_per_artist=max_per_artist, max_per_album=max_per_album,
+                                             include_duplicates=include_duplicates)
         sources = (*_WHY_SOURCES, "suggested") if include_suggested else _WHY_SOURCES
-        return rq, _hits(cat, ids[0], scores[0], rq.tags, sources, rq.attributes)
+        return rq, _hits(cat, ids[0], scores[0], rq.tags, sources, rq.attributes, known=known)

@@ -64,11 +64,7 @@ def default_model_id(cat: Catalog) -> str | None:
     The model with the most analyses of ok tracks; if the catalog holds an adaptation of
     it (``soundalike index adapt``), the newest adaptation instead.  None: empty catalog.
     """
-    mid = cat.default_model_id()
-    if mid is None:
-        return None
-    adapted = cat.adaptations(mid)
-    return adapted[0].model_id if adapted else mid
+    return cat.default_model_id(adapted=True)  # one statement
 
 
 def load_adaptation(cat: Catalog, model_id: str):

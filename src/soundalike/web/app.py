@@ -60,6 +60,11 @@ log = logging.getLogger("soundalike.web")
 HERE = Path(__file__).parent
 #: Default cap on uploaded clips, in bytes.
 MAX_UPLOAD_BYTES = 20_000_000
+#: Threads a server process answers its (synchronous) routes on.  Each holds one catalog
+#: connection, so this bounds a process's PostgreSQL connections (was anyio's default of
+#: 40: a few hosts x workers could pass the server's max_connections of 100); the routes
+#: are CPU-bound Python, so more threads than this only queue for the GIL.
+SERVER_THREADS = 8
 #: Default cap on the decoded length of an uploaded clip, in seconds.
 MAX_CLIP_S = 600.0
 #: Room for the multipart envelope (boundaries, part headers, the form's small fields).
@@ -241,6 +246,9 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = SERVER_THREADS
         yield
         cats.close()
 
