@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from soundalike.catalog.backends import POSTGRESQL, SQLITE
@@ -189,3 +190,30 @@ def test_tracks_with_tag_pairs_equals_the_two_reads(cat):
         assert tracks == c.get_tracks(every) and 999 not in tracks
         assert pairs == c.tag_pairs(every, sources=sources)
     assert pairs[ids["Untitled"]] == {("genre", "jazz")}
+
+
+def test_search_reads_equal_the_single_reads(cat):
+    """What similar() reads in one statement each equals the single reads, on both backends:
+    the query track's data, and the candidates' tracks and attributes (ids as = ANY(array)
+    on PostgreSQL, IN lists on SQLite)."""
+    c, ids = cat
+    c.register_model(model_id="m", name="m", dim=2)
+    rich, bare = ids["Moon River"], ids["Untitled"]
+    c.put_analysis(rich, "m", np.array([0.5, -1.0], np.float32), {"x": 0.25}, analysis="spread:10")
+    c.put_attributes(rich, {"bpm": 99.5, "bpm_ambiguous": False, "camelot": "8A", "key_tonic": 9}, model_id="m")
+    for tid in (rich, bare, 999):
+        for sources in (("file", "user", "model"), ("suggested",)):
+            track, analysis, pairs, attrs = c.query_track_data(tid, model_id="m", sources=sources)
+            assert track == c.get_track(tid)
+            assert pairs == (c.tag_pairs([tid], sources=sources)[tid] if track else set())
+            assert attrs == c.track_attributes(tid)
+            ref = c.get_analysis(tid, "m")
+            assert (analysis is None) == (ref is None)
+            if ref is not None:
+                assert (analysis.embedding.tobytes(), analysis.predictions, analysis.analysis) == \
+                    (ref.embedding.tobytes(), ref.predictions, ref.analysis)
+    assert c.query_track_data(rich, model_id="m", sources=("file",))[3]["bpm"] == 99.5
+    every = [*ids.values(), 999, 2 ** 70]
+    tracks, attrs = c.tracks_and_attributes(every)
+    assert tracks == c.get_tracks(every) and set(tracks) == set(ids.values())
+    assert attrs == c.attributes_of(list(ids.values())) and set(attrs) == {rich}

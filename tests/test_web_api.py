@@ -173,3 +173,31 @@ def test_worker_factory_reads_its_settings_from_the_environment(demo_catalog, mo
         assert got["hits"] and got == ref.get("/api/similar", params={"id": tid, "k": 3}).json()
         files = {"file": ("clip.wav", b"x" * 2000, "audio/wav")}
         assert c.post("/api/similar/upload", files=files).status_code == 413  # the 1234-byte limit
+
+
+def test_similar_rows_carry_the_same_tags_and_refuse_tracks_out_of_service(demo_catalog, tmp_path,  # noqa: F811
+                                                                           request):
+    """The hits' tag lists come from the search's own read: the same 8 per row as a fresh
+    tag_lists query (with and without suggested tags in the search); a track taken out of
+    service is no query (404), like an unknown id."""
+    from soundalike.catalog.copy import copy_catalog
+    from soundalike.catalog.store import Catalog
+
+    on_server = str(demo_catalog.path).startswith("postgresql")
+    path = request.getfixturevalue("pg_server").new_database() if on_server else tmp_path / "c.sqlite"
+    copy_catalog(demo_catalog.path, path)  # a copy of our own: one track goes out of service
+    q = demo_catalog.ids["bass-groove"][0]
+    gone = demo_catalog.ids["ambient-drone"][0]
+    with Catalog.open(path) as cat:
+        cat.mark_changed(gone)
+    with TestClient(create_app(path), raise_server_exceptions=False, base_url="http://127.0.0.1") as c, \
+            Catalog.open(path) as cat:
+        for extra in ({}, {"include_suggested": "true"}, {"where": "mood:calm|dark"}):
+            hits = c.get("/api/similar", params={"id": q, "k": 8, **extra}).json()["hits"]
+            assert hits
+            ref = cat.tag_lists([h["id"] for h in hits], sources=("file", "user", "model"), limit_per_track=8)
+            for h in hits:
+                assert [(t["category"], t["tag"], t["source"]) for t in h["tags"]] == \
+                    [(g.category, g.tag, g.source) for g in ref[h["id"]]]
+        r = c.get("/api/similar", params={"id": gone})
+        assert r.status_code == 404 and r.json()["detail"] == f"no track {gone} in the catalog"

@@ -58,6 +58,9 @@ class Hit:
     shared_tags: tuple[SharedTag, ...] = ()
     attributes: dict | None = None
     query_attributes: dict | None = None
+    #: the hit's tags from the "why" sources, suggested last, most confident first
+    #: (:meth:`Catalog.tag_lists` order); None where they were not read
+    tags: tuple | None = None
 
     @property
     def facts(self) -> str:
@@ -292,21 +295,17 @@ def _hits(cat: Catalog, ids: np.ndarray, scores: np.ndarray, query_tags: frozens
     (then only the tags are read here)."""
     keep = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
     hit_ids = [i for i, _ in keep]
-    if known is not None:
-        tracks, attrs = known
-        tag_sets = cat.tag_pairs(hit_ids, sources=sources) if query_tags and hit_ids else {}
-    elif query_tags:
-        tracks, tag_sets = cat.tracks_with_tag_pairs(hit_ids, sources=sources)
-        attrs = cat.attributes_of(hit_ids)
-    else:
-        (tracks, attrs), tag_sets = cat.tracks_and_attributes(hit_ids), {}
+    tracks, attrs = known if known is not None else cat.tracks_and_attributes(hit_ids)
+    # the hits' tags, read once: their shared tags here, their tag lists for a caller (the web rows)
+    lists = cat.tag_lists(hit_ids, sources=sources) if sources and hit_ids else {}
+    tag_sets = {i: {(g.category, g.tag) for g in lst} for i, lst in lists.items()}
     hits = []
     for i, s in keep:
         if i not in tracks:
             continue
         shared = sorted(query_tags & tag_sets.get(i, set()))
         hits.append(Hit(tracks[i], s, len(hits) + 1, tuple(SharedTag(c, t) for c, t in shared),
-                        attrs.get(i), query_attributes))
+                        attrs.get(i), query_attributes, tuple(lists[i]) if i in lists else None))
     return hits
 
 
