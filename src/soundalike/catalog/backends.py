@@ -16,6 +16,8 @@ substring test             ``instr(a, b) > 0``             ``strpos(a, b) > 0``
 case-blind pattern         ``LIKE``                        ``ILIKE``
 transaction start          ``BEGIN IMMEDIATE``             ``BEGIN``
 schema version             ``PRAGMA user_version``         table ``soundalike_schema``
+a list of ids              ``id IN (?, ?, ...)``           ``id = ANY(?)`` (one array: one
+                                                           prepared text for any length)
 =========================  ==============================  ==================================
 
 Both speak ``INSERT ... ON CONFLICT (...) DO UPDATE/NOTHING`` and ``RETURNING``
@@ -265,7 +267,7 @@ class PostgresBackend(Backend):
 
     # Inside a transaction the statements go out in pipeline mode: psycopg sends them without
     # waiting for each answer and waits only where a result is read (RETURNING, rowcount) and
-    # at COMMIT, so a per-file ingest commit costs ~3 round trips instead of ~11.
+    # at COMMIT, so a per-file ingest commit (Catalog.put_ingested) is one round trip.
     _pipe: Any = None
     _pipe_cm: Any = None
 
