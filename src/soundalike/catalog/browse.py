@@ -175,9 +175,10 @@ class TrackTable:
 
     # ------------------------------------------------------------------ filtering
 
-    def term_mask(self, term: _q.Term, tags: FacetTable, tag_codes: dict) -> np.ndarray | None:
+    def term_mask(self, term: _q.Term, tags: FacetTable | None, tag_codes: dict) -> np.ndarray | None:
         """Where one (positive) term is true, as a bool ``(size,)`` mask; None: not in memory."""
         if term.kind == "tag":
+            assert tags is not None
             m = np.zeros(self.size, bool)
             for v in term.values:
                 code = tag_codes.get((term.field, str(v)))
@@ -208,19 +209,20 @@ class TrackTable:
         return None  # text and bare words (SQL through the text index); key:compatible (SQL says why not)
 
 
-def evaluate(query: _q.Query, *, table: TrackTable, tags: FacetTable,
+def evaluate(query: _q.Query, *, table: TrackTable, tags: Callable[[], FacetTable],
              sql_ids: Callable[[_q.Query], np.ndarray]) -> np.ndarray:
     """Sorted int64 ids of the ok tracks matching ``query``.
 
-    ``tags`` must be the facet table of the same sources the filter's tag terms match;
-    ``sql_ids`` answers the terms the table cannot (a :class:`~soundalike.catalog.query.Query`
-    of just those), as ``Catalog.match`` would.
+    ``tags()`` gives the facet table of the same sources the filter's tag terms match
+    (asked only when there is a tag term); ``sql_ids`` answers the terms the table cannot
+    (a :class:`~soundalike.catalog.query.Query` of just those), as ``Catalog.match`` would.
     """
     mask = table.ok.copy()
     rest: list[_q.Term] = []
-    codes = tags.code_index()
+    facet = tags() if any(t.kind == "tag" for t in query.terms) else None
+    codes = facet.code_index() if facet is not None else {}
     for term in query.terms:
-        m = table.term_mask(term, tags, codes)
+        m = table.term_mask(term, facet, codes)
         if m is None:
             rest.append(term)
         else:

@@ -755,7 +755,7 @@ class Catalog:
         sources = _q.BASE_SOURCES + ((_q.SUGGESTED,) if include_suggested else ())
         key = (self.location, token, q.terms, include_suggested)
         return cached_match(key, lambda: evaluate(
-            q, table=table, tags=self._facet_table_cached(sources, token),
+            q, table=table, tags=lambda: self._facet_table_cached(sources, token),
             sql_ids=lambda rest: self.match(rest, include_suggested=include_suggested)))
 
     def _track_table_cached(self, token: int | None = None):
