@@ -325,9 +325,12 @@ function renderFacets(facets) {
     }
     box.append(details);
   }
-  const n = terms(state.where).length;
+  // collections (favourites, playlists) are not filtered: no count of terms that do not apply
+  const n = filterApplies() ? terms(state.where).length : 0;
   $("#filter-n").textContent = n ? `(${n})` : "";
 }
+
+function filterApplies() { return !["favourites", "playlists", "playlist"].includes(state.view); }
 
 function toggleFacet(category, tag) {
   const vals = termValues(state.where, category);
@@ -399,7 +402,9 @@ function renderActive() {
                   t, el("span", { "aria-hidden": "true" }, " ×")));
   }
   // collections are not filtered: their view shows no filter chips
-  box.hidden = !ts.length || ["favourites", "playlists", "playlist"].includes(state.view);
+  box.hidden = !ts.length || !filterApplies();
+  const n = filterApplies() ? terms(state.where).length : 0;
+  $("#filter-n").textContent = n ? `(${n})` : "";
 }
 
 function syncControls() {
@@ -581,11 +586,18 @@ function showCollectionTools(kind, n, pl = null) {
 
 function rowEl(i) { return $("#list").children[i] && $("#list").children[i].classList.contains("row") ? $("#list").children[i] : null; }
 
+// The list is one Tab stop (a roving tabindex): the selected row -- the first when none is --
+// takes focus, and only its own buttons follow it in the Tab order; ↑/↓ move between rows.
 function markSelected(focus) {
-  [...$("#list").children].forEach((li, i) => {
+  const rows = [...$("#list").children];
+  const active = ui.index >= 0 ? ui.index : 0;
+  rows.forEach((li, i) => {
     const on = i === ui.index;
     li.classList.toggle("selected", on);
     if (on) li.setAttribute("aria-current", "true"); else li.removeAttribute("aria-current");
+    if (!li.classList.contains("row")) return;
+    li.tabIndex = i === active ? 0 : -1;
+    for (const c of li.querySelectorAll("button, a[href], input")) c.tabIndex = i === active ? 0 : -1;
   });
   const row = rowEl(ui.index);
   if (row && focus) { row.focus({ preventScroll: true }); row.scrollIntoView({ block: "nearest" }); }
@@ -912,6 +924,13 @@ function wire() {
       const i = [...$("#list").children].indexOf(ev.target);
       if (i >= 0) { ui.index = -1; select(i, true); }
     }
+  });
+  // focus landing on a row (Tab, a click on its buttons) makes it the roving row
+  $("#list").addEventListener("focusin", (ev) => {
+    const li = ev.target.closest && ev.target.closest("#list > li.row");
+    if (!li || !ui.rows.length) return;
+    const i = [...$("#list").children].indexOf(li);
+    if (i >= 0 && i !== ui.index && li.tabIndex !== 0) { ui.index = i; markSelected(false); }
   });
   window.addEventListener("popstate", () => { fromURL(); load(); });
 }
