@@ -35,11 +35,8 @@ import numpy as np
 from soundalike.catalog import query as _q
 from soundalike.catalog.facets import FacetTable
 
-#: Tables kept per process (catalog states), and matched id sets.
-_TABLES, _MATCHES = 4, 256
-#: An id space this much larger than the number of tracks is answered by SQL instead
-#: (id-indexed arrays would waste memory; ids come from an identity column, so it is rare).
-SPARSE_IDS = 50
+#: Tables kept per process (catalog states); matched id sets kept, and their most bytes in all.
+_TABLES, _MATCHES, _MATCH_BYTES = 4, 128, 32 << 20
 
 #: Sort orders and what they sort by (ties by id); text is compared lower-cased in Python.
 ORDERS = ("id", "title", "artist", "path", "length", "added", "relevance", "bpm")
@@ -100,8 +97,8 @@ class TrackTable:
 
         def col(rows, j, idx) -> np.ndarray:
             out = np.full(size, np.nan)
-            vals = np.fromiter((np.nan if r[j] is None else float(r[j]) for r in rows), np.float64, count=len(rows))
-            out[idx] = vals
+            if rows:
+                out[idx] = np.array([r[j] for r in rows], dtype=np.float64)  # None -> NaN
             return out
 
         numbers = {"year": col(tracks, 5, ids), "sr": col(tracks, 6, ids), "channels": col(tracks, 7, ids),
@@ -240,8 +237,14 @@ def evaluate(query: _q.Query, *, table: TrackTable, tags: Callable[[], FacetTabl
 
 
 class _LRU:
-    def __init__(self, size: int):
-        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+    def __init__(self, size: int, max_bytes: int | None = None):
+        self.size, self.max_bytes, self.items, self.lock = size, max_bytes, OrderedDict(), threading.Lock()
+
+    def _too_big(self) -> bool:
+        if len(self.items) > self.size:
+            return True
+        return self.max_bytes is not None and len(self.items) > 1 and sum(
+            v.nbytes for v in self.items.values()) > self.max_bytes
 
     def get(self, key, build):
         with self.lock:
@@ -253,13 +256,13 @@ class _LRU:
         with self.lock:
             self.items[key] = v
             self.items.move_to_end(key)
-            while len(self.items) > self.size:
+            while self._too_big():
                 self.items.popitem(last=False)
         return v
 
 
 _tables = _LRU(_TABLES)
-_matches = _LRU(_MATCHES)
+_matches = _LRU(_MATCHES, _MATCH_BYTES)
 
 
 def cached_table(key: tuple, build: Callable[[], TrackTable]) -> TrackTable:

@@ -698,9 +698,7 @@ class Catalog:
 
         if order not in ORDERS:
             raise CatalogError(f"unknown track order {order!r}: one of {', '.join(PAGE_ORDERS)}")
-        q = _q.with_text(where, text)
-        ids = self._browse_match(q, include_suggested)
-        table = self._track_table_cached()
+        table, ids = self._browse(_q.with_text(where, text), include_suggested)
         return len(ids), table.page(ids, order=order, offset=int(offset), limit=int(limit), text=text)
 
     def duration_range(self) -> tuple[float, float] | None:
@@ -741,20 +739,19 @@ class Catalog:
         # (see catalog/facets.py: a GROUP BY over every tag row was most of a second at 100k)
         table = self._facet_table_cached(sources)
         q = _q.with_text(where, text)
-        ids = self._browse_match(q, include_suggested) if q else None
+        ids = self._browse(q, include_suggested)[1] if q else None
         return table.counts(ids, categories=categories, limit_per_category=limit_per_category)
 
-    def _browse_match(self, q: _q.Query, include_suggested: bool) -> np.ndarray:
-        """:meth:`match` through the in-memory table (:mod:`.browse`), cached per catalog state."""
-        from soundalike.catalog.browse import SPARSE_IDS, cached_match, evaluate
+    def _browse(self, q: _q.Query, include_suggested: bool):
+        """:meth:`match` through the in-memory table of this catalog state (:mod:`.browse`),
+        cached per filter; returns ``(table, ids)``, the ids sorted."""
+        from soundalike.catalog.browse import cached_match, evaluate
 
         token = self.change_token()
         table = self._track_table_cached(token)
-        if table.size > SPARSE_IDS * len(table.ids) + 1_000_000:
-            return self.match(q, include_suggested=include_suggested)
         sources = _q.BASE_SOURCES + ((_q.SUGGESTED,) if include_suggested else ())
         key = (self.location, token, q.terms, include_suggested)
-        return cached_match(key, lambda: evaluate(
+        return table, cached_match(key, lambda: evaluate(
             q, table=table, tags=lambda: self._facet_table_cached(sources, token),
             sql_ids=lambda rest: self.match(rest, include_suggested=include_suggested)))
 
