@@ -359,6 +359,7 @@ def test_buyer_journey(server, driver, tmp_path):
     assert pg.rows(1, "the playlist's tracks") == [fav]
     # a playlist is not filtered: neither chips nor a count of filter terms on the Filters button
     assert pg.one("#filter-n").text == "" and not pg.one("#active").is_displayed()
+    assert pg.js("return !document.getElementById('filters-note').hidden")  # the panel says so
     pg.shot("6-playlist")
     href = pg.one("#pl-m3u").get_attribute("href")
     with urllib.request.urlopen(href, timeout=10) as r:

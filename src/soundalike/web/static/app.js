@@ -403,6 +403,9 @@ function renderActive() {
   }
   // collections are not filtered: their view shows no filter chips
   box.hidden = !ts.length || !filterApplies();
+  const note = $("#filters-note");
+  if (note.hidden && !filterApplies()) $("#filters").scrollTop = 0;  // the note is at the top
+  note.hidden = filterApplies();
   const n = filterApplies() ? terms(state.where).length : 0;
   $("#filter-n").textContent = n ? `(${n})` : "";
 }
