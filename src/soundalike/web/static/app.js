@@ -427,7 +427,11 @@ function syncControls() {
 
 function tagChips(tags, max = 4) {
   const span = el("span", { class: "chips" });
-  for (const t of (tags || []).slice(0, max)) {
+  // one chip per category:tag (a file tag and a model tag saying "jazz" are one fact); the
+  // first source shown is the strongest (tags arrive most confident first)
+  const seen = new Set();
+  const uniq = (tags || []).filter((t) => { const k = `${t.category}:${t.tag}`; return !seen.has(k) && seen.add(k); });
+  for (const t of uniq.slice(0, max)) {
     span.append(el("span", { class: "chip " + (t.source || "shared"), title: `${t.category}: ${t.tag} (${t.source || "shared with the seed"})` },
                    t.tag));
   }
