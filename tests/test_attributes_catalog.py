@@ -82,14 +82,21 @@ def test_attributes_round_trip_and_summary(attr_catalog):
 
 
 def test_v2_catalog_migrates_to_attributes(tmp_path):
-    # the attributes migration is the last one: a catalog one version older (every
-    # earlier table there, no track_attributes) gains the table and keeps its tracks
-    assert MIGRATIONS[SCHEMA_VERSION - 1].description.startswith("musical attributes")
+    # a catalog one version before the attributes migration (every earlier table there,
+    # no track_attributes) gains the table and keeps its tracks
+    from soundalike.catalog.backends import open_backend
+    from soundalike.catalog.schema import migrate
+
+    at = next(i for i, m in enumerate(MIGRATIONS) if m.description.startswith("musical attributes"))
     path = tmp_path / "old.sqlite"
-    with Catalog.open(path) as cat:
-        cat.upsert_track(path="/x.wav", content_hash="h", size=1, mtime=0.0)
+    backend = open_backend(path, create=True, timeout_s=10)
+    migrate(backend, upto=at)
+    backend.close()
     con = sqlite3.connect(path)
-    con.executescript(f"DROP TABLE track_attributes; PRAGMA user_version = {SCHEMA_VERSION - 1};")
+    con.execute("INSERT INTO tracks (path, content_hash, size, mtime, status, added_at, updated_at) "
+                "VALUES ('/x.wav', 'h', 1, 0, 'ok', 0, 0)")
+    con.commit()
+    assert con.execute("PRAGMA user_version").fetchone()[0] == at
     con.close()
     with Catalog.open(path) as cat:
         assert cat.schema_version == SCHEMA_VERSION

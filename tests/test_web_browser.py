@@ -12,6 +12,7 @@ never violated.  Screenshots go to ``test-artifacts/web-<width>-<step>.png``.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import socket
 import threading
@@ -67,9 +68,16 @@ def server(tmp_path_factory):
     from soundalike.ingest.peaks import backfill_peaks
     from soundalike.web.app import create_app
 
+    from soundalike.ingest.refresh import refresh
+
     built = build_catalog(tmp_path_factory.mktemp("webcat"), per_style=3, durations=DURATIONS)
     with Catalog.open(built.path) as cat:
         assert backfill_peaks(cat).computed == 15
+    # the musical attributes ingest computes (tempo, key ...), so the BPM slider is there
+    assert refresh(["attributes"], catalog=built.path, workers=1).attributes == 15
+    with Catalog.open(built.path) as cat:
+        built.bpm = {i: a["bpm"] for i, a in cat.attributes_of(cat.match(None).tolist()).items()
+                     if a.get("bpm") is not None}
     app = create_app(built.path)
     reports: list[dict] = []
 
@@ -220,6 +228,43 @@ def test_buyer_journey(server, driver, tmp_path):
     pg.axe("list")
     pg.shot("1-list")
 
+    # ---- the list is one Tab stop: Tab lands on a row, then only that row's buttons follow
+    from selenium.webdriver.common.keys import Keys as K
+
+    pg.js("document.getElementById('sort').focus()")
+    driver.switch_to.active_element.send_keys(K.TAB)
+    assert pg.js("return document.activeElement.matches('#list > li.row')"), "Tab did not land on a row"
+    inside = 1  # focus stops inside the list: the row, then its own buttons
+    while True:
+        driver.switch_to.active_element.send_keys(K.TAB)
+        if not pg.js("return document.getElementById('list').contains(document.activeElement)"):
+            break
+        inside += 1
+        assert inside < 12, "Tab walks through more than one row"
+    per_row = pg.js("return document.querySelectorAll('#list > li.row:first-child :is(button, a[href])').length")
+    assert per_row >= 4 and inside == 1 + per_row, (inside, per_row)
+
+    # ---- a BPM range (tempo from the stored attributes): the rows are the tracks within it
+    bpms = sorted(built.bpm.values())
+    assert len(bpms) >= 6, built.bpm
+    lo, hi = math.floor(bpms[len(bpms) // 4]), math.ceil(bpms[(3 * len(bpms)) // 4])
+    want = {i for i, b in built.bpm.items() if lo <= b <= hi}
+    assert 0 < len(want) < len(all_ids)
+    pg.open_filters()
+    assert pg.one("#range-bpm").is_displayed()
+    for field, v in (("bpm-min", lo), ("bpm-max", hi)):
+        pg.js(f"const s = document.getElementById('{field}'); s.value = {v}; s.dispatchEvent(new Event('input')); "
+              "s.dispatchEvent(new Event('change'));")
+        pg.settle("BPM filter")
+    _wait(lambda: set(pg.rows(len(want), "rows within the BPM range")) == want, what="BPM rows")
+    assert f"bpm:{lo}..{hi}" in pg.one("#where").get_attribute("value")
+    shown = [int(x) for x in pg.js("return [...document.querySelectorAll('#list li.row .c-bpm')].map(e => e.textContent)")]
+    assert len(shown) == len(want) and all(lo <= b <= hi for b in shown), shown
+    pg.close_filters()
+    pg.shot("2-bpm")
+    pg.one(f'#active button.term[aria-label="remove filter bpm:{lo}..{hi}"]').click()
+    pg.rows(15, "all tracks again")
+
     # ---- filter by a facet (behind the Filters button on a phone) and a length range
     energetic = set(built.ids["drum-loop"])
     pg.open_filters()
@@ -312,6 +357,9 @@ def test_buyer_journey(server, driver, tmp_path):
     pl = _wait(lambda: [e for e in pg.css("#list li.pl-row") if name in e.text], what="the new playlist")[0]
     pl.find_element(pg.By.CSS_SELECTOR, "button.pl-open").click()
     assert pg.rows(1, "the playlist's tracks") == [fav]
+    # a playlist is not filtered: neither chips nor a count of filter terms on the Filters button
+    assert pg.one("#filter-n").text == "" and not pg.one("#active").is_displayed()
+    assert pg.js("return !document.getElementById('filters-note').hidden")  # the panel says so
     pg.shot("6-playlist")
     href = pg.one("#pl-m3u").get_attribute("href")
     with urllib.request.urlopen(href, timeout=10) as r:

@@ -222,10 +222,25 @@ class SQLiteBackend(Backend):
     def get_schema_version(self) -> int:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
+    def run_script(self, script: str) -> None:
+        # split where SQLite says a statement is complete: a trigger body's own ';' stays inside
+        buf = ""
+        for piece in script.split(";"):
+            buf += piece + ";"
+            if sqlite3.complete_statement(buf):
+                if buf.strip(" \n\t;"):
+                    self._conn.execute(buf)
+                buf = ""
+        if buf.strip(" \n\t;"):
+            self._conn.execute(buf)
+
     def tables(self) -> dict[str, tuple[list[str], set[str]]]:
         out = {}
-        for (name,) in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                          "AND name NOT LIKE 'sqlite_%' ORDER BY name").fetchall():
+        # ordinary tables only: the text index (an FTS5 virtual table and its shadow
+        # tables) is derived data that triggers rebuild wherever tracks are written
+        for (name,) in self._conn.execute("SELECT name FROM pragma_table_list WHERE schema = 'main' "
+                                          "AND type = 'table' AND name NOT LIKE 'sqlite_%' "
+                                          "ORDER BY name").fetchall():
             cols = [r[1] for r in self._conn.execute(f'PRAGMA table_info("{name}")')]
             parents = {r[2] for r in self._conn.execute(f'PRAGMA foreign_key_list("{name}")')} - {name}
             out[name] = (cols, parents)

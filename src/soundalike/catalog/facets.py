@@ -19,6 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -56,6 +57,25 @@ class FacetTable:
             key = np.unique(track * np.int64(len(labels) + 1) + code)
             track, code = key // np.int64(len(labels) + 1), (key % np.int64(len(labels) + 1)).astype(np.int32)
         return cls(track=track, code=code, labels=tuple(labels), max_id=int(track.max()) if len(track) else 0)
+
+    @cached_property
+    def _by_code(self) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(self.code, kind="stable")  # pairs are sorted by track: so is each slice
+        starts = np.searchsorted(self.code[order], np.arange(len(self.labels) + 1))
+        return self.track[order], starts
+
+    def tracks_of(self, code: int) -> np.ndarray:
+        """int64 sorted ids of the tracks carrying label ``code`` (a filter's tag term)."""
+        tracks, starts = self._by_code
+        return tracks[starts[code]:starts[code + 1]]
+
+    @cached_property
+    def _codes(self) -> dict[tuple[str, str], int]:
+        return {lab: i for i, lab in enumerate(self.labels)}
+
+    def code_index(self) -> dict[tuple[str, str], int]:
+        """``(category, tag)`` -> its code."""
+        return self._codes
 
     def counts(self, ids: np.ndarray | None, *, categories: Sequence[str] | None = None,
                limit_per_category: int = 50) -> dict[str, list[tuple[str, int]]]:

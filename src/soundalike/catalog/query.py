@@ -379,34 +379,70 @@ def _term_sql(term: Term, sources: tuple[str, ...], d: Dialect,
                    f"{col})")
         return _range_sql(col, term.values)
     if term.kind == "text":
-        col = TEXT_FIELDS[term.field or ""]
         parts, params = [], []
         for v in term.values:
-            sql_v, p_v = _contains(col, str(v), d)
+            sql_v, p_v = _text_ids((term.field or "",), str(v), d)
             parts.append(sql_v)
             params += p_v
-        return "(" + " OR ".join(parts) + ")", params
+        return f"t.id IN ({' UNION '.join(parts)})", params
     # bare word: any tag equal to it, or a substring of title / artist / album / file name
     vals = [str(v) for v in term.values]
-    tag_sql = (f"t.id IN (SELECT g.track_id FROM tags g WHERE g.tag IN ({_placeholders(len(vals))}) "
-               f"AND g.source IN ({src}))")
+    parts = [f"SELECT g.track_id FROM tags g WHERE g.tag IN ({_placeholders(len(vals))}) "
+             f"AND g.source IN ({src})"]
     params: list[object] = [*vals, *sources]
-    parts = [tag_sql]
     for v in vals:
-        for col in TEXT_FIELDS.values():
-            sql_v, p_v = _contains(col, v, d)
-            parts.append(sql_v)
-            params += p_v
-    return "(" + " OR ".join(parts) + ")", params
+        sql_v, p_v = _text_ids(tuple(TEXT_FIELDS), v, d)
+        parts.append(sql_v)
+        params += p_v
+    return f"t.id IN ({' UNION '.join(parts)})", params
 
 
-def _contains(col: str, value: str, d: Dialect) -> tuple[str, list[object]]:
+#: Shortest value the trigram text index can look up; shorter ones scan the table.
+TRIGRAM = 3
+
+
+def _text_ids(fields: tuple[str, ...], value: str, d: Dialect) -> tuple[str, list[object]]:
+    """A ``SELECT`` of the ids of tracks (any status) whose ``fields`` contain ``value``.
+
+    Through the text index of schema migration 8 where it can help (values of
+    :data:`TRIGRAM` or more characters): SQLite's FTS5 trigram table gives candidates and
+    the exact test below keeps only true substrings (FTS folds case more widely than
+    SQLite's ``lower``, so it may offer more, never fewer); on PostgreSQL ``LIKE`` over the
+    indexed expressions is itself exact.  Either way the rows are those of the plain
+    substring test :func:`_contains`.
+    """
+    exact_parts, params = [], []
+    for f in fields:
+        sql_f, p_f = _contains(TEXT_FIELDS[f], value, d, alias="y")
+        exact_parts.append(sql_f)
+        params += p_f
+    exact = " OR ".join(exact_parts)
+    if len(value) < TRIGRAM:
+        return f"SELECT y.id FROM tracks y WHERE {exact}", params
+    if d.name == "sqlite":
+        cols = " ".join(fields)
+        phrase = '"' + value.replace('"', '""') + '"'
+        match = phrase if len(fields) == len(TEXT_FIELDS) else f"{{{cols}}} : {phrase}"
+        return (f"SELECT y.id FROM tracks y WHERE y.id IN (SELECT rowid FROM track_text WHERE "
+                f"track_text MATCH ?) AND ({exact})", [match, *params])
+    pattern = "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    likes = [f"{_PG_TEXT_INDEXED[f]} LIKE ?" for f in fields]
+    return f"SELECT y.id FROM tracks y WHERE {' OR '.join(likes)}", [pattern] * len(likes)
+
+
+#: The expressions PostgreSQL's trigram indexes cover (schema migration 8), per text field.
+_PG_TEXT_INDEXED = {"title": "lower(coalesce(y.title, ''))", "artist": "lower(coalesce(y.artist, ''))",
+                    "album": "lower(coalesce(y.album, ''))", "file": "lower(regexp_replace(y.path, '^.*/', ''))"}
+
+
+def _contains(col: str, value: str, d: Dialect, *, alias: str = "t") -> tuple[str, list[object]]:
     """``value`` in a ``TEXT_FIELDS`` column; for ``path`` in the file's name, not its folders
     (``music`` must not match every file under ``~/music``).  The cheap test on the whole
     path runs first, so the file-name expression is computed only for rows that can match."""
     if col == "path":
-        return f"({d.contains('t.path')} AND {d.contains(d.file_name('t.path'))})", [value, value]
-    return d.contains(f"t.{col}"), [value]
+        p = f"{alias}.path"
+        return f"({d.contains(p)} AND {d.contains(d.file_name(p))})", [value, value]
+    return d.contains(f"{alias}.{col}"), [value]
 
 
 def compile_sql(query: Query | str | None, *, include_suggested: bool = False,

@@ -8,7 +8,7 @@ How to add a table or a column (musical attributes, waveform peaks, playlists ..
    ``{real}`` (double), ``{blob}`` (bytes) and ``{identity}`` (an auto-numbered primary
    key); they become the right type on SQLite and on PostgreSQL
    (:meth:`~soundalike.catalog.backends.Dialect.ddl`).  Statements are separated by
-   ``;``.  Keep to SQL both speak: ``CREATE TABLE/INDEX``, ``ALTER TABLE ... ADD COLUMN``
+   ``;`` (on SQLite a ``CREATE TRIGGER ... BEGIN ...; END`` stays one statement).  Keep to SQL both speak: ``CREATE TABLE/INDEX``, ``ALTER TABLE ... ADD COLUMN``
    (with a ``DEFAULT`` when ``NOT NULL``), ``INSERT``/``UPDATE``.
 3. Only where the two must differ (SQLite cannot ``ALTER`` a constraint; PostgreSQL has
    no ``rowid``), give ``sqlite=`` and/or ``postgresql=`` texts that replace ``sql``.
@@ -226,12 +226,52 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX track_attributes_camelot ON track_attributes(camelot)
         """,
     ),
+    Migration(
+        "a text index over title, artist, album and file name, for substring search "
+        "(SQLite: FTS5 trigram table kept by triggers; PostgreSQL: pg_trgm GIN indexes)",
+        # Substring search (``moon``, ``title:riv``, ``q=``) scanned every row: 0.3-3 s at
+        # 100k tracks.  Trigrams index substrings of 3+ characters; the query layer
+        # (catalog/query.py) uses the index to find candidates and keeps its exact
+        # substring test, so results are the same with and without it.  SQLite keeps a
+        # copy of the four texts in an FTS5 table maintained by triggers (every insert,
+        # update and delete of a track, whatever code writes it); PostgreSQL indexes the
+        # very expressions the queries compare.
+        "",
+        sqlite="""
+        CREATE VIRTUAL TABLE track_text USING fts5(title, artist, album, file, tokenize = 'trigram');
+        INSERT INTO track_text (rowid, title, artist, album, file)
+            SELECT id, coalesce(title, ''), coalesce(artist, ''), coalesce(album, ''),
+                   replace(path, rtrim(path, replace(path, '/', '')), '') FROM tracks;
+        CREATE TRIGGER track_text_insert AFTER INSERT ON tracks BEGIN
+            INSERT INTO track_text (rowid, title, artist, album, file)
+            VALUES (new.id, coalesce(new.title, ''), coalesce(new.artist, ''), coalesce(new.album, ''),
+                    replace(new.path, rtrim(new.path, replace(new.path, '/', '')), ''));
+        END;
+        CREATE TRIGGER track_text_update AFTER UPDATE OF id, title, artist, album, path ON tracks BEGIN
+            DELETE FROM track_text WHERE rowid = old.id;
+            INSERT INTO track_text (rowid, title, artist, album, file)
+            VALUES (new.id, coalesce(new.title, ''), coalesce(new.artist, ''), coalesce(new.album, ''),
+                    replace(new.path, rtrim(new.path, replace(new.path, '/', '')), ''));
+        END;
+        CREATE TRIGGER track_text_delete AFTER DELETE ON tracks BEGIN
+            DELETE FROM track_text WHERE rowid = old.id;
+        END
+        """,
+        postgresql="""
+        CREATE EXTENSION IF NOT EXISTS pg_trgm;
+        CREATE INDEX tracks_title_trgm ON tracks USING gin (lower(coalesce(title, '')) gin_trgm_ops);
+        CREATE INDEX tracks_artist_trgm ON tracks USING gin (lower(coalesce(artist, '')) gin_trgm_ops);
+        CREATE INDEX tracks_album_trgm ON tracks USING gin (lower(coalesce(album, '')) gin_trgm_ops);
+        CREATE INDEX tracks_file_trgm ON tracks USING gin (lower(regexp_replace(path, '^.*/', '')) gin_trgm_ops)
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def migrate(backend: Backend) -> int:
-    """Bring the database up to :data:`SCHEMA_VERSION`; returns the version it had.
+def migrate(backend: Backend, *, upto: int | None = None) -> int:
+    """Bring the database up to :data:`SCHEMA_VERSION` (or ``upto``, for tests that build an
+    older catalog); returns the version it had.
 
     Raises
     ------
@@ -239,12 +279,13 @@ def migrate(backend: Backend) -> int:
         The database was written by a newer soundalike.
     """
     first = version = backend.get_schema_version()
+    target = SCHEMA_VERSION if upto is None else min(int(upto), SCHEMA_VERSION)
     while True:
         if version > SCHEMA_VERSION:
             raise CatalogError(
                 f"{backend.location}: catalog schema v{version} is newer than this soundalike "
                 f"(v{SCHEMA_VERSION}); upgrade soundalike")
-        if version == SCHEMA_VERSION:
+        if version >= target:
             return first
         # several processes may open a new catalog at once: one migrates, the others wait
         # for it and find the work done (SQLite: BEGIN IMMEDIATE already serialises them)

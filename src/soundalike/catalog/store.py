@@ -730,42 +730,48 @@ class Catalog:
              order: PageOrder = "id") -> tuple[int, list[int]]:
         """One page of matching track ids and the total count.
 
-        ``order``: ``id``; ``title`` / ``artist`` / ``path`` (A-Z); ``length`` (shortest
-        first); ``added`` (newest first); ``relevance`` -- with ``text``, titles that start
-        with it, then titles that contain it, then the rest (tag, artist, album or file
-        name matches), each A-Z; without ``text`` the same as ``title``.
+        ``order``: ``id``; ``title`` / ``artist`` / ``path`` (A-Z, lower-cased); ``length``
+        (shortest first); ``added`` (newest first); ``bpm`` (slowest first, unmeasured
+        last); ``relevance`` -- with ``text``, titles that start with it, then titles that
+        contain it, then the rest (tag, artist, album or file name matches), each A-Z;
+        without ``text`` the same as ``title``.  Ties go by id.
+
+        The filter is evaluated once (and cached for this catalog state, so the facets of
+        the same filter reuse it) and sorted in memory (:mod:`.browse`): the order is
+        the same on every backend.
 
         Returns
         -------
         (total, ids)
             number of matching tracks, and at most ``limit`` ids from ``offset`` in ``order``.
         """
-        sql, params = self._where(where, text, include_suggested)
-        total = self._db.fetchone(f"SELECT count(*) FROM tracks t WHERE {sql}", params)[0]
-        by_title = f"lower(coalesce(t.title, {self._db.dialect.file_name('t.path')})), t.id"  # as the list shows it
-        order_sql = {"id": "t.id", "title": by_title, "relevance": by_title,
-                     "artist": "lower(coalesce(t.artist, '')), t.id", "path": "t.path",
-                     "length": "coalesce(t.duration_s, 0), t.id", "added": "t.added_at DESC, t.id DESC",
-                     # slowest first; tracks without a measured tempo last
-                     "bpm": "coalesce((SELECT a.bpm FROM track_attributes a WHERE a.track_id = t.id), 1e9), t.id",
-                     }.get(order)
-        if order_sql is None:
+        from soundalike.catalog.browse import ORDERS
+
+        if order not in ORDERS:
             raise CatalogError(f"unknown track order {order!r}: one of {', '.join(PAGE_ORDERS)}")
-        order_params: list = []
-        if order == "relevance" and text and text.strip():
-            w = text.strip().lower()
-            f = self._db.dialect.substr_fn
-            order_sql = (f"CASE WHEN {f}(lower(coalesce(t.title, '')), ?) = 1 THEN 0 "
-                         f"WHEN {f}(lower(coalesce(t.title, '')), ?) > 0 THEN 1 ELSE 2 END, {by_title}")
-            order_params = [w, w]
-        rows = self._db.fetchall(f"SELECT t.id FROM tracks t WHERE {sql} ORDER BY {order_sql} LIMIT ? OFFSET ?",
-                                 [*params, *order_params, int(limit), int(offset)])
-        return int(total), [int(r[0]) for r in rows]
+        table, ids = self._browse(_q.with_text(where, text), include_suggested)
+        return len(ids), table.page(ids, order=order, offset=int(offset), limit=int(limit), text=text)
 
     def duration_range(self) -> tuple[float, float] | None:
         """Shortest and longest ``ok`` track in seconds (for a length slider), None when empty."""
         r = self._db.fetchone("SELECT min(duration_s), max(duration_s) FROM tracks WHERE status = 'ok'")
         return (float(r[0]), float(r[1])) if r and r[0] is not None else None
+
+    def browse_ranges(self) -> dict:
+        """Whole-catalog bounds for the page's sliders and key menu, from the cached table:
+        ``{"duration": (lo, hi) | None, "bpm": (lo, hi) | None, "keys": {camelot: n_tracks}}``
+        over ``ok`` tracks (as :meth:`duration_range` and :meth:`attribute_summary` count them)."""
+        t = self._track_table_cached()
+
+        def bounds(col: np.ndarray):
+            v = col[t.ids]
+            v = v[~np.isnan(v)]
+            return (float(v.min()), float(v.max())) if len(v) else None
+
+        codes = t.camelot[t.ids]
+        n = np.bincount(codes[codes >= 0], minlength=len(t.keys))
+        return {"duration": bounds(t.header_duration), "bpm": bounds(t.numbers["bpm"]),
+                "keys": {k: int(c) for k, c in zip(t.keys, n, strict=True) if c}}
 
     def facets(self, *, where: _q.Query | str | None = None, text: str | None = None,
                include_suggested: bool = False, categories: list[str] | None = None,
@@ -784,14 +790,43 @@ class Catalog:
         # (see catalog/facets.py: a GROUP BY over every tag row was most of a second at 100k)
         table = self._facet_table_cached(sources)
         q = _q.with_text(where, text)
-        ids = self.match(q, include_suggested=include_suggested) if q else None
+        ids = self._browse(q, include_suggested)[1] if q else None
         return table.counts(ids, categories=categories, limit_per_category=limit_per_category)
 
-    def _facet_table_cached(self, sources: Sequence[str]):
+    def _browse(self, q: _q.Query, include_suggested: bool):
+        """:meth:`match` through the in-memory table of this catalog state (:mod:`.browse`),
+        cached per filter; returns ``(table, ids)``, the ids sorted."""
+        from soundalike.catalog.browse import cached_match, evaluate
+
+        token = self.change_token()
+        table = self._track_table_cached(token)
+        sources = _q.BASE_SOURCES + ((_q.SUGGESTED,) if include_suggested else ())
+        key = (self.location, token, q.terms, include_suggested)
+        return table, cached_match(key, lambda: evaluate(
+            q, table=table, tags=lambda: self._facet_table_cached(sources, token),
+            sql_ids=lambda rest: self.match(rest, include_suggested=include_suggested)))
+
+    def _track_table_cached(self, token: int | None = None):
+        from soundalike.catalog.browse import cached_table
+
+        token = self.change_token() if token is None else token
+        return cached_table((self.location, token), self._track_table)
+
+    def _track_table(self):
+        from soundalike.catalog.browse import TrackTable
+
+        tracks = self._db.fetchall("SELECT id, title, artist, path, duration_s, year, sr, channels, added_at "
+                                   "FROM tracks WHERE status = 'ok'")
+        attrs = self._db.fetchall("SELECT track_id, duration_s, bpm, loudness_lufs, loudness_range_lu, energy, "
+                                  "vocals, camelot FROM track_attributes")
+        return TrackTable.from_rows(tracks, attrs)
+
+    def _facet_table_cached(self, sources: Sequence[str], token: int | None = None):
         from soundalike.catalog.facets import cached_table
 
         sources = tuple(sources)
-        return cached_table((self.location, sources, self.change_token()), lambda: self._facet_table(sources))
+        token = self.change_token() if token is None else token
+        return cached_table((self.location, sources, token), lambda: self._facet_table(sources))
 
     def _facet_table(self, sources: Sequence[str]):
         from soundalike.catalog.facets import FacetTable

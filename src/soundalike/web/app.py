@@ -378,13 +378,12 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         fc = cats.get().facets(where=where, text=q, include_suggested=include_suggested,
                                categories=categories or None, limit_per_category=per_category)
         out: dict[str, Any] = {"facets": {c: [{"tag": t, "count": n} for t, n in v] for c, v in fc.items()}}
-        dr = cats.get().duration_range()  # whole-catalog bounds: a slider's scale must not move
-        out["ranges"] = {"duration": list(dr)} if dr else {}
-        summary = cats.get().attribute_summary()  # whole-catalog BPM bounds and keys (slider, key menu)
-        lo, hi = summary["bpm_range"]
-        if lo is not None and hi is not None:
-            out["ranges"]["bpm"] = [math.floor(lo), math.ceil(hi)]
-        out["keys"] = [{"key": k, "count": n} for k, n in sorted(summary["keys"].items())]
+        # whole-catalog bounds (a slider's scale must not move) and keys, from the cached table
+        br = cats.get().browse_ranges()
+        out["ranges"] = {"duration": list(br["duration"])} if br["duration"] else {}
+        if br["bpm"]:
+            out["ranges"]["bpm"] = [math.floor(br["bpm"][0]), math.ceil(br["bpm"][1])]
+        out["keys"] = [{"key": k, "count": n} for k, n in sorted(br["keys"].items())]
         return out
 
     from soundalike.web.buyer import register as register_buyer_routes

@@ -325,9 +325,12 @@ function renderFacets(facets) {
     }
     box.append(details);
   }
-  const n = terms(state.where).length;
+  // collections (favourites, playlists) are not filtered: no count of terms that do not apply
+  const n = filterApplies() ? terms(state.where).length : 0;
   $("#filter-n").textContent = n ? `(${n})` : "";
 }
+
+function filterApplies() { return !["favourites", "playlists", "playlist"].includes(state.view); }
 
 function toggleFacet(category, tag) {
   const vals = termValues(state.where, category);
@@ -399,7 +402,12 @@ function renderActive() {
                   t, el("span", { "aria-hidden": "true" }, " ×")));
   }
   // collections are not filtered: their view shows no filter chips
-  box.hidden = !ts.length || ["favourites", "playlists", "playlist"].includes(state.view);
+  box.hidden = !ts.length || !filterApplies();
+  const note = $("#filters-note");
+  if (note.hidden && !filterApplies()) $("#filters").scrollTop = 0;  // the note is at the top
+  note.hidden = filterApplies();
+  const n = filterApplies() ? terms(state.where).length : 0;
+  $("#filter-n").textContent = n ? `(${n})` : "";
 }
 
 function syncControls() {
@@ -419,7 +427,11 @@ function syncControls() {
 
 function tagChips(tags, max = 4) {
   const span = el("span", { class: "chips" });
-  for (const t of (tags || []).slice(0, max)) {
+  // one chip per category:tag (a file tag and a model tag saying "jazz" are one fact); the
+  // first source shown is the strongest (tags arrive most confident first)
+  const seen = new Set();
+  const uniq = (tags || []).filter((t) => { const k = `${t.category}:${t.tag}`; return !seen.has(k) && seen.add(k); });
+  for (const t of uniq.slice(0, max)) {
     span.append(el("span", { class: "chip " + (t.source || "shared"), title: `${t.category}: ${t.tag} (${t.source || "shared with the seed"})` },
                    t.tag));
   }
@@ -581,11 +593,18 @@ function showCollectionTools(kind, n, pl = null) {
 
 function rowEl(i) { return $("#list").children[i] && $("#list").children[i].classList.contains("row") ? $("#list").children[i] : null; }
 
+// The list is one Tab stop (a roving tabindex): the selected row -- the first when none is --
+// takes focus, and only its own buttons follow it in the Tab order; ↑/↓ move between rows.
 function markSelected(focus) {
-  [...$("#list").children].forEach((li, i) => {
+  const rows = [...$("#list").children];
+  const active = ui.index >= 0 ? ui.index : 0;
+  rows.forEach((li, i) => {
     const on = i === ui.index;
     li.classList.toggle("selected", on);
     if (on) li.setAttribute("aria-current", "true"); else li.removeAttribute("aria-current");
+    if (!li.classList.contains("row")) return;
+    li.tabIndex = i === active ? 0 : -1;
+    for (const c of li.querySelectorAll("button, a[href], input")) c.tabIndex = i === active ? 0 : -1;
   });
   const row = rowEl(ui.index);
   if (row && focus) { row.focus({ preventScroll: true }); row.scrollIntoView({ block: "nearest" }); }
@@ -912,6 +931,13 @@ function wire() {
       const i = [...$("#list").children].indexOf(ev.target);
       if (i >= 0) { ui.index = -1; select(i, true); }
     }
+  });
+  // focus landing on a row (Tab, a click on its buttons) makes it the roving row
+  $("#list").addEventListener("focusin", (ev) => {
+    const li = ev.target.closest && ev.target.closest("#list > li.row");
+    if (!li || !ui.rows.length) return;
+    const i = [...$("#list").children].indexOf(li);
+    if (i >= 0 && i !== ui.index && li.tabIndex !== 0) { ui.index = i; markSelected(false); }
   });
   window.addEventListener("popstate", () => { fromURL(); load(); });
 }

@@ -1,0 +1,277 @@
+"""The browse path: filters, counts and sorted pages from an in-memory table of one catalog state.
+
+The web page asks, on every filter change, for a page of rows, the total, the facet
+counts and one more count per chosen category; each used to be a full SQL pass over the
+catalog (count, page, facets) -- about a second at 100k tracks.  Here the catalog's
+per-track columns are loaded once per :meth:`~soundalike.catalog.store.Catalog.change_token`
+into NumPy arrays indexed by track id (a :class:`TrackTable`):
+
+- filter terms on tags, numbers and attributes (``genre:rock``, ``duration:60..``,
+  ``bpm:118..124``, ``key:8A``, ``vocals:no``) become boolean masks (microseconds to
+  a few milliseconds);
+- substring terms (``title:moon``, bare words) stay SQL, through the trigram text index
+  of schema migration 8 -- they need the text, which is not kept in memory;
+- every sort order is a rank per track, computed once: a page is ``argpartition`` over
+  the matched ids' ranks, the total is their number;
+- the matched id set of a filter is cached (per catalog state), so the rows, the total
+  and the facets of one filter share one evaluation.
+
+:func:`evaluate` gives exactly the ids of ``Catalog.match`` (the SQL of
+:func:`~soundalike.catalog.query.compile_sql`, the one definition of the grammar): the
+tests compare the two on many random filters on both backends.  Sorting happens here in
+Python, so both backends order pages identically (SQL ``ORDER BY`` on text follows each
+database's collation).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from soundalike.catalog import query as _q
+from soundalike.catalog.facets import FacetTable
+
+#: Tables kept per process (catalog states); matched id sets kept, and their most bytes in all.
+_TABLES, _MATCHES, _MATCH_BYTES = 4, 128, 32 << 20
+
+#: Sort orders and what they sort by (ties by id); text is compared lower-cased in Python.
+ORDERS = ("id", "title", "artist", "path", "length", "added", "relevance", "bpm")
+
+
+def file_name(path: str) -> str:
+    """The last ``/``-separated part of a path (as the SQL ``file:`` expression computes it)."""
+    return path.rsplit("/", 1)[-1]
+
+
+@dataclass
+class TrackTable:
+    """The ``ok`` tracks of one catalog state, column by column, indexed by track id.
+
+    Attributes
+    ----------
+    ids : int64 ``(n,)`` sorted ids of the ``ok`` tracks
+    ok : bool ``(size,)``, ``size = max id + 1``: which ids are ``ok`` tracks
+    numbers : field -> float64 ``(size,)`` for ``NUMERIC_FIELDS`` and ``ATTRIBUTE_FIELDS``
+        plus ``vocals``; NaN where the value is NULL (``duration``: the decoded length
+        where the attributes have it, else the header's -- as the SQL compares it)
+    camelot : int16 ``(size,)`` index into ``keys`` (-1: none)
+    keys : the Camelot codes present
+    header_duration : float64 ``(size,)`` ``tracks.duration_s`` (the length sort, the slider bounds)
+    sort_text : order -> the per-track text it sorts by (``title``, ``artist``, ``path``),
+        and ``title_lower`` (lower-cased title, for relevance)
+    added : float64 ``(size,)`` ``added_at``
+    """
+
+    ids: np.ndarray
+    ok: np.ndarray
+    numbers: dict[str, np.ndarray]
+    camelot: np.ndarray
+    keys: tuple[str, ...]
+    header_duration: np.ndarray
+    sort_text: dict[str, list[str]]
+    added: np.ndarray
+    _ranks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.ok)
+
+    @classmethod
+    def from_rows(cls, tracks: list[tuple], attributes: list[tuple]) -> TrackTable:
+        """Build from ``(id, title, artist, path, duration_s, year, sr, channels, added_at)``
+        rows of ``ok`` tracks and ``(track_id, duration_s, bpm, loudness_lufs,
+        loudness_range_lu, energy, vocals, camelot)`` rows of ``track_attributes``."""
+        n = len(tracks)
+        ids = np.fromiter((r[0] for r in tracks), np.int64, count=n)
+        order = np.argsort(ids, kind="stable")
+        tracks = [tracks[i] for i in order]
+        ids = ids[order]
+        size = int(ids[-1]) + 1 if n else 1
+        ok = np.zeros(size, bool)
+        ok[ids] = True
+
+        def col(rows, j, idx) -> np.ndarray:
+            out = np.full(size, np.nan)
+            if rows:
+                out[idx] = np.array([r[j] for r in rows], dtype=np.float64)  # None -> NaN
+            return out
+
+        numbers = {"year": col(tracks, 5, ids), "sr": col(tracks, 6, ids), "channels": col(tracks, 7, ids),
+                   "id": np.where(ok, np.arange(size, dtype=np.float64), np.nan)}
+        header = col(tracks, 4, ids)
+        attrs = [r for r in attributes if 0 <= int(r[0]) < size and ok[int(r[0])]]
+        aidx = np.fromiter((int(r[0]) for r in attrs), np.int64, count=len(attrs))
+        decoded = col(attrs, 1, aidx)
+        numbers["duration"] = np.where(np.isnan(decoded), header, decoded)
+        for name, j in (("bpm", 2), ("loudness", 3), ("lra", 4), ("energy", 5), ("vocals", 6)):
+            numbers[name] = col(attrs, j, aidx)
+        keys = tuple(sorted({r[7] for r in attrs if r[7]}))
+        kindex = {k: i for i, k in enumerate(keys)}
+        camelot = np.full(size, -1, np.int16)
+        camelot[aidx] = np.fromiter((kindex.get(r[7], -1) if r[7] else -1 for r in attrs), np.int16,
+                                    count=len(attrs))
+        title = [(r[1] if r[1] is not None else file_name(r[3])).lower() for r in tracks]
+        sort_text = {"title": title, "artist": [(r[2] or "").lower() for r in tracks],
+                     "path": [r[3] for r in tracks], "title_lower": [(r[1] or "").lower() for r in tracks]}
+        added = col(tracks, 8, ids)
+        return cls(ids=ids, ok=ok, numbers=numbers, camelot=camelot, keys=keys, header_duration=header,
+                   sort_text=sort_text, added=added)
+
+    # ------------------------------------------------------------------ sorting
+
+    def rank(self, order: str) -> np.ndarray:
+        """int64 ``(size,)``: each ok track's position in ``order`` (computed once per order)."""
+        with self._lock:
+            r = self._ranks.get(order)
+        if r is not None:
+            return r
+        n = len(self.ids)
+        if order == "id":
+            perm = np.arange(n)
+        elif order in ("title", "relevance", "artist", "path"):
+            text = self.sort_text["title" if order == "relevance" else order]
+            perm = np.array(sorted(range(n), key=text.__getitem__), dtype=np.int64)  # stable: ties by id
+        elif order == "length":
+            perm = np.lexsort((self.ids, np.nan_to_num(self.header_duration[self.ids], nan=0.0)))
+        elif order == "added":
+            perm = np.lexsort((-self.ids, -self.added[self.ids]))
+        elif order == "bpm":
+            perm = np.lexsort((self.ids, np.nan_to_num(self.numbers["bpm"][self.ids], nan=1e9)))
+        else:
+            raise ValueError(order)
+        r = np.full(self.size, np.iinfo(np.int64).max, np.int64)
+        r[self.ids[perm]] = np.arange(n, dtype=np.int64)
+        with self._lock:
+            self._ranks[order] = r
+        return r
+
+    def page(self, ids: np.ndarray, *, order: str, offset: int, limit: int, text: str | None = None) -> list[int]:
+        """``limit`` ids of ``ids`` from ``offset`` in ``order`` (see ``Catalog.page``)."""
+        k = offset + limit
+        if k <= 0 or not len(ids) or offset >= len(ids):
+            return []
+        key = self.rank("title" if order == "relevance" else order)[ids]
+        w = (text or "").strip().lower()
+        if order == "relevance" and w:
+            pos = np.searchsorted(self.ids, ids)
+            low = self.sort_text["title_lower"]
+            group = np.fromiter((0 if low[p].startswith(w) else 1 if w in low[p] else 2 for p in pos),
+                                np.int64, count=len(ids))
+            key = group * np.int64(len(self.ids) + 1) + key
+        if k < len(ids):
+            part = np.argpartition(key, k - 1)[:k]
+            top = part[np.argsort(key[part], kind="stable")]
+        else:
+            top = np.argsort(key, kind="stable")
+        return [int(i) for i in ids[top[offset:k]]]
+
+    # ------------------------------------------------------------------ filtering
+
+    def term_mask(self, term: _q.Term, tags: FacetTable | None, tag_codes: dict) -> np.ndarray | None:
+        """Where one (positive) term is true, as a bool ``(size,)`` mask; None: not in memory."""
+        if term.kind == "tag":
+            assert tags is not None
+            m = np.zeros(self.size, bool)
+            for v in term.values:
+                code = tag_codes.get((term.field, str(v)))
+                if code is not None:
+                    tr = tags.tracks_of(code)
+                    m[tr[tr < self.size]] = True
+            return m
+        if term.kind in ("numeric", "attribute"):
+            col = self.numbers[term.field or ""]
+            m = np.zeros(self.size, bool)
+            with np.errstate(invalid="ignore"):
+                for r in term.values:
+                    assert isinstance(r, _q.Range)
+                    lo = col >= r.lo if r.lo is not None else ~np.isnan(col)
+                    hi = col <= r.hi if r.hi is not None else ~np.isnan(col)
+                    m |= lo & hi
+            return m
+        if term.kind == "vocals":
+            col = self.numbers["vocals"]
+            m = np.zeros(self.size, bool)
+            with np.errstate(invalid="ignore"):
+                for v in term.values:
+                    m |= (col >= _q.VOCALS_THRESHOLD) if v == "yes" else (col < _q.VOCALS_THRESHOLD)
+            return m
+        if term.kind == "key" and "compatible" not in term.values:
+            codes = [self.keys.index(str(v)) for v in term.values if str(v) in self.keys]
+            return np.isin(self.camelot, np.asarray(codes, np.int16)) if codes else np.zeros(self.size, bool)
+        return None  # text and bare words (SQL through the text index); key:compatible (SQL says why not)
+
+
+def evaluate(query: _q.Query, *, table: TrackTable, tags: Callable[[], FacetTable],
+             sql_ids: Callable[[_q.Query], np.ndarray]) -> np.ndarray:
+    """Sorted int64 ids of the ok tracks matching ``query``.
+
+    ``tags()`` gives the facet table of the same sources the filter's tag terms match
+    (asked only when there is a tag term); ``sql_ids`` answers the terms the table cannot
+    (a :class:`~soundalike.catalog.query.Query` of just those), as ``Catalog.match`` would.
+    """
+    mask = table.ok.copy()
+    rest: list[_q.Term] = []
+    facet = tags() if any(t.kind == "tag" for t in query.terms) else None
+    codes = facet.code_index() if facet is not None else {}
+    for term in query.terms:
+        m = table.term_mask(term, facet, codes)
+        if m is None:
+            rest.append(term)
+        else:
+            mask &= ~m if term.negated else m
+    if rest:
+        got = sql_ids(_q.Query(tuple(rest), query.text))
+        m = np.zeros(table.size, bool)
+        got = got[got < table.size]
+        m[got] = True
+        mask &= m
+    return np.flatnonzero(mask).astype(np.int64)
+
+
+# ------------------------------------------------------------------ caches
+
+
+class _LRU:
+    def __init__(self, size: int, max_bytes: int | None = None):
+        self.size, self.max_bytes, self.items, self.lock = size, max_bytes, OrderedDict(), threading.Lock()
+
+    def _too_big(self) -> bool:
+        if len(self.items) > self.size:
+            return True
+        return self.max_bytes is not None and len(self.items) > 1 and sum(
+            v.nbytes for v in self.items.values()) > self.max_bytes
+
+    def get(self, key, build):
+        with self.lock:
+            v = self.items.get(key)
+            if v is not None:
+                self.items.move_to_end(key)
+                return v
+        v = build()  # outside the lock: a slow build never blocks other requests
+        with self.lock:
+            self.items[key] = v
+            self.items.move_to_end(key)
+            while self._too_big():
+                self.items.popitem(last=False)
+        return v
+
+
+_tables = _LRU(_TABLES)
+_matches = _LRU(_MATCHES, _MATCH_BYTES)
+
+
+def cached_table(key: tuple, build: Callable[[], TrackTable]) -> TrackTable:
+    """The table for ``key`` (catalog location, change token), built by ``build()`` once."""
+    return _tables.get(key, build)
+
+
+def cached_match(key: tuple, build: Callable[[], np.ndarray]) -> np.ndarray:
+    """The matched ids for ``key`` (catalog location, change token, query terms, sources)."""
+    ids = _matches.get(key, build)
+    ids.setflags(write=False)  # shared between requests
+    return ids

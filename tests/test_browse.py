@@ -1,0 +1,269 @@
+"""The browse path (catalog/browse.py + the text index of migration 8) against the SQL definition.
+
+``Catalog.page`` and ``Catalog.facets`` answer from an in-memory table and the trigram text
+index; ``Catalog.match`` is the SQL of ``query.compile_sql``, the one definition of the filter
+grammar.  Here many random filters over a catalog with every kind of value (tags from three
+sources, missing tracks, NULL years and lengths, attributes on some tracks, non-ASCII and
+punctuated titles, file names in folders) must give the same ids both ways, on SQLite and on
+a real PostgreSQL server, and the two backends must page in the same order.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+
+import numpy as np
+import pytest
+
+from soundalike.catalog.backends import open_backend
+from soundalike.catalog.copy import copy_catalog
+from soundalike.catalog.schema import SCHEMA_VERSION, migrate
+from soundalike.catalog.store import Catalog, Tag
+from soundalike.errors import QueryError
+
+from conftest import new_catalog_target
+
+WORDS = ("moon", "river", "night", "train", "ab", "Élan", "o'neil", "50% off", "snake_case", "x")
+GENRES = ("rock", "jazz", "hip hop", "ambient")
+MOODS = ("sad", "happy", "dark")
+KEYS = ("8A", "9A", "8B", "1A")
+
+
+def fill(cat: Catalog, *, n: int = 80, seed: int = 0) -> None:
+    """``n`` tracks with varied metadata, tags and attributes (deterministic for ``seed``)."""
+    rng = random.Random(seed)
+    missing = []
+    for i in range(n):
+        title = None if i % 9 == 0 else " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 3)))
+        if title and i % 7 == 0:
+            title = title.upper()
+        folder = rng.choice(("moon", "music", "Night"))
+        tid = cat.upsert_track(
+            path=f"/lib/{folder}/{rng.choice(WORDS).replace(' ', '_')}_{i:03d}.mp3", content_hash=f"h{i}",
+            size=1, mtime=0.0, duration_s=None if i % 11 == 0 else round(rng.uniform(5, 400), 1),
+            sr=rng.choice((22050, 44100, None)), channels=rng.choice((1, 2)), title=title,
+            artist=rng.choice(("Mancini", "Falco", None, "moonband")), album=rng.choice((None, "Night Train")),
+            year=None if i % 5 == 0 else rng.randint(1960, 2020))
+        tags = [Tag(rng.choice(GENRES), "genre", "file")]
+        if rng.random() < 0.6:
+            tags.append(Tag(rng.choice(MOODS), "mood", "file"))
+        cat.set_tags(tid, tags, source="file")
+        if rng.random() < 0.5:
+            cat.set_tags(tid, [Tag(rng.choice(("piano", "moon", "guitar")), "instrument", "model", 0.7, "m1")],
+                         source="model", model_id="m1")
+        if rng.random() < 0.3:
+            cat.set_tags(tid, [Tag(rng.choice(GENRES), "genre", "suggested", 0.5, "m1")],
+                         source="suggested", model_id="m1")
+        if rng.random() < 0.7:
+            cat.put_attributes(tid, {"bpm": round(rng.uniform(60, 180), 1), "camelot": rng.choice(KEYS),
+                                     "vocals": rng.random(), "energy": rng.random(),
+                                     "loudness_lufs": rng.uniform(-30, -5),
+                                     "duration_s": None if rng.random() < 0.3 else round(rng.uniform(5, 400), 1)})
+        if i % 13 == 0:
+            missing.append(tid)
+    cat.mark_missing(missing)
+
+
+def random_filter(rng: random.Random) -> str:
+    def term() -> str:
+        kind = rng.randrange(9)
+        if kind == 0:
+            return "genre:" + "|".join(f'"{g}"' if " " in g else g for g in rng.sample(GENRES, rng.randint(1, 2)))
+        if kind == 1:
+            return f"mood:{rng.choice(MOODS)}"
+        if kind == 2:
+            lo = rng.choice((0, 30, 100, 200))
+            return rng.choice((f"duration:{lo}..{lo + 150}", f"duration:{lo}..", f"year:..{1960 + lo // 4}"))
+        if kind == 3:
+            return rng.choice(("bpm:90..130", "bpm:120..", "energy:high", "loudness:-20..-10", "sr:44100"))
+        if kind == 4:
+            return "key:" + "|".join(rng.sample(KEYS, rng.randint(1, 2)))
+        if kind == 5:
+            return rng.choice(("vocals:yes", "vocals:no"))
+        if kind == 6:
+            field = rng.choice(("title", "artist", "album", "file"))
+            return f"{field}:" + rng.choice(("moon", "ab", "night", "o'neil", "x", "river|train", "_0"))
+        if kind == 7:
+            return rng.choice(("moon", "piano", '"night train"', "ab", "rock", "50%", "snake_case"))
+        return rng.choice(("instrument:moon", "id:1..20", "channels:1"))
+
+    terms = [("-" if rng.random() < 0.25 else "") + term() for _ in range(rng.randint(1, 3))]
+    return " ".join(terms)
+
+
+def _reference_page(cat: Catalog, ids, order: str) -> list[int]:
+    """The documented orders, computed here from the tracks themselves."""
+    tracks = cat.get_tracks(ids)
+    attrs = cat.attributes_of(ids)
+
+    def key(i):
+        t = tracks[i]
+        name = t.title if t.title is not None else t.path.rsplit("/", 1)[-1]
+        return {"id": (i,), "title": (name.lower(), i), "artist": ((t.artist or "").lower(), i),
+                "path": (t.path,), "length": (t.duration_s or 0.0, i), "added": (-t.added_at, -i),
+                "bpm": (attrs.get(i, {}).get("bpm") or 1e9, i)}[order]
+
+    return sorted(ids, key=key)
+
+
+@pytest.fixture
+def filled(catalog_target):
+    cat = Catalog.open(catalog_target)
+    fill(cat)
+    yield cat
+    cat.close()
+
+
+def test_random_filters_match_the_sql_definition(filled):
+    cat = filled
+    rng = random.Random(7)
+    for _ in range(150):
+        f = random_filter(rng)
+        for suggested in (False, True):
+            want = cat.match(f, include_suggested=suggested).tolist()
+            total, got = cat.page(where=f, include_suggested=suggested, limit=10_000, order="id")
+            assert (total, got) == (len(want), want), f
+    assert cat.page(where="genre:rock -genre:rock")[0] == 0
+
+
+def test_facets_count_the_matched_tracks(filled):
+    cat = filled
+    rng = random.Random(3)
+    for _ in range(30):
+        f = random_filter(rng)
+        ids = cat.match(f).tolist()
+        want: dict[str, dict[str, int]] = {}
+        for tid, pairs in cat.tag_pairs(ids, sources=("file", "user", "model")).items():
+            for c, t in pairs:
+                want.setdefault(c, {}).setdefault(t, 0)
+                want[c][t] += 1
+        got = {c: dict(v) for c, v in cat.facets(where=f, limit_per_category=100).items()}
+        assert got == want, f
+
+
+@pytest.mark.parametrize("order", ["id", "title", "artist", "path", "length", "added", "bpm"])
+def test_pages_follow_the_documented_order(filled, order):
+    cat = filled
+    for f in ("", "genre:rock|jazz", "-mood:sad duration:..300"):
+        ids = cat.match(f).tolist()
+        want = _reference_page(cat, ids, order)
+        total, first = cat.page(where=f, order=order, limit=7)
+        _, second = cat.page(where=f, order=order, offset=7, limit=7)
+        _, whole = cat.page(where=f, order=order, limit=10_000)
+        assert total == len(ids) and whole == want and first + second == want[:14], (order, f)
+    assert cat.page(order=order, offset=10_000)[1] == []
+
+
+def test_relevance_puts_title_prefix_then_title_matches_first(filled):
+    cat = filled
+    total, ids = cat.page(text="moon", order="relevance", limit=10_000)
+    tracks = cat.get_tracks(ids)
+    groups = [0 if (tracks[i].title or "").lower().startswith("moon") else
+              1 if "moon" in (tracks[i].title or "").lower() else 2 for i in ids]
+    assert total == len(ids) > 5 and groups == sorted(groups) and set(groups) == {0, 1, 2}
+    assert set(ids) == set(cat.match("moon").tolist())
+
+
+def test_cached_results_follow_every_change(filled):
+    cat = filled
+    total, _ = cat.page(where="genre:rock")
+    rock = cat.facets()["genre"]
+    tid = int(cat.match("-genre:rock")[0])
+    cat.set_tags(tid, [Tag("rock", "genre", "file")], source="file")
+    assert cat.page(where="genre:rock")[0] == total + 1
+    assert dict(cat.facets()["genre"])["rock"] == dict(rock)["rock"] + 1
+    cat.upsert_track(path="/new/zebra crossing.mp3", content_hash="z", size=1, mtime=0.0, title=None,
+                     duration_s=3.0)
+    assert cat.page(text="zebra")[0] == 1 and cat.page(where="file:crossing")[0] == 1
+    assert cat.browse_ranges()["duration"][0] == 3.0
+
+
+def test_key_compatible_still_needs_a_query_track(filled):
+    with pytest.raises(QueryError, match="relative to a query track"):
+        filled.page(where="key:compatible")
+
+
+def test_text_index_follows_writes(catalog_target, tmp_path):
+    cat = Catalog.open(catalog_target)
+    tid = cat.upsert_track(path="/m/a/first_file.mp3", content_hash="a", size=1, mtime=0.0, title="Alpha Song",
+                           artist="Someone")
+    assert cat.match("title:alpha").tolist() == [tid]
+    # re-ingest with new tags: the old title is gone from the index, the new one is there
+    cat.upsert_track(path="/m/a/first_file.mp3", content_hash="b", size=1, mtime=1.0, title="Omega Tune",
+                     artist="Someone")
+    assert cat.match("title:alpha").size == 0 and cat.match("omega").tolist() == [tid]
+    assert cat.match("file:first_f").tolist() == [tid] and cat.match("file:m/a").size == 0  # not the folders
+    cat.mark_missing([tid])
+    assert cat.match("omega").size == 0 and cat.page(text="omega")[0] == 0
+    cat.close()
+    # a copy rebuilds the index from the copied tracks (it is derived data, not copied)
+    dst = tmp_path / "copy.sqlite"
+    copy_catalog(catalog_target, dst)
+    with Catalog.open(dst) as c:
+        c.upsert_track(path="/m/a/first_file.mp3", content_hash="b", size=1, mtime=1.0, title="Omega Tune")
+        assert c.match("omega").tolist() == [tid] and c.match("someone").size == 0
+
+
+def _v7_catalog(target) -> None:
+    """A catalog as the previous soundalike left it (schema 7, no text index), with two tracks."""
+    backend = open_backend(target, create=True, timeout_s=10)
+    migrate(backend, upto=7)
+    assert backend.get_schema_version() == 7
+    backend.begin()
+    for i, (title, path) in enumerate((("Moon River", "/m/jazz/moon_river.mp3"), (None, "/m/banjo/banjo_a3.mp3"))):
+        backend.execute("INSERT INTO tracks (path, content_hash, size, mtime, title, status, added_at, updated_at) "
+                        "VALUES (?, ?, 1, 0, ?, 'ok', ?, ?)", (path, f"h{i}", title, float(i), float(i)))
+    backend.commit()
+    backend.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_v7_catalog_migrates_to_the_text_index(backend, tmp_path, request):
+    target = new_catalog_target(backend, tmp_path, request)
+    _v7_catalog(target)
+    with Catalog.open(target) as cat:
+        assert cat.schema_version == SCHEMA_VERSION >= 8
+        assert [cat.get_track(i).path for i in cat.match("banjo").tolist()] == ["/m/banjo/banjo_a3.mp3"]
+        assert cat.page(text="river")[0] == 1 and cat.match("title:moon r").size == 1
+        new = cat.upsert_track(path="/m/x/moonlight.mp3", content_hash="n", size=1, mtime=0.0)
+        assert new in cat.match("file:moonl").tolist()
+    if backend == "sqlite":
+        con = sqlite3.connect(target)
+        names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        con.close()
+        assert {"track_text_insert", "track_text_update", "track_text_delete"} <= names
+
+
+@pytest.mark.postgres
+def test_both_backends_answer_alike(tmp_path, request):
+    """The same catalog on SQLite and PostgreSQL: the same ids (by path), totals, facets and
+    page order for every filter and sort (ORDER BY on text would follow each database's
+    collation; the browse path sorts in Python)."""
+    cats = [Catalog.open(new_catalog_target(b, tmp_path, request)) for b in ("sqlite", "postgresql")]
+    try:
+        for c in cats:
+            fill(c, seed=5)
+        rng = random.Random(11)
+        filters = ["", "moon", "ab", "file:_0", "-title:night"] + [random_filter(rng) for _ in range(40)]
+        for f in filters:
+            for order in ("relevance", "title", "artist", "path", "length", "bpm"):
+                answers = []
+                for c in cats:
+                    total, ids = c.page(where=f, order=order, limit=25, text="moon" if order == "relevance" else None)
+                    paths = [c.get_track(i).path for i in ids]
+                    answers.append((total, paths, c.facets(where=f)))
+                assert answers[0] == answers[1], (f, order)
+        sq, pg = (c.browse_ranges() for c in cats)
+        assert sq == pg and sq["bpm"] is not None and sum(sq["keys"].values()) > 10
+    finally:
+        for c in cats:
+            c.close()
+
+
+def test_browse_ranges_equal_the_sql_summaries(filled):
+    r = filled.browse_ranges()
+    s = filled.attribute_summary()
+    assert r["duration"] == filled.duration_range()
+    assert r["bpm"] == tuple(s["bpm_range"]) and r["keys"] == s["keys"]
+    assert np.isfinite(r["bpm"]).all()
