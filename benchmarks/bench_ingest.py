@@ -199,8 +199,11 @@ def _run_ingest(folder: Path, tmp: Path, name: str, **kw) -> tuple[float, float,
     return wall, steady, s.audio_s
 
 
-def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path) -> dict[str, float]:
+def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path, *, baseline: str = "MTT_musicnn",
+               variants: tuple[str, ...] = ()) -> dict[str, float]:
     from soundalike.ingest.plan import DEFAULT_ANALYSIS
+
+    default_label = f"{model}, {DEFAULT_ANALYSIS}"
 
     import torch
 
@@ -211,15 +214,20 @@ def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path) -> dict[
           f"{audio_s / len(tracks) / 60:.1f} min per track), {model}, load {_load()}\n")
     runs = []
     if "full" not in skip:
-        runs.append(("full analysis (before), local, 1 worker", 1, dict(workers=1, analysis="full")))
-    runs.append((f"{DEFAULT_ANALYSIS} (default), local, 1 worker", 1, dict(workers=1)))
+        runs.append((f"today: {baseline}, full, fp32 (the issue's baseline), local, 1 worker", 1,
+                     dict(workers=1, analysis="full", model=baseline)))
+    runs.append((f"default: {default_label}, local, 1 worker", 1, dict(workers=1, model=model)))
+    for v in variants:  # other settings weighed against the default, same run
+        vm, _, va = v.partition(":")
+        runs.append((f"{vm}, {va or DEFAULT_ANALYSIS}, local, 1 worker", 1,
+                     dict(workers=1, model=vm, analysis=va or None)))
     if "local" not in skip:
-        runs.append((f"{DEFAULT_ANALYSIS}, local, 2 workers", 2, dict(workers=2)))
+        runs.append((f"default, local, 2 workers", 2, dict(workers=2, model=model)))
     ray_addr = None
     if "ray" not in skip:
         ray_addr = _start_ray(tmp)
-        runs.append((f"{DEFAULT_ANALYSIS}, Ray, 1 worker process", 1, dict(ray=ray_addr, workers=1)))
-        runs.append((f"{DEFAULT_ANALYSIS}, Ray, 2 worker processes", 2, dict(ray=ray_addr, workers=2)))
+        runs.append(("default, Ray, 1 worker process", 1, dict(ray=ray_addr, workers=1, model=model)))
+        runs.append(("default, Ray, 2 worker processes", 2, dict(ray=ray_addr, workers=2, model=model)))
     print("| run | cores | wall s (with start-up) | steady s | tracks/h per core | audio h/h per core | vs full |")
     print("|---|---|---|---|---|---|---|")
     rates: dict[str, float] = {}
@@ -227,11 +235,11 @@ def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path) -> dict[
     try:
         for i, (label, cores, kw) in enumerate(runs):
             os.environ["SOUNDALIKE_THREADS"] = "1"  # one inference thread per worker process
-            wall, steady, got_s = _run_ingest(folder, tmp, f"run{i}", model=model, **kw)
+            wall, steady, got_s = _run_ingest(folder, tmp, f"run{i}", **kw)
             # rates at steady state: a big store amortises the workers' start-up
             per_core = len(tracks) / steady * 3600 / cores
             audio = got_s / steady / cores
-            if label.startswith("full"):
+            if label.startswith("today"):
                 full_rate = per_core
             rates[label] = per_core
             vs = f"{per_core / full_rate:.1f}x" if full_rate else ""
@@ -241,7 +249,7 @@ def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path) -> dict[
         if ray_addr:
             _stop_ray()
     keys = list(rates)
-    out = {"per_core": rates.get(f"{DEFAULT_ANALYSIS} (default), local, 1 worker", 0.0)}
+    out = {"per_core": rates.get(f"default: {default_label}, local, 1 worker", 0.0)}
     if full_rate:
         out["speedup"] = out["per_core"] / full_rate
     ray1 = [v for k, v in rates.items() if "Ray, 1" in k]
@@ -410,10 +418,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gamemusic", type=Path, default=Path("~/.cache/soundalike-bench/gamemusic").expanduser())
     ap.add_argument("--tracks", type=int, default=24)
-    ap.add_argument("--model", default="MTT_musicnn")
+    ap.add_argument("--model", default=None, help="the default run's analyzer (default: ingest's default)")
+    ap.add_argument("--baseline-model", default="MTT_musicnn",
+                    help="today's analyzer (the issue's baseline: MTT_musicnn, full analysis, fp32)")
+    ap.add_argument("--variants", default="",
+                    help="comma-separated MODEL[:ANALYSIS] runs next to the default, e.g. musicnn-fusion@bf16:spread:6")
     ap.add_argument("--commits", type=int, default=3000)
     ap.add_argument("--skip", default="", help="comma-separated: profile,full,local,ray,commit,precision")
     args = ap.parse_args()
+    if args.model is None:
+        from soundalike.models.zoo import DEFAULT_ANALYZER
+
+        args.model = DEFAULT_ANALYZER
     skip = set(filter(None, args.skip.split(",")))
     print(f"# bench_ingest (load {_load()}, {os.cpu_count()} CPUs)")
     tmp = Path(tempfile.mkdtemp(prefix="sa-bench-ingest-"))
@@ -421,7 +437,8 @@ def main() -> None:
         src = sorted(args.gamemusic.glob("flare-game/*.ogg"))
         if "profile" not in skip and src:
             profile(_four_minute_files(max(src, key=lambda p: p.stat().st_size), tmp), args.model)
-        tp = throughput(args.gamemusic, args.tracks, args.model, skip, tmp)
+        tp = throughput(args.gamemusic, args.tracks, args.model, skip, tmp, baseline=args.baseline_model,
+                        variants=tuple(filter(None, args.variants.split(","))))
         commits = commit_rate(args.commits) if "commit" not in skip else {}
         if "precision" not in skip:
             precision(args.gamemusic, args.model)
