@@ -626,8 +626,8 @@ def ingest(
     top_tags : how many top predicted labels to store as model tags per track
     retry_failed : retry files that failed before even if they did not change
     mark_missing : mark catalog tracks under ``paths`` whose files are gone as missing
-    analysis : the analysis budget, ``"full"`` or ``"spread:N"`` (default
-        :data:`soundalike.ingest.plan.DEFAULT_ANALYSIS`); a track whose stored analysis
+    analysis : the analysis budget, ``"full"`` or ``"spread:N"`` (default: the analyzer's,
+        :func:`soundalike.ingest.plan.default_analysis`); a track whose stored analysis
         covers less (``spread:4`` when ``full`` is asked) is analyzed again
     precision : a pretrained model's arithmetic, ``"fp32"`` (default), ``"bf16"`` or
         ``"int8"`` (another model id: see :mod:`soundalike.models.pretrained`)
@@ -642,11 +642,12 @@ def ingest(
     -------
     IngestSummary
     """
-    from soundalike.ingest.plan import AnalysisPlan
+    from soundalike.ingest.plan import AnalysisPlan, default_analysis
     from soundalike.models.zoo import DEFAULT_ANALYZER, load_analyzer, split_precision
 
     t0 = time.perf_counter()
-    plan = AnalysisPlan.parse(analysis)
+    if analysis is not None:
+        AnalysisPlan.parse(analysis)  # a bad --analysis is an error before any work
     model = model or DEFAULT_ANALYZER
     if precision not in (None, "fp32"):
         # one string names the analyzer everywhere, worker processes included
@@ -655,6 +656,7 @@ def ingest(
     found = scan_folders(roots)
     files = found.files
     analyzer = load_analyzer(model)
+    plan = AnalysisPlan.parse(analysis if analysis is not None else default_analysis(analyzer))
     cat = catalog if isinstance(catalog, Catalog) else Catalog.open(catalog)
     own = not isinstance(catalog, Catalog)
     emit = on_event or (lambda e: None)
