@@ -95,6 +95,11 @@ def test_the_one_pass_gives_what_seeking_gives(tmp_path):
     assert got["seconds_read"] == want["seconds_read"] == 45.0
     assert got["bpm"] == pytest.approx(want["bpm"], abs=0.05) and got["camelot"] == want["camelot"]
     assert got["loudness_lufs"] == pytest.approx(want["loudness_lufs"], abs=0.01)
+    # a full analysis hands the same excerpts on: the attributes do not depend on the budget
+    whole = analyze_file(path, None, True, a, analysis="full")["attributes"]
+    assert whole["seconds_read"] == 45.0 and whole["camelot"] == got["camelot"]
+    assert whole["bpm"] == pytest.approx(got["bpm"], abs=0.05)
+    assert whole["loudness_lufs"] == pytest.approx(got["loudness_lufs"], abs=0.01)
     p = peaks_of_file(path)
     np.testing.assert_array_equal(res["peaks"].max, p.max)
     np.testing.assert_array_equal(res["peaks"].min, p.min)

@@ -454,7 +454,8 @@ def one_pass(path: str, *, analyzer, plan, frames: int, source_sr: int) -> OnePa
     header's length) and the attribute excerpts
     (:func:`soundalike.audio.attributes.excerpt_slices`) are cut from that pass and
     resampled alone, so the file is never decoded twice.  A full analysis keeps the whole
-    file at the analyzer's rate and hands all of it to the attributes.
+    file at the analyzer's rate and cuts the attribute excerpts from it, so a track's
+    attributes are the same whatever its analysis budget.
 
     Raises
     ------
@@ -491,7 +492,11 @@ def one_pass(path: str, *, analyzer, plan, frames: int, source_sr: int) -> OnePa
             raise AudioDecodeError(path, f"too short: {len(y) / sr:.3f} s of audio "
                                          f"(the minimum is {MIN_DURATION_S} s)")
         ta = TrackAnalysis(analyzer.analyze(y, sr), "full", len(y) / sr, [Excerpt(0.0, y, sr)])
-        return OnePassResult(ta, peaks, lambda preds: track_attributes(path, preds, sr=sr, y=y),
+        # the same excerpts a spread analysis hands on, cut from the whole signal, so a
+        # track's attributes do not depend on its analysis budget
+        parts = [y[x] for x in A.excerpt_slices(len(y), sr)]
+        return OnePassResult(ta, peaks, lambda preds: _attributes_of_excerpts(parts, preds, sr=sr,
+                                                                              total_s=one.duration_s),
                              one.frames, one.sr)
     ys = one.excerpts[: len(picks)]
     kept = [(k, y) for k, y in zip(picks, ys) if len(y) >= MIN_DURATION_S * sr]
