@@ -626,7 +626,8 @@ def ingest(
     ----------
     paths : folders (scanned recursively) and/or files
     catalog : catalog file path or an open :class:`Catalog`
-    model : analyzer name or trained run folder (default: ``zoo.DEFAULT_ANALYZER``)
+    model : analyzer name or trained run folder (default: ``zoo.DEFAULT_ANALYZER``, or the
+        precision of it the catalog already holds: :func:`continuing_model`)
     workers : worker processes (default: CPU count; 1 analyzes in this process)
     top_tags : how many top predicted labels to store as model tags per track
     retry_failed : retry files that failed before even if they did not change
@@ -653,17 +654,24 @@ def ingest(
     t0 = time.perf_counter()
     if analysis is not None:
         AnalysisPlan.parse(analysis)  # a bad --analysis is an error before any work
-    model = model or DEFAULT_ANALYZER
-    if precision not in (None, "fp32"):
-        # one string names the analyzer everywhere, worker processes included
-        model = f"{split_precision(model)[0]}@{precision}"
     roots = [Path(p).expanduser() for p in paths]
     found = scan_folders(roots)
     files = found.files
-    analyzer = load_analyzer(model)
-    plan = AnalysisPlan.parse(analysis if analysis is not None else default_analysis(analyzer))
     cat = catalog if isinstance(catalog, Catalog) else Catalog.open(catalog)
     own = not isinstance(catalog, Catalog)
+    try:
+        if model is None and precision is None:
+            model = continuing_model(cat)
+        model = model or DEFAULT_ANALYZER
+        if precision not in (None, "fp32"):
+            # one string names the analyzer everywhere, worker processes included
+            model = f"{split_precision(model)[0]}@{precision}"
+        analyzer = load_analyzer(model)
+    except BaseException:
+        if own:
+            cat.close()
+        raise
+    plan = AnalysisPlan.parse(analysis if analysis is not None else default_analysis(analyzer))
     emit = on_event or (lambda e: None)
     summary = IngestSummary(scanned=len(files) + len(found.problems), model_id=analyzer.model_id,
                             model_name=analyzer.name,
@@ -768,6 +776,23 @@ def ingest(
         if own:
             cat.close()
     return summary
+
+
+def continuing_model(cat: Catalog) -> str:
+    """The analyzer an ingest without ``--model`` or ``--precision`` runs on ``cat``.
+
+    :data:`~soundalike.models.zoo.DEFAULT_ANALYZER`, except in a catalog that already holds
+    analyses of another precision of the same model (``musicnn-fusion`` made before the
+    default became ``musicnn-fusion@bf16``, or the other way round): that one, so a
+    catalog stays in one embedding space and none of its tracks is analyzed again.
+    """
+    from soundalike.models.zoo import DEFAULT_ANALYZER, split_precision
+
+    family = split_precision(DEFAULT_ANALYZER)[0]
+    for m in cat.models():  # most analyses first
+        if m.n_tracks and split_precision(m.name)[0] == family:
+            return m.name
+    return DEFAULT_ANALYZER
 
 
 def _under(path: str, roots: list[Path]) -> bool:
