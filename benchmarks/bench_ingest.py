@@ -352,20 +352,29 @@ def _stop_ray() -> None:
 # --------------------------------------------------------------------------- 3. commit
 
 
-def commit_rate(n: int) -> dict[str, float]:
+def commit_rate(n: int, model: str) -> dict[str, float]:
+    """Prepared results shaped as the default ingest makes them (``model``'s embedding size
+    and labels, peaks, attributes) committed one transaction per file."""
+    from soundalike.audio import synth
+    from soundalike.audio.peaks import peaks_from_blocks
     from soundalike.catalog.store import Catalog
-    from soundalike.ingest.pipeline import _commit
-    from soundalike.models.pretrained import MTT_LABELS
+    from soundalike.ingest.pipeline import _attributes_of_excerpts, _commit
+    from soundalike.models.zoo import load_analyzer
 
+    a = load_analyzer(model)
     rng = np.random.default_rng(0)
-    labels = list(MTT_LABELS)
+    labels = list(a.labels)
+    y = synth.demo_track("drum-loop", seed=0, duration_s=20.0, sr=16000)
+    attrs = _attributes_of_excerpts([y], {}, sr=16000, total_s=200.0)
+    peaks = peaks_from_blocks([y], sr=16000)
     results = [{"kind": "ok", "path": f"/music/artist{i % 500}/album{i % 50}/track{i:06d}.mp3",
                 "hash": f"{i:032x}", "size": 5_000_000 + i, "mtime": 1.7e9 + i, "duration_s": 200.0,
                 "sr": 44100, "channels": 2, "format": "mp3",
                 "tags": {"title": f"Track {i}", "artist": f"Artist {i % 500}", "album": f"Album {i % 50}",
                          "genre": "Rock", "year": 1990 + i % 30},
-                "embedding": rng.standard_normal(200).astype(np.float32),
-                "predictions": dict(zip(labels, rng.random(50).tolist())), "analysis": "spread:10"}
+                "embedding": rng.standard_normal(a.embedding_dim).astype(np.float32),
+                "predictions": dict(zip(labels, rng.random(len(labels)).tolist())), "analysis": "spread:6",
+                "peaks": peaks, "attributes": attrs}
                for i in range(n)]
     targets = {"SQLite": lambda d: d / "c.sqlite"}
     pg = None
@@ -380,7 +389,8 @@ def commit_rate(n: int) -> dict[str, float]:
             targets["PostgreSQL"] = lambda d: pg.new_database("bench")
     except Exception as exc:  # noqa: BLE001 - PostgreSQL is optional here
         print(f"(PostgreSQL not measured: {type(exc).__name__}: {exc})")
-    print(f"\n## 3. Commit rate: {n} prepared tracks, one transaction each (load {_load()})\n")
+    print(f"\n## 3. Commit rate: {n} prepared tracks as {a.name} makes them ({a.embedding_dim}-d, "
+          f"{len(labels)} labels, peaks, attributes), one transaction each (load {_load()})\n")
     print("| catalog | tracks/s | target |")
     print("|---|---|---|")
     out = {}
@@ -388,10 +398,11 @@ def commit_rate(n: int) -> dict[str, float]:
         for name, where in targets.items():
             d = Path(tempfile.mkdtemp())
             with Catalog.open(where(d)) as cat:
-                cat.register_model(model_id="m", name="MTT_musicnn", dim=200, labels=labels)
+                cat.register_model(model_id=a.model_id, name=a.name, dim=a.embedding_dim, labels=labels)
                 t = time.perf_counter()
                 for r in results:
-                    _commit(cat, r, model_id="m", label_category="tag", top_tags=5)
+                    _commit(cat, r, model_id=a.model_id, label_category="tag", top_tags=5,
+                            label_categories=getattr(a, "label_categories", None))
                 rate = n / (time.perf_counter() - t)
                 assert cat.count_tracks() == n
             shutil.rmtree(d, ignore_errors=True)
@@ -417,7 +428,7 @@ def precision(gm: Path, model: str) -> None:
     torch.set_num_threads(1)
     with open(gm / "gamemusic.csv") as f:
         rows = [(gm / r["path"], r["label"]) for r in csv.DictReader(f)]
-    base = load_analyzer(model)
+    base = load_analyzer(model.split("@")[0])
     g = patch_grid(base)
     excerpts = []
     for p, _ in rows:
@@ -434,8 +445,8 @@ def precision(gm: Path, model: str) -> None:
     print("|---|---|---|---|---|---|")
     ref = None
     for prec in ("fp32", "bf16", "int8"):
-        a = load_analyzer(model, precision=prec)
-        a.model.threads = 1
+        a = load_analyzer(model.split("@")[0], precision=prec)
+        _set_threads(a, 1)
         t = time.perf_counter()
         outs = [a.analyze_excerpts(ex, g.sr) for ex in excerpts]
         dt = time.perf_counter() - t
@@ -502,7 +513,7 @@ def main() -> None:
                     args.baseline_model)
         tp = throughput(args.gamemusic, args.tracks, args.model, skip, tmp, baseline=args.baseline_model,
                         variants=tuple(filter(None, args.variants.split(","))))
-        commits = commit_rate(args.commits) if "commit" not in skip else {}
+        commits = commit_rate(args.commits, args.model) if "commit" not in skip else {}
         if "precision" not in skip:
             precision(args.gamemusic, args.model)
     finally:
