@@ -16,6 +16,16 @@ Prints, per N: same-soundtrack P@10 (gamemusic) and same-instrument P@10
 *mixed* index (queries spread, catalog full), the mean cosine between a track's spread
 and full vector, how often a track's own full vector is the nearest to its spread
 vector, and the patch ratio (network work) on tracks of 4 minutes or more.
+
+``--fusion bf16`` (or ``int8``) weighs the default embedding instead: ``musicnn-fusion``
+spread:N and full from the similarity benchmark's cached fp32 per-patch features
+(``benchmarks/simcache.py``: both networks, every patch), against the same patches run
+in the other precision (read from the files on the musicnn patch grid, so they are the
+cached rows' own patches): same-soundtrack / same-instrument P@10 and the largest change
+of a track's tag probabilities.  The issue's rule for a precision default: P@10 within
+0.01 and tag probabilities within 1e-2 of fp32.
+
+    flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_analysis.py --fusion bf16 --ns 4,6,8,10
 """
 
 from __future__ import annotations
@@ -95,6 +105,62 @@ def _table(name: str, rows: list[np.ndarray], labels: np.ndarray, ns: list[int])
                   f"| {n_p} | {ratio:.1f}x |")
 
 
+def _cached_rows(root: Path, path: Path) -> dict[str, np.ndarray]:
+    """simcache's arrays for ``path`` (a file whose size matches; mtimes of a re-copied data
+    set move while the bytes stay)."""
+    import simcache
+
+    c = simcache.cache_path(root, path)
+    with np.load(c, allow_pickle=False) as z:
+        if str(z["stamp"]).split(":")[1] != str(path.stat().st_size):
+            raise SystemExit(f"{path}: the cached features are stale; run benchmarks/simcache.py {root}")
+        return {k: z[k] for k in z.files}
+
+
+def fusion_precision(sets: list, *, precision: str, ns: list[int], per_instrument_note: str) -> None:
+    """musicnn-fusion in ``precision`` vs fp32 on the same patches (see the module docstring)."""
+    from soundalike.audio.io import load, load_excerpts
+    from soundalike.ingest.plan import spread_indices
+    from soundalike.models.fusion import BLOCKS, fuse
+    from soundalike.models.zoo import load_analyzer
+
+    ref = load_analyzer("musicnn-fusion")
+    other = load_analyzer("musicnn-fusion", precision=precision)
+    g = other.patch_grid
+    print(f"\nmusicnn-fusion fp32 ({ref.model_id}) vs {other.name} ({other.model_id}); {per_instrument_note}")
+    print("| set | analysis | fp32 P@10 | fp32 drop vs full | " + precision + " P@10 | " + precision
+          + " - fp32 P@10 | max abs diff, track tag probabilities | mean cos(" + precision + ", fp32) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for title, root, items in sets:
+        labels = np.array([lab for _, lab in items])
+        data = [_cached_rows(root, p) for p, _ in items]
+        full = np.stack([fuse([d[f"{m}/{layer}"].mean(0) for m, layer in BLOCKS]) for d in data])
+        p_full = _p_at_10(full, full, labels)
+        print(f"| {title} | full | {p_full:.4f} | 0 | | | | |")
+        for n in ns:
+            E32, E, dmax = [], [], 0.0
+            t = time.perf_counter()
+            for (path, _), d in zip(items, data):
+                n_full = len(d["MTT_musicnn/probs"])
+                picks = spread_indices(n_patches_full=n_full, n=n)
+                idx = list(range(n_full)) if picks is None else picks
+                E32.append(fuse([d[f"{m}/{layer}"][idx].mean(0) for m, layer in BLOCKS]))
+                if picks is None:  # the whole file, as ingest analyzes a track this short
+                    w = load(path, sr=g.sr)
+                    a = other.analyze(w.y, w.sr)
+                else:
+                    a = other.analyze_excerpts(load_excerpts(path, sr=g.sr, starts=[g.start(k) for k in idx],
+                                                             length=g.length), g.sr)
+                E.append(a.embedding)
+                p32 = {lab: float(d[f"{m}/probs"][idx, j].mean()) for lab, (m, j) in zip(ref.labels, ref._sources)}
+                dmax = max(dmax, max(abs(a.predictions[k] - p32[k]) for k in p32))
+            E32, E = np.stack(E32), np.stack(E)
+            p32, p = _p_at_10(E32, E32, labels), _p_at_10(E, E, labels)
+            cos = float(np.mean(np.sum(E * E32, 1) / np.linalg.norm(E, axis=1) / np.linalg.norm(E32, axis=1)))
+            print(f"| {title} | spread:{n} | {p32:.4f} | {p_full - p32:+.4f} | {p:.4f} | {p - p32:+.4f} "
+                  f"| {dmax:.4f} | {cos:.5f} |  ({time.perf_counter() - t:.0f} s)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="MTT_musicnn")
@@ -104,6 +170,8 @@ def main() -> None:
                     default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "philharmonia")
     ap.add_argument("--per-instrument", type=int, default=50)
     ap.add_argument("--cache", type=Path, default=Path("~/.cache/soundalike-bench/budget-rows").expanduser())
+    ap.add_argument("--fusion", default=None, metavar="PRECISION",
+                    help="weigh musicnn-fusion in PRECISION (bf16, int8) against fp32 instead")
     args = ap.parse_args()
     ns = [int(x) for x in args.ns.split(",")]
     print(f"model {args.model}; load average {open('/proc/loadavg').read().split()[:3]}")
@@ -122,6 +190,12 @@ def main() -> None:
             files = sorted(files, key=lambda p: -p.stat().st_size)[: args.per_instrument]
             items += [(p, d.name) for p in files]
         sets.append(("Philharmonia (same instrument)", "philharmonia", items))
+    if args.fusion:
+        roots = {"gamemusic": args.gamemusic, "philharmonia": args.philharmonia}
+        fusion_precision([(t, roots[k].resolve(), items) for t, k, items in sets], precision=args.fusion,
+                         ns=ns, per_instrument_note=f"Philharmonia: the {args.per_instrument} longest notes "
+                                                    f"per instrument")
+        return
     for title, key, items in sets:
         cache = args.cache / f"{key}-{args.model}-{len(items)}.npz"
         if cache.exists():
@@ -136,5 +210,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # simcache
     os.environ.setdefault("SOUNDALIKE_THREADS", str(os.cpu_count() or 1))
     main()

@@ -64,22 +64,37 @@ def _four_minute_files(src: Path, out: Path) -> list[Path]:
     return files
 
 
-def profile(files: list[Path], model: str) -> None:
+def _set_threads(analyzer, n: int) -> None:
+    for m in getattr(analyzer, "models", {}).values() or [analyzer.model]:
+        m.threads = n
+
+
+def profile(files: list[Path], model: str, baseline: str) -> None:
+    """Where one 4-minute track's ingest time goes, stage by stage, one thread.
+
+    Three ways side by side per format: today (the issue's baseline: ``baseline``, full
+    analysis, fp32: one decode to 16 kHz, every patch), the default as it was before one
+    decode per file (the fusion at spread:10 in fp32; peaks from their own whole-file decode,
+    patches and attribute excerpts each read by seeking), and the default now (one decode
+    for everything, ``model`` at its own budget).
+    """
     import torch
 
+    from soundalike.audio import attributes as A
     from soundalike.audio import io
-    from soundalike.audio.resample import resample
+    from soundalike.audio.peaks import PeaksAccumulator, peaks_of_file
     from soundalike.catalog.store import Catalog
-    from soundalike.ingest.pipeline import _commit, content_hash, read_file_tags
-    from soundalike.ingest.plan import DEFAULT_ANALYSIS, patch_grid, planned_patches
-    from soundalike.models.pretrained import patches_from_logmel
+    from soundalike.ingest.pipeline import _attributes_of_excerpts, _commit, content_hash, read_file_tags
+    from soundalike.ingest.plan import default_analysis, patch_grid, planned_patches
     from soundalike.models.zoo import load_analyzer
 
     torch.set_num_threads(1)
     os.environ["SOUNDALIKE_THREADS"] = "1"
-    a = load_analyzer(model)
-    a.model.threads = 1
-    m, g = a.model, patch_grid(a)
+    base = load_analyzer(baseline)
+    before = load_analyzer(model.split("@")[0])
+    now = load_analyzer(model)
+    for x in (base, before, now):
+        _set_threads(x, 1)
 
     def timed(fn, repeat=2):
         best, out = float("inf"), None
@@ -89,67 +104,114 @@ def profile(files: list[Path], model: str) -> None:
             best = min(best, time.perf_counter() - t)
         return best, out
 
-    def raw_blocks(src, start, stop):
-        return list(src.blocks(start, stop))
+    def nets(a, P):
+        """log-mel done; the network(s) on patches P."""
+        if hasattr(a, "models"):
+            return a._analysis(P)
+        return a.model._analysis(a.model.run_patches(P))
 
-    print(f"\n## 1. Profile: one 4-minute track, {model}, one thread (load {_load()})\n")
-    print("| stage | mp3 full | mp3 " + DEFAULT_ANALYSIS + " | ogg full | ogg " + DEFAULT_ANALYSIS + " |")
-    print("|---|---|---|---|---|")
+    def mel_patches(a, ex, sr):
+        first = next(iter(a.models.values())) if hasattr(a, "models") else a.model
+        if ex is None:
+            return first.patches  # whole-signal path
+        mel = first.logmel(np.stack(ex), sr)
+        lf = a.patch_grid.lead // first.mel_config.hop_length
+        return np.ascontiguousarray(mel[:, :, lf : lf + first.patch_frames])
+
+    def commit_time(a, res):
+        db = Path(tempfile.mkdtemp()) / "c.sqlite"
+        with Catalog.open(db) as cat:
+            cat.register_model(model_id=a.model_id, name=a.name, dim=a.embedding_dim, labels=a.labels)
+            t, _ = timed(lambda: _commit(cat, res, model_id=a.model_id, label_category="tag", top_tags=5))
+        shutil.rmtree(db.parent, ignore_errors=True)
+        return t
+
+    plan_before, plan_now = "spread:10", default_analysis(now)
+    heads = [f"today: {baseline} full", f"before: {before.name} spread:10, peaks + seeks",
+             f"now: {now.name} {plan_now}, one decode"]
+    print(f"\n## 1. Profile: one 4-minute track, one thread (load {_load()})\n")
+    print("| stage | " + " | ".join(f"{f.suffix[1:]} {h}" for f in files for h in heads) + " |")
+    print("|---|" + "---|" * (3 * len(files)))
     cols: list[dict[str, float]] = []
     for path in files:
         meta = io.info(path)
-        for plan in ("full", DEFAULT_ANALYSIS):
-            r: dict[str, float] = {}
-            picks = planned_patches(a, plan, frames=meta.frames, source_sr=meta.sr)
-            if picks is None:
-                spans = [(0, None)]
-            else:
-                spans = [(max(0, int(g.start(k) * meta.sr / g.sr) - 2205),
-                          int((g.start(k) + g.length) * meta.sr / g.sr) + 2205) for k in picks]
-            r["open (header, per read)"], _ = timed(lambda: [io._open(Path(path)).close() for _ in spans])
-            # seek + decode, without the downmix (blocks as the decoder gives them)
-            t_dec, blocks = timed(lambda: [raw_blocks(io._open(Path(path)), s0, s1) for s0, s1 in spans])
-            r["seek + decode"] = t_dec
-            r["downmix to mono (now)"], monos = timed(
-                lambda: [np.concatenate([io._to_mono(b) for b in bl]) for bl in blocks])
-            r["downmix, as before: mean(axis=1)"], _ = timed(
-                lambda: [np.concatenate([b.mean(axis=1, dtype=np.float32) for b in bl]) for bl in blocks])
-            r["resample to 16 kHz"], ys = timed(lambda: [resample(y, meta.sr, g.sr) for y in monos])
-            if picks is None:
-                r["log-mel"], mel = timed(lambda: m.logmel(ys[0], g.sr))
-                P = patches_from_logmel(mel)
-            else:
-                ex = np.stack([y[: g.length] if len(y) >= g.length else np.pad(y, (0, g.length - len(y)))
-                               for y in ys])
-                r["log-mel"], mel = timed(lambda: m.logmel(ex, g.sr))
-                P = np.ascontiguousarray(mel[:, :, 1 : 1 + m.patch_frames])
-            r["network"], out = timed(lambda: m.run_patches(P), repeat=1)
-            r["hash + file tags"], _ = timed(lambda: (content_hash(path), read_file_tags(path)))
-            db = Path(tempfile.mkdtemp()) / "c.sqlite"
-            with Catalog.open(db) as cat:
-                cat.register_model(model_id=a.model_id, name=a.name, dim=a.embedding_dim, labels=a.labels)
-                res = {"kind": "ok", "path": str(path), "hash": "0" * 32, "size": 1, "mtime": 0.0,
-                       "duration_s": meta.duration_s, "sr": meta.sr, "channels": meta.channels,
-                       "format": "x", "tags": {}, "embedding": out["penultimate"].mean(0),
-                       "predictions": dict(zip(a.labels, out["probs"].mean(0).tolist())), "analysis": plan}
-                r["commit (SQLite)"], _ = timed(lambda: _commit(cat, res, model_id=a.model_id,
-                                                                label_category="tag", top_tags=5))
-            shutil.rmtree(db.parent, ignore_errors=True)
-            r["patches"] = len(P)
-            cols.append(r)
-    keys = [k for k in cols[0] if k != "patches"]
+        g = patch_grid(now)
+        sr = g.sr
+        # --- today: one decode to 16 kHz, every patch through one network
+        r: dict[str, float] = {}
+        r["header"], _ = timed(lambda: io.info(path))
+        r["decode (+ resample to 16 kHz)"], w = timed(lambda: io.load(path, sr=sr))
+        first = base.model
+        r["log-mel"], P = timed(lambda: first.patches(w.y, w.sr))
+        r["network(s)"], an = timed(lambda: nets(base, P), repeat=1)
+        r["attributes (tempo, key, loudness)"], _ = timed(lambda: _attributes_of_excerpts(
+            [w.y[x] for x in A.excerpt_slices(len(w.y), sr)], an.predictions, sr=sr, total_s=w.duration_s))
+        r["hash + file tags"], _ = timed(lambda: (content_hash(path), read_file_tags(path)))
+        res = {"kind": "ok", "path": str(path), "hash": "0" * 32, "size": 1, "mtime": 0.0,
+               "duration_s": meta.duration_s, "sr": meta.sr, "channels": meta.channels, "format": "x",
+               "tags": {}, "embedding": an.embedding, "predictions": an.predictions, "analysis": "full"}
+        r["commit (SQLite)"] = commit_time(base, res)
+        r["patches"] = len(P)
+        cols.append(r)
+        # --- before: peaks decode, patches and attribute excerpts by seeking, the fusion fp32
+        r = {}
+        r["header"], _ = timed(lambda: io.info(path))
+        r["decode for peaks (whole file, own rate)"], pk = timed(lambda: peaks_of_file(path))
+        picks = planned_patches(before, plan_before, frames=meta.frames, source_sr=meta.sr)
+        r["seek + decode + resample: patches"], ex = timed(
+            lambda: io.load_excerpts(path, sr=sr, starts=[g.start(k) for k in picks], length=g.length))
+        slices = A.excerpt_slices(int(pk.duration_s * sr), sr)
+        r["seek + decode + resample: attribute excerpts"], parts = timed(
+            lambda: [io.load(path, sr=sr, offset_s=x.start / sr, duration_s=(x.stop - x.start) / sr).y
+                     for x in slices])
+        r["log-mel"], P = timed(lambda: mel_patches(before, ex, sr))
+        r["network(s)"], an = timed(lambda: nets(before, P), repeat=1)
+        r["attributes (tempo, key, loudness)"], at = timed(
+            lambda: _attributes_of_excerpts(parts, an.predictions, sr=sr, total_s=pk.duration_s))
+        r["hash + file tags"], _ = timed(lambda: (content_hash(path), read_file_tags(path)))
+        res = {**res, "embedding": an.embedding, "predictions": an.predictions, "analysis": plan_before,
+               "peaks": pk, "attributes": at}
+        r["commit (SQLite)"] = commit_time(before, res)
+        r["patches"] = len(P)
+        cols.append(r)
+        # --- now: one decode for peaks, patches and attribute excerpts
+        r = {}
+        r["header"], _ = timed(lambda: io.info(path))
+        picks = planned_patches(now, plan_now, frames=meta.frames, source_sr=meta.sr)
+        slices = A.excerpt_slices(int(meta.frames * sr // meta.sr), sr)
+        starts = [g.start(k) for k in picks] + [x.start for x in slices]
+        lengths = [g.length] * len(picks) + [x.stop - x.start for x in slices]
+
+        def one():
+            acc = PeaksAccumulator()
+            o = io.read_once(path, sr=sr, starts=starts, lengths=lengths, on_block=acc.add)
+            return o, acc.result(sr=o.sr)
+
+        r["one decode: peaks + patches + attribute excerpts"], (o, pk) = timed(one)
+        ex = o.excerpts[: len(picks)]
+        r["log-mel"], P = timed(lambda: mel_patches(now, ex, sr))
+        r["network(s)"], an = timed(lambda: nets(now, P), repeat=1)
+        r["attributes (tempo, key, loudness)"], at = timed(
+            lambda: _attributes_of_excerpts(o.excerpts[len(picks):], an.predictions, sr=sr,
+                                            total_s=o.duration_s))
+        r["hash + file tags"], _ = timed(lambda: (content_hash(path), read_file_tags(path)))
+        res = {**res, "embedding": an.embedding, "predictions": an.predictions, "analysis": plan_now,
+               "peaks": pk, "attributes": at}
+        r["commit (SQLite)"] = commit_time(now, res)
+        r["patches"] = len(P)
+        cols.append(r)
+    keys = list(dict.fromkeys(k for c in cols for k in c if k != "patches"))
     for k in keys:
-        print(f"| {k} | " + " | ".join(f"{c[k] * 1000:.0f} ms" for c in cols) + " |")
-    totals = [sum(v for kk, v in c.items() if kk not in ("patches", "downmix, as before: mean(axis=1)")) for c in cols]
-    print("| **total (now)** | " + " | ".join(f"**{t * 1000:.0f} ms**" for t in totals) + " |")
+        print(f"| {k} | " + " | ".join(f"{c[k] * 1000:.0f} ms" if k in c else "" for c in cols) + " |")
+    totals = [sum(v for kk, v in c.items() if kk != "patches") for c in cols]
+    print("| **total** | " + " | ".join(f"**{t * 1000:.0f} ms**" for t in totals) + " |")
     print("| patches | " + " | ".join(str(c["patches"]) for c in cols) + " |")
-    for name, (full, sp) in (("mp3", cols[0:2]), ("ogg", cols[2:4])):
-        nonnet = {k: v for k, v in full.items() if k not in ("network", "patches", "downmix (now)")}
-        top = max(nonnet, key=nonnet.get)
-        print(f"\n{name}: largest non-network cost of the full analysis before: **{top}** "
-              f"({nonnet[top] * 1000:.0f} ms); "
-              f"{DEFAULT_ANALYSIS} runs {full['patches'] / sp['patches']:.1f}x fewer patches and is "
-              f"{totals[cols.index(full)] / totals[cols.index(sp)]:.1f}x faster end to end")
+    for i, f in enumerate(files):
+        t0, t1, t2 = totals[3 * i : 3 * i + 3]
+        c2 = cols[3 * i + 2]
+        top = max((k for k in c2 if k != "patches"), key=c2.get)
+        print(f"\n{f.suffix[1:]}: today / before = {t0 / t1:.1f}x, today / now = **{t0 / t2:.1f}x**; "
+              f"the largest cost now: {top} ({c2[top] * 1000:.0f} ms of {t2 * 1000:.0f})")
 
 
 # --------------------------------------------------------------------------- 2. throughput
@@ -199,8 +261,11 @@ def _run_ingest(folder: Path, tmp: Path, name: str, **kw) -> tuple[float, float,
     return wall, steady, s.audio_s
 
 
-def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path) -> dict[str, float]:
+def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path, *, baseline: str = "MTT_musicnn",
+               variants: tuple[str, ...] = ()) -> dict[str, float]:
     from soundalike.ingest.plan import DEFAULT_ANALYSIS
+
+    default_label = f"{model}, {DEFAULT_ANALYSIS}"
 
     import torch
 
@@ -211,15 +276,20 @@ def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path) -> dict[
           f"{audio_s / len(tracks) / 60:.1f} min per track), {model}, load {_load()}\n")
     runs = []
     if "full" not in skip:
-        runs.append(("full analysis (before), local, 1 worker", 1, dict(workers=1, analysis="full")))
-    runs.append((f"{DEFAULT_ANALYSIS} (default), local, 1 worker", 1, dict(workers=1)))
+        runs.append((f"today: {baseline}, full, fp32 (the issue's baseline), local, 1 worker", 1,
+                     dict(workers=1, analysis="full", model=baseline)))
+    runs.append((f"default: {default_label}, local, 1 worker", 1, dict(workers=1, model=model)))
+    for v in variants:  # other settings weighed against the default, same run
+        vm, _, va = v.partition(":")
+        runs.append((f"{vm}, {va or DEFAULT_ANALYSIS}, local, 1 worker", 1,
+                     dict(workers=1, model=vm, analysis=va or None)))
     if "local" not in skip:
-        runs.append((f"{DEFAULT_ANALYSIS}, local, 2 workers", 2, dict(workers=2)))
+        runs.append((f"default, local, 2 workers", 2, dict(workers=2, model=model)))
     ray_addr = None
     if "ray" not in skip:
         ray_addr = _start_ray(tmp)
-        runs.append((f"{DEFAULT_ANALYSIS}, Ray, 1 worker process", 1, dict(ray=ray_addr, workers=1)))
-        runs.append((f"{DEFAULT_ANALYSIS}, Ray, 2 worker processes", 2, dict(ray=ray_addr, workers=2)))
+        runs.append(("default, Ray, 1 worker process", 1, dict(ray=ray_addr, workers=1, model=model)))
+        runs.append(("default, Ray, 2 worker processes", 2, dict(ray=ray_addr, workers=2, model=model)))
     print("| run | cores | wall s (with start-up) | steady s | tracks/h per core | audio h/h per core | vs full |")
     print("|---|---|---|---|---|---|---|")
     rates: dict[str, float] = {}
@@ -227,11 +297,11 @@ def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path) -> dict[
     try:
         for i, (label, cores, kw) in enumerate(runs):
             os.environ["SOUNDALIKE_THREADS"] = "1"  # one inference thread per worker process
-            wall, steady, got_s = _run_ingest(folder, tmp, f"run{i}", model=model, **kw)
+            wall, steady, got_s = _run_ingest(folder, tmp, f"run{i}", **kw)
             # rates at steady state: a big store amortises the workers' start-up
             per_core = len(tracks) / steady * 3600 / cores
             audio = got_s / steady / cores
-            if label.startswith("full"):
+            if label.startswith("today"):
                 full_rate = per_core
             rates[label] = per_core
             vs = f"{per_core / full_rate:.1f}x" if full_rate else ""
@@ -241,7 +311,7 @@ def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path) -> dict[
         if ray_addr:
             _stop_ray()
     keys = list(rates)
-    out = {"per_core": rates.get(f"{DEFAULT_ANALYSIS} (default), local, 1 worker", 0.0)}
+    out = {"per_core": rates.get(f"default: {default_label}, local, 1 worker", 0.0)}
     if full_rate:
         out["speedup"] = out["per_core"] / full_rate
     ray1 = [v for k, v in rates.items() if "Ray, 1" in k]
@@ -282,20 +352,29 @@ def _stop_ray() -> None:
 # --------------------------------------------------------------------------- 3. commit
 
 
-def commit_rate(n: int) -> dict[str, float]:
+def commit_rate(n: int, model: str) -> dict[str, float]:
+    """Prepared results shaped as the default ingest makes them (``model``'s embedding size
+    and labels, peaks, attributes) committed one transaction per file."""
+    from soundalike.audio import synth
+    from soundalike.audio.peaks import peaks_from_blocks
     from soundalike.catalog.store import Catalog
-    from soundalike.ingest.pipeline import _commit
-    from soundalike.models.pretrained import MTT_LABELS
+    from soundalike.ingest.pipeline import _attributes_of_excerpts, _commit
+    from soundalike.models.zoo import load_analyzer
 
+    a = load_analyzer(model)
     rng = np.random.default_rng(0)
-    labels = list(MTT_LABELS)
+    labels = list(a.labels)
+    y = synth.demo_track("drum-loop", seed=0, duration_s=20.0, sr=16000)
+    attrs = _attributes_of_excerpts([y], {}, sr=16000, total_s=200.0)
+    peaks = peaks_from_blocks([y], sr=16000)
     results = [{"kind": "ok", "path": f"/music/artist{i % 500}/album{i % 50}/track{i:06d}.mp3",
                 "hash": f"{i:032x}", "size": 5_000_000 + i, "mtime": 1.7e9 + i, "duration_s": 200.0,
                 "sr": 44100, "channels": 2, "format": "mp3",
                 "tags": {"title": f"Track {i}", "artist": f"Artist {i % 500}", "album": f"Album {i % 50}",
                          "genre": "Rock", "year": 1990 + i % 30},
-                "embedding": rng.standard_normal(200).astype(np.float32),
-                "predictions": dict(zip(labels, rng.random(50).tolist())), "analysis": "spread:10"}
+                "embedding": rng.standard_normal(a.embedding_dim).astype(np.float32),
+                "predictions": dict(zip(labels, rng.random(len(labels)).tolist())), "analysis": "spread:6",
+                "peaks": peaks, "attributes": attrs}
                for i in range(n)]
     targets = {"SQLite": lambda d: d / "c.sqlite"}
     pg = None
@@ -310,7 +389,8 @@ def commit_rate(n: int) -> dict[str, float]:
             targets["PostgreSQL"] = lambda d: pg.new_database("bench")
     except Exception as exc:  # noqa: BLE001 - PostgreSQL is optional here
         print(f"(PostgreSQL not measured: {type(exc).__name__}: {exc})")
-    print(f"\n## 3. Commit rate: {n} prepared tracks, one transaction each (load {_load()})\n")
+    print(f"\n## 3. Commit rate: {n} prepared tracks as {a.name} makes them ({a.embedding_dim}-d, "
+          f"{len(labels)} labels, peaks, attributes), one transaction each (load {_load()})\n")
     print("| catalog | tracks/s | target |")
     print("|---|---|---|")
     out = {}
@@ -318,10 +398,11 @@ def commit_rate(n: int) -> dict[str, float]:
         for name, where in targets.items():
             d = Path(tempfile.mkdtemp())
             with Catalog.open(where(d)) as cat:
-                cat.register_model(model_id="m", name="MTT_musicnn", dim=200, labels=labels)
+                cat.register_model(model_id=a.model_id, name=a.name, dim=a.embedding_dim, labels=labels)
                 t = time.perf_counter()
                 for r in results:
-                    _commit(cat, r, model_id="m", label_category="tag", top_tags=5)
+                    _commit(cat, r, model_id=a.model_id, label_category="tag", top_tags=5,
+                            label_categories=getattr(a, "label_categories", None))
                 rate = n / (time.perf_counter() - t)
                 assert cat.count_tracks() == n
             shutil.rmtree(d, ignore_errors=True)
@@ -347,7 +428,7 @@ def precision(gm: Path, model: str) -> None:
     torch.set_num_threads(1)
     with open(gm / "gamemusic.csv") as f:
         rows = [(gm / r["path"], r["label"]) for r in csv.DictReader(f)]
-    base = load_analyzer(model)
+    base = load_analyzer(model.split("@")[0])
     g = patch_grid(base)
     excerpts = []
     for p, _ in rows:
@@ -364,8 +445,8 @@ def precision(gm: Path, model: str) -> None:
     print("|---|---|---|---|---|---|")
     ref = None
     for prec in ("fp32", "bf16", "int8"):
-        a = load_analyzer(model, precision=prec)
-        a.model.threads = 1
+        a = load_analyzer(model.split("@")[0], precision=prec)
+        _set_threads(a, 1)
         t = time.perf_counter()
         outs = [a.analyze_excerpts(ex, g.sr) for ex in excerpts]
         dt = time.perf_counter() - t
@@ -410,19 +491,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gamemusic", type=Path, default=Path("~/.cache/soundalike-bench/gamemusic").expanduser())
     ap.add_argument("--tracks", type=int, default=24)
-    ap.add_argument("--model", default="MTT_musicnn")
+    ap.add_argument("--model", default=None, help="the default run's analyzer (default: ingest's default)")
+    ap.add_argument("--baseline-model", default="MTT_musicnn",
+                    help="today's analyzer (the issue's baseline: MTT_musicnn, full analysis, fp32)")
+    ap.add_argument("--variants", default="",
+                    help="comma-separated MODEL[:ANALYSIS] runs next to the default, e.g. musicnn-fusion@bf16:spread:6")
     ap.add_argument("--commits", type=int, default=3000)
     ap.add_argument("--skip", default="", help="comma-separated: profile,full,local,ray,commit,precision")
     args = ap.parse_args()
+    if args.model is None:
+        from soundalike.models.zoo import DEFAULT_ANALYZER
+
+        args.model = DEFAULT_ANALYZER
     skip = set(filter(None, args.skip.split(",")))
     print(f"# bench_ingest (load {_load()}, {os.cpu_count()} CPUs)")
     tmp = Path(tempfile.mkdtemp(prefix="sa-bench-ingest-"))
     try:
         src = sorted(args.gamemusic.glob("flare-game/*.ogg"))
         if "profile" not in skip and src:
-            profile(_four_minute_files(max(src, key=lambda p: p.stat().st_size), tmp), args.model)
-        tp = throughput(args.gamemusic, args.tracks, args.model, skip, tmp)
-        commits = commit_rate(args.commits) if "commit" not in skip else {}
+            profile(_four_minute_files(max(src, key=lambda p: p.stat().st_size), tmp), args.model,
+                    args.baseline_model)
+        tp = throughput(args.gamemusic, args.tracks, args.model, skip, tmp, baseline=args.baseline_model,
+                        variants=tuple(filter(None, args.variants.split(","))))
+        commits = commit_rate(args.commits, args.model) if "commit" not in skip else {}
         if "precision" not in skip:
             precision(args.gamemusic, args.model)
     finally:

@@ -74,14 +74,18 @@ def _tracks(folder: Path, n: int, *, duration_s: float = 6.0, fmt: str = "flac")
 
 
 def _snapshot(db: Path) -> dict[str, tuple]:
-    """path -> (hash, duration, sorted model/file tags, embedding, analysis) of every track."""
+    """path -> (hash, duration, sorted model/file tags, embedding, analysis, attributes, peaks)
+    of every track (attributes without the time they were computed)."""
     out = {}
     with Catalog.open(db) as cat:
         mid = cat.default_model_id()
         for t in cat.iter_tracks():
             a = cat.get_analysis(t.id, mid)
             tags = sorted((g.category, g.tag, g.source, round(g.confidence, 4)) for g in cat.track_tags(t.id))
-            out[t.path] = (t.content_hash, round(t.duration_s, 4), tags, a.embedding, a.analysis)
+            attrs = {k: v for k, v in (cat.track_attributes(t.id) or {}).items() if k != "computed_at"}
+            peaks = cat.get_peaks(t.id)
+            out[t.path] = (t.content_hash, round(t.duration_s, 4), tags, a.embedding, a.analysis, attrs,
+                           None if peaks is None else peaks.to_bytes())
     return out
 
 
@@ -114,6 +118,10 @@ def test_ray_ingest_gives_what_local_ingest_gives(cluster, tmp_path):
         assert a[path][:3] == b[path][:3], path  # hash, duration, file + model tags
         np.testing.assert_allclose(a[path][3], b[path][3], rtol=0, atol=1e-5)
         assert a[path][4] == b[path][4] == "spread:2"
+        # what the local path computes besides the analysis travels back from the workers too
+        assert a[path][5] and a[path][5] == b[path][5], path  # tempo, key, loudness, duration ...
+        assert a[path][5]["bpm"] is not None and a[path][5]["loudness_lufs"] is not None
+        assert a[path][6] is not None and a[path][6] == b[path][6], path  # the waveform's peaks
     assert any(t[0] == "artist" and t[1] == "tester" for t in a[str(files[0].resolve())][2])
     with Catalog.open(remote) as cat:
         (err,) = cat.errors()

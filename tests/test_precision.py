@@ -72,3 +72,27 @@ def test_ingest_with_bf16_records_its_own_model(tmp_path):
     with Catalog.open(tmp_path / "c.sqlite") as cat:
         (m,) = cat.models()
         assert m.name == "MTT_musicnn@bf16" and m.model_id == load_analyzer("MTT_musicnn@bf16").model_id
+
+
+def test_a_catalog_keeps_the_precision_it_was_made_with(tmp_path, monkeypatch):
+    """A changed default precision never splits an older catalog into two embedding spaces."""
+    from soundalike.catalog.store import Catalog
+    from soundalike.ingest import ingest
+    from soundalike.models import zoo
+
+    (tmp_path / "m").mkdir()
+    sf.write(tmp_path / "m" / "a.flac", synth.demo_track("drum-loop", seed=0, duration_s=4.0, sr=16000), 16000)
+    old = tmp_path / "old.sqlite"
+    s = ingest([tmp_path / "m"], catalog=old, model="MTT_musicnn", workers=1)
+    assert s.model_name == "MTT_musicnn"
+    monkeypatch.setattr(zoo, "DEFAULT_ANALYZER", "MTT_musicnn@bf16")  # the default changes
+    sf.write(tmp_path / "m" / "b.flac", synth.demo_track("bass-groove", seed=1, duration_s=4.0, sr=16000), 16000)
+    again = ingest([tmp_path / "m"], catalog=old, workers=1)
+    assert again.model_name == "MTT_musicnn" and (again.ingested, again.unchanged) == (1, 1)
+    with Catalog.open(old) as cat:
+        assert [m.name for m in cat.models()] == ["MTT_musicnn"]
+    fresh = ingest([tmp_path / "m"], catalog=tmp_path / "new.sqlite", workers=1)
+    assert fresh.model_name == "MTT_musicnn@bf16" and fresh.ingested == 2
+    # asking for a model or a precision is always obeyed
+    asked = ingest([tmp_path / "m"], catalog=old, precision="bf16", workers=1)
+    assert asked.model_name == "MTT_musicnn@bf16" and asked.ingested == 2

@@ -23,7 +23,7 @@ import contextlib
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -724,10 +724,6 @@ def load_excerpts(
     p = Path(path)
     meta = info(p)
     src_sr = meta.sr
-    g = math.gcd(src_sr, sr)
-    step_out = sr // g  # output samples per whole number of source samples
-    step_in = src_sr // g
-    margin_out = int(math.ceil(margin_s * sr / step_out)) * step_out
     out: list[np.ndarray] = []
     if length <= 0:
         raise AudioDecodeError(p, f"invalid excerpt length {length}")
@@ -739,25 +735,144 @@ def load_excerpts(
                 if length + j > 0 else np.zeros(0, np.float32)
             out.append(np.concatenate([np.zeros(min(-j, length), np.float32), rest]))
             continue
-        # Start the read on an output sample that maps onto a whole source sample, at
-        # least ``margin_out`` before the excerpt: then the excerpt lands exactly on the
-        # output samples a full decode would give them, not between them.
-        first = max(0, (j - margin_out) // step_out * step_out)
-        a = first // step_out * step_in
-        lead = j - first
-        want = lead + length + margin_out
-        n_src = int(math.ceil(want * src_sr / sr))
+        a, n_src, lead = _excerpt_span(j, length=length, src_sr=src_sr, sr=sr, margin_s=margin_s)
         if a >= meta.frames > 0:
             out.append(np.zeros(0, np.float32))
             continue
         _, blocks = stream(p, offset_s=a / src_sr, duration_s=n_src / src_sr)
-        y = _collect(blocks)
-        if src_sr != sr:
-            from soundalike.audio.resample import resample
-
-            y = resample(y, src_sr, sr)
-        out.append(np.ascontiguousarray(y[lead : lead + length], dtype=np.float32))
+        out.append(_cut_excerpt(_collect(blocks), src_sr=src_sr, sr=sr, lead=lead, length=length))
     return out
+
+
+def _excerpt_span(j: int, *, length: int, src_sr: int, sr: int, margin_s: float) -> tuple[int, int, int]:
+    """The source span an excerpt at output sample ``j >= 0`` is resampled from.
+
+    Returns ``(first source frame, source frames, output samples of lead to drop)``.  The
+    read starts on an output sample that maps onto a whole source sample, at least
+    ``margin_s`` before the excerpt: then the excerpt lands exactly on the output samples
+    a full decode would give them, not between them.
+    """
+    g = math.gcd(src_sr, sr)
+    step_out = sr // g  # output samples per whole number of source samples
+    step_in = src_sr // g
+    margin_out = int(math.ceil(margin_s * sr / step_out)) * step_out
+    first = max(0, (j - margin_out) // step_out * step_out)
+    a = first // step_out * step_in
+    lead = j - first
+    want = lead + length + margin_out
+    return a, int(math.ceil(want * src_sr / sr)), lead
+
+
+def _cut_excerpt(y: np.ndarray, *, src_sr: int, sr: int, lead: int, length: int) -> np.ndarray:
+    if src_sr != sr:
+        from soundalike.audio.resample import resample
+
+        y = resample(y, src_sr, sr)
+    return np.ascontiguousarray(y[lead : lead + length], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class OnePass:
+    """What :func:`read_once` got from one decode of a whole file.
+
+    Attributes
+    ----------
+    excerpts : float32 ``(n,)`` per requested excerpt, at the requested rate, in order
+        (shorter, possibly empty, where the file ends before the excerpt does)
+    frames : source frames decoded (the real length, whatever the header said)
+    sr : the file's own rate in Hz
+    y : with ``whole=True``, the whole file at the requested rate (as :func:`load` gives it)
+    """
+
+    excerpts: list[np.ndarray]
+    frames: int
+    sr: int
+    y: np.ndarray | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sr
+
+
+def read_once(
+    path: str | os.PathLike,
+    *,
+    sr: int,
+    starts: list[int] | tuple[int, ...],
+    lengths: list[int] | tuple[int, ...],
+    on_block: Callable[[np.ndarray], None] | None = None,
+    whole: bool = False,
+    margin_s: float = EXCERPT_MARGIN_S,
+) -> OnePass:
+    """Decode a whole file once at its own rate, keeping only some excerpts of it.
+
+    For a stage that needs every sample anyway (the waveform's peaks, fed each mono block
+    through ``on_block``) and others that need only excerpts (spread analysis patches,
+    attribute excerpts): the excerpts are cut from the same decode instead of seeking for
+    each.  Excerpt ``i`` is meant to equal ``full[starts[i] : starts[i] + lengths[i]]`` with
+    ``full = load(path, sr=sr).y``, cut and resampled exactly as :func:`load_excerpts` cuts
+    it (same source span and margins), so the two agree to the resampler's rounding --
+    exactly, for lossy formats, where a seek lands only approximately.  Memory: the
+    excerpts' source spans and one block, never the whole file.
+
+    Parameters
+    ----------
+    path : audio file
+    sr : the excerpts' rate in Hz
+    starts, lengths : first sample (an index into the ``sr``-Hz signal; negative = zeros
+        before the track) and samples of each excerpt
+    on_block : called with every decoded mono float32 block at the file's rate, in order
+    whole : also keep the whole file resampled to ``sr`` (:attr:`OnePass.y`, bit for bit
+        what :func:`load` gives): for a full analysis, which reads every sample
+    margin_s : context decoded on each side of an excerpt (see :func:`load_excerpts`)
+
+    Raises
+    ------
+    AudioDecodeError
+        As :func:`stream`: the file cannot be opened, or its data is corrupt or truncated.
+    """
+    p = Path(path)
+    if len(starts) != len(lengths):
+        raise ValueError(f"{len(starts)} starts but {len(lengths)} lengths")
+    src_sr, blocks = stream(p)
+    spans = []  # (a, n_src, lead, zeros before, length) per excerpt
+    for j, n in zip(starts, lengths):
+        j, n = int(j), int(n)
+        if n <= 0:
+            raise AudioDecodeError(p, f"invalid excerpt length {n}")
+        pad = min(max(0, -j), n)
+        a, n_src, lead = _excerpt_span(max(0, j), length=n - pad, src_sr=src_sr, sr=sr, margin_s=margin_s)
+        spans.append((a, n_src, lead, pad, n - pad))
+    bufs: list[list[np.ndarray]] = [[] for _ in spans]
+    order = sorted(range(len(spans)), key=lambda i: spans[i][0])
+    resample = _Resampler(src_sr, sr) if whole else None
+    resampled: list[np.ndarray] = []
+    pos = 0
+    for block in blocks:
+        if on_block is not None:
+            on_block(block)
+        if resample is not None:
+            resampled.append(resample(block))
+        end = pos + len(block)
+        for i in order:
+            a, n_src, *_ = spans[i]
+            if a >= end:
+                break
+            lo, hi = max(a, pos), min(a + n_src, end)
+            if lo < hi:
+                bufs[i].append(block[lo - pos : hi - pos])
+        pos = end
+    out = []
+    for (a, n_src, lead, pad, n), parts in zip(spans, bufs):
+        y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        cut = _cut_excerpt(y, src_sr=src_sr, sr=sr, lead=lead, length=n) if n > 0 and len(y) else \
+            np.zeros(0, np.float32)
+        out.append(np.concatenate([np.zeros(pad, np.float32), cut]) if pad else cut)
+    y_all = None
+    if resample is not None:
+        resampled.append(resample(np.zeros(0, np.float32), last=True))
+        y_all = _collect(iter(resampled))
+    return OnePass(out, pos, src_sr, y_all)
 
 
 def _collect(blocks: Iterator[np.ndarray], *, limit: int | None = None) -> np.ndarray | None:

@@ -77,7 +77,8 @@ def ingest(
         "Fit the catalog's own normalisation (`index adapt`) once it holds 200 tracks of the model."))] = True,
     analysis: Annotated[str | None, typer.Option(
         "--analysis", help="How much of each track to analyze: 'spread:N' (N patches spread evenly, "
-                           "read by seeking; default spread:10) or 'full' (every patch).")] = None,
+                           "cut from one decode; default: the model's, spread:6 for musicnn-fusion, else spread:10) or "
+                           "'full' (every patch).")] = None,
     patches: Annotated[int | None, typer.Option(
         "--patches", min=1, help="Same as --analysis spread:N.")] = None,
     precision: Annotated[str | None, typer.Option(

@@ -352,7 +352,7 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
     """
     from soundalike.audio.io import info
     from soundalike.ingest.peaks import track_peaks
-    from soundalike.ingest.plan import AnalysisPlan, analyze_track, planned_patches
+    from soundalike.ingest.plan import AnalysisPlan, planned_patches
 
     analyzer = analyzer or _ANALYZER
     try:
@@ -364,31 +364,31 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
                     "inode": st.st_ino, "device": st.st_dev}
         meta = info(path)
         picks = planned_patches(analyzer, plan, frames=meta.frames, source_sr=meta.sr)
+        attributes = None
         if picks is None and meta.duration_s > LONG_FILE_S:
             embedding, predictions, decoded_s = analyze_in_blocks(path, analyzer)
             setting = "full"
+            peaks = track_peaks(path, decoded=None)  # its own streamed pass: bounded memory
         else:
-            try:
-                ta = analyze_track(path, analyzer=analyzer, plan=plan, frames=meta.frames, source_sr=meta.sr)
-            except AudioDecodeError:
-                if picks is None:
-                    raise
+            # One decode of the whole file: the waveform's peaks need every sample, and the
+            # analysis patches and the attribute excerpts are cut from the same pass
+            # instead of seeking for each (see one_pass()).
+            one = one_pass(path, analyzer=analyzer, plan=plan, frames=meta.frames, source_sr=meta.sr)
+            peaks, attributes = one.peaks, one.attributes
+            if one.analysis is None:
                 # The spread positions come from the header's length; a header that lies
-                # (a streamed FLAC claiming 10^14 s) sends the seeks past the data, so the
+                # (a streamed FLAC claiming 10^14 s) sends them past the data, so the
                 # track is analyzed whole, streamed block by block, instead.
-                ta = None
-            if ta is None:
                 embedding, predictions, decoded_s = analyze_in_blocks(path, analyzer)
                 setting = "full"
             else:
-                embedding, predictions = ta.analysis.embedding, ta.analysis.predictions
-                decoded_s, setting = ta.decoded_s, ta.setting
-        # the web page's waveform (2 kB): its own cheap decode, since the analysis reads
-        # only the patches it needs
-        peaks = track_peaks(path, decoded=None)
+                embedding, predictions = one.analysis.analysis.embedding, one.analysis.analysis.predictions
+                decoded_s, setting = one.analysis.decoded_s, one.analysis.setting
         duration_s = decoded_s if setting == "full" or peaks is None else float(peaks.duration_s)
-        # tempo, key and loudness read their own few excerpts by seeking (audio.attributes)
-        attributes = track_attributes(path, predictions, sr=analyzer.sample_rate, decoded_s=duration_s)
+        if attributes is None:  # a long file, or excerpts the header misplaced: read them by seeking
+            attributes = track_attributes(path, predictions, sr=analyzer.sample_rate, decoded_s=duration_s)
+        else:
+            attributes = attributes(predictions)
         return {
             "kind": "ok", "path": path, "hash": digest, "size": st.st_size, "mtime": st.st_mtime,
             "inode": st.st_ino, "device": st.st_dev,
@@ -419,6 +419,123 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
                 "type": type(exc).__name__, **_stat_or_none(path)}
 
 
+#: A header whose length is off from the decoded one by more than this (seconds) placed the
+#: attribute excerpts elsewhere than the decoded length would: they are read again by seeking.
+HEADER_SLACK_S = 0.5
+
+
+@dataclass
+class OnePassResult:
+    """What :func:`one_pass` made of one decode of a file.
+
+    Attributes
+    ----------
+    analysis : the analysis (a :class:`~soundalike.ingest.plan.TrackAnalysis`), or ``None``
+        when the header's length sent every spread patch past the data
+    peaks : the waveform's :class:`~soundalike.audio.peaks.Peaks`
+    attributes : ``attributes(predictions) -> dict`` (the catalog's attribute row, once the
+        tagger's predictions are known), or ``None``: the header misplaced the excerpts
+    frames, source_sr : source frames decoded and the file's rate
+    """
+
+    analysis: Any
+    peaks: Any
+    attributes: Callable[[dict[str, float]], dict[str, Any]] | None
+    frames: int
+    source_sr: int
+
+
+def one_pass(path: str, *, analyzer, plan, frames: int, source_sr: int) -> OnePassResult:
+    """Decode a file once for everything ingest needs: peaks, analysis, attributes.
+
+    The peaks need every sample, so the file is decoded whole at its own rate
+    (:func:`soundalike.audio.io.read_once`); a spread analysis's patches (the same samples
+    :func:`~soundalike.ingest.plan.analyze_track` would read by seeking, placed by the
+    header's length) and the attribute excerpts
+    (:func:`soundalike.audio.attributes.excerpt_slices`) are cut from that pass and
+    resampled alone, so the file is never decoded twice.  A full analysis keeps the whole
+    file at the analyzer's rate and cuts the attribute excerpts from it, so a track's
+    attributes are the same whatever its analysis budget.
+
+    Raises
+    ------
+    AudioDecodeError
+        The file cannot be decoded, or holds no samples.
+    """
+    from soundalike.audio import attributes as A
+    from soundalike.audio.io import MIN_DURATION_S, read_once
+    from soundalike.audio.peaks import PeaksAccumulator
+    from soundalike.errors import AudioDecodeError
+    from soundalike.ingest.plan import Excerpt, TrackAnalysis, analyze_excerpts, patch_grid, planned_patches
+
+    grid = patch_grid(analyzer)
+    sr = grid.sr
+    picks = planned_patches(analyzer, plan, frames=frames, source_sr=source_sr)
+    acc = PeaksAccumulator()
+    n_header = int(frames * sr // source_sr) if source_sr else 0
+    starts: list[int] = []
+    lengths: list[int] = []
+    if picks is not None:
+        starts += [grid.start(k) for k in picks]
+        lengths += [grid.length] * len(picks)
+    # the attribute excerpts, placed by the header's length (checked against the decode below)
+    slices = A.excerpt_slices(n_header, sr) if picks is not None and n_header > 0 else []
+    starts += [s.start for s in slices]
+    lengths += [s.stop - s.start for s in slices]
+    one = read_once(path, sr=sr, starts=starts, lengths=lengths, on_block=acc.add, whole=picks is None)
+    peaks = acc.result(sr=one.sr)
+    if peaks.n_columns == 0:
+        raise AudioDecodeError(path, "no samples decoded")
+    if picks is None:
+        y = one.y
+        if len(y) < MIN_DURATION_S * sr:
+            raise AudioDecodeError(path, f"too short: {len(y) / sr:.3f} s of audio "
+                                         f"(the minimum is {MIN_DURATION_S} s)")
+        ta = TrackAnalysis(analyzer.analyze(y, sr), "full", len(y) / sr, [Excerpt(0.0, y, sr)])
+        # the same excerpts a spread analysis hands on, cut from the whole signal, so a
+        # track's attributes do not depend on its analysis budget
+        parts = [y[x] for x in A.excerpt_slices(len(y), sr)]
+        return OnePassResult(ta, peaks, lambda preds: _attributes_of_excerpts(parts, preds, sr=sr,
+                                                                              total_s=one.duration_s),
+                             one.frames, one.sr)
+    ys = one.excerpts[: len(picks)]
+    kept = [(k, y) for k, y in zip(picks, ys) if len(y) >= MIN_DURATION_S * sr]
+    ta = None
+    if kept:
+        excerpts = [Excerpt(grid.start(k) / sr, y, sr) for k, y in kept]
+        a = analyze_excerpts(analyzer, [e.y for e in excerpts], sr)
+        ta = TrackAnalysis(a, str(plan), float(sum(e.duration_s for e in excerpts)), excerpts)
+    attrs = None
+    parts = one.excerpts[len(picks):]
+    if parts and abs(one.frames - frames) <= HEADER_SLACK_S * one.sr:
+        total = one.frames / one.sr
+        attrs = lambda preds: _attributes_of_excerpts(parts, preds, sr=sr, total_s=total)  # noqa: E731
+    return OnePassResult(ta, peaks, attrs, one.frames, one.sr)
+
+
+def _attributes_of_excerpts(parts: list[np.ndarray], predictions: dict[str, float], *, sr: int,
+                            total_s: float) -> dict[str, Any]:
+    """The attribute row from the excerpts :func:`audio.attributes.excerpt_slices` placed
+    (tempo and key read each excerpt alone; loudness covers the excerpts only)."""
+    from soundalike.audio import attributes as A
+    from soundalike.models.vocabulary import energy_evidence, vocals_probability
+
+    y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    slices, at = [], 0
+    for p in parts:
+        slices.append(slice(at, at + len(p)))
+        at += len(p)
+    ev = energy_evidence(predictions)
+    t = A.estimate_tempo(y=y, sr=sr, slices=slices)
+    k = A.estimate_key(y=y, sr=sr, slices=slices)
+    ld = A.loudness(y=y, sr=sr)
+    return A.Attributes(duration_s=round(total_s, 3), tempo=t, key=k, loudness=ld,
+                        vocals=vocals_probability(predictions),
+                        energy=A.energy_score(model_evidence=ev, loudness_lufs=ld.integrated_lufs,
+                                              onset_rate=t.confidence if t else None),
+                        seconds_read=round(len(y) / sr, 3)).to_dict()
+
+
 def track_attributes(path: str, predictions: dict[str, float], *, sr: int, y: np.ndarray | None = None,
                      decoded_s: float | None = None) -> dict[str, Any]:
     """Musical attributes of one file as the catalog stores them (``Attributes.to_dict``).
@@ -434,21 +551,9 @@ def track_attributes(path: str, predictions: dict[str, float], *, sr: int, y: np
     kw = {"vocals": vocals_probability(predictions), "energy_evidence": energy_evidence(predictions)}
     if y is None:
         total = decoded_s or 0.0
-        parts = []
-        for s in A.excerpt_slices(int(total * sr), sr):
-            parts.append(load(path, sr=sr, offset_s=s.start / sr, duration_s=(s.stop - s.start) / sr).y)
-        y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-        size = int(A.DEFAULT_EXCERPT_S * sr)
-        slices = [slice(i * size, min((i + 1) * size, len(y))) for i in range(max(1, -(-len(y) // size)))]
-        t = A.estimate_tempo(y=y, sr=sr, slices=slices)
-        k = A.estimate_key(y=y, sr=sr, slices=slices)
-        ld = A.loudness(y=y, sr=sr)
-        at = A.Attributes(duration_s=round(total, 3), tempo=t, key=k, loudness=ld, vocals=kw["vocals"],
-                          energy=A.energy_score(model_evidence=kw["energy_evidence"],
-                                                loudness_lufs=ld.integrated_lufs,
-                                                onset_rate=t.confidence if t else None),
-                          seconds_read=round(len(y) / sr, 3))
-        return at.to_dict()
+        parts = [load(path, sr=sr, offset_s=s.start / sr, duration_s=(s.stop - s.start) / sr).y
+                 for s in A.excerpt_slices(int(total * sr), sr)]
+        return _attributes_of_excerpts(parts, predictions, sr=sr, total_s=total)
     return A.compute_attributes(y=y, sr=sr, **kw).to_dict()
 
 
@@ -518,13 +623,14 @@ def ingest(
     ----------
     paths : folders (scanned recursively) and/or files
     catalog : catalog file path or an open :class:`Catalog`
-    model : analyzer name or trained run folder (default: ``zoo.DEFAULT_ANALYZER``)
+    model : analyzer name or trained run folder (default: ``zoo.DEFAULT_ANALYZER``, or the
+        precision of it the catalog already holds: :func:`continuing_model`)
     workers : worker processes (default: CPU count; 1 analyzes in this process)
     top_tags : how many top predicted labels to store as model tags per track
     retry_failed : retry files that failed before even if they did not change
     mark_missing : mark catalog tracks under ``paths`` whose files are gone as missing
-    analysis : the analysis budget, ``"full"`` or ``"spread:N"`` (default
-        :data:`soundalike.ingest.plan.DEFAULT_ANALYSIS`); a track whose stored analysis
+    analysis : the analysis budget, ``"full"`` or ``"spread:N"`` (default: the analyzer's,
+        :func:`soundalike.ingest.plan.default_analysis`); a track whose stored analysis
         covers less (``spread:4`` when ``full`` is asked) is analyzed again
     precision : a pretrained model's arithmetic, ``"fp32"`` (default), ``"bf16"`` or
         ``"int8"`` (another model id: see :mod:`soundalike.models.pretrained`)
@@ -539,21 +645,30 @@ def ingest(
     -------
     IngestSummary
     """
-    from soundalike.ingest.plan import AnalysisPlan
+    from soundalike.ingest.plan import AnalysisPlan, default_analysis
     from soundalike.models.zoo import DEFAULT_ANALYZER, load_analyzer, split_precision
 
     t0 = time.perf_counter()
-    plan = AnalysisPlan.parse(analysis)
-    model = model or DEFAULT_ANALYZER
-    if precision not in (None, "fp32"):
-        # one string names the analyzer everywhere, worker processes included
-        model = f"{split_precision(model)[0]}@{precision}"
+    if analysis is not None:
+        AnalysisPlan.parse(analysis)  # a bad --analysis is an error before any work
     roots = [Path(p).expanduser() for p in paths]
     found = scan_folders(roots)
     files = found.files
-    analyzer = load_analyzer(model)
     cat = catalog if isinstance(catalog, Catalog) else Catalog.open(catalog)
     own = not isinstance(catalog, Catalog)
+    try:
+        if model is None and precision is None:
+            model = continuing_model(cat)
+        model = model or DEFAULT_ANALYZER
+        if precision not in (None, "fp32"):
+            # one string names the analyzer everywhere, worker processes included
+            model = f"{split_precision(model)[0]}@{precision}"
+        analyzer = load_analyzer(model)
+    except BaseException:
+        if own:
+            cat.close()
+        raise
+    plan = AnalysisPlan.parse(analysis if analysis is not None else default_analysis(analyzer))
     emit = on_event or (lambda e: None)
     summary = IngestSummary(scanned=len(files) + len(found.problems), model_id=analyzer.model_id,
                             model_name=analyzer.name,
@@ -658,6 +773,23 @@ def ingest(
         if own:
             cat.close()
     return summary
+
+
+def continuing_model(cat: Catalog) -> str:
+    """The analyzer an ingest without ``--model`` or ``--precision`` runs on ``cat``.
+
+    :data:`~soundalike.models.zoo.DEFAULT_ANALYZER`, except in a catalog that already holds
+    analyses of another precision of the same model (``musicnn-fusion`` made before the
+    default became ``musicnn-fusion@bf16``, or the other way round): that one, so a
+    catalog stays in one embedding space and none of its tracks is analyzed again.
+    """
+    from soundalike.models.zoo import DEFAULT_ANALYZER, split_precision
+
+    family = split_precision(DEFAULT_ANALYZER)[0]
+    for m in cat.models():  # most analyses first
+        if m.n_tracks and split_precision(m.name)[0] == family:
+            return m.name
+    return DEFAULT_ANALYZER
 
 
 def _under(path: str, roots: list[Path]) -> bool:

@@ -69,8 +69,11 @@ class FusionAnalyzer:
 
     Attributes
     ----------
-    name : ``"musicnn-fusion"``
-    model_id : ``musicnn-fusion-<12 hex>``: a hash of both models' ids and the block layout
+    name : ``"musicnn-fusion"`` (``"musicnn-fusion@bf16"`` in another precision)
+    model_id : ``NAME-<12 hex>``: a hash of both models' ids (which carry their precision)
+        and the block layout
+    precision : both networks' arithmetic, ``"fp32"`` (the reference), ``"bf16"`` or ``"int8"``
+    patch_grid : where its patches sit (the musicnn grid, shared by both networks)
     block_dims : lengths of the four blocks (200, 200, 753, 753)
     embedding_dim : 1906
     labels : MTT tags, then the MSD tags MTT lacks
@@ -79,11 +82,22 @@ class FusionAnalyzer:
     name = FUSION_NAME
     label_category = "tag"
     multi_label = True
+    #: Ingest's analysis budget for this analyzer when none is asked (ingest/plan.py): with
+    #: 6 spread patches same-soundtrack P@10 stays within 0.01 of the full analysis (117
+    #: gamemusic tracks: 0.5795 vs 0.5786; Philharmonia unchanged; every spread vector's
+    #: nearest full vector is its own) -- README "Analysis budget".
+    default_analysis = "spread:6"
 
-    def __init__(self) -> None:
-        from soundalike.models.pretrained import load
+    def __init__(self, precision: str = "fp32") -> None:
+        from soundalike.models.base import PatchGrid
+        from soundalike.models.pretrained import PRECISIONS, load
 
-        self.models = {m: load(m) for m in dict.fromkeys(m for m, _ in BLOCKS)}
+        if precision not in PRECISIONS:
+            raise ModelError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        self.precision = precision
+        if precision != "fp32":
+            self.name = f"{FUSION_NAME}@{precision}"
+        self.models = {m: load(m, precision=precision) for m in dict.fromkeys(m for m, _ in BLOCKS)}
         first = next(iter(self.models.values()))
         for m in self.models.values():
             if m.mel_config != first.mel_config or m.patch_frames != first.patch_frames:
@@ -95,7 +109,15 @@ class FusionAnalyzer:
         h = hashlib.sha256(f"{FUSION_VERSION};{BLOCKS}".encode())
         for m in self.models.values():
             h.update(m.model_id.encode())
-        self.model_id = f"{FUSION_NAME}-{h.hexdigest()[:12]}"
+        self.model_id = f"{self.name}-{h.hexdigest()[:12]}"
+        # Both networks read the same patches: patch k of a full analysis is log-mel frames
+        # [187k, 187k + 187) of the centred STFT, i.e. an excerpt of 187 * hop + n_fft / 2
+        # samples starting n_fft / 2 early (see PretrainedAnalyzer.patch_grid), so a spread
+        # analysis's patches are exactly the full analysis's patches.
+        hop, lead = first.mel_config.hop_length, first.mel_config.n_fft // 2
+        self.patch_grid = PatchGrid(first.sample_rate, first.patch_frames * hop,
+                                    first.patch_frames * hop + lead, lead)
+        self._lead_frames = lead // hop
         self._sources: list[tuple[str, int]] = []  # (model, column) per label
         seen: set[str] = set()
         self.labels: list[str] = []
@@ -125,7 +147,32 @@ class FusionAnalyzer:
         if y.ndim != 1:
             raise ModelError(f"{self.name}: analyze() takes mono samples (n,), got shape {y.shape}")
         first = next(iter(self.models.values()))
-        patches = first.patches(y, sr)  # (n_patches, 96, 187), shared by both networks
+        return self._analysis(first.patches(y, sr))  # (n_patches, 96, 187), shared by both networks
+
+    def analyze_excerpts(self, excerpts: list[np.ndarray], sr: int) -> Analysis:
+        """Analyze excerpts cut on :attr:`patch_grid` in one batched pass per network.
+
+        An excerpt of exactly ``patch_grid.length`` samples at ``patch_grid.sr`` is one
+        patch whose log-mel frames equal the full analysis's frames of that patch; any
+        other excerpt is cut into patches as a whole signal is.  The result is what
+        :meth:`analyze` gives for those patches.
+        """
+        if not excerpts:
+            raise ModelError(f"{self.name}: no excerpts to analyze")
+        g, first = self.patch_grid, next(iter(self.models.values()))
+        on_grid = [i for i, y in enumerate(excerpts) if sr == g.sr and len(y) == g.length]
+        parts: list[np.ndarray | None] = [None] * len(excerpts)
+        if on_grid:
+            mel = first.logmel(np.stack([np.asarray(excerpts[i], np.float32) for i in on_grid]), sr)
+            mel = mel[:, :, self._lead_frames : self._lead_frames + first.patch_frames]
+            for j, i in enumerate(on_grid):
+                parts[i] = mel[j : j + 1]
+        for i, y in enumerate(excerpts):
+            if parts[i] is None:
+                parts[i] = first.patches(np.asarray(y, np.float32), sr)
+        return self._analysis(np.concatenate(parts))
+
+    def _analysis(self, patches: np.ndarray) -> Analysis:
         outs = {name: m.run_patches(patches) for name, m in self.models.items()}
         per_patch = [outs[m][layer] for m, layer in BLOCKS]
         embedding = fuse([p.mean(axis=0) for p in per_patch])
@@ -137,8 +184,8 @@ class FusionAnalyzer:
                         patch_embeddings=fuse(per_patch), patch_predictions=patch_predictions)
 
 
-@functools.lru_cache(maxsize=1)
-def load_fusion_analyzer() -> FusionAnalyzer:
-    """The ``musicnn-fusion`` analyzer (built once per process; the two models are shared
-    with :func:`soundalike.models.pretrained.load`)."""
-    return FusionAnalyzer()
+@functools.lru_cache(maxsize=4)
+def load_fusion_analyzer(precision: str = "fp32") -> FusionAnalyzer:
+    """The ``musicnn-fusion`` analyzer in ``precision`` (built once per process; the two
+    models are shared with :func:`soundalike.models.pretrained.load`)."""
+    return FusionAnalyzer(precision)

@@ -33,7 +33,7 @@ def split_precision(spec: str | Path) -> tuple[str, str]:
     """``"MTT_musicnn@bf16"`` -> ``("MTT_musicnn", "bf16")``; anything else -> ``(spec, "fp32")``."""
     key = str(spec)
     name, sep, prec = key.rpartition("@")
-    if sep and name in PRETRAINED:
+    if sep and (name in PRETRAINED or name in FUSED):
         return name, prec
     return key, "fp32"
 
@@ -61,8 +61,8 @@ def load_analyzer(spec: str | Path, *, precision: str | None = None) -> Analyzer
     if prec != "fp32":
         from soundalike.models.pretrained import PRECISIONS
 
-        if key not in PRETRAINED:
-            raise ModelError(f"precision {prec}: only the pretrained models ({', '.join(PRETRAINED)}) "
+        if key not in PRETRAINED and key not in FUSED:
+            raise ModelError(f"precision {prec}: only the pretrained models ({', '.join(PRETRAINED + FUSED)}) "
                              f"run in another precision than fp32, not {key!r}")
         if prec not in PRECISIONS:
             raise ModelError(f"unknown precision {prec!r}; choose one of {', '.join(PRECISIONS)}")
@@ -84,6 +84,10 @@ def _load_cached(key: str) -> Analyzer:
 
         return MFCCStats()
     name, _, prec = key.rpartition("@")
+    if name in FUSED:
+        from soundalike.models.fusion import load_fusion_analyzer
+
+        return load_fusion_analyzer(prec)
     if name in PRETRAINED:
         from soundalike.models.pretrained import load_pretrained_analyzer
 
