@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from soundalike.models import vocabulary as V
@@ -52,3 +54,26 @@ def test_fusion_analyzer_files_its_labels_in_their_categories():
     assert a.label_categories["piano"] == "instrument" and a.label_categories["rock"] == "genre"
     assert a.label_categories["80s"] == "era" and a.label_categories["quiet"] == "mood"
     assert all(c in V.CATEGORIES for c in a.label_categories.values())
+
+
+@pytest.mark.parametrize("preds,evidence", [
+    ({"vocal": 0.5, "no vocals": 0.5}, 0.0),
+    ({"vocal": 0.9, "female": 0.2, "no vocals": 0.1}, 2 * math.log(9.0)),   # strongest of each side
+    ({"male vocalists": 0.5, "instrumental": 0.8}, -math.log(4.0)),
+    ({"female vocalists": 0.5}, math.log(19.0)),                            # no "no voice" label: 5 %
+    ({"piano": 0.9, "rock": 0.3}, None),                                    # nothing about voice
+])
+def test_vocals_evidence_is_the_logit_difference(preds, evidence):
+    got = V.vocals_evidence(preds)
+    assert got == pytest.approx(evidence) if evidence is not None else got is None
+
+
+def test_vocals_probability_applies_the_calibration():
+    preds = {"vocal": 0.7, "no vocals": 0.4}
+    d = V.vocals_evidence(preds)
+    assert V.vocals_probability(preds) == pytest.approx(1 / (1 + math.exp(-d)), abs=1e-3)
+    assert V.vocals_probability(preds, calibration=(2.0, -1.0)) == pytest.approx(
+        1 / (1 + math.exp(-(2 * d - 1))), abs=1e-3)
+    # a negative offset moves the same evidence towards "no vocals"
+    assert V.vocals_probability(preds, calibration=(1.0, -3.0)) < 0.5 < V.vocals_probability(preds)
+    assert V.vocals_probability({"piano": 0.9}) is None

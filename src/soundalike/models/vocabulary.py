@@ -80,8 +80,11 @@ VOCABULARIES: dict[str, dict[str, Term]] = {"MTT": MTT_VOCABULARY, "MSD": MSD_VO
 
 #: Slope and offset of the logistic that turns "strongest voice label minus strongest
 #: no-voice label" (in logits) into a vocals probability (see ``vocals_probability``).
-#: Slope 1, offset 0: the two label groups are trusted as the models give them; the
-#: benchmark prints the resulting rates on instrumental sets (no vocal ground truth here).
+#: Slope 1, offset 0: the two label groups are trusted as the models give them.  Not fitted:
+#: nothing here is labelled real singing; ``benchmarks/bench_vocals.py`` fits and scores a
+#: calibration on a proxy (GM sampled choir/voice patches carrying the melody against the
+#: same piece on an instrument) and prints it, but a fit to sung vowels without words is
+#: not shipped as the calibration for songs (README, "Vocals").
 VOCALS_CALIBRATION = (1.0, 0.0)
 
 #: Category for labels the table does not know.
@@ -110,20 +113,27 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def vocals_probability(predictions: dict[str, float]) -> float | None:
-    """Probability that a track has singing or voice, from a tagger's label probabilities.
-
-    The strongest voice label (``vocal``, ``female``, ``choir``, ``male vocalists`` ...)
-    against the strongest no-voice label (``no vocals``, ``instrumental`` ...): a logistic
-    of the difference of their logits, slope and offset :data:`VOCALS_CALIBRATION`.
-    ``None`` when the labels say nothing about voice (an MFCC baseline, most trained runs).
-    """
+def vocals_evidence(predictions: dict[str, float]) -> float | None:
+    """The tagger's evidence for voice, in logits: its strongest voice label (``vocal``,
+    ``female``, ``choir``, ``male vocalists`` ...) minus its strongest no-voice label
+    (``no vocals``, ``instrumental`` ...; 5 % when it has none).  ``None`` when the labels
+    say nothing about voice (an MFCC baseline, most trained runs)."""
     pos = [p for lab, p in predictions.items() if lab in role_labels("vocals", +1)]
     neg = [p for lab, p in predictions.items() if lab in role_labels("vocals", -1)]
     if not pos:
         return None
-    slope, offset = VOCALS_CALIBRATION
-    d = _logit(max(pos)) - (_logit(max(neg)) if neg else _logit(0.05))
+    return _logit(max(pos)) - (_logit(max(neg)) if neg else _logit(0.05))
+
+
+def vocals_probability(predictions: dict[str, float], *,
+                       calibration: tuple[float, float] = VOCALS_CALIBRATION) -> float | None:
+    """Probability that a track has singing or voice, from a tagger's label probabilities:
+    a logistic of :func:`vocals_evidence` with ``calibration`` (slope, offset), by default
+    :data:`VOCALS_CALIBRATION`; ``None`` when the labels say nothing about voice."""
+    d = vocals_evidence(predictions)
+    if d is None:
+        return None
+    slope, offset = calibration
     return round(1.0 / (1.0 + math.exp(-(slope * d + offset))), 3)
 
 
@@ -140,5 +150,5 @@ def energy_evidence(predictions: dict[str, float]) -> float | None:
     return round(1.0 / (1.0 + math.exp(-d)), 3)
 
 
-__all__ = ["CATEGORIES", "energy_evidence", "vocals_probability", "FALLBACK_CATEGORY", "MSD_VOCABULARY", "MTT_VOCABULARY", "Term",
+__all__ = ["CATEGORIES", "energy_evidence", "vocals_evidence", "vocals_probability", "FALLBACK_CATEGORY", "MSD_VOCABULARY", "MTT_VOCABULARY", "Term",
            "VOCABULARIES", "VOCALS_CALIBRATION", "category_of", "role_labels"]
