@@ -25,6 +25,7 @@ from soundalike.audio.attributes import ATTRIBUTES_VERSION
 from soundalike.audio.io import is_audio_path
 from soundalike.catalog.store import Catalog, Tag
 from soundalike.errors import AudioDecodeError, CatalogBusyError, CatalogError, SoundalikeError
+from soundalike.search.segments import store_track_segments
 
 #: How many of an analyzer's labels become model tags on the track.
 DEFAULT_TOP_TAGS = 5
@@ -352,9 +353,10 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
     """
     from soundalike.audio.io import info
     from soundalike.ingest.peaks import track_peaks
-    from soundalike.ingest.plan import AnalysisPlan, analyze_track, planned_patches
+    from soundalike.ingest.plan import AnalysisPlan, analyze_track, planned_patches, track_segments
 
     analyzer = analyzer or _ANALYZER
+    segments = None
     try:
         plan = AnalysisPlan.parse(analysis)
         st = os.stat(path)
@@ -383,6 +385,7 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
             else:
                 embedding, predictions = ta.analysis.embedding, ta.analysis.predictions
                 decoded_s, setting = ta.decoded_s, ta.setting
+                segments = track_segments(ta, analyzer)  # segment-aware search (search/segments.py)
         # the web page's waveform (2 kB): its own cheap decode, since the analysis reads
         # only the patches it needs
         peaks = track_peaks(path, decoded=None)
@@ -398,6 +401,7 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
             "duration_s": duration_s,
             "sr": meta.sr, "channels": meta.channels, "format": meta.format.lower(),
             "tags": read_file_tags(path), "embedding": embedding, "predictions": predictions,
+            "segments": segments,
             "attributes": attributes,
             "peaks": peaks,
             "analysis": setting, "decoded_s": decoded_s,
@@ -491,6 +495,7 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
             cat.put_peaks(tid, res["peaks"])
         for a in adaptations or ():  # the catalog's adaptations of this model follow it
             cat.put_analysis(tid, a.model_id, a.apply(res["embedding"]), analysis=res.get("analysis", "full"))
+        store_track_segments(cat, tid, model_id=model_id, segments=res.get("segments"), adaptations=adaptations)
         cats = label_categories or {}  # models/vocabulary.py: each label's real category
         cat.set_tags(tid, [Tag(label, cats.get(label, label_category), "model", float(p), model_id)
                            for label, p in top],
