@@ -88,32 +88,41 @@ def adapt_segments(cat: Catalog, adaptation) -> dict[str, int]:
     Returns ``{"from_base", "mapped", "dropped_base"}`` counts of tracks.
     """
     base = adaptation.base_model_id
+    new_id = adaptation.model_id  # a hash of the projection: computed once
     done: set[int] = set()
     rows = list(cat.segment_rows(base))
-    with cat.transaction():
-        for tid, _, starts, V in rows:
-            cat.put_segments(tid, adaptation.model_id, starts, adaptation.apply(V))
-            done.add(tid)
+    _put_mapped(cat, new_id, rows, adaptation.apply)
+    done.update(r[0] for r in rows)
     mapped = 0
     for old in cat.adaptations(base):
-        if old.model_id == adaptation.model_id:
+        if old.model_id == new_id:
             continue
         todo = [r for r in cat.segment_rows(old.model_id) if r[0] not in done]
         if not todo:
             continue
         ids_old, X_old = cat.embeddings(old.model_id)
-        ids_new, X_new = cat.embeddings(adaptation.model_id)
+        ids_new, X_new = cat.embeddings(new_id)
         common, ia, ib = np.intersect1d(ids_old, ids_new, return_indices=True)
         if len(common) < 3:
             continue
         M = least_squares_map(X_old[ia], X_new[ib])
-        with cat.transaction():
-            for tid, _, starts, V in todo:
-                cat.put_segments(tid, adaptation.model_id, starts, apply_map(M, V))
-                done.add(tid)
-                mapped += 1
+        _put_mapped(cat, new_id, todo, lambda V, M=M: apply_map(M, V))
+        done.update(r[0] for r in todo)
+        mapped += len(todo)
     dropped = cat.delete_segments(base)
     return {"from_base": len(rows), "mapped": mapped, "dropped_base": dropped}
+
+
+def _put_mapped(cat: Catalog, model_id: str, rows: list, f, *, batch: int = 2000) -> None:
+    """Store ``f`` of each row's segment vectors under ``model_id``: one matrix product per
+    ``batch`` tracks (a product per track is slow where BLAS threads compete)."""
+    for b in range(0, len(rows), batch):
+        chunk = rows[b : b + batch]
+        Y = f(np.concatenate([r[3] for r in chunk]))
+        bounds = np.cumsum([0, *(len(r[3]) for r in chunk)])
+        with cat.transaction():
+            for (tid, _, starts, _), lo, hi in zip(chunk, bounds[:-1], bounds[1:]):
+                cat.put_segments(tid, model_id, starts, Y[lo:hi])
 
 
 class ClipIndex:
