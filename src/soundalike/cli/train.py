@@ -72,7 +72,8 @@ def train_cmd(
     augment: Annotated[str, typer.Option(
         "--augment", help="Comma list of gain, noise, shift, speaker, eq, reverb, pitch, codec; "
                           "presets live (gain,noise,speaker), domain (gain,noise,eq,reverb,pitch,codec: "
-                          "other rooms and microphones), all, none.")] = "gain,noise",
+                          "other rooms and microphones; the default, the most robust measured), "
+                          "all, none.")] = "domain",
     augment_copies: Annotated[int, typer.Option(
         "--augment-copies", min=0, help="Probe only: also embed this many augmented copies of each "
                                         "training track (the probe's inputs are frozen embeddings).")] = 0,
