@@ -215,6 +215,8 @@ class Pipeline:
                 f = a.apply
             elif step.startswith("dba"):
                 f = _dba(int(step[3:] or 3))
+            elif step.startswith("plda"):
+                f = _pseudo_label_lda(X, int(step[4:] or 20), seed=seed)
             else:
                 raise ValueError(f"unknown post step {step!r}")
             X = f(X)
@@ -281,6 +283,24 @@ def _dba(k: int):
         w = np.take_along_axis(S, nn, 1).clip(0)
         return l2n((w[:, :, None] * Xn[nn]).sum(1))
     f.catalog_only = True
+    return f
+
+
+def _pseudo_label_lda(X: np.ndarray, k: int, *, seed: int = 0, weight: float = 0.5):
+    """Label-free "soundtrack discovery": k-means clusters of the catalog's own track vectors
+    taken as classes, a shrunk LDA fitted on them, and its (unit-length) directions appended to
+    each vector at ``weight`` (tracks of one cluster move together, nothing else moves)."""
+    from sklearn.cluster import KMeans
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    Xn = l2n(X)
+    clusters = KMeans(k, n_init=10, random_state=seed).fit_predict(Xn)
+    lda = LinearDiscriminantAnalysis(n_components=min(k - 1, Xn.shape[1]), solver="eigen",
+                                     shrinkage=0.5).fit(Xn, clusters)
+
+    def f(Y: np.ndarray) -> np.ndarray:
+        Yn = l2n(Y)
+        return np.hstack([Yn, weight * l2n(lda.transform(Yn).astype(np.float32))]).astype(np.float32)
     return f
 
 

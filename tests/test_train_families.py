@@ -168,3 +168,22 @@ def test_run_identity_matches_the_analyzer(mel_run):
     name, model_id = run_identity(run)
     a = load_run_analyzer(run)
     assert (name, model_id) == (a.name, a.model_id) and model_id == report["model_id"]
+
+
+def test_probe_trains_on_augmented_copies_reproducibly(toy_folders, tmp_path):
+    """``augment_copies`` embeds augmented copies of the training tracks only, through the cache:
+    a second identical run computes nothing and gives the same model."""
+    m = read_dataset(toy_folders, category="instrument")
+    cfg = _config("probe", tmp_path, augment=("gain", "eq", "reverb"), augment_p=1.0, augment_copies=2)
+    first = train(m, config=cfg, out=tmp_path / "a")
+    n_train = first["dataset"]["split_sizes"]["train"]
+    n = first["dataset"]["n_tracks"]
+    # clean embeddings of every track, two augmented copies of each training track
+    assert first["training"]["cache_misses"] == n + 2 * n_train
+    second = train(m, config=cfg, out=tmp_path / "b")
+    assert second["training"]["cache_misses"] == 0
+    assert second["model_id"] == first["model_id"]
+    plain = train(m, config=_config("probe", tmp_path, augment=("gain", "eq", "reverb")), out=tmp_path / "c")
+    assert plain["training"]["cache_misses"] == 0  # the clean embeddings are shared
+    assert plain["model_id"] != first["model_id"]  # and the copies changed what was learnt
+    assert first["test"]["accuracy"] >= 0.5

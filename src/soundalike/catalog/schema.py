@@ -265,6 +265,27 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX tracks_file_trgm ON tracks USING gin (lower(regexp_replace(path, '^.*/', '')) gin_trgm_ops)
         """,
     ),
+    Migration(
+        "per-segment vectors: a few vectors per track and model, for matching a short clip "
+        "against the part of a track it came from",
+        # One row per track and model: ``starts`` float32 (n,) seconds into the track,
+        # ``vectors`` float16 (n, dim), each row unit length (what a cosine needs, at half
+        # the bytes of float32).  ``version`` is the change counter, as analyses.version.
+        """
+        CREATE TABLE segments (
+            track_id    {bigint} NOT NULL REFERENCES tracks(id) ON DELETE CASCADE,
+            model_id    TEXT NOT NULL REFERENCES models(model_id),
+            n           {bigint} NOT NULL,
+            dim         {bigint} NOT NULL,
+            starts      {blob} NOT NULL,
+            vectors     {blob} NOT NULL,
+            version     {bigint} NOT NULL DEFAULT 0,
+            created_at  {real} NOT NULL,
+            PRIMARY KEY (track_id, model_id)
+        );
+        CREATE INDEX segments_model_version ON segments(model_id, version)
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

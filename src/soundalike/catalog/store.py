@@ -258,6 +258,26 @@ def _analysis(row: Sequence) -> StoredAnalysis:
                           json.loads(row[3]), float(row[4]), str(row[5]))
 
 
+def _segment_arrays(track_id: int, starts, vectors) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(starts float32 (n,), unit-length vectors float16 (n, dim))``."""
+    V = np.asarray(vectors, np.float32)
+    st = np.ascontiguousarray(starts, np.float32).reshape(-1)
+    if V.ndim != 2 or V.shape[0] != st.shape[0] or V.shape[0] == 0:
+        raise CatalogError(f"track {track_id}: segments need (n, dim) vectors and n starts, "
+                           f"got {V.shape} and {st.shape}")
+    if not (np.isfinite(V).all() and np.isfinite(st).all()):
+        raise CatalogError(f"track {track_id}: segment vectors contain NaN or inf")
+    norms = np.linalg.norm(V, axis=1, keepdims=True)
+    V = np.divide(V, norms, out=np.zeros_like(V), where=norms > 0)
+    return st, np.ascontiguousarray(V, np.float16)
+
+
+def _segment_row(r: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    n, d = int(r[0]), int(r[1])
+    return (np.frombuffer(bytes(r[2]), np.float32).copy(),
+            np.frombuffer(bytes(r[3]), np.float16).reshape(n, d).astype(np.float32))
+
+
 class Catalog:
     """An open catalog.  Use :meth:`open`; close with :meth:`close` or ``with``.
 
@@ -1058,7 +1078,8 @@ class Catalog:
     def put_ingested(self, *, track: dict, file_tags: Sequence[Tag], model_id: str,
                      embeddings: Sequence[tuple[str, np.ndarray]], predictions: dict[str, float] | None,
                      analysis: str = "full", model_tags: Sequence[Tag] = (), peaks=None,
-                     attributes: dict | None = None, attributes_version: int = 1) -> int:
+                     attributes: dict | None = None, attributes_version: int = 1,
+                     segments: dict[str, tuple[np.ndarray, np.ndarray] | None] | None = None) -> int:
         """Everything ingest writes for one analyzed file, in one transaction; returns its id.
 
         The same rows as :meth:`upsert_track`, :meth:`set_tags` (``file``; ``model`` of
@@ -1080,6 +1101,9 @@ class Catalog:
         peaks : :class:`~soundalike.audio.peaks.Peaks` or None
         attributes : :meth:`put_attributes`'s dict, stored with ``model_id`` and
             ``attributes_version``, or None
+        segments : model id -> ``(starts (n,) s, vectors (n, dim))`` as :meth:`put_segments`
+            stores them, or None to drop that model's segments of the track (so none go
+            stale); models not named keep theirs
         """
         from soundalike.audio.peaks import PEAKS_FORMAT
 
@@ -1111,6 +1135,18 @@ class Catalog:
             if attributes is not None:
                 self._write(self._attributes_upsert(by_path),
                             (path, *_attribute_values(attributes), model_id, int(attributes_version), now))
+            for mid, seg in (segments or {}).items():
+                if seg is None or len(seg[0]) == 0:
+                    self._write(f"DELETE FROM segments WHERE track_id = {by_path} AND model_id = ?", (path, mid))
+                    continue
+                st, V = _segment_arrays(path, *seg)
+                self._write(
+                    "INSERT INTO segments (track_id, model_id, n, dim, starts, vectors, version, created_at) "
+                    f"SELECT t.id, ?, ?, ?, ?, ?, {_TX_VERSION}, ? FROM tracks t WHERE t.path = ? "
+                    "ON CONFLICT (track_id, model_id) DO UPDATE SET n = excluded.n, dim = excluded.dim, "
+                    "starts = excluded.starts, vectors = excluded.vectors, version = excluded.version, "
+                    "created_at = excluded.created_at",
+                    (mid, int(V.shape[0]), int(V.shape[1]), st.tobytes(), V.tobytes(), now, path))
             self._write("DELETE FROM ingest_errors WHERE path = ?", (path,))
         return int(tid()[0])
 
@@ -1169,6 +1205,89 @@ class Catalog:
         if model_id is None:
             return int(self._db.fetchone("SELECT COUNT(*) FROM analyses")[0])
         return int(self._db.fetchone("SELECT COUNT(*) FROM analyses WHERE model_id = ?", (model_id,))[0])
+
+    # ------------------------------------------------------------------ per-segment vectors
+
+    def put_segments(self, track_id: int, model_id: str, starts: np.ndarray, vectors: np.ndarray) -> None:
+        """Store (or replace) a track's segment vectors of one model.
+
+        Parameters
+        ----------
+        starts : float ``(n,)`` where each segment begins in the track, seconds
+        vectors : float ``(n, dim)``; stored unit-length as float16
+        """
+        st, V = _segment_arrays(track_id, starts, vectors)
+        with self.transaction():
+            self._bump()
+            self._write(
+                "INSERT INTO segments (track_id, model_id, n, dim, starts, vectors, version, created_at) "
+                f"VALUES (?, ?, ?, ?, ?, ?, {_TX_VERSION}, ?) ON CONFLICT (track_id, model_id) DO UPDATE SET "
+                "n = excluded.n, dim = excluded.dim, starts = excluded.starts, vectors = excluded.vectors, "
+                "version = excluded.version, created_at = excluded.created_at",
+                (int(track_id), model_id, int(V.shape[0]), int(V.shape[1]), st.tobytes(), V.tobytes(),
+                 time.time()))
+
+    def get_segments(self, track_id: int, model_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(starts float32 (n,), vectors float32 (n, dim))`` of a track and model, or None."""
+        r = self._db.fetchone("SELECT n, dim, starts, vectors FROM segments WHERE track_id = ? AND model_id = ?",
+                              (int(track_id), model_id))
+        return _segment_row(r) if r else None
+
+    def segment_rows(self, model_id: str, *, since_version: int = 0
+                     ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """``(track id, version, starts (n,), vectors float32 (n, dim))`` of ``ok`` tracks, by id,
+        for segments written after ``since_version`` (0: all)."""
+        for rows in self._db.iter_rows(
+                "SELECT s.track_id, s.version, s.n, s.dim, s.starts, s.vectors FROM segments s "
+                "JOIN tracks t ON t.id = s.track_id WHERE s.model_id = ? AND s.version > ? "
+                "AND t.status = 'ok' ORDER BY s.track_id", (model_id, int(since_version)), batch=2000):
+            for tid, v, n, d, st, vec in rows:
+                starts, V = _segment_row((n, d, st, vec))
+                yield int(tid), int(v), starts, V
+
+    def segment_ids(self, model_id: str) -> np.ndarray:
+        """int64 ids of the ``ok`` tracks with segment vectors of ``model_id``, sorted."""
+        rows = self._db.fetchall("SELECT s.track_id FROM segments s JOIN tracks t ON t.id = s.track_id "
+                                 "WHERE s.model_id = ? AND t.status = 'ok' ORDER BY s.track_id", (model_id,))
+        return np.fromiter((r[0] for r in rows), np.int64, len(rows))
+
+    def count_segments(self, model_id: str | None = None) -> int:
+        """Segment vectors stored (of one model, or all)."""
+        q, args = "SELECT COALESCE(SUM(n), 0) FROM segments", ()
+        if model_id is not None:
+            q, args = q + " WHERE model_id = ?", (model_id,)
+        return int(self._db.fetchone(q, args)[0])
+
+    def delete_segments(self, model_id: str, track_ids: Iterable[int] | None = None) -> int:
+        """Drop segment vectors of ``model_id`` (of some tracks, or all); returns how many rows."""
+        with self.transaction():
+            if track_ids is None:
+                n = int(self._db.fetchone("SELECT COUNT(*) FROM segments WHERE model_id = ?", (model_id,))[0])
+                if n:
+                    self._bump()
+                    self._write("DELETE FROM segments WHERE model_id = ?", (model_id,))
+                return n
+            n = 0
+            for chunk in chunked(int(i) for i in track_ids):
+                marks = self._db.dialect.marks(len(chunk))
+                k = int(self._db.fetchone(f"SELECT COUNT(*) FROM segments WHERE model_id = ? "
+                                          f"AND track_id IN ({marks})", [model_id, *chunk])[0])
+                if k:
+                    self._bump()
+                    self._write(f"DELETE FROM segments WHERE model_id = ? AND track_id IN ({marks})",
+                                [model_id, *chunk])
+                n += k
+            return n
+
+    def reclaim_space(self) -> None:
+        """Give freed pages back to the file system (SQLite ``VACUUM``; PostgreSQL's autovacuum
+        does this on its own).  Outside any transaction."""
+        if self.dialect_name == "sqlite" and not self._in_tx:
+            try:
+                self._db.execute("VACUUM")
+            except database_errors() as exc:  # a reader elsewhere: the pages are reused later
+                if not self._db.is_busy(exc):
+                    raise
 
     # ------------------------------------------------------------------ musical attributes
 

@@ -72,7 +72,11 @@ def train_cmd(
     augment: Annotated[str, typer.Option(
         "--augment", help="Comma list of gain, noise, shift, speaker, eq, reverb, pitch, codec; "
                           "presets live (gain,noise,speaker), domain (gain,noise,eq,reverb,pitch,codec: "
-                          "other rooms and microphones), all, none.")] = "gain,noise",
+                          "other rooms and microphones; the default, the most robust measured), "
+                          "all, none.")] = "domain",
+    augment_copies: Annotated[int, typer.Option(
+        "--augment-copies", min=0, help="Probe only: also embed this many augmented copies of each "
+                                        "training track (the probe's inputs are frozen embeddings).")] = 0,
     noise_dir: Annotated[Path | None, typer.Option("--noise-dir", help="Noise recordings for the "
                                                    "noise augmentation (default: generated noise).")] = None,
     category: Annotated[str | None, typer.Option("--category", help="Tag category of the labels "
@@ -114,7 +118,7 @@ def train_cmd(
                          label_smoothing=label_smoothing, mixup=mixup,
                          seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                          augment=parse_augment(augment), noise_dir=str(noise_dir) if noise_dir else None,
-                         backbone=backbone, window_s=window_s,
+                         augment_copies=augment_copies, backbone=backbone, window_s=window_s,
                          cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache)
     manifest = read_dataset(data, task=task, category=category, group_by=group_by, top_tags=top_tags,
                             label_column=label_column, audio_root=audio_root)

@@ -25,6 +25,7 @@ from soundalike.audio.attributes import ATTRIBUTES_VERSION
 from soundalike.audio.io import is_audio_path
 from soundalike.catalog.store import Catalog, Tag
 from soundalike.errors import AudioDecodeError, CatalogBusyError, CatalogError, SoundalikeError
+from soundalike.search.segments import segment_spaces
 
 #: How many of an analyzer's labels become model tags on the track.
 DEFAULT_TOP_TAGS = 5
@@ -352,9 +353,10 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
     """
     from soundalike.audio.io import info
     from soundalike.ingest.peaks import track_peaks
-    from soundalike.ingest.plan import AnalysisPlan, planned_patches
+    from soundalike.ingest.plan import AnalysisPlan, planned_patches, track_segments
 
     analyzer = analyzer or _ANALYZER
+    segments = None
     try:
         plan = AnalysisPlan.parse(analysis)
         st = os.stat(path)
@@ -384,6 +386,7 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
             else:
                 embedding, predictions = one.analysis.analysis.embedding, one.analysis.analysis.predictions
                 decoded_s, setting = one.analysis.decoded_s, one.analysis.setting
+                segments = track_segments(one.analysis, analyzer)  # segment-aware search (search/segments.py)
         duration_s = decoded_s if setting == "full" or peaks is None else float(peaks.duration_s)
         if attributes is None:  # a long file, or excerpts the header misplaced: read them by seeking
             attributes = track_attributes(path, predictions, sr=analyzer.sample_rate, decoded_s=duration_s)
@@ -398,6 +401,7 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
             "duration_s": duration_s,
             "sr": meta.sr, "channels": meta.channels, "format": meta.format.lower(),
             "tags": read_file_tags(path), "embedding": embedding, "predictions": predictions,
+            "segments": segments,
             "attributes": attributes,
             "peaks": peaks,
             "analysis": setting, "decoded_s": decoded_s,
@@ -599,7 +603,8 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
                     *((a.model_id, a.apply(res["embedding"])) for a in adaptations or ())],
         predictions=preds, analysis=analysis,
         model_tags=[Tag(label, cats.get(label, label_category), "model", float(p), model_id) for label, p in top],
-        peaks=res.get("peaks"), attributes=res.get("attributes"), attributes_version=ATTRIBUTES_VERSION)
+        peaks=res.get("peaks"), attributes=res.get("attributes"), attributes_version=ATTRIBUTES_VERSION,
+        segments=segment_spaces(model_id=model_id, segments=res.get("segments"), adaptations=adaptations))
 
 
 def ingest(

@@ -41,7 +41,8 @@ from soundalike.errors import ConfigError
 from soundalike.models.base import Analysis, PatchGrid
 
 __all__ = ["DEFAULT_ANALYSIS", "AnalysisPlan", "Excerpt", "PatchGrid", "TrackAnalysis", "analyze_excerpts",
-           "analyze_track", "default_analysis", "patch_grid", "planned_patches", "spread_indices"]
+           "analyze_track", "default_analysis", "patch_grid", "planned_patches", "spread_indices",
+           "track_segments"]
 
 #: The default analysis budget, chosen by measurement (README "Analysis budget"): on the
 #: game-soundtrack set, same-soundtrack P@10 of spread:10 is within 0.01 of the full
@@ -195,9 +196,11 @@ def analyze_excerpts(analyzer, excerpts: list[np.ndarray], sr: int) -> Analysis:
     if own is not None:
         return own(excerpts, sr)
     parts = [analyzer.analyze(y, sr) for y in excerpts]
-    emb = np.mean(np.stack([p.embedding.astype(np.float64) for p in parts]), axis=0).astype(np.float32)
+    each = np.stack([p.embedding.astype(np.float32) for p in parts])
+    emb = each.astype(np.float64).mean(axis=0).astype(np.float32)
     preds = {k: float(np.mean([p.predictions[k] for p in parts])) for k in parts[0].predictions}
-    return Analysis(embedding=emb, predictions=preds)
+    # one row per excerpt: what segment-aware search stores (soundalike.search.segments)
+    return Analysis(embedding=emb, predictions=preds, patch_embeddings=each)
 
 
 def analyze_track(path: str | Path, *, analyzer, plan: str | AnalysisPlan | None = None,
@@ -241,3 +244,34 @@ def analyze_track(path: str | Path, *, analyzer, plan: str | AnalysisPlan | None
     wav = load(path, sr=grid.sr)
     a = analyzer.analyze(wav.y, wav.sr)
     return TrackAnalysis(a, "full", wav.duration_s, [Excerpt(0.0, wav.y, wav.sr)])
+
+
+def track_segments(ta: TrackAnalysis, analyzer, *, most: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The segment vectors a track keeps (:mod:`soundalike.search.segments`), from its analysis.
+
+    One per analysed patch, at most ``most`` (default
+    :data:`~soundalike.search.segments.MAX_SEGMENTS`) spread over the track: a spread
+    analysis gives its excerpts' patch vectors as they are, a full one the patches at the
+    spread positions.  Nothing is computed again.
+
+    Returns
+    -------
+    ``(starts float32 (n,) seconds, vectors float32 (n, dim))``, or None when the analyzer
+    gives no per-patch vectors in the space of its track vectors.
+    """
+    from soundalike.search.segments import MAX_SEGMENTS
+
+    P = ta.analysis.patch_embeddings
+    emb = np.asarray(ta.analysis.embedding)
+    if P is None or len(P) == 0 or P.ndim != 2 or P.shape[1] != emb.shape[-1]:
+        return None
+    most = MAX_SEGMENTS if most is None else int(most)
+    if ta.setting != "full" and len(ta.excerpts) == len(P):  # one patch per excerpt
+        starts = np.asarray([e.start_s for e in ta.excerpts], np.float32)
+    else:
+        grid = patch_grid(analyzer)
+        starts = np.asarray([max(0, grid.start(k)) / grid.sr for k in range(len(P))], np.float32)
+    pick = spread_indices(n_patches_full=len(P), n=most)
+    ix = np.arange(len(P)) if pick is None else np.asarray(pick)
+    return starts[ix], np.asarray(P, np.float32)[ix]

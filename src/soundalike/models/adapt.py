@@ -39,6 +39,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -89,8 +90,9 @@ class Adaptation:
     def in_dim(self) -> int:
         return int(self.W.shape[0])
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
+        """A hash of the fitted projection (computed once: ingest asks it for every track)."""
         h = hashlib.sha256()
         h.update(f"{ADAPT_VERSION};{self.base_model_id};{self.method};{self.blocks}".encode())
         for a in (self.mean, self.scale, self.W, *([] if self.center is None else [self.center])):

@@ -9,7 +9,9 @@ adapted vector of every track in the catalog.  Nothing is decoded.  From then on
 - ``similar``/``serve``/``listen`` compare the adapted vectors by default (the newest
   adaptation of the catalog's main model); ``--model <base name>`` still names the old ones;
 - ``ingest`` adds the adapted vector of every new or re-analysed track as it commits it;
-- an outside clip is analyzed by the base model and mapped through the adaptation.
+- an outside clip is analyzed by the base model and mapped through the adaptation;
+- the tracks' segment vectors move into the adaptation's space
+  (:func:`soundalike.search.segments.adapt_segments`).
 
 Ingest adapts a catalog on its own once it holds :data:`AUTO_ADAPT_TRACKS` tracks of its
 model and has no adaptation yet (``ingest --no-adapt`` leaves it alone).
@@ -48,6 +50,8 @@ class AdaptReport:
     dim: int
     fit_s: float
     write_s: float
+    #: tracks whose segment vectors (segment-aware search) were mapped into the adaptation
+    segment_tracks: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,8 +117,14 @@ def adapt_catalog(cat: Catalog, *, model: str | None = None, method: str = "norm
         cat.put_adaptation(model_id=a.model_id, base_model_id=info.model_id, method=a.method,
                            data=a.to_bytes())
         cat.put_analyses(a.model_id, ids, Y)
+    from soundalike.search.segments import adapt_segments
+
+    seg = adapt_segments(cat, a)
+    if seg["dropped_base"]:
+        cat.reclaim_space()  # the base model's 1906-d segments were most of the file
     return AdaptReport(info.model_id, info.name, a.model_id, name, a.method, int(len(ids)), a.dim,
-                       round(t1 - t0, 3), round(time.perf_counter() - t1, 3))
+                       round(t1 - t0, 3), round(time.perf_counter() - t1, 3),
+                       seg["from_base"] + seg["mapped"])
 
 
 def catalog_size(cat: Catalog) -> int:

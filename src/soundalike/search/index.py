@@ -627,3 +627,110 @@ def _drop(D: np.ndarray, I: np.ndarray, excl: np.ndarray, k: int) -> tuple[np.nd
 
 def _safe_name(model_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", model_id)
+
+
+# --------------------------------------------------------------------------- per-segment vectors
+
+
+class SegmentIndex:
+    """Per-segment vectors of one model, searched by a track's best-matching segment.
+
+    A track has a few unit-length segment vectors (where in the track each begins:
+    ``starts``); :meth:`best` scores every track by its closest segment to the query
+    (exact: one matrix product over all segments, then a max per track), which is what
+    lets a short clip find the part of a track it came from.  Kept in memory, in step
+    with the catalog through :func:`soundalike.search.sync.cached_segments`; no catalog
+    here either.
+
+    Attributes
+    ----------
+    model_id : the model whose segment vectors these are
+    dim : vector length
+    synced_version : the catalog change version the index has read up to
+    """
+
+    def __init__(self, *, model_id: str, dim: int) -> None:
+        self.model_id = model_id
+        self.dim = int(dim)
+        self.synced_version = 0
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._packed: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """Number of tracks with segments."""
+        return len(self._rows)
+
+    @property
+    def n_segments(self) -> int:
+        return int(sum(len(s) for s, _ in self._rows.values()))
+
+    def track_ids(self) -> np.ndarray:
+        return np.fromiter(sorted(self._rows), np.int64, len(self._rows))
+
+    def put(self, track_id: int, starts: np.ndarray, vectors: np.ndarray) -> None:
+        """Add or replace a track's segments: ``starts`` ``(n,)`` s, ``vectors`` float32 ``(n, dim)``."""
+        V = normalize(vectors)
+        if V.shape[1] != self.dim:
+            raise ModelMismatchError(f"track {track_id}: {V.shape[1]}-d segment vectors for model "
+                                     f"{self.model_id}, expected {self.dim}-d")
+        with self._lock:
+            self._rows[int(track_id)] = (np.asarray(starts, np.float32).reshape(-1), V)
+            self._packed = None
+
+    def remove(self, track_ids: np.ndarray) -> int:
+        with self._lock:
+            n = sum(self._rows.pop(int(t), None) is not None for t in track_ids)
+            if n:
+                self._packed = None
+            return n
+
+    def _pack(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(track ids (t,), first segment of each (t,), all vectors (m, dim), starts (m,))``."""
+        with self._lock:
+            if self._packed is None:
+                ids = np.fromiter(sorted(self._rows), np.int64, len(self._rows))
+                blocks = [self._rows[int(t)] for t in ids]
+                counts = np.fromiter((len(s) for s, _ in blocks), np.int64, len(blocks))
+                first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+                X = (np.concatenate([v for _, v in blocks]) if blocks
+                     else np.zeros((0, self.dim), np.float32))
+                S = np.concatenate([s for s, _ in blocks]) if blocks else np.zeros(0, np.float32)
+                self._packed = (ids, first, np.ascontiguousarray(X, np.float32), S)
+            return self._packed
+
+    def best(self, query: np.ndarray, *, track_ids: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every track's best segment for one query vector.
+
+        Parameters
+        ----------
+        query : float32 ``(dim,)`` (normalised here)
+        track_ids : only these tracks (``None``: all); ids without segments are left out
+
+        Returns
+        -------
+        (ids, scores, starts)
+            int64 track ids, float32 cosine of each one's closest segment and float32 where
+            that segment begins (seconds), in id order.
+        """
+        q = normalize(np.asarray(query, np.float32).reshape(1, -1))[0]
+        if q.shape[0] != self.dim:
+            raise ModelMismatchError(f"query vector has {q.shape[0]} dimensions, segments of model "
+                                     f"{self.model_id} have {self.dim}")
+        ids, first, X, S = self._pack()
+        if len(ids) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32)
+        sims = X @ q
+        best = np.maximum.reduceat(sims, first)
+        # where the best one begins: the first segment of each track reaching its maximum
+        hit = sims >= np.repeat(best, np.diff(np.append(first, len(sims))))
+        where = np.flatnonzero(hit)
+        owner = np.searchsorted(first, where, side="right") - 1
+        at = np.full(len(ids), -1, np.int64)
+        at[owner[::-1]] = where[::-1]
+        starts = S[at]
+        if track_ids is not None:
+            keep = np.isin(ids, np.asarray(track_ids, np.int64))
+            return ids[keep], best[keep].astype(np.float32), starts[keep]
+        return ids, best.astype(np.float32), starts

@@ -351,7 +351,7 @@ def _diverse_search(cat: Catalog, index, rq: ResolvedQuery, k: int, *, mask, exc
 
 def nearest_to_vector(catalog: Catalog | str | os.PathLike | None, *, model_id: str, vector: np.ndarray,
                       k: int = 10, where: str | None = None, exclude_ids: Iterable[int] = (),
-                      include_suggested: bool = False) -> list[Hit]:
+                      include_suggested: bool = False, segments: bool = True) -> list[Hit]:
     """The ``k`` catalog tracks closest to an embedding (cheap enough to call twice a second).
 
     Parameters
@@ -363,6 +363,8 @@ def nearest_to_vector(catalog: Catalog | str | os.PathLike | None, *, model_id: 
     where : filter expression (see :mod:`soundalike.catalog.query`)
     exclude_ids : track ids never returned
     include_suggested : let filters match suggested tags
+    segments : also score each track by its best-matching segment vector (the vector is a
+        clip's, e.g. a live window; :mod:`soundalike.search.segments`)
 
     Returns
     -------
@@ -374,6 +376,10 @@ def nearest_to_vector(catalog: Catalog | str | os.PathLike | None, *, model_id: 
     with open_catalog(catalog) as cat:
         index = cached_index(cat, model_id)
         mask = _filter_mask(cat, index, where, include_suggested)
+        if segments:
+            from soundalike.search.segments import clip_index
+
+            index = clip_index(cat, index, model_id)
         ids, scores = index.search(np.asarray(vector, np.float32), k, allowed=mask,
                                    exclude_ids=np.fromiter((int(i) for i in exclude_ids), np.int64))
         return _hits(cat, ids[0], scores[0], frozenset(), ())
@@ -451,6 +457,10 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
             where = f"{where or ''} {bpm_filter(float(bpm), tol)}".strip()
         index = cached_index(cat, info.model_id)
         mask = _filter_mask(cat, index, where, include_suggested, reference=rq.attributes)
+        if rq.track is None:  # an outside clip: also scored by each track's best segment
+            from soundalike.search.segments import clip_index
+
+            index = clip_index(cat, index, info.model_id)
         exclude = [rq.track.id] if rq.track else []
         if exclude_same_artist and rq.track and rq.track.artist:
             exclude += cat.ids_by_artist(rq.track.artist)

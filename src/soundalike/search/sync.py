@@ -282,6 +282,7 @@ def forget_cached(catalog: Catalog | str | Path | None = None) -> None:
     with _CACHE_LOCK:
         if catalog is None:
             _CACHE.clear()
+            _SEGMENTS.clear()
             return
         from soundalike.catalog.backends import is_url, redact
 
@@ -291,3 +292,59 @@ def forget_cached(catalog: Catalog | str | Path | None = None) -> None:
             loc = redact(str(catalog)) if is_url(catalog) else str(Path(catalog).resolve())
         for key in [k for k in _CACHE if k[0] == loc]:
             del _CACHE[key]
+        for key in [k for k in _SEGMENTS if k[0] == loc]:
+            del _SEGMENTS[key]
+
+
+# --------------------------------------------------------------------------- segment vectors
+
+
+@dataclass
+class _SegmentEntry:
+    index: Any  # SegmentIndex
+    token: int
+
+
+_SEGMENTS: dict[tuple[str, str], _SegmentEntry] = {}
+
+
+def sync_segments(index, cat: Catalog) -> dict[str, int]:
+    """Bring a :class:`~soundalike.search.index.SegmentIndex` up to date with the catalog:
+    segments written since its ``synced_version`` are (re)read, tracks that lost theirs (or
+    went missing) are dropped.  Returns ``{"added", "removed"}``."""
+    present = cat.segment_ids(index.model_id)
+    gone = np.setdiff1d(index.track_ids(), present, assume_unique=True)
+    removed = index.remove(gone) if len(gone) else 0
+    added = 0
+    for tid, version, starts, V in list(cat.segment_rows(index.model_id, since_version=index.synced_version)):
+        if V.shape[1] != index.dim:
+            continue  # another length than the model's vectors: never compared
+        index.put(tid, starts, V)
+        index.synced_version = max(index.synced_version, version)
+        added += 1
+    return {"added": added, "removed": int(removed)}
+
+
+def cached_segments(cat: Catalog, model_id: str):
+    """The up-to-date :class:`~soundalike.search.index.SegmentIndex` of ``model_id`` in this
+    process, or None when the catalog stores no segment vectors of it.
+
+    Like :func:`cached_index`, it asks the catalog's change token on every call and reads
+    only what changed since.
+    """
+    from soundalike.search.index import SegmentIndex
+
+    key = (cat.location, model_id)
+    token = cat.change_token()
+    with _CACHE_LOCK:
+        entry = _SEGMENTS.get(key)
+        if entry is not None and entry.token == token:
+            return entry.index if len(entry.index) else None
+        if entry is None:
+            info = cat.find_model(model_id)
+            if info is None:
+                return None
+            entry = _SEGMENTS[key] = _SegmentEntry(SegmentIndex(model_id=model_id, dim=info.dim), -1)
+        sync_segments(entry.index, cat)
+        entry.token = token
+        return entry.index if len(entry.index) else None
