@@ -25,7 +25,7 @@ from soundalike.audio.attributes import ATTRIBUTES_VERSION
 from soundalike.audio.io import is_audio_path
 from soundalike.catalog.store import Catalog, Tag
 from soundalike.errors import AudioDecodeError, CatalogBusyError, CatalogError, SoundalikeError
-from soundalike.search.segments import segment_spaces
+from soundalike.models.adapt import segment_spaces
 
 #: How many of an analyzer's labels become model tags on the track.
 DEFAULT_TOP_TAGS = 5

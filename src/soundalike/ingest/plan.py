@@ -42,13 +42,17 @@ from soundalike.models.base import Analysis, PatchGrid
 
 __all__ = ["DEFAULT_ANALYSIS", "AnalysisPlan", "Excerpt", "PatchGrid", "TrackAnalysis", "analyze_excerpts",
            "analyze_track", "default_analysis", "patch_grid", "planned_patches", "spread_indices",
-           "track_segments"]
+           "track_segments", "MAX_SEGMENTS"]
 
 #: The default analysis budget, chosen by measurement (README "Analysis budget"): on the
 #: game-soundtrack set, same-soundtrack P@10 of spread:10 is within 0.01 of the full
 #: analysis while a 4-minute track runs 8x fewer patches.  An analyzer may say its own
 #: (``default_analysis``, see :func:`default_analysis`): musicnn-fusion holds with 6.
 DEFAULT_ANALYSIS = "spread:10"
+
+#: Most segment vectors a track keeps for segment-aware search (soundalike.search.segments):
+#: the analysis budget's default patch count.
+MAX_SEGMENTS = 10
 
 _SPREAD = re.compile(r"^spread:(\d+)$")
 
@@ -251,7 +255,7 @@ def track_segments(ta: TrackAnalysis, analyzer, *, most: int | None = None
     """The segment vectors a track keeps (:mod:`soundalike.search.segments`), from its analysis.
 
     One per analysed patch, at most ``most`` (default
-    :data:`~soundalike.search.segments.MAX_SEGMENTS`) spread over the track: a spread
+    :data:`MAX_SEGMENTS`) spread over the track: a spread
     analysis gives its excerpts' patch vectors as they are, a full one the patches at the
     spread positions.  Nothing is computed again.
 
@@ -260,8 +264,6 @@ def track_segments(ta: TrackAnalysis, analyzer, *, most: int | None = None
     ``(starts float32 (n,) seconds, vectors float32 (n, dim))``, or None when the analyzer
     gives no per-patch vectors in the space of its track vectors.
     """
-    from soundalike.search.segments import MAX_SEGMENTS
-
     P = ta.analysis.patch_embeddings
     emb = np.asarray(ta.analysis.embedding)
     if P is None or len(P) == 0 or P.ndim != 2 or P.shape[1] != emb.shape[-1]:

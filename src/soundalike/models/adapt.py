@@ -402,3 +402,21 @@ class AdaptedAnalyzer:
         a = self.base.analyze(y, sr)
         return Analysis(embedding=self.adaptation.apply(a.embedding), predictions=a.predictions,
                         patch_embeddings=None, patch_predictions=a.patch_predictions)
+
+
+def segment_spaces(*, model_id: str, segments: tuple[np.ndarray, np.ndarray] | None,
+                   adaptations: list | None = None) -> dict[str, tuple[np.ndarray, np.ndarray] | None]:
+    """A just-analysed track's segment vectors in the spaces search compares, by model id.
+
+    What :meth:`~soundalike.catalog.store.Catalog.put_ingested` stores with the track:
+    the adaptations' spaces when the catalog has adaptations of ``model_id`` (search
+    compares there, and the base segments would only take room), else the base model's.
+    None for a space means the analysis kept no segments: the track's old ones are dropped.
+    """
+    adaptations = list(adaptations or ())
+    if segments is None or len(segments[0]) == 0:
+        return {mid: None for mid in (model_id, *(a.model_id for a in adaptations))}
+    starts, V = segments
+    if adaptations:
+        return {a.model_id: (starts, a.apply(np.asarray(V, np.float32))) for a in adaptations}
+    return {model_id: (starts, V)}

@@ -4,7 +4,7 @@ A track's vector is the mean over its analysed patches; a 10-s clip from one par
 track is closer to that part than to the track's mean (a quiet intro, a different
 bridge, an ending in another instrumentation).  So each track also keeps a few
 *segment vectors* in the catalog (``segments`` table): one per patch the analysis
-budget already ran (at most :data:`MAX_SEGMENTS`, spread over the track; no extra
+budget already ran (at most :data:`soundalike.ingest.plan.MAX_SEGMENTS`, spread over the track; no extra
 decoding or network work), in the space search compares.  An outside clip (``similar
 FILE``, ``/api/similar`` uploads, ``listen``) then scores each track by
 ``max(cosine to the track vector, cosine to its best segment)``.
@@ -31,29 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from soundalike.models.adapt import segment_spaces
+
 if TYPE_CHECKING:
     from soundalike.catalog.store import Catalog
-
-#: Most segment vectors a track keeps: the analysis budget's default patch count.
-MAX_SEGMENTS = 10
-
-
-def segment_spaces(*, model_id: str, segments: tuple[np.ndarray, np.ndarray] | None,
-                   adaptations: list | None = None) -> dict[str, tuple[np.ndarray, np.ndarray] | None]:
-    """A just-analysed track's segment vectors in the spaces search compares, by model id.
-
-    What :meth:`~soundalike.catalog.store.Catalog.put_ingested` stores with the track:
-    the adaptations' spaces when the catalog has adaptations of ``model_id`` (search
-    compares there, and the base segments would only take room), else the base model's.
-    None for a space means the analysis kept no segments: the track's old ones are dropped.
-    """
-    adaptations = list(adaptations or ())
-    if segments is None or len(segments[0]) == 0:
-        return {mid: None for mid in (model_id, *(a.model_id for a in adaptations))}
-    starts, V = segments
-    if adaptations:
-        return {a.model_id: (starts, a.apply(np.asarray(V, np.float32))) for a in adaptations}
-    return {model_id: (starts, V)}
 
 
 def store_track_segments(cat: Catalog, track_id: int, *, model_id: str,
