@@ -8,9 +8,10 @@ One run, same data, same machine, one after the other:
 2. **ingest commit throughput**: ``--commits`` files committed by ingest's own commit
    (track row, file tags, embedding, model tags, peaks, attributes, error cleared: one
    transaction each), tracks/s (rows with embeddings); PostgreSQL with the server default
-   (``synchronous_commit=on``: an fsync per commit) and with ``synchronous_commit=off``
-   (what SQLite's WAL + ``synchronous=NORMAL`` promises: a crashed process loses nothing
-   committed, a crashed machine may lose the last commits, neither corrupts);
+   (``synchronous_commit=on``: a WAL flush per commit, which SQLite's WAL with
+   ``synchronous=NORMAL`` does not do) and with ``synchronous_commit=off`` (a killed
+   ingest loses nothing committed, a crashed server or machine may lose its last ~0.6 s
+   of commits, nothing corrupts);
 3. **filtered similar()** p50/p99 over ``--queries`` queries through the Python API, half
    with a cached filter (``genre:g3``), half with a one-off filter (``genre:gN -mood:sad``);
 4. **/api/similar** p50/p99 at ``--concurrency`` keep-alive clients against ``soundalike
@@ -250,7 +251,8 @@ def main() -> int:
             c.execute(f'ALTER DATABASE "{pg.rsplit("/", 1)[1]}" SET synchronous_commit = off')
         c_pg_async = bench_commits(pg, args.commits, args.dim, "pgasync")
         rows.append(("ingest commit path, tracks/s (higher is better)", c_lite, c_pg, c_lite / c_pg, "hi"))
-        rows.append(("  ... PostgreSQL synchronous_commit=off", c_lite, c_pg_async, c_lite / c_pg_async, "hi"))
+        rows.append(("  ... PostgreSQL synchronous_commit=off (not durable)", c_lite, c_pg_async,
+                     c_lite / c_pg_async, "hi"))
         print(f"# commits/s: sqlite {c_lite:.0f}, postgresql {c_pg:.0f} (sync), {c_pg_async:.0f} (async); "
               f"load {_load()}", flush=True)
 
