@@ -189,7 +189,9 @@ def test_a_busy_server_holds_a_bounded_number_of_connections(tmp_path, pg_server
     SERVER_THREADS (+ the one opened at start) connections to the database."""
     import threading
 
-    from soundalike.web.app import SERVER_THREADS
+    from soundalike.web.app import SERVER_THREADS, server_threads
+
+    assert server_threads() == SERVER_THREADS  # no override in the test environment
 
     url = pg_server.new_database()
     _write_tracks(tmp_path / "m", 5)

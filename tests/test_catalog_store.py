@@ -330,3 +330,19 @@ def test_put_ingested_is_one_transaction(catalog_target):
         assert cat.put_ingested(track=dict(path="/m/a.mp3", content_hash="h", size=1, mtime=1.0), file_tags=[],
                                 model_id="m1", embeddings=[("m1", np.ones(2, np.float32))], predictions={}) > 0
         assert cat.count_tracks() == 1 and cat.change_token() > token
+
+
+def test_default_model_and_token_in_one_read(catalog_target):
+    """The one-statement read a model-less search makes equals its two reads, with and
+    without an adaptation of the default model, and on an empty catalog."""
+    with Catalog.open(catalog_target) as cat:
+        assert cat.default_model_and_token() == (None, cat.change_token())
+        cat.register_model(model_id="m1", name="m1", dim=2)
+        tid = _add(cat, "/m/a.wav")
+        cat.put_analysis(tid, "m1", np.ones(2, np.float32))
+        assert cat.default_model_and_token() == ("m1", cat.change_token()) == \
+            (cat.default_model_id(adapted=True), cat.change_token())
+        cat.register_model(model_id="m1-adapted", name="m1 adapted", dim=2)
+        cat.put_adaptation(model_id="m1-adapted", base_model_id="m1", method="linear", data=b"x")
+        assert cat.default_model_id() == "m1"
+        assert cat.default_model_and_token() == ("m1-adapted", cat.change_token())

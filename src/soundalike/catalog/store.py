@@ -915,19 +915,28 @@ class Catalog:
         counted: counting reads every row, 1 s at 100k tracks on PostgreSQL, and
         ``similar()`` asks on every call (one statement, adaptation included).
         """
+        return self._default_model(adapted=adapted)[0]
+
+    def default_model_and_token(self) -> tuple[str | None, int]:
+        """:meth:`default_model_id` (``adapted=True``) and :meth:`change_token`, read in one
+        statement (a search without a model names both: one round trip fewer)."""
+        return self._default_model(adapted=True)
+
+    def _default_model(self, *, adapted: bool) -> tuple[str | None, int]:
         registered = self._db.fetchall(
             "SELECT m.model_id, (SELECT 1 FROM analyses a JOIN tracks t ON t.id = a.track_id "
             "WHERE a.model_id = m.model_id AND t.status = 'ok' LIMIT 1), (SELECT x.model_id FROM adaptations x "
-            "WHERE x.base_model_id = m.model_id ORDER BY x.created_at DESC LIMIT 1) FROM models m")
+            "WHERE x.base_model_id = m.model_id ORDER BY x.created_at DESC LIMIT 1), "
+            "(SELECT value FROM counters WHERE name = 'change') FROM models m")
+        token = int(registered[0][3]) if registered else self.change_token()
         if len(registered) <= 1:
             mid = registered[0][0] if registered and registered[0][1] else None
         else:
             ms = [m for m in self.models() if m.n_tracks > 0]
             mid = ms[0].model_id if ms else None
         if mid is not None and adapted:
-            newest = {r[0]: r[2] for r in registered}.get(mid)
-            return newest or mid
-        return mid
+            mid = {r[0]: r[2] for r in registered}.get(mid) or mid
+        return mid, token
 
     def put_analysis(self, track_id: int, model_id: str, embedding: np.ndarray,
                      predictions: dict[str, float] | None = None, *, analysis: str = "full") -> None:

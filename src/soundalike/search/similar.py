@@ -436,7 +436,7 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
     """:func:`similar`, also returning what the query resolved to (for display); an outside
     clip longer than ``max_clip_s`` seconds raises :class:`AudioTooLongError`."""
     from soundalike.catalog.query import parse
-    from soundalike.search.sync import cached_index, model_info
+    from soundalike.search.sync import cached_index, model_info_and_token
 
     if k < 1:
         raise QueryError(f"k must be at least 1, got {k}")
@@ -446,7 +446,8 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
     tol = parse_tolerance(bpm_tolerance)
     parse(where)  # fail on a bad filter before any decoding
     with open_catalog(catalog) as cat:
-        info = model_info(cat, model)
+        # the default model and the change token in one statement (token None: model named)
+        info, token = model_info_and_token(cat, model)
         rq = resolve_query(cat, query, model_id=info.model_id, include_suggested=include_suggested,
                            max_clip_s=max_clip_s)
         if tol is not None:
@@ -455,7 +456,7 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
                 raise QueryError(f"{rq.label}: no tempo known, so --bpm-tolerance cannot apply "
                                  f"(run `soundalike ingest DIR --refresh attributes`)")
             where = f"{where or ''} {bpm_filter(float(bpm), tol)}".strip()
-        index = cached_index(cat, info.model_id)
+        index = cached_index(cat, info.model_id, token=token)
         mask = _filter_mask(cat, index, where, include_suggested, reference=rq.attributes)
         if rq.track is None:  # an outside clip: also scored by each track's best segment
             from soundalike.search.segments import clip_index

@@ -118,8 +118,15 @@ def model_info(cat: Catalog, model: str | None) -> ModelInfo:
     CatalogError
         The catalog holds no analyses (of that model).
     """
+    return model_info_and_token(cat, model)[0]
+
+
+def model_info_and_token(cat: Catalog, model: str | None) -> tuple[ModelInfo, int | None]:
+    """:func:`model_info`, and the catalog's change token when finding the default model
+    read it on the way (same statement), else None: hand it to :func:`cached_index`."""
+    token = None
     if model is None:
-        mid = default_model_id(cat)
+        mid, token = cat.default_model_and_token()
         if mid is None:
             raise CatalogError(f"{cat.path}: no analysed tracks; run `soundalike ingest DIR "
                                f"--catalog {cat.path}` first")
@@ -129,7 +136,7 @@ def model_info(cat: Catalog, model: str | None) -> ModelInfo:
         known = ", ".join(f"{m.name} ({m.model_id})" for m in cat.models()) or "none"
         raise CatalogError(f"{cat.path}: no analyses of model {model!r} (models in this catalog: {known}); "
                            f"run `soundalike ingest DIR --model {model}` first")
-    return info
+    return info, token
 
 
 def _vectors(cat: Catalog, model_id: str, ids: np.ndarray, dim: int) -> np.ndarray:
@@ -249,15 +256,16 @@ _CACHE: dict[tuple[str, str], _Entry] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def cached_index(cat: Catalog, model_id: str) -> VectorIndex:
+def cached_index(cat: Catalog, model_id: str, *, token: int | None = None) -> VectorIndex:
     """The up-to-date index of ``model_id``, opened once per process and catalog.
 
     Compares the catalog's change token with the one the cached index was synced at,
     so calling it for every query is cheap and another process's commit is seen on the
     next call; cached filter selections are dropped on any change (tags may have moved).
+    ``token``: the change token the caller has just read (it is not read again).
     """
     key = (cat.location, model_id)
-    token = cat.change_token()
+    token = cat.change_token() if token is None else int(token)
     with _CACHE_LOCK:
         entry = _CACHE.get(key)
         if entry is not None and entry.token == token:

@@ -50,6 +50,7 @@ from soundalike.errors import (
     AudioDecodeError,
     AudioTooLongError,
     CatalogError,
+    ConfigError,
     ModelMismatchError,
     QueryError,
     SoundalikeError,
@@ -60,11 +61,21 @@ log = logging.getLogger("soundalike.web")
 HERE = Path(__file__).parent
 #: Default cap on uploaded clips, in bytes.
 MAX_UPLOAD_BYTES = 20_000_000
-#: Threads a server process answers its (synchronous) routes on.  Each holds one catalog
-#: connection, so this bounds a process's PostgreSQL connections (was anyio's default of
-#: 40: a few hosts x workers could pass the server's max_connections of 100); the routes
-#: are CPU-bound Python, so more threads than this only queue for the GIL.
+#: Threads a server process answers its (synchronous) routes on (``SOUNDALIKE_SERVER_THREADS``
+#: overrides it).  Each holds one catalog connection, so this bounds a process's PostgreSQL
+#: connections (was anyio's default of 40: a few hosts x workers could pass the server's
+#: max_connections of 100); the routes are CPU-bound Python, so more threads than this
+#: only queue for the GIL (bench_catalog.py measures 8 against 40).
 SERVER_THREADS = 8
+
+
+def server_threads() -> int:
+    """:data:`SERVER_THREADS`, or ``SOUNDALIKE_SERVER_THREADS`` when set (at least 1)."""
+    raw = os.environ.get("SOUNDALIKE_SERVER_THREADS", "").strip()
+    try:
+        return max(1, int(raw)) if raw else SERVER_THREADS
+    except ValueError:
+        raise ConfigError(f"SOUNDALIKE_SERVER_THREADS must be a whole number, got {raw!r}") from None
 #: Default cap on the decoded length of an uploaded clip, in seconds.
 MAX_CLIP_S = 600.0
 #: Room for the multipart envelope (boundaries, part headers, the form's small fields).
@@ -233,6 +244,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
 
     from soundalike.paths import catalog_target
 
+    threads = server_threads()  # a bad setting fails here, before the server starts
     cpath = catalog_target(catalog_path)
     cats = _Catalogs(cpath)
     first = cats.get()  # fails early (CatalogError) on a missing or bad catalog
@@ -252,7 +264,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     async def lifespan(app: FastAPI):
         import anyio.to_thread
 
-        anyio.to_thread.current_default_thread_limiter().total_tokens = SERVER_THREADS
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         yield
         cats.close()
 
