@@ -236,7 +236,13 @@ def _folder(tracks: list[Path], tmp: Path) -> Path:
     d = tmp / "tracks"
     d.mkdir(exist_ok=True)
     for i, p in enumerate(tracks):
-        (d / f"{i:03d}_{p.parent.name}_{p.name}").symlink_to(p)
+        # real files (hard links where possible): ingest does not follow a symlink that
+        # leads out of the scanned folder
+        dst = d / f"{i:03d}_{p.parent.name}_{p.name}"
+        try:
+            os.link(p, dst)
+        except OSError:
+            shutil.copyfile(p, dst)
     return d
 
 
