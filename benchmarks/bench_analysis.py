@@ -174,7 +174,8 @@ def main() -> None:
                     help="weigh musicnn-fusion in PRECISION (bf16, int8) against fp32 instead")
     args = ap.parse_args()
     ns = [int(x) for x in args.ns.split(",")]
-    print(f"model {args.model}; load average {open('/proc/loadavg').read().split()[:3]}")
+    print(f"model {'musicnn-fusion' if args.fusion else args.model}; "
+          f"load average {open('/proc/loadavg').read().split()[:3]}")
     args.cache.mkdir(parents=True, exist_ok=True)
 
     sets = []

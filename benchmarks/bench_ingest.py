@@ -236,7 +236,13 @@ def _folder(tracks: list[Path], tmp: Path) -> Path:
     d = tmp / "tracks"
     d.mkdir(exist_ok=True)
     for i, p in enumerate(tracks):
-        (d / f"{i:03d}_{p.parent.name}_{p.name}").symlink_to(p)
+        # real files (hard links where possible): ingest does not follow a symlink that
+        # leads out of the scanned folder
+        dst = d / f"{i:03d}_{p.parent.name}_{p.name}"
+        try:
+            os.link(p, dst)
+        except OSError:
+            shutil.copyfile(p, dst)
     return d
 
 
@@ -265,7 +271,10 @@ def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path, *, basel
                variants: tuple[str, ...] = ()) -> dict[str, float]:
     from soundalike.ingest.plan import DEFAULT_ANALYSIS
 
-    default_label = f"{model}, {DEFAULT_ANALYSIS}"
+    from soundalike.ingest.plan import default_analysis
+    from soundalike.models.zoo import load_analyzer
+
+    default_label = f"{model}, {default_analysis(load_analyzer(model))}"  # what ingest runs by default
 
     import torch
 
@@ -281,7 +290,7 @@ def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path, *, basel
     runs.append((f"default: {default_label}, local, 1 worker", 1, dict(workers=1, model=model)))
     for v in variants:  # other settings weighed against the default, same run
         vm, _, va = v.partition(":")
-        runs.append((f"{vm}, {va or DEFAULT_ANALYSIS}, local, 1 worker", 1,
+        runs.append((f"{vm}, {va or default_analysis(load_analyzer(vm))}, local, 1 worker", 1,
                      dict(workers=1, model=vm, analysis=va or None)))
     if "local" not in skip:
         runs.append((f"default, local, 2 workers", 2, dict(workers=2, model=model)))
