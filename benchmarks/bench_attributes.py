@@ -440,48 +440,9 @@ def librosa_key(y: np.ndarray, sr: int, profile: str):
 # --------------------------------------------------------------------------- main
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work", type=Path, default=WORK, help="render cache (default %(default)s)")
-    ap.add_argument("--generated", type=int, default=24, help="generated pieces (one per key each 24)")
-    ap.add_argument("--no-librosa", action="store_true")
-    ap.add_argument("--render-s", type=float, default=RENDER_S,
-                    help="seconds rendered per MIDI file (the 30-s excerpt starts at 30 s)")
-    ap.add_argument("--json", type=Path, help="also write every figure here")
-    args = ap.parse_args()
-    if shutil.which("fluidsynth") is None or not Path(SOUNDFONT).exists():
-        sys.exit("needs Debian fluidsynth + fluid-soundfont-gm (apt-get install fluidsynth "
-                 "fluid-soundfont-gm openttd-openmsx planetblupi-music-midi)")
+def print_tables(rows: list[dict]) -> dict:
+    """Print the tempo and key tables (with misses) for per-item ``rows``; returns the figures."""
     from soundalike.audio import attributes as A
-
-    globals()["RENDER_S"] = args.render_s  # build_items and render read the module's value
-    args.work = args.work / f"r{int(RENDER_S)}"
-    print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
-    t0 = time.perf_counter()
-    items = build_items(args.work, n_generated=args.generated)
-    print(f"{len(items)} items ({time.perf_counter() - t0:.0f} s to build/render)")
-    rows = []
-    for it in items:
-        y = load_item(it, SR)
-        row = {"name": it.name, "kind": it.kind, "split": it.split, "bpm_ref": it.bpm,
-               "key_ref": f"{NAMES[it.key[0]]} {it.key[1]}" if it.key else None,
-               "outside": it.outside}
-        t = A.estimate_tempo(y=y, sr=SR)
-        row["bpm_ours"] = t.bpm if t else 0.0
-        if it.key:
-            c = A.chroma(y=y, sr=SR)
-            for prof in A.KEY_PROFILES:
-                k = A.key_from_chroma(c, profile=prof)
-                row[f"key_{prof}"] = mirex_key((k.tonic, k.mode) if k else None, it.key)
-                if prof == A.DEFAULT_KEY_PROFILE:
-                    row["key_ours"] = k.name if k else None
-        if not args.no_librosa:
-            y22 = load_item(it, 22050)
-            row["bpm_librosa"] = librosa_tempo(y22, 22050)
-            if it.key:
-                k = librosa_key(y22, 22050, A.DEFAULT_KEY_PROFILE)
-                row["key_librosa"] = mirex_key((k.tonic, k.mode) if k else None, it.key)
-        rows.append(row)
 
     def acc(kind_filter, field):
         sel = [r for r in rows if r["bpm_ref"] and kind_filter(r) and field in r]
@@ -540,6 +501,53 @@ def main() -> None:
     kmiss = [r for r in rows if r["key_ref"] and r.get(f"key_{A.DEFAULT_KEY_PROFILE}", 1) < 1]
     print("key misses (ours):", ", ".join(f"{r['name']} ({r['split']}) {r['key_ref']}->{r['key_ours']}"
                                           for r in kmiss) or "none")
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, default=WORK, help="render cache (default %(default)s)")
+    ap.add_argument("--generated", type=int, default=24, help="generated pieces (one per key each 24)")
+    ap.add_argument("--no-librosa", action="store_true")
+    ap.add_argument("--render-s", type=float, default=RENDER_S,
+                    help="seconds rendered per MIDI file (the 30-s excerpt starts at 30 s)")
+    ap.add_argument("--json", type=Path, help="also write every figure here")
+    args = ap.parse_args()
+    if shutil.which("fluidsynth") is None or not Path(SOUNDFONT).exists():
+        sys.exit("needs Debian fluidsynth + fluid-soundfont-gm (apt-get install fluidsynth "
+                 "fluid-soundfont-gm openttd-openmsx planetblupi-music-midi)")
+    from soundalike.audio import attributes as A
+
+    globals()["RENDER_S"] = args.render_s  # build_items and render read the module's value
+    args.work = args.work / f"r{int(RENDER_S)}"
+    print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
+    t0 = time.perf_counter()
+    items = build_items(args.work, n_generated=args.generated)
+    print(f"{len(items)} items ({time.perf_counter() - t0:.0f} s to build/render)")
+    rows = []
+    for it in items:
+        y = load_item(it, SR)
+        row = {"name": it.name, "kind": it.kind, "split": it.split, "bpm_ref": it.bpm,
+               "key_ref": f"{NAMES[it.key[0]]} {it.key[1]}" if it.key else None,
+               "outside": it.outside}
+        t = A.estimate_tempo(y=y, sr=SR)
+        row["bpm_ours"] = t.bpm if t else 0.0
+        if it.key:
+            c = A.chroma(y=y, sr=SR)
+            for prof in A.KEY_PROFILES:
+                k = A.key_from_chroma(c, profile=prof)
+                row[f"key_{prof}"] = mirex_key((k.tonic, k.mode) if k else None, it.key)
+                if prof == A.DEFAULT_KEY_PROFILE:
+                    row["key_ours"] = k.name if k else None
+        if not args.no_librosa:
+            y22 = load_item(it, 22050)
+            row["bpm_librosa"] = librosa_tempo(y22, 22050)
+            if it.key:
+                k = librosa_key(y22, 22050, A.DEFAULT_KEY_PROFILE)
+                row["key_librosa"] = mirex_key((k.tonic, k.mode) if k else None, it.key)
+        rows.append(row)
+
+    summary = print_tables(rows)
 
     # ---------------------------------------------------------------- loudness
     import pyloudnorm

@@ -84,7 +84,8 @@ VOCABULARIES: dict[str, dict[str, Term]] = {"MTT": MTT_VOCABULARY, "MSD": MSD_VO
 #: nothing here is labelled real singing; ``benchmarks/bench_vocals.py`` fits and scores a
 #: calibration on a proxy (GM sampled choir/voice patches carrying the melody against the
 #: same piece on an instrument) and prints it, but a fit to sung vowels without words is
-#: not shipped as the calibration for songs (README, "Vocals").
+#: not shipped as the calibration for songs; and the voice evidence did not separate that
+#: proxy at all (AUC 0.41-0.52), so there was nothing to fit (README, "Vocals").
 VOCALS_CALIBRATION = (1.0, 0.0)
 
 #: Category for labels the table does not know.
