@@ -37,10 +37,16 @@ def vectors(tracks, spec: str) -> np.ndarray:
                                    [t.arrays for t in tracks]))
 
 
-def run_probs(run: Path, manifest, classes: list[str], *, only: list[str] | None = None
-              ) -> tuple[list[str], np.ndarray]:
+#: probe backbones whose per-patch vectors simcache.py has (bench_similarity block names)
+CACHED_BACKBONES = {"musicnn-fusion": ("MTT.pen", "MSD.pen", "MTT.avg", "MSD.avg"), "MTT_musicnn": ("MTT.pen",),
+                    "MSD_musicnn": ("MSD.pen",)}
+
+
+def run_probs(run: Path, manifest, classes: list[str], *, only: list[str] | None = None,
+              cached: dict | None = None) -> tuple[list[str], np.ndarray]:
     """A trained run's track-level probabilities on ``manifest`` (``only``: those paths):
-    ``(paths, probs (n, len(classes)))``, columns in ``classes`` order (as ``soundalike evaluate``)."""
+    ``(paths, probs (n, len(classes)))``, columns in ``classes`` order (as ``soundalike evaluate``).
+    ``cached``: resolved path -> simcache arrays, used for probes on :data:`CACHED_BACKBONES`."""
     from soundalike.data.cache import FeatureCache
     from soundalike.models.checkpoint import load_checkpoint
     from soundalike.train.fit import prepare_tracks, predict_tracks
@@ -52,6 +58,22 @@ def run_probs(run: Path, manifest, classes: list[str], *, only: list[str] | None
         manifest = manifest.subset([i for i, it in enumerate(manifest.items) if it.path in keep])
     aligned, _ = _align(manifest, meta.labels, meta.task)
     backbone = None
+    if meta.backbone in CACHED_BACKBONES and cached is not None:
+        # a probe on a pretrained backbone whose per-patch outputs simcache.py holds: the
+        # same patches through the same networks, read instead of computed again
+        from soundalike.models.fusion import fuse
+
+        data = []
+        for it in aligned.items:
+            a = cached[str(Path(it.path).resolve())]
+            data.append(fuse([B.block_patches(a, b) for b in CACHED_BACKBONES[meta.backbone]])
+                        if len(CACHED_BACKBONES[meta.backbone]) > 1
+                        else B.block_patches(a, CACHED_BACKBONES[meta.backbone][0]).astype(np.float32))
+        probs, _ = predict_tracks(model, data, list(range(len(data))), config=meta.config, multi_label=False)
+        out = np.zeros((len(probs), len(classes)), np.float32)
+        for j, lab in enumerate(meta.labels):
+            out[:, classes.index(lab)] = probs[:, j]
+        return [it.path for it in aligned.items], out
     if meta.backbone:
         from soundalike.models.zoo import load_analyzer
 
@@ -98,15 +120,16 @@ def main(argv: list[str] | None = None) -> int:
         phil_m = read_dataset(args.philharmonia, category="instrument")
         gm_m = read_dataset(args.gm, category="instrument")
         gm_where = {str(Path(t.path).resolve()): i for i, t in enumerate(gm)}
+        cache = {str(Path(t.path).resolve()): t.arrays for t in (*phil, *gm)}
         print(f"{'trained run':40} {'phil test':>9} {'GM':>6}")
         for run in args.runs:
             if _json.loads((run / "split.json").read_text())["paths"]["test"] != split["test"]:
                 raise SystemExit(f"{run}: another test split than {args.runs[0]}; train them with the same seed")
-            paths, P = run_probs(run, phil_m, classes, only=split["test"])
+            paths, P = run_probs(run, phil_m, classes, only=split["test"], cached=cache)
             order = [where[str(Path(p).resolve())] for p in paths]
             Pt = np.zeros((len(phil), len(classes)), np.float32)
             Pt[order] = P
-            gpaths, G = run_probs(run, gm_m, classes)
+            gpaths, G = run_probs(run, gm_m, classes, cached=cache)
             Pg = np.zeros((len(gm), len(classes)), np.float32)
             Pg[[gm_where[str(Path(p).resolve())] for p in gpaths]] = G
             name = f"run {run.name}"
