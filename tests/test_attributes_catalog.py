@@ -82,14 +82,17 @@ def test_attributes_round_trip_and_summary(attr_catalog):
 
 
 def test_v2_catalog_migrates_to_attributes(tmp_path):
-    # the attributes migration is the last one: a catalog one version older (every
-    # earlier table there, no track_attributes) gains the table and keeps its tracks
-    assert MIGRATIONS[SCHEMA_VERSION - 1].description.startswith("musical attributes")
+    # a catalog from just before the attributes migration (every earlier table there, no
+    # track_attributes nor any later table) gains the table and keeps its tracks
+    k = next(i for i, m in enumerate(MIGRATIONS) if m.description.startswith("musical attributes"))
+    later = {"segments": "per-segment vectors"}  # tables of the migrations after it
+    assert [m.description.split(":")[0] for m in MIGRATIONS[k + 1:]] == list(later.values())
     path = tmp_path / "old.sqlite"
     with Catalog.open(path) as cat:
         cat.upsert_track(path="/x.wav", content_hash="h", size=1, mtime=0.0)
     con = sqlite3.connect(path)
-    con.executescript(f"DROP TABLE track_attributes; PRAGMA user_version = {SCHEMA_VERSION - 1};")
+    drops = "".join(f"DROP TABLE {t}; " for t in ("track_attributes", *later))
+    con.executescript(f"{drops}PRAGMA user_version = {k};")
     con.close()
     with Catalog.open(path) as cat:
         assert cat.schema_version == SCHEMA_VERSION

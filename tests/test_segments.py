@@ -195,7 +195,7 @@ def test_index_adapt_moves_segments_into_the_adapted_space_and_drops_the_base_on
         assert np.abs(V - _unit(a.apply(segs[int(ids[4])]))).max() < 3e-3
         assert cat.count_segments("toy-1") == 0  # the base model's are gone (size)
         # a new track ingested after: its segments go straight to the adaptation's space
-        from soundalike.search.segments import store_track_segments
+        from soundalike.ingest.plan import store_track_segments
 
         tid = cat.upsert_track(path="/music/new.wav", content_hash="new", size=1, mtime=0.0)
         x = _unit(np.arange(8, dtype=np.float32))

@@ -34,14 +34,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from soundalike.errors import ConfigError
 from soundalike.models.base import Analysis, PatchGrid
 
+if TYPE_CHECKING:
+    from soundalike.catalog.store import Catalog
+
 __all__ = ["DEFAULT_ANALYSIS", "AnalysisPlan", "Excerpt", "PatchGrid", "TrackAnalysis", "analyze_excerpts",
-           "analyze_track", "patch_grid", "planned_patches", "spread_indices", "track_segments"]
+           "analyze_track", "patch_grid", "planned_patches", "spread_indices", "store_track_segments", "track_segments"]
 
 #: The default analysis budget, chosen by measurement (README "Analysis budget"): on the
 #: game-soundtrack set, same-soundtrack P@10 of spread:10 is within 0.01 of the full
@@ -233,12 +237,42 @@ def analyze_track(path: str | Path, *, analyzer, plan: str | AnalysisPlan | None
     return TrackAnalysis(a, "full", wav.duration_s, [Excerpt(0.0, wav.y, wav.sr)])
 
 
+#: Most segment vectors a track keeps: the analysis budget's default patch count.
+MAX_SEGMENTS = 10
+
+
+def store_track_segments(cat: Catalog, track_id: int, *, model_id: str,
+                         segments: tuple[np.ndarray, np.ndarray] | None, adaptations: list | None = None) -> None:
+    """Store a just-analysed track's segment vectors in the spaces search compares.
+
+    Parameters
+    ----------
+    segments : ``(starts (n,) s, base vectors (n, dim))`` from
+        :func:`soundalike.ingest.plan.track_segments`, or None (the analysis kept none:
+        the track's old segments are dropped, so none go stale)
+    adaptations : the catalog's :class:`~soundalike.models.adapt.Adaptation` objects of
+        ``model_id`` (ingest has them loaded already)
+    """
+    adaptations = list(adaptations or ())
+    with cat.transaction():
+        if segments is None or len(segments[0]) == 0:
+            for mid in (model_id, *(a.model_id for a in adaptations)):
+                cat.delete_segments(mid, [track_id])
+            return
+        starts, V = segments
+        if adaptations:
+            for a in adaptations:
+                cat.put_segments(track_id, a.model_id, starts, a.apply(np.asarray(V, np.float32)))
+        else:
+            cat.put_segments(track_id, model_id, starts, V)
+
+
 def track_segments(ta: TrackAnalysis, analyzer, *, most: int | None = None
                    ) -> tuple[np.ndarray, np.ndarray] | None:
     """The segment vectors a track keeps (:mod:`soundalike.search.segments`), from its analysis.
 
     One per analysed patch, at most ``most`` (default
-    :data:`~soundalike.search.segments.MAX_SEGMENTS`) spread over the track: a spread
+    :data:`MAX_SEGMENTS`) spread over the track: a spread
     analysis gives its excerpts' patch vectors as they are, a full one the patches at the
     spread positions.  Nothing is computed again.
 
@@ -247,8 +281,6 @@ def track_segments(ta: TrackAnalysis, analyzer, *, most: int | None = None
     ``(starts float32 (n,) seconds, vectors float32 (n, dim))``, or None when the analyzer
     gives no per-patch vectors in the space of its track vectors.
     """
-    from soundalike.search.segments import MAX_SEGMENTS
-
     P = ta.analysis.patch_embeddings
     emb = np.asarray(ta.analysis.embedding)
     if P is None or len(P) == 0 or P.ndim != 2 or P.shape[1] != emb.shape[-1]:

@@ -4,10 +4,12 @@ A track's vector is the mean over its analysed patches; a 10-s clip from one par
 track is closer to that part than to the track's mean (a quiet intro, a different
 bridge, an ending in another instrumentation).  So each track also keeps a few
 *segment vectors* in the catalog (``segments`` table): one per patch the analysis
-budget already ran (at most :data:`MAX_SEGMENTS`, spread over the track; no extra
+budget already ran (at most :data:`soundalike.ingest.plan.MAX_SEGMENTS`, spread over the track; no extra
 decoding or network work), in the space search compares.  An outside clip (``similar
 FILE``, ``/api/similar`` uploads, ``listen``) then scores each track by
-``max(cosine to the track vector, cosine to its best segment)``.
+``max(cosine to the track vector, cosine to its best segment)``.  Ingest picks and stores
+them (:func:`soundalike.ingest.plan.track_segments`, :func:`~soundalike.ingest.plan.store_track_segments`);
+this module maps them into adaptations and searches them.
 
 Measured on the game-soundtrack set (``benchmarks/bench_clips.py``, through
 ``soundalike.similar`` on a real catalog): see the README's "Clips" paragraph.
@@ -33,36 +35,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from soundalike.catalog.store import Catalog
-
-#: Most segment vectors a track keeps: the analysis budget's default patch count.
-MAX_SEGMENTS = 10
-
-
-def store_track_segments(cat: Catalog, track_id: int, *, model_id: str,
-                         segments: tuple[np.ndarray, np.ndarray] | None, adaptations: list | None = None) -> None:
-    """Store a just-analysed track's segment vectors in the spaces search compares.
-
-    Parameters
-    ----------
-    segments : ``(starts (n,) s, base vectors (n, dim))`` from
-        :func:`soundalike.ingest.plan.track_segments`, or None (the analysis kept none:
-        the track's old segments are dropped, so none go stale)
-    adaptations : the catalog's :class:`~soundalike.models.adapt.Adaptation` objects of
-        ``model_id`` (ingest has them loaded already)
-    """
-    adaptations = list(adaptations or ())
-    with cat.transaction():
-        if segments is None or len(segments[0]) == 0:
-            for mid in (model_id, *(a.model_id for a in adaptations)):
-                cat.delete_segments(mid, [track_id])
-            return
-        starts, V = segments
-        if adaptations:
-            for a in adaptations:
-                cat.put_segments(track_id, a.model_id, starts, a.apply(np.asarray(V, np.float32)))
-        else:
-            cat.put_segments(track_id, model_id, starts, V)
-
 
 def least_squares_map(A: np.ndarray, B: np.ndarray, *, ridge: float = 1e-3) -> np.ndarray:
     """float32 ``(d_a + 1, d_b)``: the ridge least-squares affine map taking rows of ``A`` to ``B``
