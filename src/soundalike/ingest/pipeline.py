@@ -24,8 +24,8 @@ import numpy as np
 from soundalike.audio.attributes import ATTRIBUTES_VERSION
 from soundalike.audio.io import is_audio_path
 from soundalike.catalog.store import Catalog, Tag
-from soundalike.ingest.plan import store_track_segments
 from soundalike.errors import AudioDecodeError, CatalogBusyError, CatalogError, SoundalikeError
+from soundalike.ingest.plan import store_track_segments
 
 #: How many of an analyzer's labels become model tags on the track.
 DEFAULT_TOP_TAGS = 5
