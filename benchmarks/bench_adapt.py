@@ -28,7 +28,7 @@ def build(path: Path, *, n: int, dims: tuple[int, ...], name: str, model_id: str
     (its blocks plus more noise), stored as ingest stores them before any adaptation."""
     from soundalike.catalog.store import Catalog, Tag
     from soundalike.models.fusion import fuse
-    from soundalike.search.segments import store_track_segments
+    from soundalike.ingest.plan import store_track_segments
 
     rng = np.random.default_rng(seed)
     n_albums = max(1, n // 30)

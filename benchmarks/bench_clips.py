@@ -58,7 +58,7 @@ def build_catalog(path: Path, tracks, analyzer) -> dict[int, int]:
     import os
 
     from soundalike.catalog.store import Catalog
-    from soundalike.search.segments import store_track_segments
+    from soundalike.ingest.plan import store_track_segments
 
     ids = {}
     with Catalog.open(path) as cat:

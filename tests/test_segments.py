@@ -195,7 +195,7 @@ def test_index_adapt_moves_segments_into_the_adapted_space_and_drops_the_base_on
         assert np.abs(V - _unit(a.apply(segs[int(ids[4])]))).max() < 3e-3
         assert cat.count_segments("toy-1") == 0  # the base model's are gone (size)
         # a new track ingested after: its segments go straight to the adaptation's space
-        from soundalike.search.segments import store_track_segments
+        from soundalike.ingest.plan import store_track_segments
 
         tid = cat.upsert_track(path="/music/new.wav", content_hash="new", size=1, mtime=0.0)
         x = _unit(np.arange(8, dtype=np.float32))
@@ -208,3 +208,28 @@ def test_index_adapt_moves_segments_into_the_adapted_space_and_drops_the_base_on
         # a re-analysis that keeps no segments drops the stale ones
         store_track_segments(cat, tid, model_id="toy-1", segments=None, adaptations=[a])
         assert cat.get_segments(tid, rep.model_id) is None
+
+
+def test_track_segments_come_from_the_patches_the_analysis_ran():
+    from types import SimpleNamespace
+
+    from soundalike.ingest.plan import Excerpt, TrackAnalysis, spread_indices, track_segments
+    from soundalike.models.base import Analysis
+
+    an = SimpleNamespace(sample_rate=1000)  # generic 3-s patches at 1 kHz
+    rng = np.random.default_rng(0)
+    # a spread analysis: one patch per excerpt, kept as they are, with the excerpts' starts
+    P = rng.normal(size=(10, 4)).astype(np.float32)
+    ex = [Excerpt(float(s), np.zeros(3000, np.float32), 1000) for s in range(3, 33, 3)]
+    starts, V = track_segments(TrackAnalysis(Analysis(P.mean(0), patch_embeddings=P), "spread:10", 30.0, ex), an)
+    assert starts.tolist() == [e.start_s for e in ex] and np.array_equal(V, P)
+    # a full analysis of 25 patches: the spread positions' patches, at the patch grid's times
+    P = rng.normal(size=(25, 4)).astype(np.float32)
+    ta = TrackAnalysis(Analysis(P.mean(0), patch_embeddings=P), "full", 75.0, [Excerpt(0.0, np.zeros(75000), 1000)])
+    starts, V = track_segments(ta, an)
+    picks = spread_indices(n_patches_full=25, n=10)
+    assert np.array_equal(V, P[picks]) and starts.tolist() == [3.0 * k for k in picks]
+    # an analyzer whose patch vectors are not in its track vectors' space keeps none
+    ta = TrackAnalysis(Analysis(np.zeros(3, np.float32), patch_embeddings=P), "full", 75.0, [])
+    assert track_segments(ta, an) is None
+    assert track_segments(TrackAnalysis(Analysis(np.zeros(4, np.float32)), "full", 3.0, []), an) is None

@@ -187,3 +187,16 @@ def test_probe_trains_on_augmented_copies_reproducibly(toy_folders, tmp_path):
     assert plain["training"]["cache_misses"] == 0  # the clean embeddings are shared
     assert plain["model_id"] != first["model_id"]  # and the copies changed what was learnt
     assert first["test"]["accuracy"] >= 0.5
+
+
+def test_a_probe_trained_with_the_default_window_loads_again(toy_folders, tmp_path):
+    """``window_s=None`` (the CLI's default) once saved a 0-s window that loading refused."""
+    from soundalike.models.checkpoint import load_checkpoint
+    from soundalike.train.rerun import evaluate_run
+
+    m = read_dataset(toy_folders, category="instrument")
+    train(m, config=_config("probe", tmp_path, window_s=None, epochs=3), out=tmp_path / "run")
+    model, meta = load_checkpoint(tmp_path / "run")
+    assert meta.config.window_s > 0
+    rep = evaluate_run(tmp_path / "run", m, only_test_split=True, cache_dir=tmp_path / "cache")
+    assert rep["dataset"]["n_tracks"] == 12

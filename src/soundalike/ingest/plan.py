@@ -36,15 +36,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from soundalike.errors import ConfigError
 from soundalike.models.base import Analysis, PatchGrid
 
+if TYPE_CHECKING:
+    from soundalike.catalog.store import Catalog
+
 __all__ = ["DEFAULT_ANALYSIS", "AnalysisPlan", "Excerpt", "PatchGrid", "TrackAnalysis", "analyze_excerpts",
            "analyze_track", "default_analysis", "patch_grid", "planned_patches", "spread_indices",
-           "track_segments", "MAX_SEGMENTS"]
+           "store_track_segments", "track_segments", "MAX_SEGMENTS"]
 
 #: The default analysis budget, chosen by measurement (README "Analysis budget"): on the
 #: game-soundtrack set, same-soundtrack P@10 of spread:10 is within 0.01 of the full
@@ -250,6 +254,28 @@ def analyze_track(path: str | Path, *, analyzer, plan: str | AnalysisPlan | None
     wav = load(path, sr=grid.sr)
     a = analyzer.analyze(wav.y, wav.sr)
     return TrackAnalysis(a, "full", wav.duration_s, [Excerpt(0.0, wav.y, wav.sr)])
+
+
+def store_track_segments(cat: Catalog, track_id: int, *, model_id: str,
+                         segments: tuple[np.ndarray, np.ndarray] | None, adaptations: list | None = None) -> None:
+    """Store a just-analysed track's segment vectors in the spaces search compares.
+
+    Parameters
+    ----------
+    segments : ``(starts (n,) s, base vectors (n, dim))`` from
+        :func:`soundalike.ingest.plan.track_segments`, or None (the analysis kept none:
+        the track's old segments are dropped, so none go stale)
+    adaptations : the catalog's :class:`~soundalike.models.adapt.Adaptation` objects of
+        ``model_id`` (ingest has them loaded already)
+    """
+    from soundalike.models.adapt import segment_spaces
+
+    with cat.transaction():
+        for mid, seg in segment_spaces(model_id=model_id, segments=segments, adaptations=adaptations).items():
+            if seg is None:
+                cat.delete_segments(mid, [track_id])
+            else:
+                cat.put_segments(track_id, mid, *seg)
 
 
 def track_segments(ta: TrackAnalysis, analyzer, *, most: int | None = None

@@ -7,7 +7,9 @@ bridge, an ending in another instrumentation).  So each track also keeps a few
 budget already ran (at most :data:`soundalike.ingest.plan.MAX_SEGMENTS`, spread over the track; no extra
 decoding or network work), in the space search compares.  An outside clip (``similar
 FILE``, ``/api/similar`` uploads, ``listen``) then scores each track by
-``max(cosine to the track vector, cosine to its best segment)``.
+``max(cosine to the track vector, cosine to its best segment)``.  Ingest picks and stores
+them (:func:`soundalike.ingest.plan.track_segments`, :func:`~soundalike.ingest.plan.store_track_segments`);
+this module maps them into adaptations and searches them.
 
 Measured on the game-soundtrack set (``benchmarks/bench_clips.py``, through
 ``soundalike.similar`` on a real catalog): see the README's "Clips" paragraph.
@@ -31,31 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from soundalike.models.adapt import segment_spaces
 
 if TYPE_CHECKING:
     from soundalike.catalog.store import Catalog
-
-
-def store_track_segments(cat: Catalog, track_id: int, *, model_id: str,
-                         segments: tuple[np.ndarray, np.ndarray] | None, adaptations: list | None = None) -> None:
-    """Store a just-analysed track's segment vectors in the spaces search compares.
-
-    Parameters
-    ----------
-    segments : ``(starts (n,) s, base vectors (n, dim))`` from
-        :func:`soundalike.ingest.plan.track_segments`, or None (the analysis kept none:
-        the track's old segments are dropped, so none go stale)
-    adaptations : the catalog's :class:`~soundalike.models.adapt.Adaptation` objects of
-        ``model_id`` (ingest has them loaded already)
-    """
-    with cat.transaction():
-        for mid, seg in segment_spaces(model_id=model_id, segments=segments, adaptations=adaptations).items():
-            if seg is None:
-                cat.delete_segments(mid, [track_id])
-            else:
-                cat.put_segments(track_id, mid, *seg)
-
 
 def least_squares_map(A: np.ndarray, B: np.ndarray, *, ridge: float = 1e-3) -> np.ndarray:
     """float32 ``(d_a + 1, d_b)``: the ridge least-squares affine map taking rows of ``A`` to ``B``

@@ -522,7 +522,9 @@ def train(manifest: Manifest, *, config: TrainConfig = TrainConfig(), out: str |
         tracks = prepare_tracks(manifest, config=None, backbone=backbone,
                                 max_duration_s=config.max_duration_s, cache=cache, progress=progress)
         overrides["input_dim"] = int(tracks.data[0].shape[1])
-        overrides.setdefault("window_s", 0.0)
+        # the probe reads one backbone patch per input: its window is the backbone's patch
+        # (a 0-s window made a checkpoint that load_checkpoint refuses)
+        overrides.setdefault("window_s", float(getattr(backbone, "min_duration_s", 0.0) or 3.0))
         overrides["sample_rate"] = int(backbone.sample_rate)
         fam = make_config("probe", n_labels=n_labels, **overrides)
     else:
