@@ -98,4 +98,7 @@ def copy_catalog(src: str | os.PathLike, dst: str | os.PathLike, *, batch: int =
                 raise CatalogError(f"{d.path}: copy did not verify: embeddings checksum {dst_sum} "
                                    f"!= source {src_sum}")
             report.embeddings, report.checksum = src_sum
+        # planner statistics for the new rows: without them PostgreSQL scanned every tag row
+        # for a page's 50 tracks (75 ms instead of 5 at 20k) until autovacuum came round
+        d.refresh_statistics()
     return report

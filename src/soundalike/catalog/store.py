@@ -772,6 +772,11 @@ class Catalog:
         table, ids = self._browse(_q.with_text(where, text), include_suggested)
         return len(ids), table.page(ids, order=order, offset=int(offset), limit=int(limit), text=text)
 
+    def refresh_statistics(self) -> None:
+        """Let the database's query planner see the catalog as it is now (after bulk writes:
+        a copy, a big ingest).  PostgreSQL ``ANALYZE``; SQLite ``PRAGMA optimize``."""
+        self._db.execute("ANALYZE" if self.dialect_name == "postgresql" else "PRAGMA optimize")
+
     def duration_range(self) -> tuple[float, float] | None:
         """Shortest and longest ``ok`` track in seconds (for a length slider), None when empty."""
         r = self._db.fetchone("SELECT min(duration_s), max(duration_s) FROM tracks WHERE status = 'ok'")
