@@ -58,6 +58,32 @@ class FacetTable:
             track, code = key // np.int64(len(labels) + 1), (key % np.int64(len(labels) + 1)).astype(np.int32)
         return cls(track=track, code=code, labels=tuple(labels), max_id=int(track.max()) if len(track) else 0)
 
+    def updated(self, changed: np.ndarray, track_ids: np.ndarray, categories: Sequence[str],
+                tags: Sequence[str]) -> FacetTable:
+        """This table with the pairs of the tracks ``changed`` replaced by the given pairs
+        (their pairs now: parallel sequences as :meth:`from_pairs` takes them).
+
+        The same table :meth:`from_pairs` builds from all pairs of the new state (labels no
+        track carries any more are dropped, new ones sorted in), without re-reading the rest.
+        """
+        changed = np.asarray(changed, np.int64)
+        keep = ~np.isin(self.track, changed)
+        track, code = self.track[keep], self.code[keep]
+        new = FacetTable.from_pairs(track_ids, categories, tags)
+        used = np.bincount(code, minlength=len(self.labels)) > 0
+        labels = sorted({self.labels[i] for i in np.flatnonzero(used)} | set(new.labels))
+        index = {lab: i for i, lab in enumerate(labels)}
+        # both maps keep the order of sorted labels, so the kept pairs stay sorted
+        old_map = np.fromiter((index.get(lab, -1) for lab in self.labels), np.int32, count=len(self.labels))
+        new_map = np.fromiter((index[lab] for lab in new.labels), np.int32, count=len(new.labels))
+        width = np.int64(len(labels) + 1)
+        kept = track * width + old_map[code] if len(track) else np.zeros(0, np.int64)
+        added = np.sort(new.track * width + new_map[new.code]) if len(new.track) else np.zeros(0, np.int64)
+        key = np.insert(kept, np.searchsorted(kept, added), added)
+        track, code = key // width, (key % width).astype(np.int32)
+        return FacetTable(track=track, code=code, labels=tuple(labels),
+                          max_id=int(track.max()) if len(track) else 0)
+
     @cached_property
     def _by_code(self) -> tuple[np.ndarray, np.ndarray]:
         order = np.argsort(self.code, kind="stable")  # pairs are sorted by track: so is each slice
@@ -105,13 +131,17 @@ _tables: OrderedDict[tuple, FacetTable] = OrderedDict()
 
 
 def cached_table(key: tuple, build) -> FacetTable:
-    """The table for ``key`` (catalog location, sources, change token), built by ``build()`` once."""
+    """The table for ``key`` (catalog location, sources, change token), built once by
+    ``build(prev)``; ``prev`` is ``(token, table)`` of the newest older state kept of the
+    same catalog and sources (or None), for bringing forward instead of reloading."""
     with _lock:
         t = _tables.get(key)
         if t is not None:
             _tables.move_to_end(key)
             return t
-    t = build()  # outside the lock: a slow build never blocks other catalogs' requests
+        prev = max(((k[-1], v) for k, v in _tables.items() if k[:-1] == key[:-1] and k[-1] < key[-1]),
+                   key=lambda kv: kv[0], default=None)
+    t = build(prev)  # outside the lock: a slow build never blocks other catalogs' requests
     with _lock:
         _tables[key] = t
         _tables.move_to_end(key)
