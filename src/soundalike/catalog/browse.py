@@ -25,6 +25,7 @@ database's collation).
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -198,8 +199,28 @@ class TrackTable:
         kindex = {k: i for i, k in enumerate(keys)}
         camelot = np.fromiter((kindex.get(k, -1) if k is not None else -1 for k in key_of.tolist()), np.int16,
                               count=size)
-        return TrackTable(ids=np.flatnonzero(ok).astype(np.int64), ok=ok, numbers=numbers, camelot=camelot,
-                          keys=keys, header_duration=header, sort_text=sort_text, added=added)
+        new = TrackTable(ids=np.flatnonzero(ok).astype(np.int64), ok=ok, numbers=numbers, camelot=camelot,
+                         keys=keys, header_duration=header, sort_text=sort_text, added=added)
+        self._carry_text_ranks(new, changed)
+        return new
+
+    def _carry_text_ranks(self, new: TrackTable, changed: np.ndarray) -> None:
+        """Give ``new`` the text orders this table has sorted, with the changed tracks taken
+        out and put back where they now sort (a Python sort of 100k titles is ~70 ms; this,
+        a few ms).  The order is (text, id), as :meth:`rank` sorts it; the unchanged tracks
+        keep their texts, so they stay in order."""
+        with self._lock:
+            ranks = {o: r for o, r in self._ranks.items() if o in ("title", "artist", "path")}
+        for order, r in ranks.items():
+            ordered = np.empty(len(self.ids), np.int64)
+            ordered[r[self.ids]] = self.ids
+            lst = ordered[~np.isin(ordered, changed)].tolist()
+            text = new.sort_text[order]
+            for i in sorted((int(i) for i in changed if new.ok[i]), key=lambda i: (text[i], i)):
+                lst.insert(bisect.bisect_left(lst, (text[i], i), key=lambda j: (text[j], j)), i)
+            out = np.full(new.size, np.iinfo(np.int64).max, np.int64)
+            out[np.asarray(lst, np.int64)] = np.arange(len(lst), dtype=np.int64)
+            new._ranks[order] = out
 
     # ------------------------------------------------------------------ sorting
 
