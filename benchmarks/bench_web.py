@@ -23,7 +23,8 @@ to the 150 ms target with the load average (a shared machine moves every figure)
 
 ``--state-change`` instead times what a commit into a served catalog costs the next page
 request: one transaction changes 1 or 50 tracks (re-tagged and re-measured; half of the 50
-new), then the first ``page`` (relevance order) + ``facets`` after it, with the tables
+new), then the first requests after it (``page`` in relevance order + ``facets``, and a
+facet + length filter's ``page`` + ``facets``), with the tables
 brought forward from the changed tracks, against the same requests after a full rebuild
 (the tables forgotten), side by side on a scratch copy of the catalog:
 
@@ -223,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
 
     if args.state_change:
-        print(f"\nbench_web --state-change: {args.tracks} tracks, {os.cpu_count()} CPUs; first page + facets "
-              f"after a commit, ms, median of {min(args.repeat, 5)} (min-max)")
+        print(f"\nbench_web --state-change: {args.tracks} tracks, {os.cpu_count()} CPUs; first page + facets + "
+              f"a filter change after a commit, ms, median of {min(args.repeat, 5)} (min-max)")
         print("| changed tracks | " + " | ".join(f"{b} brought forward | {b} rebuilt | ratio" for b in table) + " |")
         print("|---|" + "---|---|---|" * len(table))
         for name in next(iter(table.values())):
@@ -291,6 +292,8 @@ def state_change(target, *, repeat: int) -> dict[str, tuple[tuple, tuple]]:
             t = time.perf_counter()
             cat.page(limit=50, order="relevance")
             cat.facets()
+            cat.page(where="genre:rock duration:30..240", limit=50, order="title")  # a filter change
+            cat.facets(where="genre:rock duration:30..240")
             return (time.perf_counter() - t) * 1000
 
         def commit(k: int, round_: int) -> None:

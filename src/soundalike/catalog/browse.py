@@ -14,7 +14,15 @@ into NumPy arrays indexed by track id (a :class:`TrackTable`):
 - every sort order is a rank per track, computed once: a page is ``argpartition`` over
   the matched ids' ranks, the total is their number;
 - the matched id set of a filter is cached (per catalog state), so the rows, the total
-  and the facets of one filter share one evaluation.
+  and the facets of one filter share one evaluation;
+- a new catalog state (an ingest commits every file) is not a reload: every write stamps
+  the tracks it changed with its commit's token (``tracks.version``, schema migration 10),
+  and the previous state's table is brought forward by re-reading just the tracks
+  :meth:`~soundalike.catalog.store.Catalog.changed_track_ids` names
+  (:meth:`TrackTable.updated`, :meth:`~soundalike.catalog.facets.FacetTable.updated`;
+  the text sort orders are carried over too).  The result is exactly the table a fresh
+  build gives (the tests compare them after every kind of write); only when many tracks
+  changed (:func:`worth_updating`) is the table rebuilt.
 
 :func:`evaluate` gives exactly the ids of ``Catalog.match`` (the SQL of
 :func:`~soundalike.catalog.query.compile_sql`, the one definition of the grammar): the
