@@ -395,3 +395,28 @@ def test_changed_track_ids_name_every_write(catalog_target):
         t3 = cat.change_token()
         cat.set_favourite(b, True)  # not a browse change: the token stays, no track is named
         assert cat.change_token() == t3 and cat.changed_track_ids(t3).tolist() == []
+
+
+def test_every_write_of_browse_data_stamps_its_tracks():
+    """The tables are brought forward from ``tracks.version``: a Catalog method that writes
+    tracks, tags or attributes without stamping the version would leave them stale.  Each
+    such method must stamp (``version = {_TX_VERSION}``, ``_TRACK_CHANGED`` or the track
+    upsert, which sets it) -- or be the copy's raw row writer, whose target is a new catalog."""
+    import inspect
+    import re
+
+    src = inspect.getsource(Catalog)
+    methods = re.split(r"\n    def ", src)
+    writes = re.compile(r"(INSERT INTO (tracks|tags|track_attributes)\b|DELETE FROM (tags|tracks)\b|"
+                        r"UPDATE (tracks|tags|track_attributes)\b|_TAG_UPSERT|_attributes_upsert|_track_upsert\()")
+    stamps = re.compile(r"version = \{_TX_VERSION\}|_TRACK_CHANGED|_track_upsert\(")
+    checked = []
+    for m in methods:
+        name = m.split("(", 1)[0]
+        if name in ("_track_upsert", "_attributes_upsert", "write_rows", "clear_table", "changed_track_ids"):
+            continue
+        if writes.search(m):
+            checked.append(name)
+            assert stamps.search(m), f"Catalog.{name} writes browse data without stamping tracks.version"
+    assert {"upsert_track", "set_tags", "add_tag", "remove_tag", "mark_missing", "put_attributes",
+            "put_ingested"} <= set(checked)
