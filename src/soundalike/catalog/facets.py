@@ -89,7 +89,10 @@ class FacetTable:
 
     @cached_property
     def _by_code(self) -> tuple[np.ndarray, np.ndarray]:
-        order = np.argsort(self.code, kind="stable")  # pairs are sorted by track: so is each slice
+        # pairs are sorted by track: so is each slice.  Fewer than 2**15 labels sort as
+        # int16, where a stable sort is a radix sort (1M pairs: 20 ms instead of 100)
+        code = self.code.astype(np.int16) if len(self.labels) < 2 ** 15 else self.code
+        order = np.argsort(code, kind="stable")
         starts = np.searchsorted(self.code[order], np.arange(len(self.labels) + 1))
         return self.track[order], starts
 
