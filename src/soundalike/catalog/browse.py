@@ -197,16 +197,26 @@ class TrackTable:
         # duration: the decoded length where the attributes have it, else the header's
         dur = numbers["duration"]
         dur[changed] = np.where(np.isnan(decoded[changed]), header[changed], decoded[changed])
-        # Camelot codes index the sorted keys present: re-index when a key appears or goes
-        old_codes = ext(self.camelot, -1)
-        key_of = np.array([*self.keys, None], dtype=object)[old_codes]  # -1 -> None
-        key_of[changed] = None
-        for r in attrs:
-            key_of[int(r[0])] = r[7] or None
-        keys = tuple(sorted({k for k in key_of[ok] if k is not None}))
-        kindex = {k: i for i, k in enumerate(keys)}
-        camelot = np.fromiter((kindex.get(k, -1) if k is not None else -1 for k in key_of.tolist()), np.int16,
-                              count=size)
+        # Camelot codes index the sorted keys present: patched in place while the keys stay
+        # the same ones, re-indexed when a key appears or the last track of one goes
+        camelot = ext(self.camelot, -1)
+        camelot[changed] = -1
+        got = [r[7] or None for r in attrs]
+        kindex = {k: i for i, k in enumerate(self.keys)}
+        keys = self.keys
+        present = np.bincount(camelot[ok & (camelot >= 0)], minlength=len(keys)) > 0 if keys else np.zeros(0, bool)
+        for k in got:
+            if k is not None and k in kindex:
+                present[kindex[k]] = True
+        if all(k is None or k in kindex for k in got) and present.all():
+            camelot[aidx] = np.fromiter((kindex[k] if k is not None else -1 for k in got), np.int16, count=len(got))
+        else:
+            key_of = np.array([*self.keys, None], dtype=object)[camelot]  # -1 -> None
+            key_of[aidx] = np.array(got, dtype=object) if got else key_of[aidx]
+            keys = tuple(sorted({k for k in key_of[ok] if k is not None}))
+            kindex = {k: i for i, k in enumerate(keys)}
+            camelot = np.fromiter((kindex.get(k, -1) if k is not None else -1 for k in key_of.tolist()), np.int16,
+                                  count=size)
         new = TrackTable(ids=np.flatnonzero(ok).astype(np.int64), ok=ok, numbers=numbers, camelot=camelot,
                          keys=keys, header_duration=header, sort_text=sort_text, added=added)
         self._carry_text_ranks(new, changed)

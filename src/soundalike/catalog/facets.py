@@ -69,11 +69,26 @@ class FacetTable:
         The same table :meth:`from_pairs` builds from all pairs of the new state (labels no
         track carries any more are dropped, new ones sorted in), without re-reading the rest.
         """
-        changed = np.asarray(changed, np.int64)
-        keep = ~np.isin(self.track, changed)
-        track, code = self.track[keep], self.code[keep]
+        changed = np.unique(np.asarray(changed, np.int64))
+        # pairs are sorted by track: each changed track's pairs are one slice
+        lo, hi = np.searchsorted(self.track, changed, "left"), np.searchsorted(self.track, changed, "right")
+        drop = np.concatenate([np.arange(a, b) for a, b in zip(lo.tolist(), hi.tolist()) if b > a] or
+                              [np.zeros(0, np.int64)])
+        track, code = np.delete(self.track, drop), np.delete(self.code, drop)
         new = FacetTable.from_pairs(track_ids, categories, tags)
+        index = self.code_index()
         used = np.bincount(code, minlength=len(self.labels)) > 0
+        for lab in new.labels:
+            if lab in index:
+                used[index[lab]] = True
+        if all(lab in index for lab in new.labels) and used.all():
+            # the same labels (the usual case): the new pairs go in where their tracks sort
+            ncode = np.fromiter((index[lab] for lab in new.labels), np.int32, count=len(new.labels))[new.code] \
+                if len(new.track) else np.zeros(0, np.int32)
+            at = np.searchsorted(track, new.track, "left")
+            track, code = np.insert(track, at, new.track), np.insert(code, at, ncode)
+            return FacetTable(track=track, code=code, labels=self.labels,
+                              max_id=int(track.max()) if len(track) else 0)
         labels = sorted({self.labels[i] for i in np.flatnonzero(used)} | set(new.labels))
         index = {lab: i for i, lab in enumerate(labels)}
         # both maps keep the order of sorted labels, so the kept pairs stay sorted
