@@ -87,8 +87,11 @@ class FacetTable:
                 if len(new.track) else np.zeros(0, np.int32)
             at = np.searchsorted(track, new.track, "left")
             track, code = np.insert(track, at, new.track), np.insert(code, at, ncode)
-            return FacetTable(track=track, code=code, labels=self.labels,
-                              max_id=int(track.max()) if len(track) else 0)
+            out = FacetTable(track=track, code=code, labels=self.labels,
+                             max_id=int(track.max()) if len(track) else 0)
+            if "_by_code" in self.__dict__:  # sorted already (a tag filter was asked): carry it over
+                out.__dict__["_by_code"] = self._by_code_updated(changed, new.track, ncode)
+            return out
         labels = sorted({self.labels[i] for i in np.flatnonzero(used)} | set(new.labels))
         index = {lab: i for i, lab in enumerate(labels)}
         # both maps keep the order of sorted labels, so the kept pairs stay sorted
@@ -101,6 +104,21 @@ class FacetTable:
         track, code = key // width, (key % width).astype(np.int32)
         return FacetTable(track=track, code=code, labels=tuple(labels),
                           max_id=int(track.max()) if len(track) else 0)
+
+    def _by_code_updated(self, changed: np.ndarray, track: np.ndarray, code: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """:attr:`_by_code` of this table (same labels) with the pairs of ``changed``
+        replaced by ``(track, code)``: a merge instead of a new sort of every pair."""
+        tracks, starts = self._by_code
+        codes = np.repeat(np.arange(len(self.labels), dtype=np.int64), np.diff(starts))
+        keep = ~np.isin(tracks, changed)
+        tracks, codes = tracks[keep], codes[keep]
+        width = np.int64(max(self.max_id, int(track.max()) if len(track) else 0) + 1)
+        key = codes * width + tracks  # (code, track) order
+        nkey = np.sort(code.astype(np.int64) * width + track)
+        at = np.searchsorted(key, nkey)
+        tracks, codes = np.insert(tracks, at, nkey % width), np.insert(codes, at, nkey // width)
+        return tracks, np.searchsorted(codes, np.arange(len(self.labels) + 1))
 
     @cached_property
     def _by_code(self) -> tuple[np.ndarray, np.ndarray]:

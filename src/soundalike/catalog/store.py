@@ -857,8 +857,9 @@ class Catalog:
         (re-reading a track is idempotent); every write of tracks, tags and attributes
         stamps the version after the transaction's counter bump, so none is missed.
         """
-        rows = self._db.fetchall("SELECT id FROM tracks WHERE version > ? ORDER BY id", (int(since),))
-        return np.fromiter((r[0] for r in rows), np.int64, count=len(rows))
+        # no ORDER BY: SQLite would walk the rowid order (all tracks) rather than the version index
+        rows = self._db.fetchall("SELECT id FROM tracks WHERE version > ?", (int(since),))
+        return np.sort(np.fromiter((r[0] for r in rows), np.int64, count=len(rows)))
 
     _BROWSE_TRACKS = "SELECT id, title, artist, path, duration_s, year, sr, channels, added_at FROM tracks"
     _BROWSE_ATTRS = ("SELECT track_id, duration_s, bpm, loudness_lufs, loudness_range_lu, energy, vocals, camelot "
