@@ -21,6 +21,15 @@ to the 150 ms target with the load average (a shared machine moves every figure)
     python benchmarks/bench_web.py --tracks 20000 --repeat 30
     python benchmarks/bench_web.py --peaks ~/Music --files 12   # cost of waveform peaks at ingest
 
+``--state-change`` instead times what a commit into a served catalog costs the next page
+request: one transaction changes 1 or 50 tracks (re-tagged and re-measured; half of the 50
+new), then the first requests after it (``page`` in relevance order + ``facets``, and a
+facet + length filter's ``page`` + ``facets``), with the tables
+brought forward from the changed tracks, against the same requests after a full rebuild
+(the tables forgotten), side by side on a scratch copy of the catalog:
+
+    python benchmarks/bench_web.py --state-change --tracks 20000 --backend sqlite
+
 ``--peaks DIR`` instead times, per real file, the whole-file decode that computes the
 waveform peaks against the analysis ingest runs anyway: the whole file through the default
 model, and a 10-patch budget (10 seeks, 3 s each) as an analysis budget reads.
@@ -173,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--peaks", type=Path, help="time waveform peaks against analysis on this folder instead")
     ap.add_argument("--files", type=int, default=10, help="files for --peaks")
+    ap.add_argument("--state-change", action="store_true",
+                    help="time a commit's cost to the next request (tables brought forward vs rebuilt)")
     ap.add_argument("--backend", nargs="+", choices=("sqlite", "postgresql"), default=["sqlite", "postgresql"],
                     help="catalog backends to time (postgresql: a throw-away server with a copy)")
     args = ap.parse_args(argv)
@@ -191,17 +202,41 @@ def main(argv: list[str] | None = None) -> int:
     table: dict[str, dict[str, tuple[float, float]]] = {}
     loads: dict[str, str] = {}
     server = None
+    if args.state_change:
+        import shutil
+
+        scratch = args.cache / f"scratch-{args.tracks}.sqlite"
+        shutil.copyfile(path, scratch)  # the changes are committed: keep the cached catalog as built
+        path = scratch
     try:
         for backend in args.backend:
             target: str | Path = path
             if backend == "postgresql":
                 server, target = postgres_copy(path)
+            if args.state_change:
+                table[backend] = state_change(target, repeat=min(args.repeat, 5))
+                loads[backend] = " ".join(open("/proc/loadavg").read().split()[:3])
+                continue
             table[backend] = run_scenarios(target, repeat=args.repeat)
             loads[backend] = " ".join(open("/proc/loadavg").read().split()[:3]) if Path("/proc/loadavg").exists() else "?"
     finally:
         if server is not None:
             server.stop()
 
+    if args.state_change:
+        print(f"\nbench_web --state-change: {args.tracks} tracks, {os.cpu_count()} CPUs; first page + facets + "
+              f"a filter change after a commit, ms, median of {min(args.repeat, 5)} (min-max)")
+        print("| changed tracks | " + " | ".join(f"{b} brought forward | {b} rebuilt | ratio" for b in table) + " |")
+        print("|---|" + "---|---|---|" * len(table))
+        for name in next(iter(table.values())):
+            cells = []
+            for b in table:
+                (inc, inc_lo, inc_hi), (full, full_lo, full_hi) = table[b][name]
+                cells.append(f"{inc:.0f} ({inc_lo:.0f}-{inc_hi:.0f}) | {full:.0f} ({full_lo:.0f}-{full_hi:.0f}) | "
+                             f"{full / inc:.0f}x")
+            print(f"| {name} | " + " | ".join(cells) + " |")
+        print("load average after each backend's runs: " + "; ".join(f"{b} {l}" for b, l in loads.items()))
+        return 0
     print(f"\nbench_web: {args.tracks} tracks, {args.repeat} runs per scenario, {os.cpu_count()} CPUs; "
           f"server time in ms, target {TARGET_MS:.0f} ms each")
     print("| scenario | " + " | ".join(f"{b} p50 | {b} p99" for b in table) + " | target |")
@@ -230,6 +265,63 @@ def postgres_copy(path: Path):
     copy_catalog(path, url, batch=5000)
     print(f"copied {path.name} into PostgreSQL in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return server, url
+
+
+def _forget_tables() -> None:
+    """Drop this process's browse and facet tables (the next request rebuilds them)."""
+    from soundalike.catalog import browse, facets
+
+    for lru in (browse._tables, browse._matches):
+        with lru.lock:
+            lru.items.clear()
+    with facets._lock:
+        facets._tables.clear()
+
+
+def state_change(target, *, repeat: int) -> dict[str, tuple[tuple, tuple]]:
+    """Per number of changed tracks: ``((median, min, max) brought forward, (median, min,
+    max) rebuilt)`` ms of the first page + facets after one committing transaction."""
+    from soundalike.catalog.store import Catalog, Tag
+
+    rng = random.Random(5)
+    out = {}
+    with Catalog.open(target) as cat:
+        ids = cat.match("").tolist()
+
+        def first_request() -> float:
+            t = time.perf_counter()
+            cat.page(limit=50, order="relevance")
+            cat.facets()
+            cat.page(where="genre:rock duration:30..240", limit=50, order="title")  # a filter change
+            cat.facets(where="genre:rock duration:30..240")
+            return (time.perf_counter() - t) * 1000
+
+        def commit(k: int, round_: int) -> None:
+            with cat.transaction():
+                for j in range(k):
+                    if k > 1 and j % 2:
+                        p = f"/bench/new/{k}-{round_}-{j}-{rng.random()}.mp3"
+                        tid = cat.upsert_track(path=p, content_hash=p, size=1, mtime=1.7e9,
+                                               duration_s=rng.uniform(10, 600), title=rng.choice(WORDS).title())
+                    else:
+                        tid = rng.choice(ids)
+                    cat.set_tags(tid, [Tag(rng.choice(GENRES), "genre", "file"), Tag(rng.choice(MOODS), "mood", "file")],
+                                 source="file")
+                    cat.put_attributes(tid, {"bpm": rng.uniform(60, 180), "camelot": f"{rng.randint(1, 12)}A"})
+
+        first_request()  # the tables of the state as copied
+        for k in (1, 50):
+            inc, full = [], []
+            for r in range(repeat):
+                commit(k, r)
+                inc.append(first_request())
+                commit(k, r + 1000)
+                _forget_tables()
+                full.append(first_request())
+            out[f"{k}"] = ((statistics.median(inc), min(inc), max(inc)), (statistics.median(full), min(full), max(full)))
+            print(f"  {k} changed: brought forward {statistics.median(inc):.0f} ms, rebuilt "
+                  f"{statistics.median(full):.0f} ms", file=sys.stderr)
+    return out
 
 
 def run_scenarios(target, *, repeat: int) -> dict[str, tuple[float, float]]:

@@ -267,3 +267,156 @@ def test_browse_ranges_equal_the_sql_summaries(filled):
     assert r["duration"] == filled.duration_range()
     assert r["bpm"] == tuple(s["bpm_range"]) and r["keys"] == s["keys"]
     assert np.isfinite(r["bpm"]).all()
+
+
+# ------------------------------------------------------------------ tables brought forward
+
+
+def _browse_answers(cat: Catalog) -> list:
+    """Everything the browse path answers for a spread of filters: totals, whole pages in
+    every order, facets with and without suggested tags, slider bounds, filter notes."""
+    from soundalike.catalog.browse import ORDERS
+
+    out: list = [cat.browse_ranges(), cat.filter_notes("genre:rock|polka mood:nope"),
+                 cat.filter_notes("colour:red")]
+    rng = random.Random(19)
+    for f in ["", "genre:rock|jazz", "key:8A|12B", "-mood:sad duration:..300", "moon"] + [
+            random_filter(rng) for _ in range(12)]:
+        for suggested in (False, True):
+            out.append((f, suggested, cat.facets(where=f, include_suggested=suggested, limit_per_category=100)))
+        for order in ORDERS:
+            out.append((f, order, cat.page(where=f, order=order, limit=10_000,
+                                           text="moon" if order == "relevance" else None)))
+    return out
+
+
+def _forget_tables() -> None:
+    from soundalike.catalog import browse, facets
+
+    for lru in (browse._tables, browse._matches):
+        with lru.lock:
+            lru.items.clear()
+    with facets._lock:
+        facets._tables.clear()
+
+
+def _changes(cat: Catalog, rng: random.Random, step: int) -> None:
+    """One round of the writes a served catalog sees: new tracks (new tags, a new key),
+    re-tagged, re-measured, missing and returning tracks, an ingest."""
+    ok = cat.match("").tolist()
+    gone = [i for i in range(1, max(ok) + 1) if i not in set(ok)]
+    kind = step % 6
+    if kind == 0:  # new tracks, one with a tag and a key nobody had
+        for j in range(3):
+            tid = cat.upsert_track(path=f"/new/{step}/t{j}.mp3", content_hash=f"n{step}{j}", size=1, mtime=0.0,
+                                   duration_s=10.0 * (j + 1), title=rng.choice((None, "Moon Polka", "zed")))
+            cat.set_tags(tid, [Tag(rng.choice(("polka", "rock")), "genre", "file")], source="file")
+            cat.put_attributes(tid, {"bpm": 100.0 + j, "camelot": rng.choice(("12B", "8A")), "duration_s": 9.0})
+    elif kind == 1:  # tags edited: a whole source replaced, one added, one removed
+        a, b, c = rng.sample(ok, 3)
+        cat.set_tags(a, [Tag("ambient", "genre", "file"), Tag("happy", "mood", "file")], source="file")
+        cat.add_tag(b, Tag("dark", "mood", "user"))
+        for t in cat.track_tags(c, sources=("file",)):
+            cat.remove_tag(c, tag=t.tag, category=t.category, source="file")
+    elif kind == 2:  # attributes re-measured (a key and a tempo move), title changed by re-ingest
+        a, b = rng.sample(ok, 2)
+        cat.put_attributes(a, {"bpm": 77.0, "camelot": "1A", "vocals": 0.9, "energy": 0.1, "duration_s": None})
+        t = cat.get_track(b)
+        cat.upsert_track(path=t.path, content_hash="changed", size=2, mtime=1.0, title="Moon Again",
+                         duration_s=123.0, year=1999)
+    elif kind == 3:  # tracks go missing (one way and the other)
+        a, b, c = rng.sample(ok, 3)
+        cat.mark_missing([a, b])
+        cat.mark_changed(c)
+    elif kind == 4:  # missing tracks come back
+        for i in gone[:3]:
+            cat.touch_track(i, size=1, mtime=5.0)
+    else:  # an ingest of a new file (every table at once, in one transaction)
+        cat.register_model(model_id="m1", name="m1", dim=4)
+        cat.put_ingested(track={"path": f"/in/{step}.ogg", "content_hash": f"i{step}", "size": 1, "mtime": 0.0,
+                                "title": "Ingested Moon", "duration_s": 42.0},
+                         file_tags=[Tag("jazz", "genre", "file")], model_id="m1",
+                         embeddings=[("m1", np.ones(4, np.float32))], predictions=None,
+                         model_tags=[Tag("piano", "instrument", "model", 0.8, "m1")],
+                         attributes={"bpm": 140.0, "camelot": "9A", "duration_s": 41.0})
+
+
+def test_tables_brought_forward_answer_as_fresh_ones(filled, monkeypatch):
+    """After every kind of write, the tables updated from the changed tracks give exactly
+    what tables built from scratch give (ids, totals, pages in every order, facets)."""
+    from soundalike.catalog.browse import TrackTable
+    from soundalike.catalog.facets import FacetTable
+
+    cat = filled
+    _browse_answers(cat)  # the tables of the filled state
+    updates = {"tracks": 0, "facets": 0}
+    for cls, name in ((TrackTable, "tracks"), (FacetTable, "facets")):
+        orig = cls.updated
+
+        def counted(self, *a, _orig=orig, _name=name, **k):
+            updates[_name] += 1
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(cls, "updated", counted)
+    full_reads = []
+    orig_rows = Catalog._browse_rows
+    monkeypatch.setattr(Catalog, "_browse_rows", lambda self, ids: (full_reads.append(ids is None),
+                                                                    orig_rows(self, ids))[1])
+    rng = random.Random(23)
+    for step in range(12):
+        before = dict(updates)
+        token = cat.change_token()
+        _changes(cat, rng, step)
+        assert cat.change_token() > token
+        full_reads.clear()
+        brought = _browse_answers(cat)
+        assert not any(full_reads), step  # nothing reloaded: the tables were brought forward
+        assert updates["tracks"] > before["tracks"] and updates["facets"] > before["facets"], step
+        _forget_tables()
+        assert brought == _browse_answers(cat), step
+        assert any(full_reads)
+
+
+def test_changed_track_ids_name_every_write(catalog_target):
+    with Catalog.open(catalog_target) as cat:
+        a = cat.upsert_track(path="/a.mp3", content_hash="a", size=1, mtime=0.0)
+        b = cat.upsert_track(path="/b.mp3", content_hash="b", size=1, mtime=0.0)
+        t0 = cat.change_token()
+        assert cat.changed_track_ids(t0).tolist() == []
+        cat.add_tag(a, Tag("x", "genre", "user"))
+        t1 = cat.change_token()
+        assert cat.changed_track_ids(t0).tolist() == [a] and cat.changed_track_ids(t1).tolist() == []
+        cat.put_attributes(b, {"bpm": 90.0})
+        assert cat.changed_track_ids(t1).tolist() == [b] and cat.changed_track_ids(t0).tolist() == [a, b]
+        t2 = cat.change_token()
+        cat.mark_missing([a])
+        cat.remove_tag(a, tag="x", category="genre")
+        assert cat.changed_track_ids(t2).tolist() == [a]
+        t3 = cat.change_token()
+        cat.set_favourite(b, True)  # not a browse change: the token stays, no track is named
+        assert cat.change_token() == t3 and cat.changed_track_ids(t3).tolist() == []
+
+
+def test_every_write_of_browse_data_stamps_its_tracks():
+    """The tables are brought forward from ``tracks.version``: a Catalog method that writes
+    tracks, tags or attributes without stamping the version would leave them stale.  Each
+    such method must stamp (``version = {_TX_VERSION}``, ``_TRACK_CHANGED`` or the track
+    upsert, which sets it) -- or be the copy's raw row writer, whose target is a new catalog."""
+    import inspect
+    import re
+
+    src = inspect.getsource(Catalog)
+    methods = re.split(r"\n    def ", src)
+    writes = re.compile(r"(INSERT INTO (tracks|tags|track_attributes)\b|DELETE FROM (tags|tracks)\b|"
+                        r"UPDATE (tracks|tags|track_attributes)\b|_TAG_UPSERT|_attributes_upsert|_track_upsert\()")
+    stamps = re.compile(r"version = \{_TX_VERSION\}|_TRACK_CHANGED|_track_upsert\(")
+    checked = []
+    for m in methods:
+        name = m.split("(", 1)[0]
+        if name in ("_track_upsert", "_attributes_upsert", "write_rows", "clear_table", "changed_track_ids"):
+            continue
+        if writes.search(m):
+            checked.append(name)
+            assert stamps.search(m), f"Catalog.{name} writes browse data without stamping tracks.version"
+    assert {"upsert_track", "set_tags", "add_tag", "remove_tag", "mark_missing", "put_attributes",
+            "put_ingested"} <= set(checked)

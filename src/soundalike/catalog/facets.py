@@ -10,7 +10,10 @@ milliseconds for 1M pairs.
 
 The table is cached per catalog location, tag sources and :meth:`Catalog.change_token`
 (which every change to tracks or tags moves), so a tag edit or an ingest is seen by the
-next request, and the (rare) rebuild costs one read of the tags.
+next request.  A new state is not a new read of every tag: the previous state's table is
+brought forward with the pairs of the tracks changed since (:meth:`FacetTable.updated`,
+from :meth:`Catalog.changed_track_ids`), so an ingest committing while the page is served
+costs each request milliseconds, not a reload of 1M pairs.
 """
 
 from __future__ import annotations
@@ -58,9 +61,71 @@ class FacetTable:
             track, code = key // np.int64(len(labels) + 1), (key % np.int64(len(labels) + 1)).astype(np.int32)
         return cls(track=track, code=code, labels=tuple(labels), max_id=int(track.max()) if len(track) else 0)
 
+    def updated(self, changed: np.ndarray, track_ids: np.ndarray, categories: Sequence[str],
+                tags: Sequence[str]) -> FacetTable:
+        """This table with the pairs of the tracks ``changed`` replaced by the given pairs
+        (their pairs now: parallel sequences as :meth:`from_pairs` takes them).
+
+        The same table :meth:`from_pairs` builds from all pairs of the new state (labels no
+        track carries any more are dropped, new ones sorted in), without re-reading the rest.
+        """
+        changed = np.unique(np.asarray(changed, np.int64))
+        # pairs are sorted by track: each changed track's pairs are one slice
+        lo, hi = np.searchsorted(self.track, changed, "left"), np.searchsorted(self.track, changed, "right")
+        drop = np.concatenate([np.arange(a, b) for a, b in zip(lo.tolist(), hi.tolist()) if b > a] or
+                              [np.zeros(0, np.int64)])
+        track, code = np.delete(self.track, drop), np.delete(self.code, drop)
+        new = FacetTable.from_pairs(track_ids, categories, tags)
+        index = self.code_index()
+        used = np.bincount(code, minlength=len(self.labels)) > 0
+        for lab in new.labels:
+            if lab in index:
+                used[index[lab]] = True
+        if all(lab in index for lab in new.labels) and used.all():
+            # the same labels (the usual case): the new pairs go in where their tracks sort
+            ncode = np.fromiter((index[lab] for lab in new.labels), np.int32, count=len(new.labels))[new.code] \
+                if len(new.track) else np.zeros(0, np.int32)
+            at = np.searchsorted(track, new.track, "left")
+            track, code = np.insert(track, at, new.track), np.insert(code, at, ncode)
+            out = FacetTable(track=track, code=code, labels=self.labels,
+                             max_id=int(track.max()) if len(track) else 0)
+            if "_by_code" in self.__dict__:  # sorted already (a tag filter was asked): carry it over
+                out.__dict__["_by_code"] = self._by_code_updated(changed, new.track, ncode)
+            return out
+        labels = sorted({self.labels[i] for i in np.flatnonzero(used)} | set(new.labels))
+        index = {lab: i for i, lab in enumerate(labels)}
+        # both maps keep the order of sorted labels, so the kept pairs stay sorted
+        old_map = np.fromiter((index.get(lab, -1) for lab in self.labels), np.int32, count=len(self.labels))
+        new_map = np.fromiter((index[lab] for lab in new.labels), np.int32, count=len(new.labels))
+        width = np.int64(len(labels) + 1)
+        kept = track * width + old_map[code] if len(track) else np.zeros(0, np.int64)
+        added = np.sort(new.track * width + new_map[new.code]) if len(new.track) else np.zeros(0, np.int64)
+        key = np.insert(kept, np.searchsorted(kept, added), added)
+        track, code = key // width, (key % width).astype(np.int32)
+        return FacetTable(track=track, code=code, labels=tuple(labels),
+                          max_id=int(track.max()) if len(track) else 0)
+
+    def _by_code_updated(self, changed: np.ndarray, track: np.ndarray, code: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """:attr:`_by_code` of this table (same labels) with the pairs of ``changed``
+        replaced by ``(track, code)``: a merge instead of a new sort of every pair."""
+        tracks, starts = self._by_code
+        codes = np.repeat(np.arange(len(self.labels), dtype=np.int64), np.diff(starts))
+        keep = ~np.isin(tracks, changed)
+        tracks, codes = tracks[keep], codes[keep]
+        width = np.int64(max(self.max_id, int(track.max()) if len(track) else 0) + 1)
+        key = codes * width + tracks  # (code, track) order
+        nkey = np.sort(code.astype(np.int64) * width + track)
+        at = np.searchsorted(key, nkey)
+        tracks, codes = np.insert(tracks, at, nkey % width), np.insert(codes, at, nkey // width)
+        return tracks, np.searchsorted(codes, np.arange(len(self.labels) + 1))
+
     @cached_property
     def _by_code(self) -> tuple[np.ndarray, np.ndarray]:
-        order = np.argsort(self.code, kind="stable")  # pairs are sorted by track: so is each slice
+        # pairs are sorted by track: so is each slice.  Fewer than 2**15 labels sort as
+        # int16, where a stable sort is a radix sort (1M pairs: 20 ms instead of 100)
+        code = self.code.astype(np.int16) if len(self.labels) < 2 ** 15 else self.code
+        order = np.argsort(code, kind="stable")
         starts = np.searchsorted(self.code[order], np.arange(len(self.labels) + 1))
         return self.track[order], starts
 
@@ -105,13 +170,17 @@ _tables: OrderedDict[tuple, FacetTable] = OrderedDict()
 
 
 def cached_table(key: tuple, build) -> FacetTable:
-    """The table for ``key`` (catalog location, sources, change token), built by ``build()`` once."""
+    """The table for ``key`` (catalog location, sources, change token), built once by
+    ``build(prev)``; ``prev`` is ``(token, table)`` of the newest older state kept of the
+    same catalog and sources (or None), for bringing forward instead of reloading."""
     with _lock:
         t = _tables.get(key)
         if t is not None:
             _tables.move_to_end(key)
             return t
-    t = build()  # outside the lock: a slow build never blocks other catalogs' requests
+        prev = max(((k[-1], v) for k, v in _tables.items() if k[:-1] == key[:-1] and k[-1] < key[-1]),
+                   key=lambda kv: kv[0], default=None)
+    t = build(prev)  # outside the lock: a slow build never blocks other catalogs' requests
     with _lock:
         _tables[key] = t
         _tables.move_to_end(key)

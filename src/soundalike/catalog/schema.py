@@ -286,6 +286,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX segments_model_version ON segments(model_id, version)
         """,
     ),
+    Migration(
+        "tracks.version: the change counter of the last transaction that changed a track's row, "
+        "tags or attributes, so the browse tables are updated from the few changed tracks",
+        # Set by every Catalog write of tracks, tags and track_attributes, after the
+        # transaction's counter bump (so it is that commit's token; see Catalog._bump):
+        # "version > the token a table was built at" names every track it must re-read
+        # (Catalog.browse_changes).  Rows already there keep 0: older than any table.
+        """
+        ALTER TABLE tracks ADD COLUMN version {bigint} NOT NULL DEFAULT 0;
+        CREATE INDEX tracks_version ON tracks(version)
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

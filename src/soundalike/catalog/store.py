@@ -193,6 +193,8 @@ _instances = itertools.count(1)
 CHUNK_WITH_SOURCES = 890
 #: The writing transaction's change version, read where it is needed (see Catalog._bump).
 _TX_VERSION = "(SELECT value FROM counters WHERE name = 'change')"
+#: Stamp a track as changed by this transaction (its tags or attributes; after Catalog._bump).
+_TRACK_CHANGED = f"UPDATE tracks SET version = {_TX_VERSION} WHERE id = ?"
 
 
 def _fits_int64(v) -> bool:
@@ -454,6 +456,7 @@ class Catalog:
                       duration_s=duration_s, sr=sr, channels=channels, format=format, title=title,
                       artist=artist, album=album, genre=genre, year=year, inode=inode, device=device)
         with self.transaction():
+            self._bump()  # before the row: its version is this commit's token
             return int(self._write(*self._track_upsert(values)).fetchone()[0])
 
     def _track_upsert(self, values: dict) -> tuple[str, tuple]:
@@ -462,9 +465,10 @@ class Catalog:
         values = {**values, "inode": _u63(values.get("inode")), "device": _u63(values.get("device"))}
         cols = ", ".join(values)
         sets = ", ".join(f"{k} = excluded.{k}" for k in values if k != "path")
-        return (f"INSERT INTO tracks ({cols}, status, added_at, updated_at) "
-                f"VALUES ({self._db.dialect.marks(len(values))}, 'ok', ?, ?) "
-                f"ON CONFLICT (path) DO UPDATE SET {sets}, status = 'ok', updated_at = excluded.updated_at "
+        return (f"INSERT INTO tracks ({cols}, status, added_at, updated_at, version) "
+                f"VALUES ({self._db.dialect.marks(len(values))}, 'ok', ?, ?, {_TX_VERSION}) "
+                f"ON CONFLICT (path) DO UPDATE SET {sets}, status = 'ok', updated_at = excluded.updated_at, "
+                f"version = excluded.version "
                 f"RETURNING id", (*values.values(), now, now))
 
     def get_track(self, track_id: int) -> Track | None:
@@ -538,8 +542,10 @@ class Catalog:
                     device: int | None = None) -> None:
         """Record a new mtime (and file identity) for unchanged content (and bring a missing track back)."""
         with self.transaction():
+            self._bump()
             self._write("UPDATE tracks SET size = ?, mtime = ?, inode = coalesce(?, inode), "
-                        "device = coalesce(?, device), status = 'ok', updated_at = ? WHERE id = ?",
+                        f"device = coalesce(?, device), status = 'ok', updated_at = ?, version = {_TX_VERSION} "
+                        "WHERE id = ?",
                         (size, mtime, _u63(inode), _u63(device), time.time(), int(track_id)))
 
     def mark_changed(self, track_id: int) -> None:
@@ -547,7 +553,9 @@ class Catalog:
         ``missing``: listings, search and the audio route skip it; the next ingest of its
         folder re-checks the file and brings it back if it is audio again)."""
         with self.transaction():
-            self._write("UPDATE tracks SET status = 'missing', updated_at = ? WHERE id = ? AND status = 'ok'",
+            self._bump()
+            self._write(f"UPDATE tracks SET status = 'missing', updated_at = ?, version = {_TX_VERSION} "
+                        "WHERE id = ? AND status = 'ok'",
                         (time.time(), int(track_id)))
 
     def mark_missing(self, track_ids: Iterable[int]) -> int:
@@ -557,9 +565,11 @@ class Catalog:
         if not ids:
             return 0
         with self.transaction():
+            self._bump()
             for chunk in chunked(ids):
                 self._tx_dirty = True
-                n += self._db.execute_count(f"UPDATE tracks SET status = 'missing', updated_at = ? "
+                n += self._db.execute_count(f"UPDATE tracks SET status = 'missing', updated_at = ?, "
+                                            f"version = {_TX_VERSION} "
                                             f"WHERE status = 'ok' AND id IN ({self._db.dialect.marks(len(chunk))})",
                                             (time.time(), *chunk))
         return n
@@ -578,8 +588,10 @@ class Catalog:
         mid = model_id or ""
         rows = _tag_rows(tags, source=source, model_id=mid)
         with self.transaction():
+            self._bump()
             self._write("DELETE FROM tags WHERE track_id = ? AND source = ? AND model_id = ?",
                         (int(track_id), source, mid))
+            self._write(_TRACK_CHANGED, (int(track_id),))
             for chunk in chunked(rows, _TAG_ROWS_PER_INSERT):
                 # one multi-row statement, not one per tag (a round trip's worth of work each
                 # on a server backend)
@@ -589,15 +601,20 @@ class Catalog:
     def add_tag(self, track_id: int, tag: Tag) -> None:
         """Add one tag (kept with its own source), replacing the same tag from that source."""
         with self.transaction():
+            self._bump()
             self._write(self._TAG_UPSERT, (int(track_id), tag.tag, tag.category, tag.source,
                                            float(tag.confidence), tag.model_id or ""))
+            self._write(_TRACK_CHANGED, (int(track_id),))
 
     def remove_tag(self, track_id: int, *, tag: str, category: str, source: TagSource = "user") -> int:
         with self.transaction():
             self._tx_dirty = True
-            return self._db.execute_count(
+            self._bump()
+            n = self._db.execute_count(
                 "DELETE FROM tags WHERE track_id = ? AND tag = ? AND category = ? AND source = ?",
                 (int(track_id), normalize_tag(tag), normalize_tag(category), source))
+            self._write(_TRACK_CHANGED, (int(track_id),))
+            return n
 
     def track_tags(self, track_id: int, *, sources: Iterable[str] | None = None) -> list[Tag]:
         """A track's tags, most confident first."""
@@ -831,34 +848,80 @@ class Catalog:
             q, table=table, tags=lambda: self._facet_table_cached(sources, token),
             sql_ids=lambda rest: self.match(rest, include_suggested=include_suggested)))
 
+    def changed_track_ids(self, since: int) -> np.ndarray:
+        """int64 sorted ids of the tracks whose row, tags or attributes a transaction
+        committed after change token ``since`` changed (``tracks.version``, any status).
+
+        The browse tables of the state ``since`` are brought forward by re-reading just
+        these (:meth:`_track_table`, :meth:`_facet_table`).  A superset is harmless
+        (re-reading a track is idempotent); every write of tracks, tags and attributes
+        stamps the version after the transaction's counter bump, so none is missed.
+        """
+        # no ORDER BY: SQLite would walk the rowid order (all tracks) rather than the version index
+        rows = self._db.fetchall("SELECT id FROM tracks WHERE version > ?", (int(since),))
+        return np.sort(np.fromiter((r[0] for r in rows), np.int64, count=len(rows)))
+
+    _BROWSE_TRACKS = "SELECT id, title, artist, path, duration_s, year, sr, channels, added_at FROM tracks"
+    _BROWSE_ATTRS = ("SELECT track_id, duration_s, bpm, loudness_lufs, loudness_range_lu, energy, vocals, camelot "
+                     "FROM track_attributes")
+
+    def _browse_rows(self, ids: np.ndarray | None) -> tuple[list[tuple], list[tuple]]:
+        """Track and attribute rows the :class:`~.browse.TrackTable` is built from (``ok``
+        tracks; of ``ids`` only, or of every track for None)."""
+        if ids is None:
+            return (self._db.fetchall(self._BROWSE_TRACKS + " WHERE status = 'ok'"),
+                    self._db.fetchall(self._BROWSE_ATTRS))
+        tracks: list[tuple] = []
+        attrs: list[tuple] = []
+        for chunk in chunked(int(i) for i in ids):
+            cond, args = self._db.in_list("id", chunk)
+            tracks += self._db.fetchall(f"{self._BROWSE_TRACKS} WHERE status = 'ok' AND {cond}", args)
+            cond, args = self._db.in_list("track_id", chunk)
+            attrs += self._db.fetchall(f"{self._BROWSE_ATTRS} WHERE {cond}", args)
+        return tracks, attrs
+
     def _track_table_cached(self, token: int | None = None):
         from soundalike.catalog.browse import cached_table
 
         token = self.change_token() if token is None else token
-        return cached_table((self.location, token), self._track_table)
+        return cached_table((self.location, token), lambda prev: self._track_table(prev))
 
-    def _track_table(self):
-        from soundalike.catalog.browse import TrackTable
+    def _track_table(self, prev=None):
+        """A fresh :class:`~.browse.TrackTable`, or ``prev = (token, table)`` (an older state
+        of this catalog) brought forward by the tracks changed since (when they are few)."""
+        from soundalike.catalog.browse import TrackTable, worth_updating
 
-        tracks = self._db.fetchall("SELECT id, title, artist, path, duration_s, year, sr, channels, added_at "
-                                   "FROM tracks WHERE status = 'ok'")
-        attrs = self._db.fetchall("SELECT track_id, duration_s, bpm, loudness_lufs, loudness_range_lu, energy, "
-                                  "vocals, camelot FROM track_attributes")
-        return TrackTable.from_rows(tracks, attrs)
+        if prev is not None:
+            changed = self.changed_track_ids(prev[0])
+            if worth_updating(len(changed), len(prev[1].ids)):
+                return prev[1].updated(changed, *self._browse_rows(changed))
+        return TrackTable.from_rows(*self._browse_rows(None))
 
     def _facet_table_cached(self, sources: Sequence[str], token: int | None = None):
         from soundalike.catalog.facets import cached_table
 
         sources = tuple(sources)
         token = self.change_token() if token is None else token
-        return cached_table((self.location, sources, token), lambda: self._facet_table(sources))
+        return cached_table((self.location, sources, token), lambda prev: self._facet_table(sources, prev))
 
-    def _facet_table(self, sources: Sequence[str]):
+    def _facet_table(self, sources: Sequence[str], prev=None):
+        """The :class:`~.facets.FacetTable` of ``sources``, fresh or (``prev = (token,
+        table)``) brought forward by re-reading the tags of the tracks changed since."""
+        from soundalike.catalog.browse import worth_updating
         from soundalike.catalog.facets import FacetTable
 
-        rows = self._db.fetchall(
-            f"SELECT g.track_id, g.category, g.tag FROM tags g JOIN tracks t ON t.id = g.track_id "
-            f"WHERE t.status = 'ok' AND g.source IN ({self._db.dialect.marks(len(sources))})", list(sources))
+        sql = (f"SELECT g.track_id, g.category, g.tag FROM tags g JOIN tracks t ON t.id = g.track_id "
+               f"WHERE t.status = 'ok' AND g.source IN ({self._db.dialect.marks(len(sources))})")
+        if prev is not None:
+            changed = self.changed_track_ids(prev[0])
+            if worth_updating(len(changed), prev[1].max_id + 1):
+                rows = []
+                for chunk in chunked((int(i) for i in changed), CHUNK_WITH_SOURCES):
+                    cond, args = self._db.in_list("t.id", chunk)
+                    rows += self._db.fetchall(f"{sql} AND {cond}", [*sources, *args])
+                return prev[1].updated(changed, np.fromiter((r[0] for r in rows), np.int64, count=len(rows)),
+                                       [r[1] for r in rows], [r[2] for r in rows])
+        rows = self._db.fetchall(sql, list(sources))
         return FacetTable.from_pairs(np.fromiter((r[0] for r in rows), np.int64, count=len(rows)),
                                      [r[1] for r in rows], [r[2] for r in rows])
 
@@ -1129,9 +1192,9 @@ class Catalog:
         by_path = self._BY_PATH
         now = time.time()
         with self.transaction():
-            tid = self._db.execute_deferred(*self._track_upsert(dict(track)))
             self._tx_dirty = True
-            self._bump()
+            self._bump()  # first: the track row's version is this commit's token
+            tid = self._db.execute_deferred(*self._track_upsert(dict(track)))
             self._write(f"DELETE FROM tags WHERE track_id = {by_path} AND (source = 'file' AND model_id = '' "
                         f"OR source = 'model' AND model_id = ?)", (path, model_id))
             for chunk in chunked(rows, _TAG_ROWS_PER_INSERT):
@@ -1315,8 +1378,10 @@ class Catalog:
         ``loudness_range_lu``, ``vocals``, ``energy``, ``seconds_read``; missing = NULL).
         """
         with self.transaction():
+            self._bump()
             self._write(self._attributes_upsert("?"),
                         (int(track_id), *_attribute_values(attributes), model_id, int(version), time.time()))
+            self._write(_TRACK_CHANGED, (int(track_id),))
 
     def _attributes_upsert(self, track_sql: str) -> str:
         """The attributes upsert; ``track_sql`` names the track (``?`` for an id, or a sub-select)."""
