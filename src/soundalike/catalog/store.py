@@ -294,6 +294,8 @@ class Catalog:
         self._tx_bumped = False
         self._tx_dirty = False
         self._models_by_id: dict[str, ModelInfo] = {}
+        #: (default model id, change token) as :meth:`default_model_and_token` last read them
+        self._default_seen: tuple[str, int] | None = None
         #: distinguishes open catalogs for per-connection caches (``id()`` can be reused)
         self.instance_key = next(_instances)
 
@@ -941,7 +943,17 @@ class Catalog:
             mid = ms[0].model_id if ms else None
         if mid is not None and adapted:
             mid = {r[0]: r[2] for r in registered}.get(mid) or mid
+            # every write that can change the answer (models, adaptations, analyses, a
+            # track's status) bumps the token, so the answer holds while the token does
+            self._default_seen = (mid, token)
         return mid, token
+
+    def remembered_default_model(self) -> tuple[str, int] | None:
+        """``(model id, change token)`` as :meth:`default_model_and_token` last answered on
+        this open catalog (None: not asked yet).  The model is still the default while the
+        catalog's change token is that token; a caller compares it with a token it reads
+        anyway (:meth:`query_track_and_token`) and asks again when it moved."""
+        return self._default_seen
 
     def put_analysis(self, track_id: int, model_id: str, embedding: np.ndarray,
                      predictions: dict[str, float] | None = None, *, analysis: str = "full") -> None:
@@ -1351,24 +1363,76 @@ class Catalog:
         analysis by ``model_id``, its ``(category, tag)`` pairs from ``sources`` and its
         attributes -- what :meth:`get_track`, :meth:`get_analysis`, :meth:`tag_pairs` and
         :meth:`track_attributes` return (one round trip instead of four on a server)."""
+        return self.query_track_and_token(track_id, model_id=model_id, sources=sources)[:4]
+
+    def query_track_and_token(self, track_id: int, *, model_id: str, sources: Sequence[str]
+                              ) -> tuple[Track | None, StoredAnalysis | None, set[tuple[str, str]],
+                                         dict | None, int | None]:
+        """:meth:`query_track_data` and, read by the same statement, :meth:`change_token`
+        (None when there is no such track): a search then needs no statement of its own
+        for the token its index cache compares."""
         if not _fits_int64(track_id):
-            return None, None, set(), None
+            return None, None, set(), None, None
         n, na = len(_TRACK_FIELDS), len(_ATTRIBUTE_READ)
         # 1:1 joins, then one row per tag (the track's columns repeated: a few rows)
         rows = self._db.fetchall(
             f"SELECT {_TRACK_COLS_T}, a.track_id, a.model_id, a.embedding, a.predictions, a.created_at, a.analysis, "
-            f"{', '.join('x.' + c for c in _ATTRIBUTE_READ)}, g.category, g.tag FROM tracks t "
+            f"{', '.join('x.' + c for c in _ATTRIBUTE_READ)}, "
+            "(SELECT value FROM counters WHERE name = 'change'), g.category, g.tag FROM tracks t "
             "LEFT JOIN analyses a ON a.track_id = t.id AND a.model_id = ? "
             "LEFT JOIN track_attributes x ON x.track_id = t.id "
             f"LEFT JOIN tags g ON g.track_id = t.id AND g.source IN ({self._db.dialect.marks(len(sources))}) "
             "WHERE t.id = ?", (model_id, *sources, int(track_id)))
         if not rows:
-            return None, None, set(), None
+            return None, None, set(), None, None
         r = rows[0]
         analysis = _analysis(r[n:n + 6]) if r[n] is not None else None
         attrs = _attribute_row(r[n + 6:n + 6 + na])[1] if r[n + 6] is not None else None
         pairs = {(x[-2], x[-1]) for x in rows if x[-2] is not None}
-        return _track(r[:n]), analysis, pairs, attrs
+        token = int(r[n + 6 + na]) if r[n + 6 + na] is not None else 0
+        return _track(r[:n]), analysis, pairs, attrs, token
+
+    def candidates_and_tags(self, ids: Sequence[int], *, tag_ids: Sequence[int], sources: Sequence[str]
+                            ) -> tuple[dict[int, Track], dict[int, dict], dict[int, list[Tag]]]:
+        """:meth:`tracks_and_attributes` of ``ids`` and :meth:`tag_lists` of ``tag_ids`` (from
+        ``sources``) in one statement: a search's candidates, and the tags of those likely to
+        be its hits (one round trip fewer on a server).
+
+        Every id of ``tag_ids`` is a key of the tag lists (empty: no tags), as in
+        :meth:`tag_lists`.  At most :data:`CHUNK_WITH_SOURCES` ids of each; more raise.
+        """
+        ids = [int(i) for i in ids if _fits_int64(i)]
+        tag_ids = [int(i) for i in tag_ids if _fits_int64(i)]
+        if len(ids) > CHUNK_WITH_SOURCES or len(tag_ids) > CHUNK_WITH_SOURCES:
+            raise ValueError(f"at most {CHUNK_WITH_SOURCES} ids in one statement")
+        n, na = len(_TRACK_FIELDS), len(_ATTRIBUTE_READ)
+        tracks: dict[int, Track] = {}
+        attrs: dict[int, dict] = {}
+        lists: dict[int, list[Tag]] = {i: [] for i in tag_ids}
+        if not ids and not tag_ids:
+            return tracks, attrs, lists
+        cond_t, args_t = self._db.in_list("t.id", ids)
+        cond_g, args_g = self._db.in_list("g.track_id", tag_ids)
+        pad_tag, pad_track = ", ".join(["NULL"] * 6), ", ".join(["NULL"] * (n + na))
+        # one row per candidate, then one per tag (no track columns repeated per tag); the
+        # leading columns order the tags as tag_lists does, positions since a UNION sorts
+        # only by its output columns
+        rows = self._db.fetchall(
+            f"SELECT t.id, 0, {pad_tag}, {_TRACK_COLS_T}, {', '.join('x.' + c for c in _ATTRIBUTE_READ)} "
+            f"FROM tracks t LEFT JOIN track_attributes x ON x.track_id = t.id WHERE {cond_t} "
+            f"UNION ALL SELECT g.track_id, 1, g.source = 'suggested', g.confidence, g.category, g.tag, g.source, "
+            f"g.model_id, {pad_track} FROM tags g "
+            f"WHERE {cond_g} AND g.source IN ({self._db.dialect.marks(len(sources))}) "
+            "ORDER BY 2, 1, 3, 4 DESC, 5, 6", [*args_t, *args_g, *sources])
+        for r in rows:
+            tid = int(r[0])
+            if r[1] == 0:
+                tracks[tid] = _track(r[8:8 + n])
+                if r[8 + n] is not None:
+                    attrs[tid] = _attribute_row(r[8 + n:])[1]
+            else:
+                lists[tid].append(Tag(r[5], r[4], r[6], r[3], r[7] or None))
+        return tracks, attrs, lists
 
     def tracks_and_attributes(self, ids: Iterable[int]) -> tuple[dict[int, Track], dict[int, dict]]:
         """:meth:`get_tracks` and :meth:`attributes_of` in one statement (a search's candidates)."""
