@@ -1,8 +1,8 @@
 """What a filtered similar() reads, and how many statements it sends, on both backends.
 
-A call by track id is two statements once the catalog's default model is known: the query
+A call by track id is two round trips once the catalog's default model is known: the query
 track's row (vector, tags, attributes and the change token), then the candidates with
-their attributes and the likely hits' tags.  These tests check that the folded reads
+their attributes and the likely hits' tags (two statements sent together).  These tests check that the folded reads
 return what the single reads return, that similar() answers exactly what the unfolded
 path answers (and the same on SQLite and PostgreSQL), that the remembered default model
 follows another process's commits, and the statement count itself.
@@ -55,20 +55,26 @@ def filled(catalog_target):
     forget_cached()
 
 
-def _count(cat: Catalog, fn):
-    """(fn(), statements the catalog sent while it ran)."""
+def _count(cat: Catalog, fn, batches: list | None = None):
+    """(fn(), statements the catalog sent while it ran); ``batches`` gets the size of each
+    group of statements sent together (one round trip on a server)."""
     db = cat._db  # counts what goes through the door, so it looks behind it
-    real, n = db.execute, [0]
+    real, real_batch, n = db.execute, db.fetch_batch, [0]
 
-    def counting(sql, params=()):
+    def counting(sql, params=(), **kw):
         n[0] += 1
-        return real(sql, params)
+        return real(sql, params, **kw)
 
-    db.execute = counting
+    def batch(statements):
+        if batches is not None:
+            batches.append(len(statements))
+        return real_batch(statements)
+
+    db.execute, db.fetch_batch = counting, batch
     try:
         return fn(), n[0]
     finally:
-        del db.execute
+        del db.execute, db.fetch_batch
 
 
 def _view(hits) -> list:
@@ -143,13 +149,16 @@ def test_both_backends_answer_the_same(tmp_path, request):
     assert views[0] == views[1]
 
 
-def test_two_statements_per_call_and_other_processes_commits_are_seen(filled):
+def test_two_round_trips_per_call_and_other_processes_commits_are_seen(filled):
+    """Three statements: the query track with the token, then the candidates and the likely
+    hits' tags sent together (two round trips on PostgreSQL)."""
     with Catalog.open(filled) as c, Catalog.open(filled) as writer:
         sim.similar(1, k=5, where="genre:g1", catalog=c)  # finds the default model, gathers the filter
-        hits, n = _count(c, lambda: sim.similar(2, k=5, where="genre:g1", catalog=c))
-        assert n == 2 and len(hits) == 5
+        batches = []
+        hits, n = _count(c, lambda: sim.similar(2, k=5, where="genre:g1", catalog=c), batches)
+        assert n == 3 and batches == [2] and len(hits) == 5
         _, n = _count(c, lambda: sim.similar(3, k=5, where="genre:g1", model="m", catalog=c))
-        assert n == 2
+        assert n == 3
         # another connection commits a new track in the filter, right next to the query
         q = c.get_analysis(2, "m").embedding
         tid = writer.upsert_track(path="/m/new.ogg", content_hash="new", size=1, mtime=0.0, duration_s=55.0,
@@ -158,9 +167,9 @@ def test_two_statements_per_call_and_other_processes_commits_are_seen(filled):
         writer.put_analysis(tid, "m", q)
         hits, n = _count(c, lambda: sim.similar(2, k=5, where="genre:g1", catalog=c))
         assert hits[0].track.id == tid and hits[0].tags == tuple(writer.track_tags(tid, sources=WHY))
-        assert n > 2  # the token moved: the default model is asked again, the index synced
+        assert n > 3  # the token moved: the default model is asked again, the index synced
         _, n = _count(c, lambda: sim.similar(2, k=5, where="genre:g1", catalog=c))
-        assert n == 2
+        assert n == 3
 
 
 def test_remembered_default_model_follows_a_new_adaptation(filled):
