@@ -715,7 +715,8 @@ class Catalog:
         int64 ``(n,)`` sorted track ids.
         """
         sql, params = self._where(where, text, include_suggested, reference)
-        rows = self._db.fetchall(f"SELECT t.id FROM tracks t WHERE {sql} ORDER BY t.id", params)
+        # ids in the binary format: a filter matching 10k tracks is 10k ints to parse
+        rows = self._db.fetch_rows(f"SELECT t.id FROM tracks t WHERE {sql} ORDER BY t.id", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def filter_notes(self, where: _q.Query | str | None, *, include_suggested: bool = False) -> list[str]:
