@@ -130,6 +130,18 @@ class Backend:
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return list(self.execute(sql, params).fetchall())
 
+    def fetch_rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """:meth:`fetchall` for a hot read whose columns are plain numbers, text and bytes
+        (on PostgreSQL they come back in the binary format: less to parse)."""
+        return self.fetchall(sql, params)
+
+    def fetch_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple]]:
+        """The rows of several independent reads (:meth:`fetch_rows` each), in order.
+
+        On a server they go out together: one round trip, not one per statement.
+        """
+        return [self.fetch_rows(sql, params) for sql, params in statements]
+
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
         return self.execute(sql, params).fetchone()
 
@@ -331,8 +343,11 @@ class PostgresBackend(Backend):
 
     def in_list(self, column_sql: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         # one array parameter: one statement text whatever the count, so the server
-        # prepares it once (an IN list is a new statement for every length)
-        return f"{column_sql} = ANY(?)", [list(values)]
+        # prepares it once (an IN list is a new statement for every length); written as
+        # an array literal of ids (every caller's list is of ids): psycopg dumps one string
+        # where a list of ints is dumped element by element in Python (48 ids: 0.53 ->
+        # 0.41 ms a statement)
+        return f"{column_sql} = ANY(CAST(? AS BIGINT[]))", ["{" + ",".join(str(int(v)) for v in values) + "}"]
 
     def _tr(self, sql: str) -> str:
         out = self._sql.get(sql)
@@ -340,8 +355,22 @@ class PostgresBackend(Backend):
             out = self._sql[sql] = sql.replace("%", "%%").replace("?", "%s")
         return out
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self._conn.execute(self._tr(sql), tuple(params))
+    def execute(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False) -> Any:
+        return self._conn.execute(self._tr(sql), tuple(params), binary=binary)
+
+    def fetch_rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        # binary results: ints, floats and bytea arrive as machine values instead of text
+        # to parse (48 candidate rows: 0.61 -> 0.34 ms); only for columns of those types
+        # and text (a type without a binary loader would come back as bytes)
+        return self.execute(sql, params, binary=True).fetchall()
+
+    def fetch_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple]]:
+        if self._pipe is not None or len(statements) < 2:  # already pipelined (in a transaction)
+            return [self.fetch_rows(sql, params) for sql, params in statements]
+        # pipeline mode: every statement is sent before any answer is awaited
+        with self._conn.pipeline():
+            curs = [self.execute(sql, params, binary=True) for sql, params in statements]
+        return [c.fetchall() for c in curs]
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self._conn.cursor() as cur:

@@ -184,12 +184,15 @@ def _clip_attributes(y: np.ndarray, sr: int, predictions: dict[str, float]) -> d
 
 
 def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str,
-                  include_suggested: bool = False, max_clip_s: float | None = MAX_CLIP_S) -> ResolvedQuery:
+                  include_suggested: bool = False, max_clip_s: float | None = MAX_CLIP_S,
+                  prefetched: tuple | None = None) -> ResolvedQuery:
     """Turn a query into a vector of ``model_id``.
 
     ``query`` is a track id (int or digits), a path (a catalog track's, or any audio file,
     analyzed on the fly), or a title/artist substring (the first match, by id).
     An outside file longer than ``max_clip_s`` seconds is refused (``None``: no limit).
+    ``prefetched``: what :meth:`Catalog.query_track_data` returned for an int ``query``
+    (read by the caller with ``model_id``; not read again).
 
     Raises
     ------
@@ -207,7 +210,8 @@ def resolve_query(cat: Catalog, query: int | str | os.PathLike, *, model_id: str
     track = None
     if isinstance(query, (int, np.integer)):
         # the track, its analysis, tags and attributes in one round trip
-        track, stored, tags, attrs = cat.query_track_data(int(query), model_id=model_id, sources=sources)
+        track, stored, tags, attrs = prefetched if prefetched is not None else \
+            cat.query_track_data(int(query), model_id=model_id, sources=sources)
         if track is None:
             raise TrackNotFoundError(f"no track with id {int(query)} in {cat.path}")
         return _resolved(cat, track, stored, tags, attrs, model_id=model_id, info=info)
@@ -290,14 +294,17 @@ def parse_tolerance(text: str | float | None) -> float | None:
 
 def _hits(cat: Catalog, ids: np.ndarray, scores: np.ndarray, query_tags: frozenset[tuple[str, str]],
           sources: Sequence[str], query_attributes: dict | None = None,
-          known: tuple[dict, dict] | None = None) -> list[Hit]:
-    """Hits for ``ids``; ``known``: the ``(tracks, attributes)`` the search already read
-    (then only the tags are read here)."""
+          known: tuple[dict, dict, dict] | None = None) -> list[Hit]:
+    """Hits for ``ids``; ``known``: the ``(tracks, attributes, tag lists)`` the search already
+    read (then only the tags of hits whose list was not read are read here)."""
     keep = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
     hit_ids = [i for i, _ in keep]
-    tracks, attrs = known if known is not None else cat.tracks_and_attributes(hit_ids)
+    tracks, attrs, lists = known if known is not None else (*cat.tracks_and_attributes(hit_ids), {})
     # the hits' tags, read once: their shared tags here, their tag lists for a caller (the web rows)
-    lists = cat.tag_lists(hit_ids, sources=sources) if sources and hit_ids else {}
+    lists = {i: lists[i] for i in hit_ids if i in lists}
+    unread = [i for i in hit_ids if i not in lists]
+    if sources and unread:
+        lists.update(cat.tag_lists(unread, sources=sources))
     tag_sets = {i: {(g.category, g.tag) for g in lst} for i, lst in lists.items()}
     hits = []
     for i, s in keep:
@@ -319,11 +326,15 @@ def _candidate(track, score: float, attrs: dict | None):
 
 
 def _diverse_search(cat: Catalog, index, rq: ResolvedQuery, k: int, *, mask, exclude: list[int],
-                    max_per_artist: int | None, max_per_album: int | None,
-                    include_duplicates: bool) -> tuple[np.ndarray, np.ndarray, tuple[dict, dict]]:
+                    max_per_artist: int | None, max_per_album: int | None, include_duplicates: bool,
+                    sources: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, tuple[dict, dict, dict]]:
     """The first ``k`` hits that pass the caps and the near-duplicate rule, fetching more
     candidates (x4 each round) until enough pass or the index runs out; also the
-    candidates' ``(tracks, attributes)`` as read (the hits are among them)."""
+    candidates' ``(tracks, attributes)`` as read (the hits are among them) and the tag
+    lists (from ``sources``) of the best ``2 k`` candidates, read by the same statement:
+    the hits are nearly always among those, and :func:`_hits` reads any that are not."""
+    from soundalike.catalog.store import CHUNK_WITH_SOURCES
+
     from soundalike.search.diversity import diversify
 
     seed = _candidate(rq.track, 1.0, rq.attributes) if rq.track else None
@@ -338,14 +349,18 @@ def _diverse_search(cat: Catalog, index, rq: ResolvedQuery, k: int, *, mask, exc
         ids, scores = ids[0], scores[0]
         ok = ids >= 0
         ids, scores = ids[ok], scores[ok]
-        tracks, attrs = cat.tracks_and_attributes(ids.tolist())  # one round trip
+        if sources and len(ids) <= CHUNK_WITH_SOURCES:  # one round trip
+            tracks, attrs, lists = cat.candidates_and_tags(ids.tolist(), tag_ids=ids[:2 * k].tolist(),
+                                                           sources=sources)
+        else:
+            (tracks, attrs), lists = cat.tracks_and_attributes(ids.tolist()), {}
         cands = [_candidate(tracks[int(i)], float(s), attrs.get(int(i))) for i, s in zip(ids, scores, strict=True)
                  if int(i) in tracks]
         chosen = list(diversify(cands, k=k, seed=seed, max_per_artist=max_per_artist,
                                 max_per_album=max_per_album, include_duplicates=include_duplicates))
         if len(chosen) >= k or len(ids) < n or n >= total:
             return (np.asarray([c.id for c in chosen], np.int64)[None, :],
-                    np.asarray([c.score for c in chosen], np.float32)[None, :], (tracks, attrs))
+                    np.asarray([c.score for c in chosen], np.float32)[None, :], (tracks, attrs, lists))
         n = min(total, n * 4)
 
 
@@ -426,6 +441,35 @@ def similar(query: int | str | os.PathLike, *, k: int = 10, where: str | None = 
                               bpm_tolerance=bpm_tolerance, catalog=catalog)[1]
 
 
+def _model_and_query(cat: Catalog, model: str | None, query, sources: Sequence[str]):
+    """The model to compare, the catalog's change token (None: not read) and, for a track id
+    query, its :meth:`~Catalog.query_track_data` (None: not read), in as few statements as
+    may be: one for a track id (the token comes with the track's row, and the default model
+    is the one this open catalog found at that token), else one for the default model and
+    the token (none when a model id is named)."""
+    from soundalike.search.sync import lookup_model, model_info_and_token
+
+    qid = int(query) if isinstance(query, (int, np.integer)) else None
+    if model is None:
+        seen = cat.remembered_default_model()
+        if qid is not None and seen is not None:
+            *data, token = cat.query_track_and_token(qid, model_id=seen[0], sources=sources)
+            if token == seen[1]:  # nothing committed since the default was found: it still is
+                info = lookup_model(cat, seen[0])
+                if info is not None:
+                    return info, token, tuple(data)
+        # the default model and the change token in one statement
+        info, token = model_info_and_token(cat, None)
+        if qid is None:
+            return info, token, None
+        return info, token, cat.query_track_data(qid, model_id=info.model_id, sources=sources)
+    info, _ = model_info_and_token(cat, model)  # a model id is remembered: no statement
+    if qid is None:
+        return info, None, None
+    *data, token = cat.query_track_and_token(qid, model_id=info.model_id, sources=sources)
+    return info, token, tuple(data)
+
+
 def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: str | None = None,
                        model: str | None = None, exclude_same_artist: bool = False,
                        include_suggested: bool = False, max_per_artist: int | None = None,
@@ -436,7 +480,7 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
     """:func:`similar`, also returning what the query resolved to (for display); an outside
     clip longer than ``max_clip_s`` seconds raises :class:`AudioTooLongError`."""
     from soundalike.catalog.query import parse
-    from soundalike.search.sync import cached_index, model_info_and_token
+    from soundalike.search.sync import cached_index
 
     if k < 1:
         raise QueryError(f"k must be at least 1, got {k}")
@@ -445,11 +489,11 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
             raise QueryError(f"{name} must be at least 1, got {cap}")
     tol = parse_tolerance(bpm_tolerance)
     parse(where)  # fail on a bad filter before any decoding
+    sources = (*_WHY_SOURCES, "suggested") if include_suggested else _WHY_SOURCES
     with open_catalog(catalog) as cat:
-        # the default model and the change token in one statement (token None: model named)
-        info, token = model_info_and_token(cat, model)
+        info, token, prefetched = _model_and_query(cat, model, query, sources)
         rq = resolve_query(cat, query, model_id=info.model_id, include_suggested=include_suggested,
-                           max_clip_s=max_clip_s)
+                           max_clip_s=max_clip_s, prefetched=prefetched)
         if tol is not None:
             bpm = (rq.attributes or {}).get("bpm")
             if not bpm:
@@ -467,6 +511,5 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
             exclude += cat.ids_by_artist(rq.track.artist)
         ids, scores, known = _diverse_search(cat, index, rq, k, mask=mask, exclude=exclude,
                                              max_per_artist=max_per_artist, max_per_album=max_per_album,
-                                             include_duplicates=include_duplicates)
-        sources = (*_WHY_SOURCES, "suggested") if include_suggested else _WHY_SOURCES
+                                             include_duplicates=include_duplicates, sources=sources)
         return rq, _hits(cat, ids[0], scores[0], rq.tags, sources, rq.attributes, known=known)
