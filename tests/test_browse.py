@@ -179,6 +179,101 @@ def test_cached_results_follow_every_change(filled):
     assert cat.browse_ranges()["duration"][0] == 3.0
 
 
+#: Pieces of the texts and queries of the text-search tests: case, non-ASCII letters whose
+#: lower case SQL does not fold (É, Ü, İ), ones that fold to two characters, LIKE's and
+#: FTS's special characters, quotes, CJK, an emoji.
+TEXT_PIECES = ("ab", "Ab", "AB", "b", "é", "É", "ß", "ü", "Ü", "ǅ", "中文", "x y", "%", "_", "'", "\\",
+               "-", "🎵", "İ", "ﬁ", "mo", "On")
+
+
+def _piece_text(rng: random.Random, k: int = 4) -> str:
+    return "".join(rng.choice(TEXT_PIECES) for _ in range(rng.randint(1, k)))
+
+
+def test_text_search_matches_the_sql_definition(catalog_target):
+    """``title:`` / ``artist:`` / ``album:`` / ``file:`` terms, bare words and the page's
+    text search, answered in memory, give the ids of the SQL substring test for random
+    values of 1-6 characters (non-ASCII, any case), and a value spanning two tracks'
+    texts (the separator of the joined text) matches nothing it should not."""
+    rng = random.Random(31)
+    texts: dict[str, list[str]] = {"title": [], "artist": [], "album": [], "file": []}
+    with Catalog.open(catalog_target) as cat:
+        gone = []
+        for i in range(150):
+            title = None if i % 10 == 0 else _piece_text(rng)
+            artist = None if i % 4 == 0 else _piece_text(rng, 2)
+            album = None if i % 3 == 0 else _piece_text(rng, 3)
+            name = f"{_piece_text(rng)}_{i}.mp3"
+            tid = cat.upsert_track(path=f"/lib/{_piece_text(rng, 2)}/{name}", content_hash=f"t{i}", size=1,
+                                   mtime=0.0, title=title, artist=artist, album=album)
+            if i % 17 == 5:
+                gone.append(tid)
+            for f, v in (("title", title), ("artist", artist), ("album", album), ("file", name)):
+                texts[f].append(v or "")
+        cat.set_tags(1, [Tag("ab", "genre", "file"), Tag("é", "mood", "user")], source="file")
+        cat.mark_missing(gone)
+        queries = {*TEXT_PIECES, *(p.upper() for p in TEXT_PIECES), "a", "o", "1", "_1", ".mp3", "3.mp"}
+        for _ in range(120):
+            t = rng.choice(texts[rng.choice(tuple(texts))])
+            if t:
+                a = rng.randrange(len(t))
+                queries.add(t[a:a + rng.randint(1, 6)])
+        spanning = set()
+        for f, vals in texts.items():  # the end of one track's text and the start of the next's
+            for a, b in zip(vals, vals[1:]):
+                if a and b:
+                    spanning |= {a[-1] + b[0], a[-2:] + b[:2]}
+        queries |= set(rng.sample(sorted(spanning), 60))
+        queries = sorted(q for q in queries if q.strip() and '"' not in q)
+        hits = 0
+        for q in queries:
+            for f in (f'title:"{q}"', f'artist:"{q}"', f'album:"{q}"', f'file:"{q}"', f'"{q}"', f'-"{q}"'):
+                want = cat.match(f).tolist()
+                total, got = cat.page(where=f, limit=10_000, order="id")
+                assert (total, got) == (len(want), want), f
+                hits += bool(want) and not f.startswith("-")
+            want = cat.match(None, text=q).tolist()
+            assert cat.page(text=q, limit=10_000, order="id") == (len(want), want), q
+        assert hits > 200  # the values do match things
+        # answered from memory: no term is left for SQL
+        from soundalike.catalog import query as q_
+        from soundalike.catalog.browse import evaluate
+
+        got = evaluate(q_.parse('title:ab artist:é|b -album:x "ab" file:_1'), table=cat._track_table_cached(),
+                       tags=lambda: cat._facet_table_cached(q_.BASE_SOURCES),
+                       sql_ids=lambda rest: pytest.fail(f"{rest} went to SQL"))
+        assert got.tolist() == cat.match('title:ab artist:é|b -album:x "ab" file:_1').tolist()
+        for q in sorted(spanning):  # never a match across two tracks' texts
+            for f in texts:
+                got = set(cat.page(where=f'{f}:"{q}"', limit=10_000, order="id")[1])
+                # SQL's lower(): ASCII letters only; the value is lower-cased (and stripped) by the parser
+                want = {i + 1 for i, t in enumerate(texts[f])
+                        if q.strip().lower().encode() in t.encode().lower() and i + 1 not in gone}
+                assert got == want, (f, q)
+
+
+def test_text_columns_cut_at_each_track():
+    """The joined text of a field: a value across two tracks' texts is no match; a value
+    holding the separator byte is tested text by text; an empty text matches nothing."""
+    from soundalike.catalog.browse import TrackTable
+
+    rows = [(1, "abc", None, "/x/one.mp3", 1.0, None, None, None, 0.0, "Album"),
+            (2, "def", "é", "/x/two.mp3", 1.0, None, None, None, 0.0, None),
+            (4, "a\x00b", "", "/y/a.b", 1.0, None, None, None, 0.0, "cd")]
+    t = TrackTable.from_rows(rows, [])
+    assert np.flatnonzero(t.text_mask(("title",), "cd")).tolist() == []
+    assert np.flatnonzero(t.text_mask(("title", "album"), "cd")).tolist() == [4]
+    assert np.flatnonzero(t.text_mask(("title",), "c")).tolist() == [1]
+    assert np.flatnonzero(t.text_mask(("title",), "a\x00b")).tolist() == [4]
+    assert np.flatnonzero(t.text_mask(("title",), "\x00")).tolist() == [4]
+    assert np.flatnonzero(t.text_mask(("file",), "x")).tolist() == []  # the folder is not the file name
+    assert np.flatnonzero(t.text_mask(("file",), "o.mp3")).tolist() == [2]
+    assert np.flatnonzero(t.text_mask(("album",), "album")).tolist() == [1]  # ASCII folded
+    assert np.flatnonzero(t.text_mask(("artist",), "é")).tolist() == [2]
+    assert np.flatnonzero(t.text_mask(("artist",), "e")).tolist() == []
+    assert np.flatnonzero(t.text_mask(("title",), "abcdefghijklmnopqrstuvwxyz0123456789")).tolist() == []
+
+
 def test_key_compatible_still_needs_a_query_track(filled):
     with pytest.raises(QueryError, match="relative to a query track"):
         filled.page(where="key:compatible")
@@ -287,6 +382,9 @@ def _browse_answers(cat: Catalog) -> list:
         for order in ORDERS:
             out.append((f, order, cat.page(where=f, order=order, limit=10_000,
                                            text="moon" if order == "relevance" else None)))
+    for q in ("moon", "o", "mo", "zed", "t", "album", "n ag", ".mp3", "élan"):  # text search (joined texts)
+        out.append((q, cat.page(text=q, limit=10_000), cat.page(where=f"album:{q}", limit=10_000),
+                    cat.facets(text=q)))
     return out
 
 
@@ -309,7 +407,8 @@ def _changes(cat: Catalog, rng: random.Random, step: int) -> None:
     if kind == 0:  # new tracks, one with a tag and a key nobody had
         for j in range(3):
             tid = cat.upsert_track(path=f"/new/{step}/t{j}.mp3", content_hash=f"n{step}{j}", size=1, mtime=0.0,
-                                   duration_s=10.0 * (j + 1), title=rng.choice((None, "Moon Polka", "zed")))
+                                   duration_s=10.0 * (j + 1), title=rng.choice((None, "Moon Polka", "zed")),
+                                   album=rng.choice((None, "New Album", "ÉLAN")))
             cat.set_tags(tid, [Tag(rng.choice(("polka", "rock")), "genre", "file")], source="file")
             cat.put_attributes(tid, {"bpm": 100.0 + j, "camelot": rng.choice(("12B", "8A")), "duration_s": 9.0})
     elif kind == 1:  # tags edited: a whole source replaced, one added, one removed
@@ -323,7 +422,7 @@ def _changes(cat: Catalog, rng: random.Random, step: int) -> None:
         cat.put_attributes(a, {"bpm": 77.0, "camelot": "1A", "vocals": 0.9, "energy": 0.1, "duration_s": None})
         t = cat.get_track(b)
         cat.upsert_track(path=t.path, content_hash="changed", size=2, mtime=1.0, title="Moon Again",
-                         duration_s=123.0, year=1999)
+                         duration_s=123.0, year=1999, album="Zed Album")
     elif kind == 3:  # tracks go missing (one way and the other)
         a, b, c = rng.sample(ok, 3)
         cat.mark_missing([a, b])
@@ -341,12 +440,19 @@ def _changes(cat: Catalog, rng: random.Random, step: int) -> None:
                          attributes={"bpm": 140.0, "camelot": "9A", "duration_s": 41.0})
 
 
-def test_tables_brought_forward_answer_as_fresh_ones(filled, monkeypatch):
+@pytest.mark.parametrize("rejoin", [False, True], ids=["texts-apart", "texts-rejoined"])
+def test_tables_brought_forward_answer_as_fresh_ones(filled, monkeypatch, rejoin):
     """After every kind of write, the tables updated from the changed tracks give exactly
-    what tables built from scratch give (ids, totals, pages in every order, facets)."""
+    what tables built from scratch give (ids, totals, pages in every order, facets, text
+    search: the changed tracks' texts searched apart from the joined ones, or -- rejoin --
+    joined anew whenever any changed)."""
+    from soundalike.catalog import browse
     from soundalike.catalog.browse import TrackTable
     from soundalike.catalog.facets import FacetTable
 
+    if rejoin:
+        monkeypatch.setattr(browse, "_TEXT_DIRTY_MIN", 0)
+        monkeypatch.setattr(browse, "_TEXT_DIRTY_SHARE", 0.0)
     cat = filled
     _browse_answers(cat)  # the tables of the filled state
     updates = {"tracks": 0, "facets": 0}

@@ -9,8 +9,13 @@ into NumPy arrays indexed by track id (a :class:`TrackTable`):
 - filter terms on tags, numbers and attributes (``genre:rock``, ``duration:60..``,
   ``bpm:118..124``, ``key:8A``, ``vocals:no``) become boolean masks (microseconds to
   a few milliseconds);
-- substring terms (``title:moon``, bare words) stay SQL, through the trigram text index
-  of schema migration 8 -- they need the text, which is not kept in memory;
+- substring terms (``title:moon``, ``file:banjo``, bare words and the page's text search)
+  are answered in memory too, from each text field's lower-cased texts joined into one
+  byte string (:class:`TextColumn`): the rarest byte of the value is looked up in it with
+  NumPy, the other bytes checked at those places, and the places mapped to tracks by
+  ``searchsorted`` -- a few ms at 100k tracks for any value, one character or twenty,
+  on every backend (the trigram index of schema migration 8 cannot look up values under
+  three characters, and PostgreSQL's one ``SELECT`` per field was ~130 ms at 100k);
 - every sort order is a rank per track, computed once: a page is ``argpartition`` over
   the matched ids' ranks, the total is their number;
 - the matched id set of a filter is cached (per catalog state), so the rows, the total
@@ -66,6 +71,80 @@ def file_name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
+def search_key(text: str | None) -> bytes:
+    """A text as the filter's substring test compares it: UTF-8 with the ASCII letters
+    lower-cased, NULL as empty -- the SQL ``lower(coalesce(col, ''))`` of
+    :meth:`~soundalike.catalog.backends.Dialect.contains`: SQLite's ``lower`` folds ASCII
+    only, and so does PostgreSQL's under the C locale the tests' servers use (a server
+    whose locale folds more, e.g. ``É``, gives its SQL ``match`` more hits than this for
+    capitals outside ASCII; the browse path answers alike on every backend)."""
+    return (text or "").encode("utf-8", "surrogatepass").lower()
+
+
+#: The searched text fields (query.TEXT_FIELDS) and how each comes from a track row.
+_SEARCH: dict[str, Callable[[tuple], bytes]] = {
+    "title": lambda r: search_key(r[1]),
+    "artist": lambda r: search_key(r[2]),
+    "album": lambda r: search_key(r[9]),
+    "file": lambda r: search_key(file_name(r[3])),
+}
+
+#: Track texts changed since a table's joined text was built, searched one by one until
+#: there are more than this many (or this share of the tracks); then it is joined anew.
+_TEXT_DIRTY_MIN, _TEXT_DIRTY_SHARE = 2000, 0.02
+
+#: Separates the texts of the tracks in a TextColumn (a value holding it is tested per text).
+_SEP = b"\0"
+
+
+@dataclass(frozen=True)
+class TextColumn:
+    """One text field of a set of tracks joined into one byte string, for substring search.
+
+    Attributes
+    ----------
+    ids : int64 ``(m,)`` the track of each text
+    starts : int64 ``(m,)`` where each text starts in ``data``
+    data : the :func:`search_key` texts joined by ``_SEP``
+    arr : uint8 ``(len(data),)`` view of ``data``
+    histogram : int64 ``(256,)`` occurrences of each byte value in ``data``
+    """
+
+    ids: np.ndarray
+    starts: np.ndarray
+    data: bytes
+    arr: np.ndarray
+    histogram: np.ndarray
+
+    @classmethod
+    def build(cls, ids: np.ndarray, texts: list[bytes]) -> TextColumn:
+        lens = np.fromiter(map(len, texts), np.int64, count=len(texts))
+        starts = np.zeros(len(texts), np.int64)
+        if len(texts) > 1:
+            np.cumsum(lens[:-1] + 1, out=starts[1:])
+        data = _SEP.join(texts)
+        arr = np.frombuffer(data, np.uint8)
+        return cls(ids=np.asarray(ids, np.int64), starts=starts, data=data, arr=arr,
+                   histogram=np.bincount(arr, minlength=256))
+
+    def find(self, needle: bytes) -> np.ndarray:
+        """int64 ids (unsorted, repeats possible) of the tracks whose text holds ``needle``
+        (non-empty, without ``_SEP``: then no match can run from one text into the next)."""
+        k = len(needle)
+        if k > len(self.arr):
+            return np.zeros(0, np.int64)
+        # anchor on the needle's rarest byte: its places are the fewest candidates
+        j = min(range(k), key=lambda i: self.histogram[needle[i]])
+        if self.histogram[needle[j]] == 0:
+            return np.zeros(0, np.int64)
+        pos = np.flatnonzero(self.arr == needle[j]) - j
+        pos = pos[(pos >= 0) & (pos <= len(self.arr) - k)]
+        for i in range(k):
+            if i != j and len(pos):
+                pos = pos[self.arr[pos + i] == needle[i]]
+        return self.ids[np.searchsorted(self.starts, pos, side="right") - 1]
+
+
 #: The text columns of a table and how each comes from a track row (see TrackTable.from_rows).
 _TEXTS: dict[str, Callable[[tuple], str]] = {
     "title": lambda r: (r[1] if r[1] is not None else file_name(r[3])).lower(),
@@ -93,6 +172,9 @@ class TrackTable:
         ``artist``, ``path``), and ``title_lower`` (lower-cased title, for relevance); None
         where no ok track
     added : float64 ``(size,)`` ``added_at``
+    search_text : text field (``title``, ``artist``, ``album``, ``file``) -> object
+        ``(size,)``: each ok track's :func:`search_key` text (None where no ok track);
+        searched through :class:`TextColumn` s built on the first text search
     """
 
     ids: np.ndarray
@@ -103,8 +185,12 @@ class TrackTable:
     header_duration: np.ndarray
     sort_text: dict[str, np.ndarray]
     added: np.ndarray
+    search_text: dict[str, np.ndarray]
     _ranks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: (joined texts per field, sorted ids whose text changed since they were joined)
+    _text: tuple[dict[str, TextColumn], np.ndarray] | None = field(default=None, repr=False)
+    _text_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def size(self) -> int:
@@ -112,8 +198,8 @@ class TrackTable:
 
     @classmethod
     def from_rows(cls, tracks: list[tuple], attributes: list[tuple]) -> TrackTable:
-        """Build from ``(id, title, artist, path, duration_s, year, sr, channels, added_at)``
-        rows of ``ok`` tracks and ``(track_id, duration_s, bpm, loudness_lufs,
+        """Build from ``(id, title, artist, path, duration_s, year, sr, channels, added_at,
+        album)`` rows of ``ok`` tracks and ``(track_id, duration_s, bpm, loudness_lufs,
         loudness_range_lu, energy, vocals, camelot)`` rows of ``track_attributes``."""
         n = len(tracks)
         ids = np.fromiter((r[0] for r in tracks), np.int64, count=n)
@@ -147,9 +233,12 @@ class TrackTable:
         sort_text = {k: np.full(size, None, dtype=object) for k in _TEXTS}
         for k, f in _TEXTS.items():
             sort_text[k][ids] = [f(r) for r in tracks]
+        search_text = {k: np.full(size, None, dtype=object) for k in _SEARCH}
+        for k, f in _SEARCH.items():
+            search_text[k][ids] = [f(r) for r in tracks]
         added = col(tracks, 8, ids)
         return cls(ids=ids, ok=ok, numbers=numbers, camelot=camelot, keys=keys, header_duration=header,
-                   sort_text=sort_text, added=added)
+                   sort_text=sort_text, added=added, search_text=search_text)
 
     def updated(self, changed: np.ndarray, tracks: list[tuple], attributes: list[tuple]) -> TrackTable:
         """This table with the tracks ``changed`` replaced by their rows now: ``tracks`` /
@@ -178,6 +267,9 @@ class TrackTable:
         sort_text = {k: ext(v, None) for k, v in self.sort_text.items()}
         for v in sort_text.values():
             v[changed] = None
+        search_text = {k: ext(v, None) for k, v in self.search_text.items()}
+        for v in search_text.values():
+            v[changed] = None
         if len(tracks):
             for name, j in (("year", 5), ("sr", 6), ("channels", 7)):
                 numbers[name][tids] = np.array([r[j] for r in tracks], dtype=np.float64)
@@ -185,6 +277,8 @@ class TrackTable:
             added[tids] = np.array([r[8] for r in tracks], dtype=np.float64)
             for k, f in _TEXTS.items():
                 sort_text[k][tids] = [f(r) for r in tracks]
+            for k, f in _SEARCH.items():
+                search_text[k][tids] = [f(r) for r in tracks]
         numbers["id"] = np.where(ok, np.arange(size, dtype=np.float64), np.nan)
         attrs = [r for r in attributes if 0 <= int(r[0]) < size and ok[int(r[0])]]
         aidx = np.fromiter((int(r[0]) for r in attrs), np.int64, count=len(attrs))
@@ -218,8 +312,12 @@ class TrackTable:
             camelot = np.fromiter((kindex.get(k, -1) if k is not None else -1 for k in key_of.tolist()), np.int16,
                                   count=size)
         new = TrackTable(ids=np.flatnonzero(ok).astype(np.int64), ok=ok, numbers=numbers, camelot=camelot,
-                         keys=keys, header_duration=header, sort_text=sort_text, added=added)
+                         keys=keys, header_duration=header, sort_text=sort_text, added=added,
+                         search_text=search_text)
         self._carry_text_ranks(new, changed)
+        with self._text_lock:
+            if self._text is not None:  # the joined texts carry over; the changed tracks are searched apart
+                new._text = (self._text[0], np.union1d(self._text[1], changed))
         return new
 
     def _carry_text_ranks(self, new: TrackTable, changed: np.ndarray) -> None:
@@ -287,6 +385,46 @@ class TrackTable:
             top = np.argsort(key, kind="stable")
         return [int(i) for i in ids[top[offset:k]]]
 
+    # ------------------------------------------------------------------ text search
+
+    def _text_columns(self) -> tuple[dict[str, TextColumn], np.ndarray]:
+        """The joined texts and the ids changed since they were joined (built here on the
+        first text search of a table, or when too many tracks changed since)."""
+        with self._text_lock:
+            t = self._text
+            if t is None or len(t[1]) > max(_TEXT_DIRTY_MIN, _TEXT_DIRTY_SHARE * len(self.ids)):
+                t = ({f: TextColumn.build(self.ids, col[self.ids].tolist()) for f, col in self.search_text.items()},
+                     np.zeros(0, np.int64))
+                self._text = t
+            return t
+
+    def text_mask(self, fields: tuple[str, ...], value: str) -> np.ndarray:
+        """bool ``(size,)``: the ok tracks any of whose ``fields`` (``title``, ``artist``,
+        ``album``, ``file``) contains ``value`` (already lower-cased, as the filter parser
+        gives it) -- the SQL of ``query._text_ids`` / ``query._contains``."""
+        needle = value.encode("utf-8", "surrogatepass")
+        m = np.zeros(self.size, bool)
+        if not needle:
+            m[self.ids] = True  # '' is in every text (instr(x, '') > 0 in SQL)
+            return m
+        if _SEP in needle:  # could run across texts in the joined string: test each text
+            for f in fields:
+                texts = self.search_text[f][self.ids].tolist()
+                m[self.ids[np.fromiter((needle in t for t in texts), bool, count=len(texts))]] = True
+            return m
+        columns, dirty = self._text_columns()
+        for f in fields:
+            hit = columns[f].find(needle)
+            m[hit[hit < self.size]] = True
+        if len(dirty):  # changed since the texts were joined: their old texts do not count
+            dirty = dirty[dirty < self.size]
+            m[dirty] = False
+            live = dirty[self.ok[dirty]]
+            for f in fields:
+                texts = self.search_text[f][live].tolist()
+                m[live[np.fromiter((needle in t for t in texts), bool, count=len(texts))]] = True
+        return m
+
     # ------------------------------------------------------------------ filtering
 
     def term_mask(self, term: _q.Term, tags: FacetTable | None, tag_codes: dict) -> np.ndarray | None:
@@ -320,7 +458,21 @@ class TrackTable:
         if term.kind == "key" and "compatible" not in term.values:
             codes = [self.keys.index(str(v)) for v in term.values if str(v) in self.keys]
             return np.isin(self.camelot, np.asarray(codes, np.int16)) if codes else np.zeros(self.size, bool)
-        return None  # text and bare words (SQL through the text index); key:compatible (SQL says why not)
+        if term.kind == "text":
+            m = np.zeros(self.size, bool)
+            for v in term.values:
+                m |= self.text_mask((term.field or "",), str(v))
+            return m
+        if term.kind == "any":  # a tag equal to the word in any category, or the word in any text field
+            assert tags is not None
+            m = np.zeros(self.size, bool)
+            for v in term.values:
+                m |= self.text_mask(tuple(_q.TEXT_FIELDS), str(v))
+                for code in (c for (_cat, tag), c in tag_codes.items() if tag == v):
+                    tr = tags.tracks_of(code)
+                    m[tr[tr < self.size]] = True
+            return m
+        return None  # key:compatible (the SQL says why it needs a query track)
 
 
 def evaluate(query: _q.Query, *, table: TrackTable, tags: Callable[[], FacetTable],
@@ -333,7 +485,7 @@ def evaluate(query: _q.Query, *, table: TrackTable, tags: Callable[[], FacetTabl
     """
     mask = table.ok.copy()
     rest: list[_q.Term] = []
-    facet = tags() if any(t.kind == "tag" for t in query.terms) else None
+    facet = tags() if any(t.kind in ("tag", "any") for t in query.terms) else None
     codes = facet.code_index() if facet is not None else {}
     for term in query.terms:
         m = table.term_mask(term, facet, codes)

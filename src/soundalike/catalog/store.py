@@ -866,7 +866,7 @@ class Catalog:
         rows = self._db.fetchall("SELECT id FROM tracks WHERE version > ?", (int(since),))
         return np.sort(np.fromiter((r[0] for r in rows), np.int64, count=len(rows)))
 
-    _BROWSE_TRACKS = "SELECT id, title, artist, path, duration_s, year, sr, channels, added_at FROM tracks"
+    _BROWSE_TRACKS = "SELECT id, title, artist, path, duration_s, year, sr, channels, added_at, album FROM tracks"
     _BROWSE_ATTRS = ("SELECT track_id, duration_s, bpm, loudness_lufs, loudness_range_lu, energy, vocals, camelot "
                      "FROM track_attributes")
 
