@@ -526,3 +526,23 @@ def test_every_write_of_browse_data_stamps_its_tracks():
             assert stamps.search(m), f"Catalog.{name} writes browse data without stamping tracks.version"
     assert {"upsert_track", "set_tags", "add_tag", "remove_tag", "mark_missing", "put_attributes",
             "put_ingested"} <= set(checked)
+
+
+def test_same_state_reads_the_change_token_once(catalog_target):
+    """A request inside ``same_state`` reads the token once and answers from that state;
+    after the block a commit made meanwhile (another connection) is seen."""
+    with Catalog.open(catalog_target) as cat, Catalog.open(catalog_target) as other:
+        fill(cat, n=20)
+        reads = []
+        orig = cat._db.fetchone
+        cat._db.fetchone = lambda sql, *a, **k: (reads.append(sql), orig(sql, *a, **k))[1]
+        with cat.same_state():
+            before = cat.page(where="genre:rock")
+            other.upsert_track(path="/other/new.mp3", content_hash="o", size=1, mtime=0.0, title="Rock Me")
+            other.set_tags(other.track_by_path("/other/new.mp3").id, [Tag("rock", "genre", "file")], source="file")
+            with cat.same_state():  # nested: still the outer block's state
+                assert cat.page(where="genre:rock") == before
+            assert cat.facets(where="genre:rock") == cat.facets(where="genre:rock") and cat.browse_ranges()
+        assert sum("counters" in s for s in reads) == 1
+        assert cat.page(where="genre:rock")[0] == before[0] + 1
+        assert sum("counters" in s for s in reads) == 2

@@ -191,6 +191,7 @@ class TrackTable:
     #: (joined texts per field, sorted ids whose text changed since they were joined)
     _text: tuple[dict[str, TextColumn], np.ndarray] | None = field(default=None, repr=False)
     _text_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _memo: dict[str, object] = field(default_factory=dict, repr=False)
 
     @property
     def size(self) -> int:
@@ -337,6 +338,15 @@ class TrackTable:
             out = np.full(new.size, np.iinfo(np.int64).max, np.int64)
             out[np.asarray(lst, np.int64)] = np.arange(len(lst), dtype=np.int64)
             new._ranks[order] = out
+
+    def memo(self, name: str, compute: Callable[[], object]):
+        """``compute()`` once per table (a value derived from this catalog state only)."""
+        with self._lock:
+            if name in self._memo:
+                return self._memo[name]
+        v = compute()
+        with self._lock:
+            return self._memo.setdefault(name, v)
 
     # ------------------------------------------------------------------ sorting
 

@@ -295,6 +295,8 @@ class Catalog:
         self._in_tx = False
         self._tx_bumped = False
         self._tx_dirty = False
+        #: the change token a read-only request reads once (:meth:`same_state`), or None
+        self._pinned_token: int | None = None
         self._models_by_id: dict[str, ModelInfo] = {}
         #: (default model id, change token) as :meth:`default_model_and_token` last read them
         self._default_seen: tuple[str, int] | None = None
@@ -436,8 +438,29 @@ class Catalog:
         it with the token it last synced at.  It is catalog-wide (not per model) on
         purpose: a tag edit moves filter results even when no vector changed.
         """
+        if self._pinned_token is not None:
+            return self._pinned_token
         row = self._db.fetchone("SELECT value FROM counters WHERE name = 'change'")
         return int(row[0]) if row else 0
+
+    @contextmanager
+    def same_state(self) -> Iterator[Catalog]:
+        """Answer every :meth:`change_token` inside from one read (a read-only request).
+
+        A web page request asks for the token five to ten times (the page, the filter's
+        notes, the facets, the slider bounds each find their cached table by it); on a
+        server each read is a round trip (~1 ms, more under load).  Inside this block the
+        first read is kept, so the whole request also answers from one catalog state.
+        Not for writes: a transaction inside would not move the token seen here.
+        """
+        if self._pinned_token is not None:  # nested: the outer block's state
+            yield self
+            return
+        self._pinned_token = self.change_token()
+        try:
+            yield self
+        finally:
+            self._pinned_token = None
 
     # ------------------------------------------------------------------ tracks
 
@@ -815,10 +838,15 @@ class Catalog:
             v = v[~np.isnan(v)]
             return (float(v.min()), float(v.max())) if len(v) else None
 
-        codes = t.camelot[t.ids]
-        n = np.bincount(codes[codes >= 0], minlength=len(t.keys))
-        return {"duration": bounds(t.header_duration), "bpm": bounds(t.numbers["bpm"]),
-                "keys": {k: int(c) for k, c in zip(t.keys, n, strict=True) if c}}
+        def compute() -> dict:
+            codes = t.camelot[t.ids]
+            n = np.bincount(codes[codes >= 0], minlength=len(t.keys))
+            return {"duration": bounds(t.header_duration), "bpm": bounds(t.numbers["bpm"]),
+                    "keys": {k: int(c) for k, c in zip(t.keys, n, strict=True) if c}}
+
+        # once per catalog state (every facets request asks; ~2 ms of passes over 100k)
+        r = t.memo("ranges", compute)
+        return {"duration": r["duration"], "bpm": r["bpm"], "keys": dict(r["keys"])}
 
     def facets(self, *, where: _q.Query | str | None = None, text: str | None = None,
                include_suggested: bool = False, categories: list[str] | None = None,

@@ -365,16 +365,17 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         cat = cats.get()
         if sort not in PAGE_ORDERS:
             raise HTTPProblem(400, f"this catalog cannot sort by {sort}: it has no such per-track attribute")
-        total, ids = cat.page(where=where, text=q, include_suggested=include_suggested,
-                              offset=offset, limit=limit, order=sort)
-        tracks = cat.get_tracks(ids)
         sources = ("file", "user", "model", "suggested") if include_suggested else ("file", "user", "model")
-        tags = cat.tag_lists(ids, sources=sources, limit_per_track=8)  # one query, not one per track
-        attrs = cat.attributes_of(ids)  # BPM and Camelot key per row, where measured
+        with cat.same_state():  # one change-token read for the whole request (a round trip on a server)
+            total, ids = cat.page(where=where, text=q, include_suggested=include_suggested,
+                                  offset=offset, limit=limit, order=sort)
+            # the rows, their BPM/key and their tags in one round trip (three statements were three)
+            tracks, attrs, tags = cat.candidates_and_tags(ids, tag_ids=ids, sources=sources)
+            notes = cat.filter_notes(where, include_suggested=include_suggested)
         rows = []
         for i in ids:
             if i in tracks:
-                d = _track_json(tracks[i], tags[i])
+                d = _track_json(tracks[i], tags[i][:8])
                 a = attrs.get(i, {})
                 if a.get("bpm") is not None:
                     d["bpm"] = round(float(a["bpm"]), 1)
@@ -382,7 +383,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
                     d["key"] = a["camelot"]
                 rows.append(d)
         return {"total": total, "offset": offset, "limit": limit, "where": where, "q": q,
-                "notes": cat.filter_notes(where, include_suggested=include_suggested), "tracks": rows}
+                "notes": notes, "tracks": rows}
 
     @app.get("/api/facets", summary="Tag counts per category over the filtered tracks")
     def facets(where: Annotated[str | None, Query(max_length=2000)] = None,
@@ -391,11 +392,13 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
                per_category: Annotated[int, Query(ge=1, le=500)] = 30,
                categories: Annotated[list[str] | None, Query(max_length=100, description="only these categories")] = None
                ) -> dict[str, Any]:
-        fc = cats.get().facets(where=where, text=q, include_suggested=include_suggested,
-                               categories=categories or None, limit_per_category=per_category)
+        cat = cats.get()
+        with cat.same_state():  # one change-token read for the whole request
+            fc = cat.facets(where=where, text=q, include_suggested=include_suggested,
+                            categories=categories or None, limit_per_category=per_category)
+            # whole-catalog bounds (a slider's scale must not move) and keys, from the cached table
+            br = cat.browse_ranges()
         out: dict[str, Any] = {"facets": {c: [{"tag": t, "count": n} for t, n in v] for c, v in fc.items()}}
-        # whole-catalog bounds (a slider's scale must not move) and keys, from the cached table
-        br = cats.get().browse_ranges()
         out["ranges"] = {"duration": list(br["duration"])} if br["duration"] else {}
         if br["bpm"]:
             out["ranges"]["bpm"] = [math.floor(br["bpm"][0]), math.ceil(br["bpm"][1])]
