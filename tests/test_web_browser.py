@@ -225,6 +225,20 @@ def test_buyer_journey(server, driver, tmp_path):
     first = pg.one("#list li.row")
     assert first.find_element(pg.By.CSS_SELECTOR, ".title").text.strip()
     assert ":" in first.find_element(pg.By.CSS_SELECTOR, ".c-num").text
+    # BPM and key on every measured row, on a phone too: shown, inside the window, not on the title
+    cells = pg.js("""return [...document.querySelectorAll('#list li.row')].map(r => {
+        const b = r.querySelector('.c-bpm'), k = r.querySelector('.c-key'), t = r.querySelector('.title');
+        const [rb, rk, rt] = [b, k, t].map(e => e.getBoundingClientRect());
+        const seen = (e, x) => e.textContent.trim() && getComputedStyle(e).visibility === 'visible'
+                               && x.width > 0 && x.left >= 0 && x.right <= window.innerWidth;
+        return {id: +r.dataset.id, bpm: b.textContent.trim(), bpmSeen: !!seen(b, rb), key: k.textContent.trim(),
+                keySeen: !!seen(k, rk), apart: rb.right <= rk.left + 1 && (rb.top >= rt.bottom || rb.left >= rt.right)};
+    })""")
+    measured = [c for c in cells if c["id"] in built.bpm]
+    bad = [(c, built.bpm[c["id"]]) for c in measured  # the API gives 0.1 BPM, the row whole BPM
+           if not (c["bpm"] == str(math.floor(round(built.bpm[c["id"]], 1) + 0.5)) and c["bpmSeen"] and c["apart"])]
+    assert measured and not bad, bad
+    assert any(c["key"] for c in cells) and all(c["keySeen"] for c in cells if c["key"]), cells
     pg.axe("list")
     pg.shot("1-list")
 
