@@ -239,6 +239,13 @@ def read_file_tags(path: str | Path) -> dict[str, Any]:
             val = str(vals[0] if isinstance(vals, list) else vals).strip()
             if val:
                 out[key] = val
+    if any("\ufffd" in v for v in out.values() if isinstance(v, str)):
+        # a Vorbis comment must be UTF-8; some writers put Latin-1 there ("Apn\xe9e"), which
+        # mutagen reads as U+FFFD: decode those comments again from their own bytes
+        again = _vorbis_comments_again(path, f)
+        for key, val in list(out.items()):
+            if isinstance(val, str) and "\ufffd" in val and again.get(key):
+                out[key] = again[key][0].strip() or val
     try:
         date = f.tags.get("date") or f.tags.get("year")
     except Exception:  # noqa: BLE001
@@ -247,6 +254,88 @@ def read_file_tags(path: str | Path) -> dict[str, Any]:
         s = str(date[0] if isinstance(date, list) else date)
         if len(s) >= 4 and s[:4].isdigit():
             out["year"] = int(s[:4])
+    return out
+
+
+def _legacy_text(raw: bytes) -> str:
+    """Bytes that should have been UTF-8: as UTF-8 if they are, else as Windows-1252 (the
+    superset of Latin-1 that Windows tag writers use), else as Latin-1 (never fails)."""
+    for enc in ("utf-8", "cp1252", "latin-1"):
+        try:
+            return raw.decode(enc)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("latin-1")  # unreachable: every byte is Latin-1
+
+
+def _vorbis_comment_block(path: str | Path, f) -> bytes | None:
+    """The raw Vorbis comment block of an Ogg Vorbis / Ogg Opus / FLAC file read by
+    mutagen as ``f`` (None for any other kind, or when it cannot be found)."""
+    from mutagen.flac import FLAC
+    from mutagen.ogg import OggPage
+    from mutagen.oggopus import OggOpus
+    from mutagen.oggvorbis import OggVorbis
+
+    with open(path, "rb") as fh:
+        if isinstance(f, FLAC):
+            head = fh.read(10)
+            if head[:3] == b"ID3":  # an ID3v2 tag before the stream (syncsafe size)
+                size = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9]
+                fh.seek(10 + size + (10 if head[5] & 0x10 else 0))
+            else:
+                fh.seek(0)
+            if fh.read(4) != b"fLaC":
+                return None
+            last = False
+            while not last:
+                h = fh.read(4)
+                if len(h) < 4:
+                    return None
+                last, kind, size = bool(h[0] & 0x80), h[0] & 0x7F, int.from_bytes(h[1:], "big")
+                if kind == 4:  # VORBIS_COMMENT
+                    return fh.read(size)
+                fh.seek(size, 1)
+            return None
+        prefix = b"\x03vorbis" if isinstance(f, OggVorbis) else b"OpusTags" if isinstance(f, OggOpus) else None
+        if prefix is None:
+            return None
+        pages = []
+        for _ in range(100_000):  # the comment header is the second packet: a few pages in
+            page = OggPage(fh)
+            if page.serial != f.info.serial:
+                continue
+            pages.append(page)
+            packets = OggPage.to_packets(pages)
+            for i, pk in enumerate(packets):
+                if pk.startswith(prefix) and (i < len(packets) - 1 or page.complete):
+                    return pk[len(prefix):]
+    return None
+
+
+def _vorbis_comments_again(path: str | Path, f) -> dict[str, list[str]]:
+    """A file's Vorbis comments (lower-cased keys) decoded from their bytes with
+    :func:`_legacy_text`; {} when the file has none or they cannot be read."""
+    try:
+        raw = _vorbis_comment_block(path, f)
+    except Exception:  # noqa: BLE001 - a second try at optional tags; the first read stands
+        return {}
+    out: dict[str, list[str]] = {}
+    if raw is None or len(raw) < 8:
+        return out
+    # the block read here, not by mutagen (which would replace the bytes again, and stops at
+    # a comment without '=' -- samplitude writes one): u32 vendor length, vendor, u32
+    # count, then per comment a u32 length and KEY=value bytes
+    at = 4 + int.from_bytes(raw[:4], "little")
+    count = int.from_bytes(raw[at:at + 4], "little")
+    at += 4
+    for _ in range(count):
+        if at + 4 > len(raw):
+            break
+        n = int.from_bytes(raw[at:at + 4], "little")
+        comment, at = raw[at + 4:at + 4 + n], at + 4 + n
+        key, eq, value = comment.partition(b"=")
+        if eq and key.isascii():
+            out.setdefault(key.decode("ascii").lower(), []).append(_legacy_text(value))
     return out
 
 
