@@ -817,6 +817,15 @@ class Catalog:
         table, ids = self._browse(_q.with_text(where, text), include_suggested)
         return len(ids), table.page(ids, order=order, offset=int(offset), limit=int(limit), text=text)
 
+    def prepare_browse(self) -> None:
+        """Build this state's browse tables now (a server's start): the track table with
+        the relevance order and the joined texts of text search, and the facet table --
+        so the first page and the first search are as fast as the next (building them
+        reads every track and tag: seconds at 100k)."""
+        self.page(limit=1, order="relevance")
+        self.facets(limit_per_category=1)
+        self._track_table_cached()._text_columns()
+
     def refresh_statistics(self) -> None:
         """Let the database's query planner see the catalog as it is now (after bulk writes:
         a copy, a big ingest).  PostgreSQL ``ANALYZE``; SQLite ``PRAGMA optimize``."""

@@ -261,8 +261,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         pass  # an empty catalog still serves its (empty) page
     # the browse tables (catalog/browse.py, catalog/facets.py) too: the first page is then
     # as fast as the next (building them reads every track and tag: seconds at 100k)
-    first.page(limit=1, order="relevance")
-    first.facets(limit_per_category=1)
+    first.prepare_browse()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
