@@ -234,6 +234,13 @@ def test_text_search_matches_the_sql_definition(catalog_target):
                 hits += bool(want) and not f.startswith("-")
             want = cat.match(None, text=q).tolist()
             assert cat.page(text=q, limit=10_000, order="id") == (len(want), want), q
+            # relevance: titles starting with the text, then holding it, then the rest; A-Z in each
+            by_title = _reference_page(cat, want, "title")
+            tracks = cat.get_tracks(want)
+            w = q.strip().lower()
+            group = {i: 0 if (tracks[i].title or "").lower().startswith(w) else
+                     1 if w in (tracks[i].title or "").lower() else 2 for i in want}
+            assert cat.page(text=q, limit=10_000, order="relevance")[1] == sorted(by_title, key=group.get), q
         assert hits > 200  # the values do match things
         # answered from memory: no term is left for SQL
         from soundalike.catalog import query as q_
@@ -384,7 +391,7 @@ def _browse_answers(cat: Catalog) -> list:
                                            text="moon" if order == "relevance" else None)))
     for q in ("moon", "o", "mo", "zed", "t", "album", "n ag", ".mp3", "élan"):  # text search (joined texts)
         out.append((q, cat.page(text=q, limit=10_000), cat.page(where=f"album:{q}", limit=10_000),
-                    cat.facets(text=q)))
+                    cat.page(text=q, limit=10_000, order="relevance"), cat.facets(text=q)))
     return out
 
 
