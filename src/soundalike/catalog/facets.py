@@ -135,6 +135,13 @@ class FacetTable:
         return tracks[starts[code]:starts[code + 1]]
 
     @cached_property
+    def _counts_all(self) -> np.ndarray:
+        # the whole catalog's counts: every unfiltered page load asks (a pass over 1M pairs)
+        n = np.bincount(self.code, minlength=len(self.labels))
+        n.setflags(write=False)
+        return n
+
+    @cached_property
     def _codes(self) -> dict[tuple[str, str], int]:
         return {lab: i for i, lab in enumerate(self.labels)}
 
@@ -150,7 +157,7 @@ class FacetTable:
         categories sorted by name; tags that no track of ``ids`` has are left out.
         """
         if ids is None:
-            n = np.bincount(self.code, minlength=len(self.labels))
+            n = self._counts_all
         else:
             mask = np.zeros(self.max_id + 1, dtype=bool)
             ids = np.asarray(ids, dtype=np.int64)
