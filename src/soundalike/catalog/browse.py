@@ -13,9 +13,11 @@ into NumPy arrays indexed by track id (a :class:`TrackTable`):
   are answered in memory too, from each text field's lower-cased texts joined into one
   byte string (:class:`TextColumn`): the rarest byte of the value is looked up in it with
   NumPy, the other bytes checked at those places, and the places mapped to tracks by
-  ``searchsorted`` -- a few ms at 100k tracks for any value, one character or twenty,
-  on every backend (the trigram index of schema migration 8 cannot look up values under
-  three characters, and PostgreSQL's one ``SELECT`` per field was ~130 ms at 100k);
+  ``searchsorted`` -- a few ms at 100k tracks for a word, tens for one letter that every
+  track holds, the same on every backend (the trigram index of schema migration 8 cannot
+  look up values under three characters, and PostgreSQL's one ``SELECT`` per field was
+  ~130 ms at 100k); the tracks a commit changed are tested one by one beside the joined
+  texts until there are many (``_TEXT_DIRTY_MIN``), then the texts are joined again;
 - every sort order is a rank per track, computed once: a page is ``argpartition`` over
   the matched ids' ranks, the total is their number;
 - the matched id set of a filter is cached (per catalog state), so the rows, the total
