@@ -315,36 +315,82 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def evidence_strongest(pr: dict[str, float]) -> float | None:
+    """The evidence as shipped before: strongest voice label minus strongest no-voice label."""
+    from soundalike.models import vocabulary as V
+
+    pos = [V._logit(p) for k, p in pr.items() if k in V.role_labels("vocals", +1)]
+    neg = [V._logit(p) for k, p in pr.items() if k in V.role_labels("vocals", -1)]
+    return (max(pos) - (max(neg) if neg else V._logit(0.05))) if pos else None
+
+
+def logistic_all_labels(X: np.ndarray, y: np.ndarray, *, l2: float = 10.0) -> tuple[np.ndarray, ...]:
+    """L2 logistic regression on every label's logit (standardised): ``(mean, sd, w, b)``."""
+    mu, sd = X.mean(0), X.std(0) + 1e-6
+    Z = np.hstack([(X - mu) / sd, np.ones((len(X), 1))])
+    w = np.zeros(Z.shape[1])
+    R = np.eye(len(w)) * l2
+    R[-1, -1] = 1e-6
+    for _ in range(50):
+        p = sigmoid(Z @ w)
+        w -= np.linalg.solve((Z * (p * (1 - p))[:, None]).T @ Z + R, Z.T @ (p - y) + R @ w)
+    return mu, sd, w[:-1], w[-1]
+
+
 def report(model_name: str, rows: list[dict], preds: dict[str, dict], real: dict[str, dict]) -> dict:
     from soundalike.models import vocabulary as V
 
-    ev = np.array([V.vocals_evidence(preds[Path(r["wav"]).name]) for r in rows], dtype=float)
+    P = [preds[Path(r["wav"]).name] for r in rows]
     kind = np.array([r["kind"] for r in rows])
     dev = np.array([r["split"] == "dev" for r in rows])
     lev = np.array([r["level_db"] if r["level_db"] is not None else np.nan for r in rows], dtype=float)
-    sung_task = kind != "speech"
+    task = kind != "speech"
     y = (kind == "sung").astype(float)
-    fit = dev & sung_task
-    slope, offset = fit_logistic(ev[fit], y[fit])
-    shipped = V.VOCALS_CALIBRATION
-    p_unc = sigmoid(ev)
-    p_cal = sigmoid(slope * ev + offset)
-    out = {"model": model_name, "slope": slope, "offset": offset, "n_dev_fit": int(fit.sum()), "halves": {}}
-    print(f"\n### {model_name}: sung vs the same bed without it (fit: development half, "
-          f"{int(fit.sum())} clips: slope {slope:.3f}, offset {offset:+.3f})\n")
-    print("| half | n | AUC | acc@0.5 uncal | Brier uncal | ECE uncal | acc@0.5 cal | Brier cal | ECE cal |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for half, m in (("development (fitted here)", dev), ("held out", ~dev)):
-        m = m & sung_task
-        u, c = scores(p_unc[m], y[m], ev[m]), scores(p_cal[m], y[m], ev[m])
-        out["halves"][half] = {"uncal": u, "cal": c}
-        print(f"| {half} | {u['n']} | {u['auc']:.3f} | {u['acc']:.3f} | {u['brier']:.3f} | {u['ece']:.3f} | "
-              f"{c['acc']:.3f} | {c['brier']:.3f} | {c['ece']:.3f} |")
-    print("\nheld out, by what is on top (rate read as vocals, p >= 0.5; AUC against the held-out beds):\n")
-    print("| clips | n | median evidence | uncal >= 0.5 | cal >= 0.5 | AUC vs beds |")
-    print("|---|---|---|---|---|---|")
+    fit = dev & task
+    vocab = V.vocals_vocabulary(P[0])
+    labels = sorted(P[0])
+    X = np.array([[V._logit(p[k]) for k in labels] for p in P])
+    mu, sd, w, b = logistic_all_labels(X[fit], y[fit])
+    lr = (X - mu) / sd @ w + b
+    evidences = {"strongest label of each side (before)": np.array([evidence_strongest(p) for p in P], float),
+                 "mean of each side (shipped)": np.array([V.vocals_evidence(p) for p in P], float)}
+    out = {"model": model_name, "vocabulary": vocab, "n_dev_fit": int(fit.sum()), "evidences": {}}
+    print(f"\n### {model_name} (voice labels of {vocab}): sung vs the same bed without it\n")
+    print("Fitted on the development half's sung clips and their beds "
+          f"({int(fit.sum())} clips), scored on the held-out half's ({int((~dev & task).sum())}).\n")
+    print("| evidence | probability | dev AUC | held-out AUC | held-out acc@0.5 | held-out Brier | held-out ECE |")
+    print("|---|---|---|---|---|---|---|")
+    held = ~dev & task
+
+    def line(name: str, how: str, e: np.ndarray, p: np.ndarray) -> dict:
+        sc = scores(p[held], y[held], e[held])
+        sc["dev_auc"] = auc(e[fit], y[fit])
+        print(f"| {name} | {how} | {sc['dev_auc']:.3f} | {sc['auc']:.3f} | {sc['acc']:.3f} | {sc['brier']:.3f} | "
+              f"{sc['ece']:.3f} |")
+        return sc
+
+    for name, e in evidences.items():
+        slope, offset = fit_logistic(e[fit], y[fit])
+        out["evidences"][name] = {"slope": slope, "offset": offset,
+                                  "uncal": line(name, "slope 1, offset 0", e, sigmoid(e)),
+                                  "cal": line(name, f"fitted: slope {slope:.3f}, offset {offset:+.3f}", e,
+                                              sigmoid(slope * e + offset))}
+    shipped = np.array([V.vocals_probability(p) for p in P], float)
+    out["shipped"] = line("mean of each side (shipped)", f"shipped {V.VOCALS_CALIBRATION.get(vocab)}",
+                          evidences["mean of each side (shipped)"], shipped)
+    out["all_labels_lr"] = line("every label, L2 logistic regression (tried)", "fitted", lr, sigmoid(lr))
+    top = np.argsort(-np.abs(w))[:8]
+    print("\nthe regression's largest weights (per standard deviation of a label's logit): "
+          + ", ".join(f"{labels[i]} {w[i]:+.2f}" for i in top))
+    e = evidences["mean of each side (shipped)"]
+    slope, offset = out["evidences"]["mean of each side (shipped)"]["slope"], \
+        out["evidences"]["mean of each side (shipped)"]["offset"]
+    print(f"\nto ship: VOCALS_CALIBRATION[{vocab!r}] = ({slope:.3f}, {offset:.3f})")
+    print("\nheld out, shipped probability, by what is on top (AUC against the held-out beds):\n")
+    print("| clips | n | median evidence | read as vocals (p >= 0.5) | AUC vs beds |")
+    print("|---|---|---|---|---|")
     held_neg = ~dev & (kind == "none")
-    groups = [("instrumental beds", ~dev & (kind == "none"))]
+    groups = [("instrumental beds", held_neg)]
     groups += [(f"sung, {lv:+.0f} dB", ~dev & (kind == "sung") & (lev == lv)) for lv in LEVELS]
     groups += [("sung, all levels", ~dev & (kind == "sung"))]
     groups += [(f"real speech, {lv:+.0f} dB", ~dev & (kind == "speech") & (lev == lv)) for lv in LEVELS]
@@ -354,25 +400,26 @@ def report(model_name: str, rows: list[dict], preds: dict[str, dict], real: dict
         if not m.any():
             continue
         a = float("nan") if label.startswith("instr") else auc(
-            np.concatenate([ev[m], ev[held_neg]]), np.concatenate([np.ones(m.sum()), np.zeros(held_neg.sum())]))
-        g = {"n": int(m.sum()), "median_evidence": float(np.median(ev[m])),
-             "uncal_yes": float((p_unc[m] >= 0.5).mean()), "cal_yes": float((p_cal[m] >= 0.5).mean()), "auc": a}
+            np.concatenate([e[m], e[held_neg]]), np.concatenate([np.ones(m.sum()), np.zeros(held_neg.sum())]))
+        g = {"n": int(m.sum()), "median_evidence": float(np.median(e[m])),
+             "yes": float((shipped[m] >= 0.5).mean()), "auc": a}
         out["groups"][label] = g
-        print(f"| {label} | {g['n']} | {g['median_evidence']:+.2f} | {g['uncal_yes']:.2f} | {g['cal_yes']:.2f} | "
+        print(f"| {label} | {g['n']} | {g['median_evidence']:+.2f} | {g['yes']:.2f} | "
               + ("-" if math.isnan(a) else f"{a:.3f}") + " |")
-    sp = ~dev & (kind != "sung")
-    sy = (kind[sp] == "speech").astype(float)
-    out["speech_vs_beds_auc"] = auc(ev[sp], sy)
-    print("\nreal excerpts (/work/shared/data/music-excerpts, whole files):\n")
-    print("| excerpt | evidence | shipped p | fitted p |")
+    inst = dev & (kind == "none")
+    print(f"\n(development half, for comparison: instrumental beds read as vocals "
+          f"{(shipped[inst] >= 0.5).mean():.2f}, sung {(shipped[dev & (kind == 'sung')] >= 0.5).mean():.2f})")
+    print("\nreal excerpts (/work/shared/data/music-excerpts, whole files; only the Karissa Hobbs song "
+          "has singing):\n")
+    print("| excerpt | before (strongest, slope 1) | shipped | every-label regression |")
     print("|---|---|---|---|")
     out["real"] = {}
     for name, pr in real.items():
-        e = V.vocals_evidence(pr)
-        ps = V.vocals_probability(pr, calibration=shipped)
-        pf = float(sigmoid(np.array(slope * e + offset)))
-        out["real"][name] = {"evidence": e, "shipped": ps, "fitted": pf}
-        print(f"| {name[:48]} | {e:+.2f} | {ps:.2f} | {pf:.2f} |")
+        before = float(sigmoid(np.array(evidence_strongest(pr))))
+        now = V.vocals_probability(pr)
+        reg = float(sigmoid((np.array([V._logit(pr[k]) for k in labels]) - mu) / sd @ w + b))
+        out["real"][name] = {"before": before, "shipped": now, "regression": reg}
+        print(f"| {name[:48]} | {before:.2f} | {now:.2f} | {reg:.2f} |")
     return out
 
 
@@ -381,7 +428,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=BENCH / "vox")
     ap.add_argument("--debroot", type=Path, default=BENCH / "debroot")
     ap.add_argument("--beds", type=int, default=64)
-    ap.add_argument("--models", default="MTT_musicnn,musicnn-fusion")
+    ap.add_argument("--models", default="MTT_musicnn,MSD_musicnn,musicnn-fusion")
     ap.add_argument("--excerpts", type=Path, default=Path("/work/shared/data/music-excerpts"))
     ap.add_argument("--build-only", action="store_true", help="render the clips, analyse nothing")
     ap.add_argument("--json", type=Path)
