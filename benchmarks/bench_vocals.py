@@ -1,7 +1,7 @@
 """Vocals: calibrate the tagger's voice evidence on music with and without a voice on top.
 
     flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_vocals.py \\
-        [--models MTT_musicnn,musicnn-fusion] [--beds 64] [--json out.json]
+        [--models MTT_musicnn,MSD_musicnn,musicnn-fusion] [--beds 64] [--json out.json]
 
 Nothing on this machine is real music labelled "has singing" / "instrumental", so the
 labelled set is built, and says what it is:
@@ -22,11 +22,16 @@ Each voice is mixed at a voice-to-music level (RMS of the voice where it sounds 
 the bed's RMS) drawn from :data:`LEVELS`, and every clip (negatives too) is scaled to the
 same RMS, so loudness says nothing.  Beds are split into development / held-out halves by a
 seeded hash of their name *before* anything is fitted (a bed's twins stay in its half; the
-speech prompts are split the same way); the logistic ``sigmoid(slope * evidence +
-offset)`` (``models.vocabulary.vocals_evidence``) is fitted on the development half's sung
-clips against their beds and scored on the held-out half: AUC, accuracy at 0.5, Brier
-score and expected calibration error (ECE, 10 bins), before and after, per analyzer; then
-what the 8 real excerpts in ``/work/shared/data/music-excerpts`` read (one is a song).
+speech prompts are split the same way).  Per analyzer, on the development half's sung
+clips against their beds, it fits ``sigmoid(slope * evidence + offset)`` for two voice
+evidences -- the strongest voice label minus the strongest no-voice label (as shipped
+before) and the mean of each side (``models.vocabulary.vocals_evidence``, shipped now) --
+and, as a tried alternative, an L2 logistic regression on every label's logit; then scores
+each on the held-out half: AUC, accuracy at 0.5, Brier score and expected calibration
+error (ECE, 10 bins), the shipped probability by voice level and for real speech, and what
+the 8 real excerpts in ``/work/shared/data/music-excerpts`` read (one is a song).  It
+prints the ``VOCALS_CALIBRATION`` entry to ship; the shipped row shows what
+``models/vocabulary.py`` holds now.
 
 Tools come from Debian packages unpacked without installing (``apt-get download`` +
 ``dpkg -x`` into ``--debroot``): festival, libestools2.5, festvox-kallpc16k,

@@ -89,7 +89,7 @@ VOCABULARIES: dict[str, dict[str, Term]] = {"MTT": MTT_VOCABULARY, "MSD": MSD_VO
 #: over music reads as vocals too (it is voice; the fit did not see it).
 VOCALS_CALIBRATION: dict[str, tuple[float, float]] = {
     "MTT": (1.162, 1.189),
-    "MSD": (1.0, 0.0),
+    "MSD": (1.800, 3.440),
     "MTT+MSD": (1.338, 1.680),
 }
 #: Probability of a "no voice" label when a vocabulary has none.
