@@ -512,8 +512,8 @@ def print_tables(rows: list[dict]) -> dict:
 
 def tempo_confidence(items: list[Item], *, json_path: Path | None = None) -> dict:
     """How the tempo's confidence relates to being right, and the threshold chosen on the
-    development half: the one that maximises (right tempi shown) - (wrong tempi shown),
-    a shown wrong tempo costing as much as a hidden right one."""
+    development half: the middle of the thresholds that maximise (right tempi shown) -
+    (wrong tempi shown), a shown wrong tempo costing as much as a hidden right one."""
     from soundalike.audio import attributes as A
     from soundalike.audio import synth
 
@@ -559,8 +559,13 @@ def tempo_confidence(items: list[Item], *, json_path: Path | None = None) -> dic
         shown = m & (conf >= th)
         return int(a2[shown].sum() - (~a2[shown]).sum())
 
-    best = max(grid, key=lambda th: (gain(dev, th), -th))
-    print(f"\nthreshold chosen on the development half (max right-shown minus wrong-shown, Acc2): "
+    gains = np.array([gain(dev, th) for th in grid])
+    tied = grid[gains == gains.max()]
+    # The middle of the best thresholds: as far from the pulse-less items' confidences as
+    # from the pulsed ones' (the lowest best one would sit on the loudest drone).
+    best = float(np.round((tied.min() + tied.max()) / 2, 2))
+    print(f"\nthreshold chosen on the development half (max right-shown minus wrong-shown, Acc2; "
+          f"best from {tied.min():.2f} to {tied.max():.2f}, the middle taken): "
           f"**{best:.2f}** (shipped: {A.TEMPO_MIN_CONFIDENCE})")
     out = {"threshold": float(best), "rows": rows}
     print("| half | threshold | tempi shown | Acc2 of shown | right tempi hidden | pulse-less shown |")
