@@ -429,3 +429,73 @@ def test_page_api_carries_bpm_and_key(attr_catalog):
         mid = sorted(bpms)[len(bpms) // 2]
         got = c.get("/api/tracks", params={"where": f"bpm:{mid - 1}..{mid + 1}"}).json()["tracks"]
         assert got and all(mid - 1 <= r["bpm"] <= mid + 1 for r in got)
+
+
+# --------------------------------------------------------------------------- unsure tempo
+
+
+@pytest.mark.parametrize("row,shown", [
+    ({"bpm": 93.0, "bpm_confidence": 0.02}, None),       # an ambient drone's "tempo"
+    ({"bpm": 93.0, "bpm_confidence": 0.9}, 93.0),
+    ({"bpm": 93.0, "bpm_confidence": None}, 93.0),       # no confidence stored: as measured
+    ({"bpm": None, "bpm_confidence": 0.9}, None),
+    (None, None),
+])
+def test_shown_bpm_hides_unsure_tempi(row, shown):
+    from soundalike.audio.attributes import TEMPO_MIN_CONFIDENCE, shown_bpm, tempo_unsure
+
+    assert shown_bpm(row) == shown
+    assert tempo_unsure(row) == (row is not None and row.get("bpm") is not None and shown is None)
+    edge = {"bpm": 100.0, "bpm_confidence": TEMPO_MIN_CONFIDENCE}
+    assert shown_bpm(edge) == 100.0 and shown_bpm({**edge, "bpm_confidence": TEMPO_MIN_CONFIDENCE - 0.001}) is None
+
+
+def test_threshold_separates_drones_from_beats():
+    """The shipped threshold keeps a drum loop's and an arpeggio's tempo and hides a drone's
+    and a noise texture's (the demo catalog's styles, read the way ingest reads them)."""
+    from soundalike.audio import attributes as A
+
+    def conf(style, seed):
+        y = synth.demo_track(style, seed=seed, duration_s=45.0, sr=16000)
+        t = A.estimate_tempo(y=y, sr=16000, slices=A.excerpt_slices(len(y), 16000))
+        return t.confidence if t else 0.0
+
+    for seed in (1, 2):
+        assert conf("drum-loop", seed) >= A.TEMPO_MIN_CONFIDENCE
+        assert conf("piano-arpeggio", seed) >= A.TEMPO_MIN_CONFIDENCE
+        assert conf("ambient-drone", seed) < A.TEMPO_MIN_CONFIDENCE
+        assert conf("noise-texture", seed) < A.TEMPO_MIN_CONFIDENCE
+
+
+def test_unsure_tempo_reads_unknown_in_why_info_and_web_rows(attr_catalog):
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from soundalike.cli import app
+    from soundalike.search.similar import similar
+    from soundalike.web.app import create_app
+
+    path, ids = attr_catalog
+    with Catalog.open(path) as cat:  # b: a tempo measured on audio without a steady beat
+        a = cat.track_attributes(ids["b"])
+        cat.put_attributes(ids["b"], {k: a[k] for k in a if k not in ("model_id", "version")}
+                           | {"bpm_confidence": 0.02}, model_id=MODEL)
+    h = next(h for h in similar(ids["a"], k=20, catalog=path) if h.track.id == ids["b"])
+    assert "? BPM (query 120 BPM)" in h.why and "122" not in h.why and "9A (query 8A)" in h.why
+    back = next(h for h in similar(ids["b"], k=20, catalog=path) if h.track.id == ids["a"])
+    assert "120 BPM (query ? BPM)" in back.why
+    assert h.to_dict()["bpm"] == 122.0 and h.to_dict()["bpm_confidence"] == 0.02  # the data stays
+    r = CliRunner().invoke(app, ["info", str(ids["b"]), "--catalog", str(path)])
+    assert r.exit_code == 0 and "? (no steady beat: 122.0 at confidence 0.02" in r.output, r.output
+    r = CliRunner().invoke(app, ["info", str(ids["a"]), "--catalog", str(path)])
+    assert "120.0 (confidence 0.80" in r.output
+    r = CliRunner().invoke(app, ["similar", str(ids["a"]), "--catalog", str(path), "-k", "20"])
+    assert r.exit_code == 0 and "? BPM" in r.output
+    with TestClient(create_app(path), raise_server_exceptions=False, base_url="http://127.0.0.1") as c:
+        rows = {t["id"]: t for t in c.get("/api/tracks", params={"limit": 100}).json()["tracks"]}
+        assert "bpm" not in rows[ids["b"]] and rows[ids["b"]]["bpm_unsure"] is True
+        assert rows[ids["a"]]["bpm"] == 120.0 and "bpm_unsure" not in rows[ids["a"]]
+        s = c.get("/api/similar", params={"id": ids["a"], "k": 20}).json()
+        hb = next(x for x in s["hits"] if x["id"] == ids["b"])
+        assert hb["bpm"] is None and hb["bpm_unsure"] is True and "? BPM" in hb["why"]
+        assert s["query"]["bpm"] == 120.0 and s["query"]["bpm_unsure"] is False

@@ -58,8 +58,9 @@ import numpy as np
 Mode = Literal["major", "minor"]
 
 #: Bumped whenever the attribute code changes its numbers (stored with each row, so
-#: ``ingest --refresh attributes`` recomputes stale ones).
-ATTRIBUTES_VERSION = 2
+#: ``ingest --refresh attributes`` recomputes stale ones).  3: vocals from the calibrated
+#: mean-of-each-side evidence (``models.vocabulary``).
+ATTRIBUTES_VERSION = 3
 #: Onset-envelope frame rate (frames per second).  50 rather than 100 halves the tempo's
 #: cost (its STFT is most of the attributes' time); on the benchmark it moved one
 #: development drum loop out of Acc1 and one held-out one in (Acc1 0.875 -> 0.857 dev,
@@ -84,6 +85,13 @@ PRIOR_BPM = 120.0
 PRIOR_OCTAVES = 1.0
 #: Half/double tempo is "plausible" when its prior-free score reaches this share of the best.
 OCTAVE_PLAUSIBLE = 0.6
+#: A tempo whose confidence is under this is shown as unknown (``? BPM``) in a hit's
+#: "why", ``info`` and the web rows (it stays stored, and ``bpm:`` filters still read it).
+#: Chosen on the benchmark's development half (``bench_attributes.py --only
+#: tempo-confidence``: the middle of the thresholds, 0.11-0.22, that maximise right tempi
+#: shown minus wrong ones, with pulse-less drones and noise as items whose every tempo is
+#: wrong; their confidences reach 0.10, the pulsed renders' start at 0.2).
+TEMPO_MIN_CONFIDENCE = 0.16
 #: Contiguous excerpts tempo and key read from a track, and their length in seconds.
 DEFAULT_EXCERPTS = 3
 DEFAULT_EXCERPT_S = 15.0
@@ -411,6 +419,23 @@ def estimate_tempo(*, y: np.ndarray, sr: int, slices: list[slice] | None = None)
                  octave_ambiguous=bool(s_alt >= OCTAVE_PLAUSIBLE * best))
 
 
+def shown_bpm(attributes: dict | None) -> float | None:
+    """The tempo to show from a stored attribute row (``bpm``, ``bpm_confidence``): the
+    BPM, or ``None`` when there is none or its confidence is under
+    :data:`TEMPO_MIN_CONFIDENCE` (a row without a confidence shows its BPM)."""
+    a = attributes or {}
+    bpm, conf = a.get("bpm"), a.get("bpm_confidence")
+    if bpm is None or (conf is not None and float(conf) < TEMPO_MIN_CONFIDENCE):
+        return None
+    return float(bpm)
+
+
+def tempo_unsure(attributes: dict | None) -> bool:
+    """Whether a row has a measured tempo that :func:`shown_bpm` hides (too unsure)."""
+    a = attributes or {}
+    return a.get("bpm") is not None and shown_bpm(a) is None
+
+
 def tempo_distance(a: float, b: float, *, octave_aware: bool = True) -> float:
     """Relative tempo difference ``|a - b| / b``; with ``octave_aware`` the smallest over
     ``a``, ``2a`` and ``a / 2`` (a 64-BPM track mixes with a 128-BPM one)."""
@@ -699,7 +724,7 @@ def compute_attributes(*, y: np.ndarray, sr: int, vocals: float | None = None,
 
 __all__ = [
     "ATTRIBUTES_VERSION", "Attributes", "Key", "Loudness", "Tempo", "KEY_PROFILES", "PITCH_CLASSES",
-    "camelot", "camelot_neighbours", "chroma", "compute_attributes", "energy_score",
+    "camelot", "camelot_neighbours", "shown_bpm", "tempo_unsure", "TEMPO_MIN_CONFIDENCE", "chroma", "compute_attributes", "energy_score",
     "estimate_key", "estimate_tempo", "excerpt_slices", "k_weight", "k_weighting_coefficients",
     "key_from_chroma", "loudness", "onset_envelope", "parse_camelot", "tempo_distance",
     "tempo_prior",

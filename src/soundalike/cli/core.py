@@ -254,9 +254,14 @@ def _print_info(data: dict) -> None:
 
         key = (f"{PITCH_CLASSES[int(a['key_tonic'])]} {a['key_mode']} ({a['camelot']}, confidence "
                f"{a['key_confidence']:.2f})" if a.get("camelot") else "?")
+        from soundalike.audio.attributes import TEMPO_MIN_CONFIDENCE, tempo_unsure
+
         bpm = (f"{a['bpm']:.1f} (confidence {a['bpm_confidence']:.2f}"
                + (f"; {a['bpm_alternative']:.1f} plausible too)" if a.get("bpm_ambiguous") else ")")
                if a.get("bpm") else "?")
+        if tempo_unsure(a):  # no steady beat: the number would mislead
+            bpm = (f"? (no steady beat: {a['bpm']:.1f} at confidence {a['bpm_confidence']:.2f}, "
+                   f"under {TEMPO_MIN_CONFIDENCE:.2f})")
         fmt = lambda v, f: f.format(v) if v is not None else "?"  # noqa: E731
         out.print(f"  {'tempo':<13} {bpm}", highlight=False)
         out.print(f"  {'key':<13} {key}", highlight=False)

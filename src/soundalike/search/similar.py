@@ -65,7 +65,8 @@ class Hit:
     @property
     def facts(self) -> str:
         """BPM, key and length of the hit next to the query's, e.g.
-        ``"122 BPM (query 120), 9A (query 8A), 3:05 (query 2:58)"``."""
+        ``"122 BPM (query 120), 9A (query 8A), 3:05 (query 2:58)"``; a tempo measured with
+        too little confidence (``audio.attributes.TEMPO_MIN_CONFIDENCE``) reads ``? BPM``."""
         return _facts(self.attributes, self.query_attributes, self.track.duration_s)
 
     @property
@@ -79,7 +80,8 @@ class Hit:
         return {"rank": self.rank, "score": round(float(self.score), 6), "id": t.id, "path": t.path,
                 "title": t.title, "artist": t.artist, "album": t.album, "name": t.display_name,
                 "duration_s": a.get("duration_s") or t.duration_s,
-                "bpm": a.get("bpm"), "camelot": a.get("camelot"), "key": _key_name(a),
+                "bpm": a.get("bpm"), "bpm_confidence": a.get("bpm_confidence"),
+                "camelot": a.get("camelot"), "key": _key_name(a),
                 "loudness_lufs": a.get("loudness_lufs"), "vocals": a.get("vocals"),
                 "energy": a.get("energy"), "why": self.why,
                 "shared_tags": [{"category": s.category, "tag": s.tag} for s in self.shared_tags]}
@@ -101,10 +103,14 @@ def _mmss(seconds: float | None) -> str | None:
 
 
 def _facts(a: dict | None, q: dict | None, fallback_duration: float | None = None) -> str:
+    from soundalike.audio.attributes import shown_bpm, tempo_unsure
+
     a, q = a or {}, q or {}
     parts = []
+    # A tempo too unsure to show (no steady beat) reads "? BPM" rather than a number.
+    bpm_of = lambda d: shown_bpm(d) if not tempo_unsure(d) else "?"  # noqa: E731
     for value, ref, fmt in (
-            (a.get("bpm"), q.get("bpm"), lambda v: f"{v:.0f} BPM"),
+            (bpm_of(a), bpm_of(q), lambda v: f"{v} BPM" if v == "?" else f"{v:.0f} BPM"),
             (a.get("camelot"), q.get("camelot"), str),
             (a.get("duration_s") or fallback_duration, q.get("duration_s"), _mmss)):
         if value is None:

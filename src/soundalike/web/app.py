@@ -359,6 +359,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
                     include_suggested: bool = False,
                     sort: Annotated[SortKey, Query(description="relevance (to q), title, length, bpm or added (newest)")]
                     = "relevance") -> dict[str, Any]:
+        from soundalike.audio.attributes import shown_bpm, tempo_unsure
         from soundalike.catalog.store import PAGE_ORDERS
 
         cat = cats.get()
@@ -376,8 +377,10 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
             if i in tracks:
                 d = _track_json(tracks[i], tags[i][:8])
                 a = attrs.get(i, {})
-                if a.get("bpm") is not None:
+                if shown_bpm(a) is not None:
                     d["bpm"] = round(float(a["bpm"]), 1)
+                elif tempo_unsure(a):  # measured, but no steady beat: the page shows "?"
+                    d["bpm_unsure"] = True
                 if a.get("camelot"):
                     d["key"] = a["camelot"]
                 rows.append(d)
@@ -653,8 +656,10 @@ def _hits_json(cat, hits) -> list[dict[str, Any]]:
 
 
 def _attr_json(a: dict | None) -> dict[str, Any]:
+    from soundalike.audio.attributes import shown_bpm, tempo_unsure
+
     a = a or {}
-    return {"bpm": a.get("bpm"), "camelot": a.get("camelot"), "loudness_lufs": a.get("loudness_lufs"),
+    return {"bpm": shown_bpm(a), "bpm_unsure": tempo_unsure(a), "camelot": a.get("camelot"), "loudness_lufs": a.get("loudness_lufs"),
             "vocals": a.get("vocals"), "energy": a.get("energy"), "decoded_s": a.get("duration_s")}
 
 

@@ -470,7 +470,7 @@ function renderList() {
   ui.rows.forEach((t, i) => list.append(renderRow(t, i)));
   // BPM and key columns only where the catalog has them (older catalogs do not)
   const results = $("#results");
-  results.classList.toggle("no-bpm", !ui.rows.some((t) => t.bpm));
+  results.classList.toggle("no-bpm", !ui.rows.some((t) => t.bpm || t.bpm_unsure));
   results.classList.toggle("no-key", !ui.rows.some((t) => trackKey(t)));
   ui.index = ui.current ? ui.rows.findIndex((t) => t.id === ui.current.id) : -1;
   markSelected(false);
@@ -500,7 +500,8 @@ function renderRow(t, i) {
        el("span", { class: "sub" }, trackSub(t)), score),
     el("span", { class: "c-tags" }, tagChips(t.shared_tags && t.shared_tags.length ? t.shared_tags : t.tags)),
     el("span", { class: "c-num" }, fmtTime(t.duration_s)),
-    el("span", { class: "c-num c-bpm" }, t.bpm ? Math.round(t.bpm) : ""),
+    el("span", { class: "c-num c-bpm", title: t.bpm_unsure ? "no steady beat: tempo unknown" : null },
+       t.bpm ? Math.round(t.bpm) : t.bpm_unsure ? "?" : ""),
     el("span", { class: "c-key" }, trackKey(t)),
     actions);
   return li;
