@@ -169,6 +169,17 @@ class Backend:
     def begin(self) -> None:
         self.execute(self.dialect.begin)
 
+    def sync(self) -> None:
+        """Wait for the answers of every statement sent so far (raising the first error).
+
+        Statements run one by one here; a pipelining backend waits for its answers.
+        """
+
+    def rollback_to(self, name: str) -> None:
+        """Undo what was written since ``SAVEPOINT name`` and drop the savepoint."""
+        self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        self.execute(f"RELEASE SAVEPOINT {name}")
+
     def commit(self) -> None:
         self.execute("COMMIT")
 
@@ -307,6 +318,19 @@ class PostgresBackend(Backend):
         cm, self._pipe_cm, self._pipe = self._pipe_cm, None, None
         if cm is not None:
             cm.__exit__(None, None, None)  # waits for every answer; raises the first error
+
+    def sync(self) -> None:
+        if self._pipe is not None:
+            self._pipe.sync()
+
+    def rollback_to(self, name: str) -> None:
+        if self._pipe is not None:
+            try:
+                self._pipe.sync()  # the failed statement's answer (and the skipped ones') are in
+            except Exception:  # noqa: BLE001 - the error the caller is handling already
+                pass
+        Backend.rollback_to(self, name)
+        self.sync()
 
     def commit(self) -> None:
         try:

@@ -401,6 +401,35 @@ class Catalog:
                                        f"nothing was written, try again") from exc
             raise
 
+    @contextmanager
+    def savepoint(self) -> Iterator[Catalog]:
+        """A part of the open :meth:`transaction` that fails alone (``SAVEPOINT``).
+
+        When the block raises, what it wrote is rolled back and the exception goes on to
+        the caller; the transaction stays open with everything written before the block,
+        so the caller may go on (ingest's group commit: one file's failing write costs
+        that file, not the group).  On a server every answer of the block is awaited at
+        its end, so an error of the block is raised inside it, not by a later statement.
+        A busy error (a deadlock the server broke, a lock timeout) spoils the whole
+        transaction: it is raised as :class:`CatalogBusyError` without rolling back
+        to the savepoint.
+        """
+        assert self._in_tx, "a savepoint lives inside Catalog.transaction()"
+        # the change counter's bump is rolled back with the block: bump again after it
+        bumped, dirty = self._tx_bumped, self._tx_dirty
+        self._db.execute("SAVEPOINT soundalike_part")
+        try:
+            yield self
+            self._db.sync()
+        except BaseException as exc:
+            if isinstance(exc, database_errors()) and self._db.is_busy(exc):
+                raise CatalogBusyError(f"{self.path}: another writer was in the way ({exc}); "
+                                       f"nothing was written, try again") from exc
+            self._db.rollback_to("soundalike_part")
+            self._tx_bumped, self._tx_dirty = bumped, dirty
+            raise
+        self._db.execute("RELEASE SAVEPOINT soundalike_part")
+
     def _write(self, sql: str, params: Sequence = ()):
         """Run a writing statement (inside :meth:`transaction`) and mark the transaction dirty."""
         assert self._in_tx, "writes go through Catalog.transaction()"
