@@ -77,13 +77,18 @@ def make_catalog(path: Path, n: int, dim: int) -> None:
                     cat.put_analysis(tid, "bench-200d", X[i])
 
 
-def bench_commits(target, n: int, dim: int, tag: str) -> float:
+def bench_commits(target, n: int, dim: int, tag: str, *, grouped: bool = False) -> float:
     """Files committed per second by the ingest driver's own commit (``ingest.pipeline._commit``:
     track row, file tags, embedding + predictions, top-5 model tags, 2-kB waveform peaks,
-    musical attributes, error cleared; one transaction each): tracks/s, rows with embeddings."""
+    musical attributes, error cleared): tracks/s, rows with embeddings.
+
+    ``grouped=False``: one transaction per file (the per-file path).  ``grouped=True``: the
+    driver's group commit (``GroupCommitter``) handed a full queue, ``GROUP_FILES`` finished
+    files at a time, as when the workers outrun the commit: one transaction per group, each
+    file in its own savepoint."""
     from soundalike.audio.peaks import Peaks
     from soundalike.catalog.store import Catalog
-    from soundalike.ingest.pipeline import _commit
+    from soundalike.ingest.pipeline import GROUP_FILES, GroupCommitter, _commit
 
     rng = np.random.default_rng(11)
     labels = [f"label{j}" for j in range(50)]
@@ -103,10 +108,49 @@ def bench_commits(target, n: int, dim: int, tag: str) -> float:
                for i in range(n)]
     with Catalog.open(target) as cat:
         cat.register_model(model_id="bench-200d", name="bench", dim=dim, labels=labels, label_category="tag")
+        kw = dict(model_id="bench-200d", label_category="tag", top_tags=5)
+        done = [0]
+        committer = GroupCommitter(cat, on_done=lambda r, f: done.__setitem__(0, done[0] + (f is None)), **kw)
         t0 = time.perf_counter()
-        for r in results:
-            _commit(cat, r, model_id="bench-200d", label_category="tag", top_tags=5)
+        if grouped:
+            for start in range(0, n, GROUP_FILES):
+                committer(results[start : start + GROUP_FILES])
+            assert done[0] == n, done
+        else:
+            for r in results:
+                _commit(cat, r, **kw)
         return n / (time.perf_counter() - t0)
+
+
+def bench_commit_rows(lite, pg, server, n: int, dim: int) -> list:
+    """The commit rows: per-file and grouped, SQLite and PostgreSQL, interleaved in two rounds
+    (the load moves; each figure is the mean of its two rounds)."""
+    import psycopg
+
+    figs: dict[str, list[float]] = {}
+    order = [("lite", lite, False), ("lite-g", lite, True), ("pg", pg, False), ("pg-g", pg, True)]
+    for rnd in range(2):
+        for key, target, grouped in (order if rnd == 0 else order[::-1]):
+            figs.setdefault(key, []).append(bench_commits(target, n, dim, f"{key}{rnd}", grouped=grouped))
+        print(f"# commit round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in figs.items())
+              + f"; load {_load()}", flush=True)
+    with psycopg.connect(server.url(), autocommit=True) as c:
+        c.execute(f'ALTER DATABASE "{pg.rsplit("/", 1)[1]}" SET synchronous_commit = off')
+    figs["pg-async"] = [bench_commits(pg, n, dim, "pgasync", grouped=False)]
+    figs["pg-async-g"] = [bench_commits(pg, n, dim, "pgasyncg", grouped=True)]
+    with psycopg.connect(server.url(), autocommit=True) as c:
+        c.execute(f'ALTER DATABASE "{pg.rsplit("/", 1)[1]}" RESET synchronous_commit')
+    m = {k: float(np.mean(v)) for k, v in figs.items()}
+    print(f"# commits/s: sqlite {m['lite']:.0f} per file / {m['lite-g']:.0f} grouped, postgresql "
+          f"{m['pg']:.0f} / {m['pg-g']:.0f} (sync), {m['pg-async']:.0f} / {m['pg-async-g']:.0f} (async); "
+          f"load {_load()}", flush=True)
+    return [
+        ("ingest commit, per file, tracks/s (higher is better)", m["lite"], m["pg"], m["lite"] / m["pg"], "hi"),
+        ("ingest commit, grouped (the driver's path), tracks/s", m["lite-g"], m["pg-g"], m["lite-g"] / m["pg-g"], "hi"),
+        ("  ... PG grouped vs SQLite per file", m["lite"], m["pg-g"], m["lite"] / m["pg-g"], "hi"),
+        ("  ... PostgreSQL synchronous_commit=off (not durable), grouped", m["lite-g"], m["pg-async-g"],
+         m["lite-g"] / m["pg-async-g"], "hi"),
+    ]
 
 
 def _count_statements(cat, fn) -> str:
@@ -259,8 +303,9 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--requests", type=int, default=40, help="requests per client")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--only", choices=("all", "similar"), default="all",
-                    help="similar: only the filtered similar() rows (no commit or web rows)")
+    ap.add_argument("--only", choices=("all", "similar", "commit", "web"), default="all",
+                    help="similar: only the filtered similar() rows; commit: only the commit rows; "
+                         "web: only the /api/similar rows")
     args = ap.parse_args()
 
     from pgserver import PgServer, find_bin_dir
@@ -301,26 +346,19 @@ def main() -> int:
                   f"statements (round trips) per call: {s_lite['statements']}/{s_pg['statements']}; load {_load()}", flush=True)
             _table(rows)
             return 0
-        c_lite = bench_commits(lite, args.commits, args.dim, "lite")
-        c_pg = bench_commits(pg, args.commits, args.dim, "pg")
-        import psycopg
-
-        with psycopg.connect(server.url(), autocommit=True) as c:
-            c.execute(f'ALTER DATABASE "{pg.rsplit("/", 1)[1]}" SET synchronous_commit = off')
-        c_pg_async = bench_commits(pg, args.commits, args.dim, "pgasync")
-        rows.append(("ingest commit path, tracks/s (higher is better)", c_lite, c_pg, c_lite / c_pg, "hi"))
-        rows.append(("  ... PostgreSQL synchronous_commit=off (not durable)", c_lite, c_pg_async,
-                     c_lite / c_pg_async, "hi"))
-        print(f"# commits/s: sqlite {c_lite:.0f}, postgresql {c_pg:.0f} (sync), {c_pg_async:.0f} (async); "
-              f"load {_load()}", flush=True)
-
-        n_all = args.tracks + 3 * args.commits
-        s_lite = bench_similar(lite, args.tracks, args.queries)
-        s_pg = bench_similar(pg, args.tracks, args.queries)
-        print(f"# index open: sqlite {s_lite['index_open_s']:.2f} s, postgresql {s_pg['index_open_s']:.2f} s "
-              f"(first open builds from the catalog); load {_load()}", flush=True)
-        for q in ("p50_ms", "p99_ms"):
-            rows.append((f"filtered similar() {q[:3]} ms", s_lite[q], s_pg[q], s_pg[q] / s_lite[q], "lo"))
+        n_all = args.tracks
+        if args.only != "web":
+            rows += bench_commit_rows(lite, pg, server, args.commits, args.dim)
+            n_all += 10 * args.commits
+            if args.only == "commit":
+                _table(rows)
+                return 0
+            s_lite = bench_similar(lite, args.tracks, args.queries)
+            s_pg = bench_similar(pg, args.tracks, args.queries)
+            print(f"# index open: sqlite {s_lite['index_open_s']:.2f} s, postgresql {s_pg['index_open_s']:.2f} s "
+                  f"(first open builds from the catalog); load {_load()}", flush=True)
+            for q in ("p50_ms", "p99_ms"):
+                rows.append((f"filtered similar() {q[:3]} ms", s_lite[q], s_pg[q], s_pg[q] / s_lite[q], "lo"))
 
         h_lite = bench_http(lite, args.tracks, clients=args.concurrency, requests=args.requests,
                             workers=args.workers, data_dir=tmp / "data")

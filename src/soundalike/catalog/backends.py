@@ -120,6 +120,9 @@ class Backend:
     dialect: Dialect
     #: What to show in messages and to open the catalog again (a file path or a URL).
     location: str
+    #: Whether a transaction's statements are sent without waiting for their answers
+    #: (errors come back at the next :meth:`sync`, read or commit).
+    answers_later = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         raise NotImplementedError
@@ -284,6 +287,7 @@ class PostgresBackend(Backend):
     """
 
     dialect = POSTGRESQL
+    answers_later = True
     #: advisory-lock key that serialises migrations across processes ("soundalike" in ASCII)
     _SCHEMA_LOCK = 0x736F756E64
 

@@ -608,7 +608,8 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
         predictions=preds, analysis=analysis,
         model_tags=[Tag(label, cats.get(label, label_category), "model", float(p), model_id) for label, p in top],
         peaks=res.get("peaks"), attributes=res.get("attributes"), attributes_version=ATTRIBUTES_VERSION,
-        segments=segment_spaces(model_id=model_id, segments=res.get("segments"), adaptations=adaptations))
+        segments=segment_spaces(model_id=model_id, segments=res.get("segments"), adaptations=adaptations),
+        want_id=False)
 
 
 #: Group commit: one transaction holds at most this many finished files ...
@@ -649,6 +650,21 @@ def commit_group(cat: Catalog, results: Sequence[dict[str, Any]], **commit: Any)
     for attempt in range(BUSY_RETRIES):
         outcomes: list[tuple[str, str] | None] = []
         try:
+            if cat.answers_later and len(results) > 1:
+                # A server answers at the end: send the whole group without waiting (one
+                # round trip for the group, not one per file).  Nearly always nothing is
+                # refused; when something is, the group is rolled back whole and done
+                # again below, file by file in savepoints, each answer awaited, so the
+                # refused file is found and alone rolled back.
+                try:
+                    with cat.transaction():
+                        for res in results:
+                            _commit(cat, res, **commit)
+                    return [None] * len(results)
+                except CatalogBusyError:
+                    raise
+                except Exception:  # noqa: BLE001 - which file it was is found below
+                    pass
             with cat.transaction():
                 for res in results:
                     try:
