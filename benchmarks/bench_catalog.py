@@ -211,8 +211,60 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: wrk's script: a random track id per request, every other request filtered (as the Python clients)
+WRK_LUA = """
+local n = tonumber(os.getenv("BENCH_TRACKS"))
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("seed", counter)
+end
+function init(args)
+  math.randomseed(seed * 7919)
+end
+local j = 0
+function request()
+  j = j + 1
+  local path = "/api/similar?id=" .. math.random(1, n) .. "&k=10"
+  if j % 2 == 0 then path = path .. "&where=genre:g3" end
+  return wrk.format("GET", path)
+end
+"""
+
+
+def _wrk(port: int, n_tracks: int, *, clients: int, seconds: float) -> dict:
+    """``wrk`` (compiled, 2 threads, ``clients`` keep-alive connections) against the server:
+    a load generator that takes little of the CPU the server needs, where 16 Python client
+    threads take a good share of this machine's 2 cores."""
+    import re
+    import shutil
+
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_LUA)
+    try:
+        out = subprocess.run([shutil.which("wrk"), "-t2", f"-c{clients}", f"-d{int(seconds)}s", "--latency",
+                              "-s", f.name, f"http://127.0.0.1:{port}"], capture_output=True, text=True,
+                             env={**os.environ, "BENCH_TRACKS": str(n_tracks)}, timeout=seconds + 60).stdout
+    finally:
+        os.unlink(f.name)
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+    def ms(q: str) -> float:
+        m = re.search(rf"^\s*{q}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * unit[m.group(2)]
+
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errs = re.search(r"Socket errors: .*", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50_ms": ms("50"),
+            "p99_ms": ms("99"), "errors": int(bad.group(1)) if bad else 0,
+            "requests": int(re.search(r"(\d+) requests in", out).group(1)), "socket_errors": errs and errs.group(0)}
+
+
 def bench_http(target, n_tracks: int, *, clients: int, requests: int, workers: int, data_dir: Path,
-               threads: int | None = None) -> dict:
+               threads: int | None = None, wrk_s: float = 0.0) -> dict:
+    """``/api/similar`` at ``clients`` concurrent keep-alive clients: Python client threads
+    (``requests`` each), and, with ``wrk_s``, then ``wrk`` for that many seconds against the
+    same server (its figures under ``"wrk"``)."""
     port = _free_port()
     env = {**os.environ, "SOUNDALIKE_DATA_DIR": str(data_dir)}
     if threads is not None:  # answer on this many threads per worker (one connection each)
@@ -268,8 +320,11 @@ def bench_http(target, n_tracks: int, *, clients: int, requests: int, workers: i
         for th in threads:
             th.join()
         wall = time.perf_counter() - t0
-        return {"rps": len(lat) / wall, "p50_ms": 1e3 * float(np.percentile(lat, 50)),
-                "p99_ms": 1e3 * float(np.percentile(lat, 99)), "errors": errors[0], "requests": len(lat)}
+        out = {"rps": len(lat) / wall, "p50_ms": 1e3 * float(np.percentile(lat, 50)),
+               "p99_ms": 1e3 * float(np.percentile(lat, 99)), "errors": errors[0], "requests": len(lat)}
+        if wrk_s:
+            out["wrk"] = _wrk(port, n_tracks, clients=clients, seconds=wrk_s)
+        return out
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -303,6 +358,8 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--requests", type=int, default=40, help="requests per client")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--wrk-seconds", type=float, default=20.0,
+                    help="seconds of wrk load per backend after the Python clients (0: none)")
     ap.add_argument("--only", choices=("all", "similar", "commit", "web"), default="all",
                     help="similar: only the filtered similar() rows; commit: only the commit rows; "
                          "web: only the /api/similar rows")
@@ -360,15 +417,33 @@ def main() -> int:
             for q in ("p50_ms", "p99_ms"):
                 rows.append((f"filtered similar() {q[:3]} ms", s_lite[q], s_pg[q], s_pg[q] / s_lite[q], "lo"))
 
+        import shutil
+
+        wrk_s = args.wrk_seconds if shutil.which("wrk") else 0.0
+        if not wrk_s:
+            print("# no wrk (apt-get install wrk): Python clients only", flush=True)
         h_lite = bench_http(lite, args.tracks, clients=args.concurrency, requests=args.requests,
-                            workers=args.workers, data_dir=tmp / "data")
+                            workers=args.workers, data_dir=tmp / "data", wrk_s=wrk_s)
         h_pg = bench_http(pg, args.tracks, clients=args.concurrency, requests=args.requests,
-                          workers=args.workers, data_dir=tmp / "data")
+                          workers=args.workers, data_dir=tmp / "data", wrk_s=wrk_s)
+        if wrk_s:
+            a, b = h_lite["wrk"], h_pg["wrk"]
+            for q in ("p50_ms", "p99_ms"):
+                rows.append((f"/api/similar {q[:3]} ms, {args.concurrency} connections (wrk)", a[q], b[q],
+                             b[q] / a[q], "lo"))
+            rows.append(("/api/similar req/s, wrk (higher is better)", a["rps"], b["rps"], a["rps"] / b["rps"], "hi"))
+            print(f"# wrk: sqlite {a['requests']} requests ({a['errors']} non-2xx, {a['socket_errors']}), "
+                  f"postgresql {b['requests']} ({b['errors']} non-2xx, {b['socket_errors']}); load {_load()}",
+                  flush=True)
         for q in ("p50_ms", "p99_ms"):
-            rows.append((f"/api/similar {q[:3]} ms, {args.concurrency} clients", h_lite[q], h_pg[q],
+            rows.append((f"/api/similar {q[:3]} ms, {args.concurrency} Python clients", h_lite[q], h_pg[q],
                          h_pg[q] / h_lite[q], "lo"))
-        rows.append((f"/api/similar req/s (higher is better)", h_lite["rps"], h_pg["rps"],
+        rows.append((f"/api/similar req/s, Python clients (higher is better)", h_lite["rps"], h_pg["rps"],
                      h_lite["rps"] / h_pg["rps"], "hi"))
+        if args.only == "web":
+            print(f"# http errors: sqlite {h_lite['errors']}, postgresql {h_pg['errors']}; load {_load()}")
+            _table(rows)
+            return 0
         # where the p99 goes: the same load on anyio's default of 40 threads (connections) per worker
         w_lite = bench_http(lite, args.tracks, clients=args.concurrency, requests=args.requests,
                             workers=args.workers, data_dir=tmp / "data", threads=40)
