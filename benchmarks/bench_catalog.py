@@ -77,13 +77,18 @@ def make_catalog(path: Path, n: int, dim: int) -> None:
                     cat.put_analysis(tid, "bench-200d", X[i])
 
 
-def bench_commits(target, n: int, dim: int, tag: str) -> float:
+def bench_commits(target, n: int, dim: int, tag: str, *, grouped: bool = False) -> float:
     """Files committed per second by the ingest driver's own commit (``ingest.pipeline._commit``:
     track row, file tags, embedding + predictions, top-5 model tags, 2-kB waveform peaks,
-    musical attributes, error cleared; one transaction each): tracks/s, rows with embeddings."""
+    musical attributes, error cleared): tracks/s, rows with embeddings.
+
+    ``grouped=False``: one transaction per file (the per-file path).  ``grouped=True``: the
+    driver's group commit (``GroupCommitter``) handed a full queue, ``GROUP_FILES`` finished
+    files at a time, as when the workers outrun the commit: one transaction per group, each
+    file in its own savepoint."""
     from soundalike.audio.peaks import Peaks
     from soundalike.catalog.store import Catalog
-    from soundalike.ingest.pipeline import _commit
+    from soundalike.ingest.pipeline import GROUP_FILES, GroupCommitter, _commit
 
     rng = np.random.default_rng(11)
     labels = [f"label{j}" for j in range(50)]
@@ -103,10 +108,49 @@ def bench_commits(target, n: int, dim: int, tag: str) -> float:
                for i in range(n)]
     with Catalog.open(target) as cat:
         cat.register_model(model_id="bench-200d", name="bench", dim=dim, labels=labels, label_category="tag")
+        kw = dict(model_id="bench-200d", label_category="tag", top_tags=5)
+        done = [0]
+        committer = GroupCommitter(cat, on_done=lambda r, f: done.__setitem__(0, done[0] + (f is None)), **kw)
         t0 = time.perf_counter()
-        for r in results:
-            _commit(cat, r, model_id="bench-200d", label_category="tag", top_tags=5)
+        if grouped:
+            for start in range(0, n, GROUP_FILES):
+                committer(results[start : start + GROUP_FILES])
+            assert done[0] == n, done
+        else:
+            for r in results:
+                _commit(cat, r, **kw)
         return n / (time.perf_counter() - t0)
+
+
+def bench_commit_rows(lite, pg, server, n: int, dim: int) -> list:
+    """The commit rows: per-file and grouped, SQLite and PostgreSQL, interleaved in two rounds
+    (the load moves; each figure is the mean of its two rounds)."""
+    import psycopg
+
+    figs: dict[str, list[float]] = {}
+    order = [("lite", lite, False), ("lite-g", lite, True), ("pg", pg, False), ("pg-g", pg, True)]
+    for rnd in range(2):
+        for key, target, grouped in (order if rnd == 0 else order[::-1]):
+            figs.setdefault(key, []).append(bench_commits(target, n, dim, f"{key}{rnd}", grouped=grouped))
+        print(f"# commit round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in figs.items())
+              + f"; load {_load()}", flush=True)
+    with psycopg.connect(server.url(), autocommit=True) as c:
+        c.execute(f'ALTER DATABASE "{pg.rsplit("/", 1)[1]}" SET synchronous_commit = off')
+    figs["pg-async"] = [bench_commits(pg, n, dim, "pgasync", grouped=False)]
+    figs["pg-async-g"] = [bench_commits(pg, n, dim, "pgasyncg", grouped=True)]
+    with psycopg.connect(server.url(), autocommit=True) as c:
+        c.execute(f'ALTER DATABASE "{pg.rsplit("/", 1)[1]}" RESET synchronous_commit')
+    m = {k: float(np.mean(v)) for k, v in figs.items()}
+    print(f"# commits/s: sqlite {m['lite']:.0f} per file / {m['lite-g']:.0f} grouped, postgresql "
+          f"{m['pg']:.0f} / {m['pg-g']:.0f} (sync), {m['pg-async']:.0f} / {m['pg-async-g']:.0f} (async); "
+          f"load {_load()}", flush=True)
+    return [
+        ("ingest commit, per file, tracks/s (higher is better)", m["lite"], m["pg"], m["lite"] / m["pg"], "hi"),
+        ("ingest commit, grouped (the driver's path), tracks/s", m["lite-g"], m["pg-g"], m["lite-g"] / m["pg-g"], "hi"),
+        ("  ... PG grouped vs SQLite per file", m["lite"], m["pg-g"], m["lite"] / m["pg-g"], "hi"),
+        ("  ... PostgreSQL synchronous_commit=off (not durable), grouped", m["lite-g"], m["pg-async-g"],
+         m["lite-g"] / m["pg-async-g"], "hi"),
+    ]
 
 
 def _count_statements(cat, fn) -> str:
@@ -167,8 +211,60 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: wrk's script: a random track id per request, every other request filtered (as the Python clients)
+WRK_LUA = """
+local n = tonumber(os.getenv("BENCH_TRACKS"))
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("seed", counter)
+end
+function init(args)
+  math.randomseed(seed * 7919)
+end
+local j = 0
+function request()
+  j = j + 1
+  local path = "/api/similar?id=" .. math.random(1, n) .. "&k=10"
+  if j % 2 == 0 then path = path .. "&where=genre:g3" end
+  return wrk.format("GET", path)
+end
+"""
+
+
+def _wrk(port: int, n_tracks: int, *, clients: int, seconds: float) -> dict:
+    """``wrk`` (compiled, 2 threads, ``clients`` keep-alive connections) against the server:
+    a load generator that takes little of the CPU the server needs, where 16 Python client
+    threads take a good share of this machine's 2 cores."""
+    import re
+    import shutil
+
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_LUA)
+    try:
+        out = subprocess.run([shutil.which("wrk"), "-t2", f"-c{clients}", f"-d{int(seconds)}s", "--latency",
+                              "-s", f.name, f"http://127.0.0.1:{port}"], capture_output=True, text=True,
+                             env={**os.environ, "BENCH_TRACKS": str(n_tracks)}, timeout=seconds + 60).stdout
+    finally:
+        os.unlink(f.name)
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+    def ms(q: str) -> float:
+        m = re.search(rf"^\s*{q}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * unit[m.group(2)]
+
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errs = re.search(r"Socket errors: .*", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50_ms": ms("50"),
+            "p99_ms": ms("99"), "errors": int(bad.group(1)) if bad else 0,
+            "requests": int(re.search(r"(\d+) requests in", out).group(1)), "socket_errors": errs and errs.group(0)}
+
+
 def bench_http(target, n_tracks: int, *, clients: int, requests: int, workers: int, data_dir: Path,
-               threads: int | None = None) -> dict:
+               threads: int | None = None, wrk_s: float = 0.0) -> dict:
+    """``/api/similar`` at ``clients`` concurrent keep-alive clients: Python client threads
+    (``requests`` each), and, with ``wrk_s``, then ``wrk`` for that many seconds against the
+    same server (its figures under ``"wrk"``)."""
     port = _free_port()
     env = {**os.environ, "SOUNDALIKE_DATA_DIR": str(data_dir)}
     if threads is not None:  # answer on this many threads per worker (one connection each)
@@ -224,8 +320,11 @@ def bench_http(target, n_tracks: int, *, clients: int, requests: int, workers: i
         for th in threads:
             th.join()
         wall = time.perf_counter() - t0
-        return {"rps": len(lat) / wall, "p50_ms": 1e3 * float(np.percentile(lat, 50)),
-                "p99_ms": 1e3 * float(np.percentile(lat, 99)), "errors": errors[0], "requests": len(lat)}
+        out = {"rps": len(lat) / wall, "p50_ms": 1e3 * float(np.percentile(lat, 50)),
+               "p99_ms": 1e3 * float(np.percentile(lat, 99)), "errors": errors[0], "requests": len(lat)}
+        if wrk_s:
+            out["wrk"] = _wrk(port, n_tracks, clients=clients, seconds=wrk_s)
+        return out
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -259,8 +358,11 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--requests", type=int, default=40, help="requests per client")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--only", choices=("all", "similar"), default="all",
-                    help="similar: only the filtered similar() rows (no commit or web rows)")
+    ap.add_argument("--wrk-seconds", type=float, default=20.0,
+                    help="seconds of wrk load per backend after the Python clients (0: none)")
+    ap.add_argument("--only", choices=("all", "similar", "commit", "web"), default="all",
+                    help="similar: only the filtered similar() rows; commit: only the commit rows; "
+                         "web: only the /api/similar rows")
     args = ap.parse_args()
 
     from pgserver import PgServer, find_bin_dir
@@ -301,36 +403,47 @@ def main() -> int:
                   f"statements (round trips) per call: {s_lite['statements']}/{s_pg['statements']}; load {_load()}", flush=True)
             _table(rows)
             return 0
-        c_lite = bench_commits(lite, args.commits, args.dim, "lite")
-        c_pg = bench_commits(pg, args.commits, args.dim, "pg")
-        import psycopg
+        n_all = args.tracks
+        if args.only != "web":
+            rows += bench_commit_rows(lite, pg, server, args.commits, args.dim)
+            n_all += 10 * args.commits
+            if args.only == "commit":
+                _table(rows)
+                return 0
+            s_lite = bench_similar(lite, args.tracks, args.queries)
+            s_pg = bench_similar(pg, args.tracks, args.queries)
+            print(f"# index open: sqlite {s_lite['index_open_s']:.2f} s, postgresql {s_pg['index_open_s']:.2f} s "
+                  f"(first open builds from the catalog); load {_load()}", flush=True)
+            for q in ("p50_ms", "p99_ms"):
+                rows.append((f"filtered similar() {q[:3]} ms", s_lite[q], s_pg[q], s_pg[q] / s_lite[q], "lo"))
 
-        with psycopg.connect(server.url(), autocommit=True) as c:
-            c.execute(f'ALTER DATABASE "{pg.rsplit("/", 1)[1]}" SET synchronous_commit = off')
-        c_pg_async = bench_commits(pg, args.commits, args.dim, "pgasync")
-        rows.append(("ingest commit path, tracks/s (higher is better)", c_lite, c_pg, c_lite / c_pg, "hi"))
-        rows.append(("  ... PostgreSQL synchronous_commit=off (not durable)", c_lite, c_pg_async,
-                     c_lite / c_pg_async, "hi"))
-        print(f"# commits/s: sqlite {c_lite:.0f}, postgresql {c_pg:.0f} (sync), {c_pg_async:.0f} (async); "
-              f"load {_load()}", flush=True)
+        import shutil
 
-        n_all = args.tracks + 3 * args.commits
-        s_lite = bench_similar(lite, args.tracks, args.queries)
-        s_pg = bench_similar(pg, args.tracks, args.queries)
-        print(f"# index open: sqlite {s_lite['index_open_s']:.2f} s, postgresql {s_pg['index_open_s']:.2f} s "
-              f"(first open builds from the catalog); load {_load()}", flush=True)
-        for q in ("p50_ms", "p99_ms"):
-            rows.append((f"filtered similar() {q[:3]} ms", s_lite[q], s_pg[q], s_pg[q] / s_lite[q], "lo"))
-
+        wrk_s = args.wrk_seconds if shutil.which("wrk") else 0.0
+        if not wrk_s:
+            print("# no wrk (apt-get install wrk): Python clients only", flush=True)
         h_lite = bench_http(lite, args.tracks, clients=args.concurrency, requests=args.requests,
-                            workers=args.workers, data_dir=tmp / "data")
+                            workers=args.workers, data_dir=tmp / "data", wrk_s=wrk_s)
         h_pg = bench_http(pg, args.tracks, clients=args.concurrency, requests=args.requests,
-                          workers=args.workers, data_dir=tmp / "data")
+                          workers=args.workers, data_dir=tmp / "data", wrk_s=wrk_s)
+        if wrk_s:
+            a, b = h_lite["wrk"], h_pg["wrk"]
+            for q in ("p50_ms", "p99_ms"):
+                rows.append((f"/api/similar {q[:3]} ms, {args.concurrency} connections (wrk)", a[q], b[q],
+                             b[q] / a[q], "lo"))
+            rows.append(("/api/similar req/s, wrk (higher is better)", a["rps"], b["rps"], a["rps"] / b["rps"], "hi"))
+            print(f"# wrk: sqlite {a['requests']} requests ({a['errors']} non-2xx, {a['socket_errors']}), "
+                  f"postgresql {b['requests']} ({b['errors']} non-2xx, {b['socket_errors']}); load {_load()}",
+                  flush=True)
         for q in ("p50_ms", "p99_ms"):
-            rows.append((f"/api/similar {q[:3]} ms, {args.concurrency} clients", h_lite[q], h_pg[q],
+            rows.append((f"/api/similar {q[:3]} ms, {args.concurrency} Python clients", h_lite[q], h_pg[q],
                          h_pg[q] / h_lite[q], "lo"))
-        rows.append((f"/api/similar req/s (higher is better)", h_lite["rps"], h_pg["rps"],
+        rows.append((f"/api/similar req/s, Python clients (higher is better)", h_lite["rps"], h_pg["rps"],
                      h_lite["rps"] / h_pg["rps"], "hi"))
+        if args.only == "web":
+            print(f"# http errors: sqlite {h_lite['errors']}, postgresql {h_pg['errors']}; load {_load()}")
+            _table(rows)
+            return 0
         # where the p99 goes: the same load on anyio's default of 40 threads (connections) per worker
         w_lite = bench_http(lite, args.tracks, clients=args.concurrency, requests=args.requests,
                             workers=args.workers, data_dir=tmp / "data", threads=40)

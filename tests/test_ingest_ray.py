@@ -141,7 +141,7 @@ def test_a_path_a_worker_cannot_read_is_an_error_for_that_file(cluster, tmp_path
     good = _tracks(tmp_path / "m", 1)[0]
     got = []
     run([(str(tmp_path / "elsewhere" / "gone.flac"), None, True), (str(good), None, True)],
-        model="mfcc-stats", analysis="spread:10", handle=got.append, analyze_file=analyze_file,
+        model="mfcc-stats", analysis="spread:10", handle=got.extend, analyze_file=analyze_file,
         address=cluster.address)
     by = {Path(r["path"]).name: r for r in got}
     assert by["t000.flac"]["kind"] == "ok"

@@ -117,6 +117,41 @@ def test_concurrent_searches_while_the_index_changes():
     assert not errors and len(vi) == len(ids)
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_concurrent_single_queries_combined_in_one_pass_answer_what_each_gets_alone(kind):
+    """Single-query searches that arrive together are answered in one pass (a matrix product
+    from BLAS_FROM queries on): every caller gets the hits it gets searching alone."""
+    import threading
+
+    ids, X = _clustered(4000, 32, seed=6)
+    vi = ix.VectorIndex.build(ids, X, model_id="m", kind=kind)
+    sel = vi.cached_selection("f", lambda: ids[::4])
+    one_off = vi.allowed_mask(ids[1::5])
+    asks = [(int(qi), k, a) for j, (qi, k) in enumerate(zip(range(0, 4000, 17), [5, 10, 49] * 100, strict=False))
+            for a in [(None, sel, one_off)[j % 3]]]
+    alone = [vi.search(X[qi], k, allowed=a, exclude_ids=[ids[qi]]) for qi, k, a in asks]
+    assert vi.combined_max == 1
+    together: dict[int, tuple] = {}
+    start = threading.Barrier(16)
+
+    def caller(me):
+        start.wait()
+        for j in range(me, len(asks), 16):
+            qi, k, a = asks[j]
+            together[j] = vi.search(X[qi], k, allowed=a, exclude_ids=[ids[qi]])
+
+    threads = [threading.Thread(target=caller, args=(m,)) for m in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert vi.combined_max >= 2, "16 threads searching at once never met in one pass"
+    for j, (got_ids, got_scores) in sorted(together.items()):
+        assert got_ids.tolist() == alone[j][0].tolist(), asks[j]
+        np.testing.assert_allclose(got_scores, alone[j][1], rtol=0, atol=1e-5)
+    assert len(together) == len(asks)
+
+
 def test_remove_add_save_load_roundtrip(tmp_path):
     ids, X = _clustered(500, 16)
     for kind in ("flat", "hnsw"):

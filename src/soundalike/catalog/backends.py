@@ -120,6 +120,9 @@ class Backend:
     dialect: Dialect
     #: What to show in messages and to open the catalog again (a file path or a URL).
     location: str
+    #: Whether a transaction's statements are sent without waiting for their answers
+    #: (errors come back at the next :meth:`sync`, read or commit).
+    answers_later = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         raise NotImplementedError
@@ -168,6 +171,17 @@ class Backend:
 
     def begin(self) -> None:
         self.execute(self.dialect.begin)
+
+    def sync(self) -> None:
+        """Wait for the answers of every statement sent so far (raising the first error).
+
+        Statements run one by one here; a pipelining backend waits for its answers.
+        """
+
+    def rollback_to(self, name: str) -> None:
+        """Undo what was written since ``SAVEPOINT name`` and drop the savepoint."""
+        self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        self.execute(f"RELEASE SAVEPOINT {name}")
 
     def commit(self) -> None:
         self.execute("COMMIT")
@@ -273,6 +287,7 @@ class PostgresBackend(Backend):
     """
 
     dialect = POSTGRESQL
+    answers_later = True
     #: advisory-lock key that serialises migrations across processes ("soundalike" in ASCII)
     _SCHEMA_LOCK = 0x736F756E64
 
@@ -307,6 +322,19 @@ class PostgresBackend(Backend):
         cm, self._pipe_cm, self._pipe = self._pipe_cm, None, None
         if cm is not None:
             cm.__exit__(None, None, None)  # waits for every answer; raises the first error
+
+    def sync(self) -> None:
+        if self._pipe is not None:
+            self._pipe.sync()
+
+    def rollback_to(self, name: str) -> None:
+        if self._pipe is not None:
+            try:
+                self._pipe.sync()  # the failed statement's answer (and the skipped ones') are in
+            except Exception:  # noqa: BLE001 - the error the caller is handling already
+                pass
+        Backend.rollback_to(self, name)
+        self.sync()
 
     def commit(self) -> None:
         try:

@@ -403,6 +403,42 @@ class Catalog:
                                        f"nothing was written, try again") from exc
             raise
 
+    @contextmanager
+    def savepoint(self) -> Iterator[Catalog]:
+        """A part of the open :meth:`transaction` that fails alone (``SAVEPOINT``).
+
+        When the block raises, what it wrote is rolled back and the exception goes on to
+        the caller; the transaction stays open with everything written before the block,
+        so the caller may go on (ingest's group commit: one file's failing write costs
+        that file, not the group).  On a server every answer of the block is awaited at
+        its end, so an error of the block is raised inside it, not by a later statement.
+        A busy error (a deadlock the server broke, a lock timeout) spoils the whole
+        transaction: it is raised as :class:`CatalogBusyError` without rolling back
+        to the savepoint.
+        """
+        assert self._in_tx, "a savepoint lives inside Catalog.transaction()"
+        # the change counter's bump is rolled back with the block: bump again after it
+        bumped, dirty = self._tx_bumped, self._tx_dirty
+        self._db.execute("SAVEPOINT soundalike_part")
+        try:
+            yield self
+            self._db.sync()
+        except BaseException as exc:
+            if isinstance(exc, database_errors()) and self._db.is_busy(exc):
+                raise CatalogBusyError(f"{self.path}: another writer was in the way ({exc}); "
+                                       f"nothing was written, try again") from exc
+            self._db.rollback_to("soundalike_part")
+            self._tx_bumped, self._tx_dirty = bumped, dirty
+            raise
+        self._db.execute("RELEASE SAVEPOINT soundalike_part")
+
+    @property
+    def answers_later(self) -> bool:
+        """Whether, inside a transaction, a statement's answer (and its error) can come back
+        after the statement returned (a server's pipelined transaction): then an error is
+        known for sure only at the end of a :meth:`savepoint` or at commit."""
+        return self._db.answers_later
+
     def _write(self, sql: str, params: Sequence = ()):
         """Run a writing statement (inside :meth:`transaction`) and mark the transaction dirty."""
         assert self._in_tx, "writes go through Catalog.transaction()"
@@ -1208,7 +1244,8 @@ class Catalog:
                      embeddings: Sequence[tuple[str, np.ndarray]], predictions: dict[str, float] | None,
                      analysis: str = "full", model_tags: Sequence[Tag] = (), peaks=None,
                      attributes: dict | None = None, attributes_version: int = 1,
-                     segments: dict[str, tuple[np.ndarray, np.ndarray] | None] | None = None) -> int:
+                     segments: dict[str, tuple[np.ndarray, np.ndarray] | None] | None = None,
+                     want_id: bool = True) -> int | None:
         """Everything ingest writes for one analyzed file, in one transaction; returns its id.
 
         The same rows as :meth:`upsert_track`, :meth:`set_tags` (``file``; ``model`` of
@@ -1233,6 +1270,9 @@ class Catalog:
         segments : model id -> ``(starts (n,) s, vectors (n, dim))`` as :meth:`put_segments`
             stores them, or None to drop that model's segments of the track (so none go
             stale); models not named keep theirs
+        want_id : False: return None without waiting for the id (inside a caller's
+            transaction on a server, reading it would wait for the server's answer: group
+            commit sends many files before it waits for any)
         """
         from soundalike.audio.peaks import PEAKS_FORMAT
 
@@ -1277,7 +1317,7 @@ class Catalog:
                     "created_at = excluded.created_at",
                     (mid, int(V.shape[0]), int(V.shape[1]), st.tobytes(), V.tobytes(), now, path))
             self._write("DELETE FROM ingest_errors WHERE path = ?", (path,))
-        return int(tid()[0])
+        return int(tid()[0]) if want_id else None
 
     # ------------------------------------------------------------------ adaptations
 

@@ -1,10 +1,14 @@
 """Ingest: scan folders, analyze new or changed audio files in worker processes, commit.
 
-Every file is committed in its own transaction (track row, file tags, embedding and
-model tags together), so killing ingest at any moment -- SIGKILL included -- loses
-nothing already committed, and running it again skips what is done, duplicates
-nothing and finishes the rest.  A file that cannot be decoded is recorded in
-``ingest_errors`` with its reason and never stops the batch.  Tracks whose files
+Every file's rows (track row, file tags, embedding and model tags together) are written
+in a savepoint of their own, and the files that finished while the previous ones were
+committed are committed together (group commit, :class:`GroupCommitter`: one WAL flush
+for many files; one file waiting is committed at once).  A file counts as done only
+once its transaction committed, so killing ingest at any moment -- SIGKILL included --
+loses at most the group being committed and nothing committed before, and running it
+again skips what is done, duplicates nothing and finishes the rest.  A file that cannot
+be decoded, or whose rows the database refuses, is recorded in ``ingest_errors`` with
+its reason and never stops the batch.  Tracks whose files
 disappeared from a scanned folder are marked ``missing``, not deleted.
 """
 
@@ -14,7 +18,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -693,7 +697,123 @@ def _commit(cat: Catalog, res: dict[str, Any], *, model_id: str, label_category:
         predictions=preds, analysis=analysis,
         model_tags=[Tag(label, cats.get(label, label_category), "model", float(p), model_id) for label, p in top],
         peaks=res.get("peaks"), attributes=res.get("attributes"), attributes_version=ATTRIBUTES_VERSION,
-        segments=segment_spaces(model_id=model_id, segments=res.get("segments"), adaptations=adaptations))
+        segments=segment_spaces(model_id=model_id, segments=res.get("segments"), adaptations=adaptations),
+        want_id=False)
+
+
+#: Group commit: one transaction holds at most this many finished files ...
+GROUP_FILES = 32
+#: ... and about this many seconds of commit work (the bound shrinks when files are slow to write)
+GROUP_SECONDS = 0.2
+#: How often a group is committed again when another writer was in the way.
+BUSY_RETRIES = 5
+
+
+def commit_group(cat: Catalog, results: Sequence[dict[str, Any]], **commit: Any) -> list[tuple[str, str] | None]:
+    """Commit finished files in one transaction, each in its own savepoint.
+
+    The server's WAL flush (PostgreSQL's ``fdatasync`` at every ``COMMIT`` with
+    ``synchronous_commit=on``) is paid once per group instead of once per file.  A file
+    whose write the database refuses is rolled back alone (its savepoint) and recorded
+    as that file's error; the others are committed.  Nothing of the group is durable
+    before the one ``COMMIT``: a process killed before it loses the group, which the next
+    ingest does again (none of it is marked done), and nothing committed earlier.
+
+    Parameters
+    ----------
+    cat : the open catalog (outside a transaction)
+    results : :func:`analyze_file` results (``kind`` ``ok``, ``touch`` or ``error``)
+    commit : ``_commit``'s keywords (``model_id``, ``label_category``, ``top_tags``, ...)
+
+    Returns
+    -------
+    list, one per result: None when it was written as asked, or ``(error_type, reason)``
+    when its write failed and the failure was recorded in ``ingest_errors`` instead.
+
+    Raises
+    ------
+    CatalogBusyError
+        Another writer was in the way :data:`BUSY_RETRIES` times (the group is rolled
+        back whole each time and nothing of it was written).
+    """
+    for attempt in range(BUSY_RETRIES):
+        outcomes: list[tuple[str, str] | None] = []
+        try:
+            if cat.answers_later and len(results) > 1:
+                # A server answers at the end: send the whole group without waiting (one
+                # round trip for the group, not one per file).  Nearly always nothing is
+                # refused; when something is, the group is rolled back whole and done
+                # again below, file by file in savepoints, each answer awaited, so the
+                # refused file is found and alone rolled back.
+                try:
+                    with cat.transaction():
+                        for res in results:
+                            _commit(cat, res, **commit)
+                    return [None] * len(results)
+                except CatalogBusyError:
+                    raise
+                except Exception:  # noqa: BLE001 - which file it was is found below
+                    pass
+            with cat.transaction():
+                for res in results:
+                    try:
+                        with cat.savepoint():
+                            _commit(cat, res, **commit)
+                        outcomes.append(None)
+                    except CatalogBusyError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - one file's refused write must not stop the group
+                        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                        why = ("CatalogWriteError", f"the catalog refused this file's rows: {first}"[:500])
+                        with cat.savepoint():
+                            cat.record_error(path=res["path"], reason=why[1], error_type=why[0],
+                                             size=res.get("size"), mtime=res.get("mtime"))
+                        outcomes.append(why)
+            return outcomes
+        except CatalogBusyError:
+            # another ingest held a row a file needs (a deadlock the database broke, or a lock
+            # timeout): the transaction rolled back whole, so commit the group again
+            if attempt == BUSY_RETRIES - 1:
+                raise
+            time.sleep(0.05 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+class GroupCommitter:
+    """The committing side of ingest: takes the finished files waiting and commits them in groups.
+
+    Called with every result waiting in the runner's queue; commits them in groups of at
+    most :data:`GROUP_FILES` and about :data:`GROUP_SECONDS` of commit work (measured as it
+    goes), then calls ``on_done(result, failure)`` for each, in order, once its group
+    committed (``failure`` as :func:`commit_group` returns it).  One result waiting is
+    committed at once: a slow trickle of files waits for nothing.
+    """
+
+    def __init__(self, cat: Catalog, *, on_done: Callable[[dict[str, Any], tuple[str, str] | None], None],
+                 max_files: int = GROUP_FILES, max_seconds: float = GROUP_SECONDS, **commit: Any):
+        self.cat, self.on_done, self.commit = cat, on_done, commit
+        self.max_files, self.max_seconds = max(1, int(max_files)), float(max_seconds)
+        self.per_file_s = 0.0  # running mean of commit seconds per file
+        self.groups = 0
+
+    def bound(self) -> int:
+        """Files in the next group: :data:`GROUP_FILES`, fewer when files are slow to commit."""
+        if self.per_file_s <= 0.0:
+            return self.max_files
+        return max(1, min(self.max_files, int(self.max_seconds / self.per_file_s)))
+
+    def __call__(self, results: Sequence[dict[str, Any]]) -> None:
+        i = 0
+        while i < len(results):
+            group = results[i : i + self.bound()]
+            i += len(group)
+            t0 = time.perf_counter()
+            outcomes = commit_group(self.cat, group, **self.commit)
+            per = (time.perf_counter() - t0) / len(group)
+            self.per_file_s = per if self.groups == 0 else 0.8 * self.per_file_s + 0.2 * per
+            self.groups += 1
+            for res, failure in zip(group, outcomes, strict=True):
+                self.on_done(res, failure)
 
 
 def ingest(
@@ -813,21 +933,10 @@ def ingest(
                 continue
             todo.append((path, None, True))
 
-        def handle(res: dict[str, Any]) -> None:
-            for attempt in range(5):
-                try:
-                    _commit(cat, res, model_id=analyzer.model_id, label_category=analyzer.label_category,
-                            top_tags=top_tags,
-                            single_label=getattr(analyzer, "multi_label", True) is False,
-                            adaptations=adaptations,
-                            label_categories=getattr(analyzer, "label_categories", None))
-                    break
-                except CatalogBusyError:
-                    # another ingest held a row this file needs (a deadlock the database broke,
-                    # or a lock timeout): the transaction rolled back whole, so commit again
-                    if attempt == 4:
-                        raise
-                    time.sleep(0.05 * 2 ** attempt)
+        def done(res: dict[str, Any], failure: tuple[str, str] | None) -> None:
+            # called once the file's transaction committed: only then does it count as done
+            if failure is not None:  # its rows were refused and its error recorded instead
+                res = {**res, "kind": "error", "type": failure[0], "reason": failure[1]}
             if res["kind"] == "error":
                 summary.failed += 1
                 summary.errors.append((res["path"], res["reason"]))
@@ -841,6 +950,12 @@ def ingest(
                 emit({"event": "file", "path": res["path"], "status": "ingested",
                       "duration_s": res["duration_s"]})
 
+        handle = GroupCommitter(cat, on_done=done, model_id=analyzer.model_id,
+                                label_category=analyzer.label_category, top_tags=top_tags,
+                                single_label=getattr(analyzer, "multi_label", True) is False,
+                                adaptations=adaptations,
+                                label_categories=getattr(analyzer, "label_categories", None))
+
         n_workers = workers if workers is not None else (os.cpu_count() or 1)
         n_workers = max(1, min(n_workers, len(todo)))
         if ray is not None:
@@ -852,8 +967,8 @@ def ingest(
                            analysis=str(plan), handle=handle, analyze_file=analyze_file, address=ray,
                            cpus_per_worker=ray_cpus_per_worker, max_workers=workers, on_event=emit)
         elif n_workers <= 1:
-            for item in todo:
-                handle(analyze_file(*item, analyzer=analyzer, analysis=str(plan)))
+            for item in todo:  # one file finished at a time: each is committed at once
+                handle([analyze_file(*item, analyzer=analyzer, analysis=str(plan))])
         else:
             _run_pool(todo, model=model, workers=n_workers, handle=handle, analysis=str(plan))
 
@@ -896,8 +1011,11 @@ def _under(path: str, roots: list[Path]) -> bool:
 
 
 def _run_pool(todo: list[tuple[str, str | None, bool]], *, model: str, workers: int,
-              handle: Callable[[dict[str, Any]], None], analysis: str | None = None) -> None:
+              handle: Callable[[list[dict[str, Any]]], None], analysis: str | None = None) -> None:
     """Analyze ``todo`` in ``workers`` spawned processes, handing results over as they finish.
+
+    ``handle`` gets every result that finished while the previous ones were committed
+    (a list: one group commit), one at a time when they come one at a time.
 
     A worker that dies (a decoder crashing the process) breaks the pool: the files that were
     in flight are retried once in a fresh pool, and a file in flight at a second crash is
@@ -924,22 +1042,26 @@ def _run_pool(todo: list[tuple[str, str | None, bool]], *, model: str, workers: 
             submit()
             while in_flight and not broken:
                 done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                finished = []  # every file waiting to be committed: one group
                 for fut in done:
                     item = in_flight.pop(fut)
                     try:
-                        res = fut.result()
+                        finished.append(fut.result())
                     except BrokenProcessPool:
                         broken = True
                         in_flight[fut] = item
                         break
-                    handle(res)
+                if finished:
+                    if not broken:
+                        submit()  # the workers go on while the group commits
+                    handle(finished)
                 if not broken:
                     submit()
         if broken:
             for item in in_flight.values():
                 n = crashes[item[0]] = crashes.get(item[0], 0) + 1
                 if n >= 2:
-                    handle({"kind": "error", "path": item[0], "type": "WorkerCrash",
-                            "reason": "the decoder crashed the worker process", **_stat_or_none(item[0])})
+                    handle([{"kind": "error", "path": item[0], "type": "WorkerCrash",
+                             "reason": "the decoder crashed the worker process", **_stat_or_none(item[0])}])
                 else:
                     queue.append(item)

@@ -7,7 +7,8 @@ per call (the pipeline's ``analyze_file``, reading the file by its path:
 the cluster must see the same paths, as on shared storage).  The driver keeps at most
 ``depth`` calls in flight per worker (back-pressure: a 600,000-file folder never becomes
 600,000 queued tasks or results held in the object store), and takes results as they
-finish, in any order, committing each in its own transaction.
+finish, in any order: every result ready at once goes to the committing side together
+(one group commit, see :class:`soundalike.ingest.pipeline.GroupCommitter`).
 
 Faults:
 
@@ -18,8 +19,9 @@ Faults:
   the local pool, so one poisonous file never stops the run;
 - a node that leaves the cluster is the same, for every worker it held; the cluster's
   capacity is re-read and the run finishes on the nodes that remain;
-- the driver killed: nothing committed is lost (one transaction per file) and running
-  ingest again finishes the rest; Ray removes the dead driver's workers itself.
+- the driver killed: nothing committed is lost (a file is done once its group's
+  transaction committed; the group being committed is lost whole and done again) and
+  running ingest again finishes the rest; Ray removes the dead driver's workers itself.
 
 Each file's result is committed at most once (a result for a path already committed is
 dropped), so every file ends up in the catalog exactly once.
@@ -173,7 +175,7 @@ def run(
     *,
     model: str,
     analysis: str,
-    handle: Callable[[dict[str, Any]], None],
+    handle: Callable[[list[dict[str, Any]]], None],
     analyze_file: Callable[..., dict[str, Any]],
     address: str | None = "auto",
     cpus_per_worker: int = 1,
@@ -189,7 +191,8 @@ def run(
     todo : ``(path, known_hash, need_analysis)`` per file, as the local pool takes them
     model : analyzer spec (name, ``NAME@PRECISION`` or a run folder every node can read)
     analysis : the analysis plan, ``"full"`` or ``"spread:N"``
-    handle : called in the driver with each result dict (the commit); never concurrently
+    handle : called in the driver with the result dicts ready at the same time (a list:
+        one group commit; one result when they come one by one); never concurrently
     analyze_file : what a worker runs per file, ``f(path, known_hash, need_analysis, *,
         analyzer, analysis) -> result dict``: the pipeline's ``analyze_file``, passed in
         so that this module need not import the pipeline that imports it
@@ -274,11 +277,19 @@ def run(
             except Exception:  # noqa: BLE001 - it is gone already
                 pass
 
+        ready: list[dict[str, Any]] = []  # results waiting to be committed (one group)
+
         def _deliver(res: dict[str, Any]) -> None:
             if res["path"] in committed:
                 return  # exactly once, whatever retries happened
             committed.add(res["path"])
-            handle(res)
+            ready.append(res)
+
+        def flush() -> None:
+            if ready:
+                group = ready[:]
+                ready.clear()
+                handle(group)
 
         def dispatch() -> None:
             for a, w in workers.items():
@@ -311,6 +322,10 @@ def run(
             if not done:
                 top_up()  # a node may have joined (or left: capacity is re-read)
                 continue
+            rest = [r for r in refs if r not in done]
+            if rest:  # every other result that is ready too: they are committed together
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                done = done + more
             stalled_since = None
             for ref in done:
                 if ref in pending_ready:
@@ -326,6 +341,8 @@ def run(
                         workers[a]["info"] = info
                         emit({"event": "ray-worker", **info})
                     continue
+                if ref not in in_flight:
+                    continue  # its worker was lost by an earlier ref of this round: retried or recorded
                 a, item = in_flight[ref]
                 try:
                     res = ray.get(ref, timeout=0)
@@ -343,6 +360,8 @@ def run(
                     in_flight.pop(ref)
                     workers[a]["in_flight"].discard(ref)
                 _deliver(res)
+            dispatch()  # the workers go on while the group commits
+            flush()
             if len(workers) < wanted():
                 top_up()
         return stats
