@@ -247,15 +247,18 @@ class Pipeline:
                 from soundalike.models import adapt
 
                 dims = tuple(_pooled(patch_sets[:1], b, self.how).shape[1] for b in self.blocks)
+                # adapt[DIM][n K]: K > 0 adds the mutual-neighbour step (`index adapt`'s default K = 5)
+                d_, _, k_ = step[5:].partition("n")
                 a = adapt.fit(X, base_model_id="bench", method="normalize", blocks=dims,
-                              dim=int(step[5:] or 256))
+                              dim=int(d_ or 256), neighbours=int(k_ or 0))
                 f = a.apply
             elif step.startswith("dba"):
                 f = _dba(int(step[3:] or 3))
             elif step.startswith("plda"):
                 f = _pseudo_label_lda(X, int(step[4:] or 20), seed=seed)
-            elif step.startswith("mnn"):
-                f = _mutual_nn_lpp(X, X, np.arange(len(X)), int(step[3:] or 10))
+            elif step.startswith("mnn"):  # mnn{k}[w{weight}]
+                k, _, w = step[3:].partition("w")
+                f = _mutual_nn_lpp(X, X, np.arange(len(X)), int(k or 10), weight=float(w or 0.5))
             elif step.startswith("smnn"):
                 seg_sets, seg_owner = fit_segments(patch_sets, select=budget)
                 if len(seg_sets) < 2:
@@ -519,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--philharmonia", type=Path, default=PHILHARMONIA, help="'' to skip")
     ap.add_argument("--compute", action="store_true", help="compute missing per-patch features (heavy)")
     ap.add_argument("--fast", action="store_true", help="P@10 in numpy instead of through soundalike.similar")
+    ap.add_argument("--loso", action="store_true",
+                    help="also leave each label out in turn: P@10 on the others, the variant fitted on them")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -540,6 +545,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{v:46} {r['dim']:5d} {r['p10']:6.3f} {r['p10_s10']:8.3f} {r['seg_p1']:7.3f} "
               f"{r['lr_acc']:6.3f} {r.get('phil_p10', float('nan')):9.3f}"
               f"{'*' if r.get('phil_fit') == 'main' else ''}", flush=True)
+        if args.loso:
+            r["loso"] = {}
+            for lab in sorted(set(labels)):
+                keep = [t for t in tracks if t.label != lab]
+                kl = np.asarray([t.label for t in keep])
+                r["loso"][lab] = precision_at_k(variant_vectors(v, [t.arrays for t in keep]), kl)
+            print("    leave one out: " + ", ".join(f"{k} {x:.3f}" for k, x in r["loso"].items()), flush=True)
     if any(r.get("phil_fit") == "main" for r in rows):
         print("* Philharmonia notes are too short to fit an adaptation on: the one fitted on the main set is applied")
     print(f"targets: P@10 >= 0.70, seg P@1 >= 0.90, phil P@10 >= baseline; "
