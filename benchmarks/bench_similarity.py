@@ -118,10 +118,32 @@ def load_tracks(spec: Path, *, compute: bool) -> list[Track]:
 # --------------------------------------------------------------------------- variants
 
 
+N_CEP = 20
+
+
+def _dct(n_out: int, n_in: int) -> np.ndarray:
+    """Orthonormal DCT-II rows ``(n_out, n_in)``."""
+    k = np.arange(n_out)[:, None]
+    m = np.arange(n_in)[None, :]
+    D = np.cos(np.pi * k * (2 * m + 1) / (2 * n_in)) * np.sqrt(2.0 / n_in)
+    D[0] /= np.sqrt(2.0)
+    return D.astype(np.float32)
+
+
 def block_patches(arrays: dict[str, np.ndarray], block: str) -> np.ndarray:
-    """float32 ``(n_patches, d)`` of one feature block."""
+    """float32 ``(n_patches, d)`` of one feature block.
+
+    ``cep``/``cepcov``: the cepstrum of each patch's log-mel band means (DCT coefficients
+    1-19; coefficient 0, the level, left out): the spectral envelope a mix's instrumentation,
+    EQ and mastering give it, as MFCCs summarise timbre.  ``cepcov`` pools them as their
+    covariance over the track's patches (how the envelope moves), see :func:`_pooled`.
+    """
+    block = block.split("@")[0]
     if block == "mel":
         return np.concatenate([arrays["mel/mean"], arrays["mel/std"]], axis=1)
+    if block in ("cep", "cepcov"):
+        M = arrays["mel/mean"]
+        return (M @ _dct(N_CEP, M.shape[1]).T)[:, 1:].astype(np.float32)
     m, layer = block.split(".")
     return arrays[f"{_MODEL[m]}/{_LAYER[layer]}"]
 
@@ -147,9 +169,24 @@ ALIASES = {"fusion": "MTT.pen+MSD.pen+MTT.avg+MSD.avg:mean"}
 
 def parse_variant(v: str) -> tuple[list[str], str, list[str]]:
     head, *post = v.split("|")
-    head = ALIASES.get(head, head)
-    blocks, how = head.split(":")
-    return blocks.split("+"), how, post
+    blocks, how = head.split(":") if ":" in head else (head, "mean")
+    out: list[str] = []
+    for b in blocks.split("+"):  # an alias may stand among other blocks: fusion+cep@0.5
+        out += ALIASES[b].split(":")[0].split("+") if b in ALIASES else [b]
+    return out, how, post
+
+
+def _cov(P: np.ndarray) -> np.ndarray:
+    """Upper triangle (with the diagonal) of the covariance of ``P``'s rows; zeros for one row."""
+    iu = np.triu_indices(P.shape[1])
+    if len(P) < 2:
+        return np.zeros(len(iu[0]), np.float32)
+    return np.cov(P.astype(np.float64), rowvar=False)[iu].astype(np.float32)
+
+
+def block_weight(block: str) -> float:
+    """``name@w``: the block's share of the fused vector's length (default 1, as every block)."""
+    return float(block.split("@")[1]) if "@" in block else 1.0
 
 
 def _pooled(patch_sets: list[dict[str, np.ndarray]], block: str, how: str, select=None) -> np.ndarray:
@@ -158,7 +195,7 @@ def _pooled(patch_sets: list[dict[str, np.ndarray]], block: str, how: str, selec
         P = block_patches(a, block)
         if select is not None:
             P = P[select(len(P))]
-        rows.append(pool(P, how))
+        rows.append(_cov(P) if block.split("@")[0] == "cepcov" else pool(P, how))
     return np.stack(rows).astype(np.float32)
 
 
@@ -210,13 +247,28 @@ class Pipeline:
                 from soundalike.models import adapt
 
                 dims = tuple(_pooled(patch_sets[:1], b, self.how).shape[1] for b in self.blocks)
+                # adapt[DIM][n K]: K > 0 adds the mutual-neighbour step (`index adapt`'s default K = 5)
+                d_, _, k_ = step[5:].partition("n")
                 a = adapt.fit(X, base_model_id="bench", method="normalize", blocks=dims,
-                              dim=int(step[5:] or 256))
+                              dim=int(d_ or 256), neighbours=int(k_ or 0))
                 f = a.apply
             elif step.startswith("dba"):
                 f = _dba(int(step[3:] or 3))
             elif step.startswith("plda"):
                 f = _pseudo_label_lda(X, int(step[4:] or 20), seed=seed)
+            elif step.startswith("mnn"):  # mnn{k}[w{weight}]
+                k, _, w = step[3:].partition("w")
+                f = _mutual_nn_lpp(X, X, np.arange(len(X)), int(k or 10), weight=float(w or 0.5))
+            elif step.startswith("smnn"):
+                seg_sets, seg_owner = fit_segments(patch_sets, select=budget)
+                if len(seg_sets) < 2:
+                    from soundalike.errors import ConfigError
+
+                    raise ConfigError("too few multi-patch segments to pair")
+                Z = self._blocks(seg_sets, None, fit=False)
+                for g in self.steps:
+                    Z = g(Z)
+                f = _mutual_nn_lpp(X, Z, seg_owner, int(step[4:] or 5))
             else:
                 raise ValueError(f"unknown post step {step!r}")
             X = f(X)
@@ -229,13 +281,14 @@ class Pipeline:
         parts = []
         for b in self.blocks:
             B = _pooled(patch_sets, b, self.how, select)
-            if "bz" in self.post:
+            if "bz" in self.post or b.split("@")[0] == "cepcov":  # a covariance needs scaling per entry
                 if fit:
                     self.bz[b] = (B.mean(0), B.std(0) + 1e-6)
                 mu, sd = self.bz[b]
                 B = (B - mu) / sd
-            parts.append(l2n(B))
-        return (np.concatenate(parts, axis=1) / np.sqrt(len(parts))).astype(np.float32)
+            parts.append(block_weight(b) * l2n(B))
+        total = np.sqrt(sum(block_weight(b) ** 2 for b in self.blocks))
+        return (np.concatenate(parts, axis=1) / total).astype(np.float32)
 
     def transform(self, patch_sets: list[dict[str, np.ndarray]]) -> np.ndarray:
         X = self._blocks(patch_sets, None, fit=False)
@@ -301,6 +354,44 @@ def _pseudo_label_lda(X: np.ndarray, k: int, *, seed: int = 0, weight: float = 0
     def f(Y: np.ndarray) -> np.ndarray:
         Yn = l2n(Y)
         return np.hstack([Yn, weight * l2n(lda.transform(Yn).astype(np.float32))]).astype(np.float32)
+    return f
+
+
+def _mutual_nn_lpp(X: np.ndarray, Z: np.ndarray, owner: np.ndarray, k: int, *, weight: float = 0.5,
+                   shrink: float = 0.1):
+    """Label-free "what the catalog already hears as alike": positives are *mutual* k-nearest
+    neighbours among ``Z`` (the catalog's track vectors, or its segments) from *different*
+    tracks (``owner``), and a locality-preserving projection keeps them together: the
+    directions along which positive pairs differ least relative to the catalog's total
+    spread (generalised eigenproblem, shrunk; closed form, deterministic).  Those directions
+    (unit length) are appended to each vector at ``weight``, as ``plda`` does, so pairs the
+    catalog agrees on move closer and nothing else is lost."""
+    Zn = l2n(Z).astype(np.float64)
+    S = Zn @ Zn.T
+    S[owner[:, None] == owner[None, :]] = -np.inf  # never a pair within one track
+    nn = np.argsort(-S, axis=1)[:, :k]
+    is_nn = np.zeros(S.shape, bool)
+    np.put_along_axis(is_nn, nn, True, axis=1)
+    a, b = np.nonzero(np.triu(is_nn & is_nn.T, 1))
+    if len(a) < 2:
+        return l2n
+    D = Zn[a] - Zn[b]
+    Sp = D.T @ D / len(a)
+    C = np.cov(Zn, rowvar=False)
+    d = C.shape[0]
+    C = (1 - shrink) * C + shrink * np.trace(C) / d * np.eye(d)
+    Sp = (1 - shrink) * Sp + shrink * np.trace(Sp) / d * np.eye(d)
+    # max w'Cw / w'Sp w: with Sp = R R', w = R^-T u and u the top eigenvectors of R^-1 C R^-T
+    Rinv = np.linalg.solve(np.linalg.cholesky(Sp), np.eye(d))
+    _, V = np.linalg.eigh(Rinv @ C @ Rinv.T)
+    m = max(8, min(64, d // 2))
+    W = (Rinv.T @ V[:, ::-1][:, :m]).astype(np.float32)
+    mu = Zn.mean(0).astype(np.float32)
+
+    def f(Y: np.ndarray) -> np.ndarray:
+        Yn = l2n(Y)
+        return np.hstack([Yn, weight * l2n((Yn - mu) @ W)]).astype(np.float32)
+    f.pairs = len(a)
     return f
 
 
@@ -431,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--philharmonia", type=Path, default=PHILHARMONIA, help="'' to skip")
     ap.add_argument("--compute", action="store_true", help="compute missing per-patch features (heavy)")
     ap.add_argument("--fast", action="store_true", help="P@10 in numpy instead of through soundalike.similar")
+    ap.add_argument("--loso", action="store_true",
+                    help="also leave each label out in turn: P@10 on the others, the variant fitted on them")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -452,6 +545,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{v:46} {r['dim']:5d} {r['p10']:6.3f} {r['p10_s10']:8.3f} {r['seg_p1']:7.3f} "
               f"{r['lr_acc']:6.3f} {r.get('phil_p10', float('nan')):9.3f}"
               f"{'*' if r.get('phil_fit') == 'main' else ''}", flush=True)
+        if args.loso:
+            r["loso"] = {}
+            for lab in sorted(set(labels)):
+                keep = [t for t in tracks if t.label != lab]
+                kl = np.asarray([t.label for t in keep])
+                r["loso"][lab] = precision_at_k(variant_vectors(v, [t.arrays for t in keep]), kl)
+            print("    leave one out: " + ", ".join(f"{k} {x:.3f}" for k, x in r["loso"].items()), flush=True)
     if any(r.get("phil_fit") == "main" for r in rows):
         print("* Philharmonia notes are too short to fit an adaptation on: the one fitted on the main set is applied")
     print(f"targets: P@10 >= 0.70, seg P@1 >= 0.90, phil P@10 >= baseline; "

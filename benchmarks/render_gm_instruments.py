@@ -9,6 +9,13 @@ Philharmonia on sounds it never heard.  Benchmark-only: needs ``apt-get install
 fluidsynth fluid-soundfont-gm``; nothing here is committed.
 
     .venv/bin/python benchmarks/render_gm_instruments.py [--out ~/.cache/soundalike-bench/gm-instruments]
+
+A second, independent soundfont (``apt-get install timgm6mb-soundfont``: TimGM6mb, other
+samples than FluidR3) gives a *selection* set, so that settings can be chosen on one
+soundfont and the FluidR3 figures stay an untouched check:
+
+    .venv/bin/python benchmarks/render_gm_instruments.py --soundfont /usr/share/sounds/sf2/TimGM6mb.sf2 \
+        --out ~/.cache/soundalike-bench/gm-timgm6mb
 """
 
 from __future__ import annotations
@@ -83,7 +90,8 @@ def render(out: Path, *, soundfont: Path = SOUNDFONT) -> int:
     import soundfile as sf
 
     if shutil.which("fluidsynth") is None or not soundfont.exists():
-        raise SystemExit("needs fluidsynth and the GM soundfont: apt-get install fluidsynth fluid-soundfont-gm")
+        raise SystemExit(f"needs fluidsynth and the soundfont {soundfont}: apt-get install fluidsynth "
+                         "fluid-soundfont-gm (or timgm6mb-soundfont)")
     n = 0
     with tempfile.TemporaryDirectory() as tmp:
         for cls, (programs, lo, hi) in CLASSES.items():
@@ -119,8 +127,9 @@ def render(out: Path, *, soundfont: Path = SOUNDFONT) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--soundfont", type=Path, default=SOUNDFONT)
     args = ap.parse_args(argv)
-    n = render(args.out)
+    n = render(args.out, soundfont=args.soundfont)
     print(f"{args.out}: {n} notes in {len(CLASSES)} classes")
     return 0
 

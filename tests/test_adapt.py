@@ -73,6 +73,42 @@ def test_normalize_blocks_pca_and_round_trip():
     assert adapt.fit(X, base_model_id="m-1", dim=40).dim == 8  # at most d (and n - 1)
 
 
+def test_mutual_neighbours_match_brute_force():
+    rng = np.random.default_rng(3)
+    Y = rng.normal(size=(57, 6)).astype(np.float32)
+    Yn = Y / np.linalg.norm(Y, axis=1, keepdims=True)
+    S = Yn @ Yn.T
+    np.fill_diagonal(S, -np.inf)
+    nn = [set(np.argsort(-S[i])[:4]) for i in range(len(Y))]
+    want = {(i, j) for i in range(len(Y)) for j in nn[i] if i < j and i in nn[j]}
+    got = adapt.mutual_neighbours(Y, 4, chunk=10)  # chunks smaller than n: the seams must not matter
+    assert {tuple(p) for p in got.tolist()} == want and len(got) == len(want) > 0
+
+
+def test_neighbour_step_pulls_agreed_neighbours_together():
+    rng = np.random.default_rng(0)
+    # 8 loose groups in 30-d: which tracks belong together is in the vectors, never given
+    centres = rng.normal(size=(8, 30))
+    X = (np.repeat(centres, 12, axis=0) + 1.2 * rng.normal(size=(96, 30))).astype(np.float32)
+    plain = adapt.fit(X, base_model_id="m-1", dim=20)
+    a = adapt.fit(X, base_model_id="m-1", dim=20, neighbours=5)
+    assert plain.lpp_W is None and a.dim == 20 + 10 and a.params["pairs"] > 0
+    assert a.model_id != plain.model_id
+    again = adapt.Adaptation.from_bytes(a.to_bytes())  # stored and read back: the same space
+    assert again.model_id == a.model_id and np.array_equal(again.apply(X), a.apply(X))
+    assert adapt.fit(X, base_model_id="m-1", dim=20, neighbours=5).model_id == a.model_id  # deterministic
+    assert a.apply(X[0]).shape == (30,)  # one vector (an outside clip) maps like many
+
+    def group_precision(Y, k=5):
+        Yn = Y / np.linalg.norm(Y, axis=1, keepdims=True)
+        S = Yn @ Yn.T
+        np.fill_diagonal(S, -np.inf)
+        g = np.repeat(np.arange(8), 12)
+        return float((g[np.argsort(-S, axis=1)[:, :k]] == g[:, None]).mean())
+
+    assert group_precision(a.apply(X)) > group_precision(plain.apply(X))
+
+
 def test_bad_input_is_refused():
     with pytest.raises(ConfigError, match="3 track vectors"):
         adapt.fit(np.zeros((2, 4), np.float32), base_model_id="m")
@@ -165,7 +201,7 @@ def test_ingest_keeps_new_tracks_adapted_and_outside_clips_are_mapped(tmp_path):
         assert list(ids_ad) == list(ids_base) and len(ids_ad) == 10  # new tracks got adapted vectors
         assert np.allclose(Y, a.apply(X), atol=1e-5)
         an = analyzer_for(cat, rep.model_id)
-        assert an.model_id == rep.model_id and an.name == "mfcc-stats+adapt" and an.embedding_dim == 5
+        assert an.model_id == rep.model_id and an.name == "mfcc-stats+adapt" and an.embedding_dim == rep.dim
         clip = tmp_path / "clip.wav"
         y = synth.demo_track("drum-loop", seed=99, duration_s=2.0, sr=SR)
         sf.write(clip, y, SR)
@@ -184,7 +220,8 @@ def test_index_adapt_cli(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
-    assert out["name"] == "mfcc-stats+adapt" and out["tracks"] == 6 and out["dim"] == 5
+    # 6 tracks: 5 principal directions, then the neighbour step's 5 // 2 = 2
+    assert out["name"] == "mfcc-stats+adapt" and out["tracks"] == 6 and out["dim"] == 7
     assert out["catalog_bytes_after"] >= out["catalog_bytes_before"] > 0
     p = subprocess.run([sys.executable, "-m", "soundalike", "similar", "1", "--k", "2", "--catalog", str(db),
                         "--json"], capture_output=True, text=True, timeout=120)

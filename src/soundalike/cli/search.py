@@ -231,6 +231,9 @@ def index_adapt(
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="Base model name or id (default: the catalog's most used).")] = None,
     dim: Annotated[int, typer.Option(min=2, max=4096, help="Adapted vector length (PCA).")] = 256,
+    neighbours: Annotated[int, typer.Option(
+        min=0, max=100, help="Pull each track's mutual nearest neighbours closer: k (0: off; "
+                             "adds up to 64 dimensions).")] = 5,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -244,7 +247,7 @@ def index_adapt(
 
     with _open(catalog) as cat:
         before = catalog_size(cat)
-        rep = adapt_catalog(cat, model=model, dim=dim)
+        rep = adapt_catalog(cat, model=model, dim=dim, neighbours=neighbours)
         forget_cached(cat)
         after = catalog_size(cat)
     out = {**rep.to_dict(), "catalog_bytes_before": before, "catalog_bytes_after": after}

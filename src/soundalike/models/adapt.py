@@ -7,9 +7,14 @@ catalog shares and on what changes *within* a track.  Three methods, none uses l
 ``normalize`` (the default of ``soundalike index adapt``)
     Per-dimension z-scoring over the catalog's track vectors, each block of a fused
     embedding re-normalised to unit length (so blocks keep weighing the same), then PCA to
-    at most ``dim`` dimensions.  Fitted on the track vectors the catalog already stores,
-    deterministic, a second for 10k tracks.  The one that measured best
-    (``benchmarks/bench_similarity.py``; README, "Similarity").
+    at most ``dim`` dimensions.  Then (``neighbours`` > 0, the default 5) what the catalog
+    already hears as alike is pulled closer: pairs of tracks that are each other's
+    ``neighbours`` nearest (*mutual* nearest neighbours) are positives, and a
+    locality-preserving projection (the directions along which those pairs differ least
+    relative to the catalog's whole spread; closed form) is appended to each vector at half
+    weight.  Fitted on the track vectors the catalog already stores, deterministic, seconds
+    for 10k tracks.  The one that measured best (``benchmarks/bench_similarity.py``;
+    README, "Similarity").
 ``lda``
     Linear discriminant analysis with each track as its own class: directions that keep
     segments of one track together and tracks apart, whitened by the within-track scatter
@@ -81,10 +86,16 @@ class Adaptation:
     params: dict = field(default_factory=dict)
     blocks: tuple[int, ...] = ()
     center: np.ndarray | None = None
+    #: the neighbour step (``normalize`` with ``neighbours``): ``lpp_W`` float32 ``(k, m)``
+    #: applied to the unit-length PCA vector minus ``lpp_mean`` ``(k,)``, its unit-length
+    #: result appended at ``lpp_weight``; None: no such step
+    lpp_mean: np.ndarray | None = None
+    lpp_W: np.ndarray | None = None
+    lpp_weight: float = 0.5
 
     @property
     def dim(self) -> int:
-        return int(self.W.shape[1])
+        return int(self.W.shape[1]) + (0 if self.lpp_W is None else int(self.lpp_W.shape[1]))
 
     @property
     def in_dim(self) -> int:
@@ -97,6 +108,10 @@ class Adaptation:
         h.update(f"{ADAPT_VERSION};{self.base_model_id};{self.method};{self.blocks}".encode())
         for a in (self.mean, self.scale, self.W, *([] if self.center is None else [self.center])):
             h.update(np.ascontiguousarray(a, np.float32).tobytes())
+        if self.lpp_W is not None:  # absent: the id of an adaptation fitted before the step existed
+            h.update(f"lpp;{self.lpp_weight!r}".encode())
+            for a in (self.lpp_mean, self.lpp_W):
+                h.update(np.ascontiguousarray(a, np.float32).tobytes())
         return h.hexdigest()[:10]
 
     @property
@@ -115,15 +130,21 @@ class Adaptation:
             Z = _block_normalize(Z, self.blocks)
         if self.center is not None:
             Z = Z - self.center
-        return (Z @ self.W).astype(np.float32)
+        Y = (Z @ self.W).astype(np.float32)
+        if self.lpp_W is None:
+            return Y
+        Yn = _unit(Y)
+        return np.concatenate([Yn, self.lpp_weight * _unit((Yn - self.lpp_mean) @ self.lpp_W)],
+                              axis=-1).astype(np.float32)
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         center = self.center if self.center is not None else np.zeros(0, np.float32)
-        np.savez(buf, mean=self.mean, scale=self.scale, W=self.W, center=center,
+        extra = {} if self.lpp_W is None else {"lpp_mean": self.lpp_mean, "lpp_W": self.lpp_W}
+        np.savez(buf, mean=self.mean, scale=self.scale, W=self.W, center=center, **extra,
                  meta=np.asarray(json.dumps({"base_model_id": self.base_model_id, "method": self.method,
                                              "params": self.params, "blocks": list(self.blocks),
-                                             "version": ADAPT_VERSION})))
+                                             "lpp_weight": self.lpp_weight, "version": ADAPT_VERSION})))
         return buf.getvalue()
 
     @classmethod
@@ -131,9 +152,13 @@ class Adaptation:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             center = z["center"].astype(np.float32) if "center" in z.files and z["center"].size else None
+            lpp = "lpp_W" in z.files
             return cls(meta["base_model_id"], meta["method"], z["mean"].astype(np.float32),
                        z["scale"].astype(np.float32), z["W"].astype(np.float32), meta.get("params", {}),
-                       tuple(int(b) for b in meta.get("blocks", ())), center)
+                       tuple(int(b) for b in meta.get("blocks", ())), center,
+                       z["lpp_mean"].astype(np.float32) if lpp else None,
+                       z["lpp_W"].astype(np.float32) if lpp else None,
+                       float(meta.get("lpp_weight", 0.5)))
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)
@@ -145,6 +170,62 @@ class Adaptation:
     @classmethod
     def load(cls, path: str | Path) -> Adaptation:
         return cls.from_bytes(Path(path).read_bytes())
+
+
+def _unit(Z: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(Z, axis=-1, keepdims=True)
+    return (Z / np.maximum(n, 1e-12)).astype(np.float32)
+
+
+def mutual_neighbours(Y: np.ndarray, k: int, *, chunk: int = 2048) -> np.ndarray:
+    """Pairs ``(p, 2)`` int64 ``i < j`` of rows of ``Y`` ``(n, d)`` that are each other's ``k``
+    nearest by cosine (self excluded); chunked, so 10k rows never hold an n x n matrix."""
+    Yn = _unit(np.asarray(Y, np.float32))
+    n = len(Yn)
+    k = int(min(k, n - 1))
+    nn = np.empty((n, k), np.int64)
+    for a in range(0, n, chunk):
+        S = Yn[a : a + chunk] @ Yn.T
+        S[np.arange(len(S)), np.arange(a, a + len(S))] = -np.inf
+        top = np.argpartition(-S, k - 1, axis=1)[:, :k]
+        nn[a : a + chunk] = top
+    i = np.repeat(np.arange(n), k)
+    j = nn.reshape(-1)
+    mutual = (nn[j] == i[:, None]).any(axis=1) & (i < j)
+    return np.stack([i[mutual], j[mutual]], axis=1)
+
+
+def fit_neighbour_lpp(Y: np.ndarray, *, neighbours: int = 5, shrink: float = 0.1, max_dim: int = 64
+                      ) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    """The neighbour step: ``(lpp_mean (k,), lpp_W (k, m), params)``, or None without pairs.
+
+    ``Y`` float32 ``(n, k)`` are the catalog's PCA vectors.  With mutual-neighbour pair
+    differences scattering as ``Sp`` and all vectors as ``C`` (both shrunk towards their
+    diagonal average), the ``m = min(max_dim, k // 2)`` directions ``w`` with the largest
+    ``w'Cw / w'Sp w`` (``Sp = R R'``, ``w = R^-T u``, ``u`` the top eigenvectors of
+    ``R^-1 C R^-T``): along them the catalog spreads but its agreed neighbours stay close.
+    """
+    Yn = _unit(np.asarray(Y, np.float32)).astype(np.float64)
+    n, d = Yn.shape
+    if n < 4 or d < 2:
+        return None
+    pairs = mutual_neighbours(Yn.astype(np.float32), neighbours)
+    if len(pairs) < 2:
+        return None
+    D = Yn[pairs[:, 0]] - Yn[pairs[:, 1]]
+    Sp = D.T @ D / len(D)
+    C = np.cov(Yn, rowvar=False)
+    eye = np.eye(d)
+    C = (1 - shrink) * C + shrink * np.trace(C) / d * eye
+    Sp = (1 - shrink) * Sp + shrink * max(np.trace(Sp) / d, 1e-12) * eye
+    Rinv = np.linalg.solve(np.linalg.cholesky(Sp), eye)
+    _, V = np.linalg.eigh(Rinv @ C @ Rinv.T)
+    m = int(max(1, min(max_dim, d // 2)))
+    W = Rinv.T @ V[:, ::-1][:, :m]
+    # a fixed sign per direction (eigh's signs are arbitrary): the id must not depend on them
+    W *= np.where(W[np.abs(W).argmax(0), np.arange(m)] < 0, -1.0, 1.0)
+    return (Yn.mean(0).astype(np.float32), W.astype(np.float32),
+            {"neighbours": int(neighbours), "pairs": int(len(pairs)), "lpp_dim": m, "shrink": shrink})
 
 
 def _block_normalize(Z: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
@@ -327,7 +408,7 @@ def _train_contrastive(Z, o, mean, scale, *, dim, epochs, batch, temperature, lr
 
 def fit(segments: np.ndarray, owner: np.ndarray | None = None, *, base_model_id: str,
         method: Method = "normalize", dim: int = 256, seed: int = 0, blocks: tuple[int, ...] = (),
-        **kwargs) -> Adaptation:
+        neighbours: int = 0, **kwargs) -> Adaptation:
     """Fit an :class:`Adaptation` of ``base_model_id`` on the catalog's own vectors.
 
     Parameters
@@ -337,6 +418,8 @@ def fit(segments: np.ndarray, owner: np.ndarray | None = None, *, base_model_id:
         one track, the same kind of vector as the catalog's track vectors)
     owner : ``(m,)`` which track each segment is from (``lda``/``contrastive`` only)
     blocks : block lengths of a fused embedding (``normalize``; empty: one block)
+    neighbours : ``normalize`` only: the mutual-nearest-neighbour step with this ``k``
+        (:func:`fit_neighbour_lpp`; 0: off, the vectors are the PCA's alone)
     base_model_id : the model that made the vectors
     method : ``"lda"`` or ``"contrastive"``
     dim : output dimension (at most ``d``; LDA also at most ``n_tracks - 1``)
@@ -351,7 +434,13 @@ def fit(segments: np.ndarray, owner: np.ndarray | None = None, *, base_model_id:
     if method == "normalize":
         mean, scale, center, W, params = fit_normalize(segments, dim=dim, blocks=tuple(blocks))
         params = {**params, "tracks": int(len(segments))}
-        return Adaptation(base_model_id, method, mean, scale, W, params, tuple(blocks), center)
+        a = Adaptation(base_model_id, method, mean, scale, W, params, tuple(blocks), center)
+        step = fit_neighbour_lpp(a.apply(segments), neighbours=neighbours) if neighbours > 0 else None
+        if step is None:
+            return a
+        lpp_mean, lpp_W, lpp_params = step
+        return Adaptation(base_model_id, method, mean, scale, W, {**params, **lpp_params}, tuple(blocks),
+                          center, lpp_mean, lpp_W)
     if owner is None:
         raise ConfigError(f"adaptation method {method!r} needs segment owners")
     if method == "lda":

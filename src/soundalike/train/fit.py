@@ -366,8 +366,13 @@ class FitResult:
 
 
 def fit_model(model, tracks: TrackSet, split, *, config: FamilyConfig, train: TrainConfig,
-              on_epoch: Callable[[dict], None] | None = None, progress: Progress = _noop) -> FitResult:
+              on_epoch: Callable[[dict], None] | None = None, progress: Progress = _noop,
+              on_epoch_model: Callable[[int, Any], None] | None = None) -> FitResult:
     """Train ``model`` on the split's train tracks, early-stopping on its val tracks.
+
+    ``on_epoch_model(epoch, model)`` is called after each epoch's validation with the model
+    as it is then (not the best so far): what a benchmark needs to score a run at several
+    epoch counts without training it again.
 
     Returns the model holding the best validation epoch's weights.
     """
@@ -457,6 +462,8 @@ def fit_model(model, tracks: TrackSet, split, *, config: FamilyConfig, train: Tr
             stale += 1
         if on_epoch:
             on_epoch(row)
+        if on_epoch_model:
+            on_epoch_model(epoch, model)
         if train.patience and stale >= train.patience:
             break
     model.load_state_dict(best_state)
@@ -475,7 +482,8 @@ def default_run_dir(manifest: Manifest, family: str, root: str | Path = "runs") 
 
 def train(manifest: Manifest, *, config: TrainConfig = TrainConfig(), out: str | Path | None = None,
           progress: Progress = _noop, on_epoch: Callable[[dict], None] | None = None,
-          on_warning: Callable[[str], None] | None = None) -> dict:
+          on_warning: Callable[[str], None] | None = None,
+          on_epoch_model: Callable[[int, Any], None] | None = None) -> dict:
     """The whole pipeline: features, split, fit, test evaluation, run folder.
 
     Parameters
@@ -485,6 +493,8 @@ def train(manifest: Manifest, *, config: TrainConfig = TrainConfig(), out: str |
     out : run folder (default ``runs/<dataset>-<family>-<timestamp>``); created
     progress : ``progress(stage, done, total)`` callback (the CLI draws bars with it)
     on_epoch : called with each epoch's history row
+    on_epoch_model : called as ``on_epoch_model(epoch, model)`` after each epoch (see
+        :func:`fit_model`)
     on_warning : called with each one-line warning about the data (a split too small to
         score on, labels with too few tracks) before training starts; they are also in
         ``report["warnings"]`` and report.md
@@ -555,7 +565,8 @@ def train(manifest: Manifest, *, config: TrainConfig = TrainConfig(), out: str |
                    backbone=config.backbone if backbone is not None else None,
                    backbone_model_id=backbone.model_id if backbone is not None else None,
                    name=run_dir.name, extra={"train": config.to_dict()})
-    result = fit_model(model, tracks, split, config=fam, train=config, on_epoch=on_epoch, progress=progress)
+    result = fit_model(model, tracks, split, config=fam, train=config, on_epoch=on_epoch, progress=progress,
+                       on_epoch_model=on_epoch_model)
     save_checkpoint(run_dir / CHECKPOINT_NAME, result.model, meta)
 
     test_idx = split.test
