@@ -184,7 +184,8 @@ def profile(files: list[Path], model: str, baseline: str) -> None:
 
         def one():
             acc = PeaksAccumulator()
-            o = io.read_once(path, sr=sr, starts=starts, lengths=lengths, on_block=acc.add)
+            o = io.read_once(path, sr=sr, starts=starts, lengths=lengths, on_block=acc.add,
+                             on_restart=acc.reset)
             return o, acc.result(sr=o.sr)
 
         r["one decode: peaks + patches + attribute excerpts"], (o, pk) = timed(one)

@@ -39,8 +39,12 @@ def test_read_once_cuts_what_seeking_reads_and_feeds_every_sample_on(fmt, tmp_pa
     seeked = load_excerpts(path, sr=16000, starts=starts, length=12_000)
     native = load(path)  # the file's own rate, every sample
     assert one.sr == native.sr and one.frames == len(native.y) == sum(map(len, blocks))
-    np.testing.assert_array_equal(np.concatenate(blocks), native.y)
-    np.testing.assert_array_equal(one.y, full)  # whole=True: what load() gives, bit for bit
+    if fmt == "ogg":  # FFmpeg's Vorbis decoder: libvorbis' samples to float rounding
+        np.testing.assert_allclose(np.concatenate(blocks), native.y, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(one.y, full, rtol=0, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(np.concatenate(blocks), native.y)
+        np.testing.assert_array_equal(one.y, full)  # whole=True: what load() gives, bit for bit
     for j, got, want in zip(starts, one.excerpts, seeked):
         ref = np.concatenate([np.zeros(max(0, -j), np.float32), full[max(0, j) : j + 12_000]])[:12_000]
         assert len(got) == len(ref) == len(want), (fmt, j)
@@ -48,6 +52,74 @@ def test_read_once_cuts_what_seeking_reads_and_feeds_every_sample_on(fmt, tmp_pa
             # a straight decode is the reference: exact to the resampler's rounding on every format
             np.testing.assert_allclose(got, ref, atol=2e-5, err_msg=f"{fmt} at {j}")
     assert len(one.excerpts[-1]) == 0 and len(one.excerpts[-2]) == 5000
+
+
+def _counting_sf_reads(monkeypatch) -> list[int]:
+    decoded: list[int] = []
+    real = io._SfSource._read
+
+    def counting(self, n):
+        out = real(self, n)
+        decoded.append(len(out))
+        return out
+
+    monkeypatch.setattr(io._SfSource, "_read", counting)
+    return decoded
+
+
+def test_read_once_decodes_vorbis_with_ffmpeg_to_libvorbis_samples(tmp_path, monkeypatch):
+    """Ogg Vorbis goes through FFmpeg (faster); peaks, excerpts and attributes stay libvorbis'."""
+    from soundalike.audio.peaks import PeaksAccumulator
+
+    y = synth.demo_track("drum-loop", seed=4, duration_s=40.0, sr=44100)
+    path = tmp_path / "t.ogg"
+    sf.write(path, np.stack([y, 0.7 * y], axis=1), 44100, format="OGG", subtype="VORBIS")
+    ref = load(path).y  # libsndfile (libvorbis), every sample at the file's rate
+    ref16 = load(path, sr=16000).y
+    decoded = _counting_sf_reads(monkeypatch)
+    acc = PeaksAccumulator()
+    acc.add(np.ones(10, np.float32))  # stale samples a restart must not keep: none here
+    acc.reset()
+    starts = [0, 100_000, 300_000]
+    one = read_once(path, sr=16000, starts=starts, lengths=[48_128] * 3, on_block=acc.add, on_restart=acc.reset)
+    assert sum(decoded) == 0  # libsndfile decoded nothing: FFmpeg did
+    assert one.frames == len(ref)
+    peaks, want = acc.result(sr=one.sr), peaks_of_file(path)
+    assert np.abs(peaks.max.astype(int) - want.max).max() <= 1 and np.abs(peaks.min.astype(int) - want.min).max() <= 1
+    for j, got in zip(starts, one.excerpts):
+        np.testing.assert_allclose(got, ref16[j : j + 48_128], rtol=0, atol=1e-5)
+    # without a way to restart the receiver of the blocks, libsndfile reads it at once
+    decoded.clear()
+    plain = read_once(path, sr=16000, starts=starts, lengths=[48_128] * 3, on_block=lambda b: None)
+    assert sum(decoded) == len(ref)
+    for j, got in zip(starts, plain.excerpts):
+        np.testing.assert_allclose(got, ref16[j : j + 48_128], rtol=0, atol=2e-5)
+
+
+def test_a_chained_ogg_that_ffmpeg_reads_otherwise_is_read_again_by_libsndfile(tmp_path):
+    """Two Vorbis streams back to back: FFmpeg decodes both, libsndfile the first alone; the
+    one pass starts over (telling the receiver) and gives libsndfile's samples, bit for bit."""
+    t = np.arange(3 * SR) / SR
+    parts = []
+    for i, f0 in enumerate((440.0, 660.0)):
+        p = tmp_path / f"{i}.ogg"
+        tone = (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32)
+        sf.write(p, np.stack([tone, tone], axis=1), SR, format="OGG", subtype="VORBIS")
+        parts.append(p.read_bytes())
+    path = tmp_path / "chained.ogg"
+    path.write_bytes(b"".join(parts))
+    ref = load(path).y
+    blocks: list[np.ndarray] = []
+    restarts: list[int] = []
+
+    def restart():
+        restarts.append(len(blocks))
+        blocks.clear()
+
+    one = read_once(path, sr=16000, starts=[0], lengths=[1000], on_block=blocks.append, on_restart=restart)
+    assert restarts and restarts[0] > 0  # FFmpeg had sent blocks, then the decode started over
+    assert one.frames == len(ref) == 3 * SR
+    np.testing.assert_array_equal(np.concatenate(blocks), ref)
 
 
 def test_read_once_errors_name_the_file(tmp_path):

@@ -101,6 +101,10 @@ class PeaksAccumulator:
         # the bin being filled: its min, max and how many samples it has
         self._p_lo, self._p_hi, self._p_n = np.float32(np.inf), np.float32(-np.inf), 0
 
+    def reset(self) -> None:
+        """Forget every sample added (a decode that starts over, see ``audio.io.read_once``)."""
+        self.__init__(n_columns=self.n_columns)
+
     def add(self, block: np.ndarray) -> None:
         """Take the next mono float32 samples."""
         y = np.asarray(block, dtype=np.float32).reshape(-1)

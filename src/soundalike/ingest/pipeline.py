@@ -579,7 +579,8 @@ def one_pass(path: str, *, analyzer, plan, frames: int, source_sr: int) -> OnePa
     slices = A.excerpt_slices(n_header, sr) if picks is not None and n_header > 0 else []
     starts += [s.start for s in slices]
     lengths += [s.stop - s.start for s in slices]
-    one = read_once(path, sr=sr, starts=starts, lengths=lengths, on_block=acc.add, whole=picks is None)
+    one = read_once(path, sr=sr, starts=starts, lengths=lengths, on_block=acc.add, on_restart=acc.reset,
+                    whole=picks is None)
     peaks = acc.result(sr=one.sr)
     if peaks.n_columns == 0:
         raise AudioDecodeError(path, "no samples decoded")
