@@ -85,3 +85,19 @@ def test_info_on_outside_file(tmp_path):
     info = json.loads(run("info", str(f), "--json", "--catalog", str(tmp_path / "none.sqlite")).stdout)
     assert info["in_catalog"] is False and info["sr"] == 44100 and info["channels"] == 2
     assert abs(info["duration_s"] - 1.5) < 1e-3
+
+
+def test_stats_of_a_catalog_without_any_tempo(tmp_path):
+    """Single notes have no tempo: `catalog stats` says so instead of failing on the empty range."""
+    from soundalike.catalog.store import Catalog
+
+    d = tmp_path / "notes"
+    d.mkdir()
+    sf.write(d / "a.wav", synth.tone(440.0, duration_s=2.0, sr=22050, amplitude=0.3), 22050)
+    cpath = tmp_path / "c.sqlite"
+    run("ingest", str(d), "--model", "mfcc-stats", "--catalog", str(cpath))
+    with Catalog.open(cpath) as cat:
+        tid = cat.find_tracks(str(d / "a.wav"))[0].id
+        cat.put_attributes(tid, {"duration_s": 2.0, "loudness_lufs": -18.5})  # no bpm, no key
+    p = run("catalog", "stats", "--catalog", str(cpath))
+    assert "no tempo" in p.stdout and "-18.5 to -18.5 LUFS" in p.stdout, p.stdout

@@ -319,3 +319,48 @@ def test_a_track_file_swapped_after_ingest_is_not_served(tmp_path):
         assert httpx.get(url.format(ids["c.wav"])).status_code == 200  # the untouched one still plays
     finally:
         server.stop()
+
+
+def test_threads_that_exit_hand_their_catalog_to_the_next(catalog_target):
+    """The server's pool replaces idle threads; each new thread adopts a gone thread's
+    catalog, so connections never outnumber the threads alive (they used to pile up)."""
+    import threading
+
+    from soundalike.catalog.store import Catalog
+    from soundalike.web.app import _Catalogs
+
+    Catalog.open(catalog_target).close()  # create it
+    cats = _Catalogs(catalog_target)
+    seen: list[object] = []
+
+    def use() -> None:
+        cat = cats.get()
+        assert cat is cats.get()  # one catalog per thread while it lives
+        cat.stats()  # a real query from this thread
+        seen.append(cat)
+
+    for _ in range(5):  # one thread after another: each dies before the next starts
+        t = threading.Thread(target=use)
+        t.start()
+        t.join()
+    assert len({id(c) for c in seen}) == 1
+    assert cats.open_count() == 1
+
+    gate = threading.Barrier(3)
+
+    def hold() -> None:
+        cats.get()
+        gate.wait()  # three threads alive at once need three catalogs
+
+    held = [threading.Thread(target=hold) for _ in range(3)]
+    for t in held:
+        t.start()
+    for t in held:
+        t.join()
+    assert cats.open_count() == 3
+    t = threading.Thread(target=use)
+    t.start()
+    t.join()
+    assert cats.open_count() == 3  # the fourth thread reused one of the three
+    cats.close()
+    assert cats.open_count() == 0

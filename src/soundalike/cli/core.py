@@ -366,8 +366,11 @@ def catalog_stats(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None
     if at.get("tracks"):
         lo, hi = at["bpm_range"]
         llo, lhi = at["loudness_range_lufs"]
-        keys = ", ".join(f"{k} {n}" for k, n in list(at["keys"].items())[:6])
-        out.print(f"  attributes {at['tracks']} tracks: {lo:.0f}-{hi:.0f} BPM, {llo:.1f} to {lhi:.1f} LUFS, "
+        # a range is empty (None) when no track has that attribute (e.g. single notes: no tempo)
+        bpm = f"{lo:.0f}-{hi:.0f} BPM" if lo is not None and hi is not None else "no tempo"
+        lufs = f"{llo:.1f} to {lhi:.1f} LUFS" if llo is not None and lhi is not None else "no loudness"
+        keys = ", ".join(f"{k} {n}" for k, n in list(at["keys"].items())[:6]) or "none"
+        out.print(f"  attributes {at['tracks']} tracks: {bpm}, {lufs}, "
                   f"vocals yes {at['vocals']['yes']} / no {at['vocals']['no']}; keys {keys} ...", highlight=False)
     elif s["tracks"]:
         out.print("  attributes none yet: `soundalike ingest --refresh attributes`")

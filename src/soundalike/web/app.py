@@ -166,33 +166,51 @@ def public_message(msg: str) -> str:
 
 
 class _Catalogs:
-    """One open Catalog per worker thread (sqlite connections are not shared across threads)."""
+    """One open Catalog per live worker thread, reused when its thread is gone.
+
+    A connection is used by one thread at a time (sqlite connections are opened with
+    ``check_same_thread=False`` for exactly this hand-over). The server's thread pool
+    lets idle threads exit and starts new ones under load; a new thread adopts the
+    catalog of a thread that has exited instead of opening another connection, so a
+    long-running server holds at most as many connections as it has threads alive
+    (before, every replaced thread left its connection open until shutdown).
+    """
 
     def __init__(self, path: Path):
         self.path = path
-        self._local = threading.local()
-        self._all: list[Any] = []
+        self._owned: dict[threading.Thread, Any] = {}
         self._lock = threading.Lock()
 
     def get(self):
-        cat = getattr(self._local, "cat", None)
+        me = threading.current_thread()
+        cat = self._owned.get(me)
+        if cat is not None:
+            return cat
+        with self._lock:
+            gone = [t for t in self._owned if not t.is_alive()]
+            if gone:
+                cat = self._owned.pop(gone[0])
         if cat is None:
             from soundalike.catalog.store import Catalog
 
             cat = Catalog.open(self.path, create=False)
-            self._local.cat = cat
-            with self._lock:
-                self._all.append(cat)
+        with self._lock:
+            self._owned[me] = cat
         return cat
+
+    def open_count(self) -> int:
+        """How many catalogs (database connections) this server holds."""
+        with self._lock:
+            return len(self._owned)
 
     def close(self) -> None:
         with self._lock:
-            for c in self._all:
-                try:
-                    c.close()
-                except Exception:  # noqa: BLE001 - closing at shutdown is best effort
-                    pass
-            self._all.clear()
+            cats, self._owned = list(self._owned.values()), {}
+        for c in cats:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 - closing at shutdown is best effort
+                pass
 
 
 def _track_json(t, tags=None) -> dict[str, Any]:
