@@ -68,6 +68,7 @@ def server(tmp_path_factory):
     from soundalike.ingest.peaks import backfill_peaks
     from soundalike.web.app import create_app
 
+    from soundalike.audio.attributes import tempo_unsure
     from soundalike.ingest.refresh import refresh
 
     built = build_catalog(tmp_path_factory.mktemp("webcat"), per_style=3, durations=DURATIONS)
@@ -76,8 +77,10 @@ def server(tmp_path_factory):
     # the musical attributes ingest computes (tempo, key ...), so the BPM slider is there
     assert refresh(["attributes"], catalog=built.path, workers=1).attributes == 15
     with Catalog.open(built.path) as cat:
-        built.bpm = {i: a["bpm"] for i, a in cat.attributes_of(cat.match(None).tolist()).items()
-                     if a.get("bpm") is not None}
+        attrs = cat.attributes_of(cat.match(None).tolist())
+        built.bpm = {i: a["bpm"] for i, a in attrs.items() if a.get("bpm") is not None}
+        # tempi measured without a steady beat: the page shows "?" for them
+        built.bpm_unsure = {i for i, a in attrs.items() if tempo_unsure(a)}
     app = create_app(built.path)
     reports: list[dict] = []
 
@@ -272,8 +275,10 @@ def test_buyer_journey(server, driver, tmp_path):
         pg.settle("BPM filter")
     _wait(lambda: set(pg.rows(len(want), "rows within the BPM range")) == want, what="BPM rows")
     assert f"bpm:{lo}..{hi}" in pg.one("#where").get_attribute("value")
-    shown = [int(x) for x in pg.js("return [...document.querySelectorAll('#list li.row .c-bpm')].map(e => e.textContent)")]
-    assert len(shown) == len(want) and all(lo <= b <= hi for b in shown), shown
+    cells = pg.js("return [...document.querySelectorAll('#list li.row .c-bpm')].map(e => e.textContent)")
+    shown = [int(x) for x in cells if x != "?"]
+    assert len(cells) == len(want) and all(lo <= b <= hi for b in shown), cells
+    assert cells.count("?") == len(want & built.bpm_unsure), (cells, built.bpm_unsure)
     pg.close_filters()
     pg.shot("2-bpm")
     pg.one(f'#active button.term[aria-label="remove filter bpm:{lo}..{hi}"]').click()
