@@ -15,7 +15,8 @@ is a setting that generalises, not one fitted to the check.
 
     # train (long: run it in the background, nice -n 19, outside the machine lock)
     .venv/bin/python benchmarks/bench_robust.py train domain --epochs 40 --snapshots 10,20,30
-    # score runs (and their snapshots), side by side, plus the ensemble of the runs given
+    # score runs (and their snapshots; a run stopped early: its snapshots), side by side, plus
+    # the ensemble of the runs given
     .venv/bin/python benchmarks/bench_robust.py score /tmp/soundalike-robust/domain-e40 ... \\
         [--snapshots] [--ensemble] [--json out.json]
 
@@ -143,6 +144,24 @@ def set_scores(classes: list[str], name: str, G: np.ndarray, gy: np.ndarray) -> 
             f"{name}_per_class": {classes[c]: round(float((pred[gy == c] == c).mean()), 2) for c in shared}}
 
 
+def unfinished_meta(scorer: Scorer, run: Path):
+    """What a run stopped before its checkpoint was written needs to rebuild its snapshots:
+    the family config ``train`` made (the variant's overrides, the window from the data)."""
+    from soundalike.models.checkpoint import RunMeta
+    from soundalike.models.families import make_config
+    from soundalike.train.fit import TrainConfig, auto_window_s
+
+    variant = run.name.rsplit("-e", 1)[0]
+    cfg = TrainConfig(**VARIANTS[variant])
+    labels = json.loads((run / "manifest.json").read_text())["labels"]
+    fam = make_config(cfg.family, n_labels=len(labels), **cfg.model)
+    probe = RunMeta(fam, list(labels), "single", "instrument")
+    lengths = [len(x) for x in scorer.tracks("phil", probe).data]
+    fam = make_config(cfg.family, n_labels=len(labels), **cfg.model,
+                      window_s=auto_window_s(lengths, sr=fam.sample_rate))
+    return RunMeta(fam, list(labels), "single", "instrument")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -184,18 +203,22 @@ def main(argv: list[str] | None = None) -> int:
     head = f"{'run':34} {'best':>4} {'val':>6} {'test':>6} {'Tim':>6} {'Tim12':>6} {'Fluid':>6} {'Fluid12':>7}"
     print(head)
     for run in args.runs:
-        model, meta = load_checkpoint(run)
         split = json.loads((run / "split.json").read_text())["paths"]
+        if not (run / "model.pt").exists():  # stopped before the end: its snapshots alone
+            model, meta, best = None, unfinished_meta(scorer, run), 0
+        else:
+            model, meta = load_checkpoint(run)
+            best = json.loads((run / "report.json").read_text())["training"]["best_epoch"]
         if split0 is None:
             split0 = split
         elif split["test"] != split0["test"]:
             raise SystemExit(f"{run}: another split than {args.runs[0]}; train with the same seed")
-        report = json.loads((run / "report.json").read_text())
-        best = report["training"]["best_epoch"]
-        todo = [(f"{run.name}", model, best)]
-        if args.snapshots:
+        todo = [(f"{run.name}", model, best)] if model is not None else []
+        if args.snapshots or model is None:
+            from soundalike.models.families import build
+
             for f in sorted(run.glob("snap-e*.pt"), key=lambda f: int(f.stem.split("-e")[1])):
-                m2, _ = load_checkpoint(run)
+                m2 = build(meta.config)
                 m2.load_state_dict(torch.load(f, weights_only=True))
                 m2.eval()
                 todo.append((f"{run.name} @ epoch {int(f.stem.split('-e')[1])}", m2, int(f.stem.split('-e')[1])))
@@ -207,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(r)
             if m is model:
                 finals.append(r)
+        if model is None and todo:
+            finals.append(rows[-1])  # an unfinished run joins an ensemble with its last snapshot
     if args.ensemble and len(finals) > 1:
         r: dict[str, Any] = {"run": "ensemble of " + ", ".join(f["run"] for f in finals), "best_epoch": 0}
         for part in ("val", "test"):
