@@ -93,24 +93,29 @@ class Scorer:
         self.classes = sorted(self.sets["phil"].labels)
         self._tracks: dict[tuple, Any] = {}
 
-    def tracks(self, name: str, meta):
+    def tracks(self, name: str, meta, only: set[str] | None = None):
+        """``only``: resolved paths to keep (Philharmonia: the split's val and test notes)."""
         from soundalike.data.cache import FeatureCache
         from soundalike.train.fit import prepare_tracks
         from soundalike.train.rerun import _align
 
         fam = meta.config
         max_s = float((meta.extra or {}).get("train", {}).get("max_duration_s", 120.0))
-        key = (name, fam.sample_rate, max_s)
+        key = (name, fam.sample_rate, max_s, None if only is None else len(only))
         if key not in self._tracks:
-            aligned, _ = _align(self.sets[name], meta.labels, meta.task)
+            man = self.sets[name]
+            if only is not None:
+                man = man.subset([i for i, it in enumerate(man.items) if str(Path(it.path).resolve()) in only])
+            aligned, _ = _align(man, meta.labels, meta.task)
             self._tracks[key] = prepare_tracks(aligned, config=fam, max_duration_s=max_s, cache=FeatureCache(None))
         return self._tracks[key]
 
-    def probs(self, model, meta, name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def probs(self, model, meta, name: str, only: set[str] | None = None
+              ) -> tuple[list[str], np.ndarray, np.ndarray]:
         """``(paths, probs (n, len(classes)) in :attr:`classes` order, true class index (n,))``."""
         from soundalike.train.fit import predict_tracks
 
-        ts = self.tracks(name, meta)
+        ts = self.tracks(name, meta, only)
         P, _ = predict_tracks(model, ts.data, list(range(len(ts.data))), config=meta.config, multi_label=False)
         out = np.zeros((len(P), len(self.classes)), np.float32)
         for j, lab in enumerate(meta.labels):
@@ -121,7 +126,8 @@ class Scorer:
 
 def score_model(scorer: Scorer, model, meta, split: dict[str, list[str]]) -> dict[str, Any]:
     """Accuracy on Philharmonia val/test and both soundfonts (16- and 12-way), per-class on the check."""
-    paths, P, y = scorer.probs(model, meta, "phil")
+    held_out = {str(Path(p).resolve()) for part in ("val", "test") for p in split[part]}
+    paths, P, y = scorer.probs(model, meta, "phil", held_out)
     where = {str(Path(p).resolve()): i for i, p in enumerate(paths)}
     out: dict[str, Any] = {"_probs": {}}
     for part in ("val", "test"):
@@ -156,7 +162,7 @@ def unfinished_meta(scorer: Scorer, run: Path):
     labels = json.loads((run / "manifest.json").read_text())["labels"]
     fam = make_config(cfg.family, n_labels=len(labels), **cfg.model)
     probe = RunMeta(fam, list(labels), "single", "instrument")
-    lengths = [len(x) for x in scorer.tracks("phil", probe).data]
+    lengths = [len(x) for x in scorer.tracks("phil", probe).data]  # as train saw them: every note
     fam = make_config(cfg.family, n_labels=len(labels), **cfg.model,
                       window_s=auto_window_s(lengths, sr=fam.sample_rate))
     return RunMeta(fam, list(labels), "single", "instrument")
