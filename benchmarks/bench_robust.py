@@ -15,7 +15,8 @@ is a setting that generalises, not one fitted to the check.
 
     # train (long: run it in the background, nice -n 19, outside the machine lock)
     .venv/bin/python benchmarks/bench_robust.py train domain --epochs 40 --snapshots 10,20,30
-    # score runs (and their snapshots), side by side, plus the ensemble of the runs given
+    # score runs (and their snapshots; a run stopped early: its snapshots), side by side, plus
+    # the ensemble of the runs given
     .venv/bin/python benchmarks/bench_robust.py score /tmp/soundalike-robust/domain-e40 ... \\
         [--snapshots] [--ensemble] [--json out.json]
 
@@ -92,24 +93,29 @@ class Scorer:
         self.classes = sorted(self.sets["phil"].labels)
         self._tracks: dict[tuple, Any] = {}
 
-    def tracks(self, name: str, meta):
+    def tracks(self, name: str, meta, only: set[str] | None = None):
+        """``only``: resolved paths to keep (Philharmonia: the split's val and test notes)."""
         from soundalike.data.cache import FeatureCache
         from soundalike.train.fit import prepare_tracks
         from soundalike.train.rerun import _align
 
         fam = meta.config
         max_s = float((meta.extra or {}).get("train", {}).get("max_duration_s", 120.0))
-        key = (name, fam.sample_rate, max_s)
+        key = (name, fam.sample_rate, max_s, None if only is None else len(only))
         if key not in self._tracks:
-            aligned, _ = _align(self.sets[name], meta.labels, meta.task)
+            man = self.sets[name]
+            if only is not None:
+                man = man.subset([i for i, it in enumerate(man.items) if str(Path(it.path).resolve()) in only])
+            aligned, _ = _align(man, meta.labels, meta.task)
             self._tracks[key] = prepare_tracks(aligned, config=fam, max_duration_s=max_s, cache=FeatureCache(None))
         return self._tracks[key]
 
-    def probs(self, model, meta, name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def probs(self, model, meta, name: str, only: set[str] | None = None
+              ) -> tuple[list[str], np.ndarray, np.ndarray]:
         """``(paths, probs (n, len(classes)) in :attr:`classes` order, true class index (n,))``."""
         from soundalike.train.fit import predict_tracks
 
-        ts = self.tracks(name, meta)
+        ts = self.tracks(name, meta, only)
         P, _ = predict_tracks(model, ts.data, list(range(len(ts.data))), config=meta.config, multi_label=False)
         out = np.zeros((len(P), len(self.classes)), np.float32)
         for j, lab in enumerate(meta.labels):
@@ -120,7 +126,8 @@ class Scorer:
 
 def score_model(scorer: Scorer, model, meta, split: dict[str, list[str]]) -> dict[str, Any]:
     """Accuracy on Philharmonia val/test and both soundfonts (16- and 12-way), per-class on the check."""
-    paths, P, y = scorer.probs(model, meta, "phil")
+    held_out = {str(Path(p).resolve()) for part in ("val", "test") for p in split[part]}
+    paths, P, y = scorer.probs(model, meta, "phil", held_out)
     where = {str(Path(p).resolve()): i for i, p in enumerate(paths)}
     out: dict[str, Any] = {"_probs": {}}
     for part in ("val", "test"):
@@ -141,6 +148,24 @@ def set_scores(classes: list[str], name: str, G: np.ndarray, gy: np.ndarray) -> 
     pred = G.argmax(1)
     return {name: float((pred == gy).mean()), f"{name}12": float((Q.argmax(1) == gy).mean()),
             f"{name}_per_class": {classes[c]: round(float((pred[gy == c] == c).mean()), 2) for c in shared}}
+
+
+def unfinished_meta(scorer: Scorer, run: Path):
+    """What a run stopped before its checkpoint was written needs to rebuild its snapshots:
+    the family config ``train`` made (the variant's overrides, the window from the data)."""
+    from soundalike.models.checkpoint import RunMeta
+    from soundalike.models.families import make_config
+    from soundalike.train.fit import TrainConfig, auto_window_s
+
+    variant = run.name.rsplit("-e", 1)[0]
+    cfg = TrainConfig(**VARIANTS[variant])
+    labels = json.loads((run / "manifest.json").read_text())["labels"]
+    fam = make_config(cfg.family, n_labels=len(labels), **cfg.model)
+    probe = RunMeta(fam, list(labels), "single", "instrument")
+    lengths = [len(x) for x in scorer.tracks("phil", probe).data]  # as train saw them: every note
+    fam = make_config(cfg.family, n_labels=len(labels), **cfg.model,
+                      window_s=auto_window_s(lengths, sr=fam.sample_rate))
+    return RunMeta(fam, list(labels), "single", "instrument")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,18 +209,22 @@ def main(argv: list[str] | None = None) -> int:
     head = f"{'run':34} {'best':>4} {'val':>6} {'test':>6} {'Tim':>6} {'Tim12':>6} {'Fluid':>6} {'Fluid12':>7}"
     print(head)
     for run in args.runs:
-        model, meta = load_checkpoint(run)
         split = json.loads((run / "split.json").read_text())["paths"]
+        if not (run / "model.pt").exists():  # stopped before the end: its snapshots alone
+            model, meta, best = None, unfinished_meta(scorer, run), 0
+        else:
+            model, meta = load_checkpoint(run)
+            best = json.loads((run / "report.json").read_text())["training"]["best_epoch"]
         if split0 is None:
             split0 = split
         elif split["test"] != split0["test"]:
             raise SystemExit(f"{run}: another split than {args.runs[0]}; train with the same seed")
-        report = json.loads((run / "report.json").read_text())
-        best = report["training"]["best_epoch"]
-        todo = [(f"{run.name}", model, best)]
-        if args.snapshots:
+        todo = [(f"{run.name}", model, best)] if model is not None else []
+        if args.snapshots or model is None:
+            from soundalike.models.families import build
+
             for f in sorted(run.glob("snap-e*.pt"), key=lambda f: int(f.stem.split("-e")[1])):
-                m2, _ = load_checkpoint(run)
+                m2 = build(meta.config)
                 m2.load_state_dict(torch.load(f, weights_only=True))
                 m2.eval()
                 todo.append((f"{run.name} @ epoch {int(f.stem.split('-e')[1])}", m2, int(f.stem.split('-e')[1])))
@@ -207,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(r)
             if m is model:
                 finals.append(r)
+        if model is None and todo:
+            finals.append(rows[-1])  # an unfinished run joins an ensemble with its last snapshot
     if args.ensemble and len(finals) > 1:
         r: dict[str, Any] = {"run": "ensemble of " + ", ".join(f["run"] for f in finals), "best_epoch": 0}
         for part in ("val", "test"):

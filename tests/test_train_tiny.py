@@ -37,3 +37,20 @@ def test_enough_tracks_give_no_warning(tmp_path, torch_one_thread):
     assert "warning:" not in res.output
     rep = json.loads((tmp_path / "run" / "report.json").read_text())
     assert rep["warnings"] == [] and rep["training"]["history"][0]["scored_on"] == "val"
+
+
+def test_on_epoch_model_sees_each_epochs_weights(tmp_path, torch_one_thread):
+    """What a benchmark scores per epoch count: the model as each epoch left it, not the best."""
+    import torch
+
+    from soundalike.data.datasets import read_dataset
+    from soundalike.train.fit import TrainConfig, train
+
+    data = write_toy_folders(tmp_path / "toy", n_per_class=4, sr=8000)
+    seen: list[tuple[int, dict]] = []
+    cfg = TrainConfig(family="mfcc-mlp", epochs=3, batch_size=4, window_s=0.5, use_cache=False, patience=0)
+    train(read_dataset(data), config=cfg, out=tmp_path / "run",
+          on_epoch_model=lambda e, m: seen.append((e, {k: v.clone() for k, v in m.state_dict().items()})))
+    assert [e for e, _ in seen] == [1, 2, 3]
+    w = "head.1.weight"
+    assert not torch.equal(seen[0][1][w], seen[2][1][w])  # weights moved between epochs: live copies
