@@ -3,7 +3,9 @@
 ``soundfile`` (libsndfile) reads wav, flac, ogg/vorbis, opus, mp3, au/snd and aiff;
 PyAV (FFmpeg) is the fallback for what libsndfile cannot read (m4a/AAC, wma, webm, ...).
 The format is recognised from the file's content, never from its extension: a FLAC
-file named ``.mp3`` loads as FLAC.  Resampling uses ``soxr``.
+file named ``.mp3`` loads as FLAC.  Resampling uses ``soxr``.  Ingest's whole-file pass
+(:func:`read_once`) reads Ogg Vorbis with FFmpeg's decoder instead, which is faster and
+agrees with libvorbis to float rounding.
 
 Files are read in blocks, so an hour-long file never needs its whole decoded source in
 memory at once (:func:`stream`), and partial reads (``offset_s``/``duration_s``) seek
