@@ -133,6 +133,7 @@ def profile(files: list[Path], model: str, baseline: str) -> None:
     print("| stage | " + " | ".join(f"{f.suffix[1:]} {h}" for f in files for h in heads) + " |")
     print("|---|" + "---|" * (3 * len(files)))
     cols: list[dict[str, float]] = []
+    decode_libsndfile: dict[str, tuple[float, float]] = {}
     for path in files:
         meta = io.info(path)
         g = patch_grid(now)
@@ -188,7 +189,13 @@ def profile(files: list[Path], model: str, baseline: str) -> None:
                              on_restart=acc.reset)
             return o, acc.result(sr=o.sr)
 
+        def one_libsndfile():  # read_once as before FFmpeg read Ogg Vorbis (no restart: libsndfile)
+            acc = PeaksAccumulator()
+            o = io.read_once(path, sr=sr, starts=starts, lengths=lengths, on_block=acc.add)
+            return o, acc.result(sr=o.sr)
+
         r["one decode: peaks + patches + attribute excerpts"], (o, pk) = timed(one)
+        decode_libsndfile[path.suffix[1:]] = (timed(one_libsndfile)[0], r["one decode: peaks + patches + attribute excerpts"])
         ex = o.excerpts[: len(picks)]
         r["log-mel"], P = timed(lambda: mel_patches(now, ex, sr))
         r["network(s)"], an = timed(lambda: nets(now, P), repeat=1)
@@ -213,6 +220,9 @@ def profile(files: list[Path], model: str, baseline: str) -> None:
         top = max((k for k in c2 if k != "patches"), key=c2.get)
         print(f"\n{f.suffix[1:]}: today / before = {t0 / t1:.1f}x, today / now = **{t0 / t2:.1f}x**; "
               f"the largest cost now: {top} ({c2[top] * 1000:.0f} ms of {t2 * 1000:.0f})")
+        sfd, now_d = decode_libsndfile[f.suffix[1:]]
+        print(f"{f.suffix[1:]}: the one decode with libsndfile for every format (as before): {sfd * 1000:.0f} ms, "
+              f"now: {now_d * 1000:.0f} ms ({sfd / now_d:.2f}x)")
 
 
 # --------------------------------------------------------------------------- 2. throughput

@@ -374,6 +374,10 @@ def _init_worker(model: str, threads: int, parent: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, threads))
+    # The analyzer's patch-parallel inference threads (models/pretrained.default_threads) are
+    # this worker's share of the CPUs, as on Ray: otherwise each of N workers runs one per
+    # CPU and N workers oversubscribe the machine N times.
+    os.environ.setdefault("SOUNDALIKE_THREADS", str(max(1, threads)))
     # Decoders (mpg123 inside libsndfile) print warnings straight to fd 2; in workers every
     # failure already comes back as data with its reason, so silence C-level chatter.
     devnull = os.open(os.devnull, os.O_WRONLY)
