@@ -270,13 +270,9 @@ def postgres_copy(path: Path):
 
 def _forget_tables() -> None:
     """Drop this process's browse and facet tables (the next request rebuilds them)."""
-    from soundalike.catalog import browse, facets
+    from soundalike.catalog.browse import forget_cached
 
-    for lru in (browse._tables, browse._matches):
-        with lru.lock:
-            lru.items.clear()
-    with facets._lock:
-        facets._tables.clear()
+    forget_cached()
 
 
 def state_change(target, *, repeat: int) -> dict[str, tuple[tuple, tuple]]:

@@ -396,13 +396,10 @@ def _browse_answers(cat: Catalog) -> list:
 
 
 def _forget_tables() -> None:
-    from soundalike.catalog import browse, facets
+    """Drop this process's browse and facet tables (the next request rebuilds them)."""
+    from soundalike.catalog.browse import forget_cached
 
-    for lru in (browse._tables, browse._matches):
-        with lru.lock:
-            lru.items.clear()
-    with facets._lock:
-        facets._tables.clear()
+    forget_cached()
 
 
 def _changes(cat: Catalog, rng: random.Random, step: int) -> None:

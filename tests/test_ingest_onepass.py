@@ -136,15 +136,7 @@ def test_read_once_errors_name_the_file(tmp_path):
 def test_ingest_decodes_each_file_once(plan, tmp_path, monkeypatch):
     path = _track(tmp_path / "long.flac", 60.0)
     n_frames = sf.info(path).frames
-    decoded: list[int] = []
-    real = io._SfSource._read
-
-    def counting(self, n):
-        out = real(self, n)
-        decoded.append(len(out))
-        return out
-
-    monkeypatch.setattr(io._SfSource, "_read", counting)
+    decoded = _counting_sf_reads(monkeypatch)
     res = analyze_file(str(path), None, True, load_analyzer("MTT_musicnn"), analysis=plan)
     assert res["kind"] == "ok" and res["analysis"] == plan
     # peaks, analysis and attributes together: the file once, not once per stage

@@ -114,20 +114,12 @@ def test_spread_analysis_is_the_full_analysis_on_a_subset_of_its_patches(tmp_pat
 
 
 def test_a_spread_analysis_never_decodes_the_whole_file(tmp_path, monkeypatch):
-    from soundalike.audio import io
+    from test_ingest_onepass import _counting_sf_reads
 
     y = synth.demo_track("piano-arpeggio", seed=3, duration_s=120.0, sr=22050)
     path = tmp_path / "long.flac"
     sf.write(path, y, 22050)
-    decoded = []
-    real = io._SfSource._read
-
-    def counting(self, n):
-        out = real(self, n)
-        decoded.append(len(out))
-        return out
-
-    monkeypatch.setattr(io._SfSource, "_read", counting)
+    decoded = _counting_sf_reads(monkeypatch)
     ta = analyze_track(path, analyzer=load_analyzer("mfcc-stats"), plan="spread:10")
     assert ta.setting == "spread:10" and len(ta.excerpts) == 10
     assert sum(decoded) < 0.3 * len(y)  # 10 x 3 s of 120 s, plus pre-roll and margins

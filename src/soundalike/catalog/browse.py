@@ -591,6 +591,18 @@ def cached_table(key: tuple, build: Callable[[tuple | None], TrackTable]) -> Tra
     return _tables.get(key, build)
 
 
+def forget_cached() -> None:
+    """Drop this process's browse tables, cached matches and facet tables: the next request
+    builds them from the catalog (benchmarks time that rebuild; tests compare against it)."""
+    from soundalike.catalog import facets
+
+    for lru in (_tables, _matches):
+        with lru.lock:
+            lru.items.clear()
+    with facets._lock:
+        facets._tables.clear()
+
+
 def cached_match(key: tuple, build: Callable[[], np.ndarray]) -> np.ndarray:
     """The matched ids for ``key`` (catalog location, change token, query terms, sources)."""
     ids = _matches.get(key, lambda _prev: build())
