@@ -34,6 +34,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -363,7 +364,12 @@ def main() -> int:
     ap.add_argument("--only", choices=("all", "similar", "commit", "web"), default="all",
                     help="similar: only the filtered similar() rows; commit: only the commit rows; "
                          "web: only the /api/similar rows")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "soundalike-bench-catalog",
+                    help="keep the built SQLite catalog here and reuse it (same seeds, same catalog); "
+                         "'' builds anew")
     args = ap.parse_args()
+    if args.cache is not None and str(args.cache) in ("", "."):
+        args.cache = None
 
     from pgserver import PgServer, find_bin_dir
 
@@ -380,8 +386,18 @@ def main() -> int:
     try:
         lite = tmp / "catalog.sqlite"
         t0 = time.perf_counter()
-        make_catalog(lite, args.tracks, args.dim)
-        print(f"# SQLite catalog of {args.tracks:,} tracks built in {time.perf_counter() - t0:.1f} s", flush=True)
+        cached = args.cache / f"catalog-{args.tracks}x{args.dim}.sqlite" if args.cache else None
+        if cached is not None and cached.exists():
+            shutil.copyfile(cached, lite)  # the commit rows write into it: a fresh copy each run
+            print(f"# SQLite catalog of {args.tracks:,} tracks copied from {cached}", flush=True)
+        else:
+            make_catalog(lite, args.tracks, args.dim)
+            print(f"# SQLite catalog of {args.tracks:,} tracks built in {time.perf_counter() - t0:.1f} s",
+                  flush=True)
+            if cached is not None:  # same seeds every run: the same catalog next time
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(lite, cached.with_suffix(".tmp"))
+                os.replace(cached.with_suffix(".tmp"), cached)
         pg = server.new_database("bench")
         t0 = time.perf_counter()
         rep = copy_catalog(lite, pg)

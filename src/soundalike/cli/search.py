@@ -332,5 +332,8 @@ def serve(
     if workers == 1:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     else:
-        uvicorn.run("soundalike.web.app:app_from_env", factory=True, workers=workers, host=host, port=port,
-                    log_level="warning")
+        from soundalike.web.serving import run_workers
+
+        # each worker with its own accept queue: uvicorn's shared one gave every keep-alive
+        # connection to whichever worker woke first
+        run_workers("soundalike.web.app:app_from_env", workers=workers, host=host, port=port)

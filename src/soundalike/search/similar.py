@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from soundalike.errors import CatalogError, ModelMismatchError, QueryError, TrackNotFoundError
+from soundalike.search import stages
 
 if TYPE_CHECKING:
     from soundalike.catalog.store import Catalog, Track
@@ -352,6 +353,7 @@ def _diverse_search(cat: Catalog, index, rq: ResolvedQuery, k: int, *, mask, exc
     total = len(index)
     while True:
         ids, scores = index.search(rq.vector, n, allowed=mask, exclude_ids=np.asarray(exclude, np.int64))
+        stages.mark("search")
         ids, scores = ids[0], scores[0]
         ok = ids >= 0
         ids, scores = ids[ok], scores[ok]
@@ -360,6 +362,7 @@ def _diverse_search(cat: Catalog, index, rq: ResolvedQuery, k: int, *, mask, exc
                                                            sources=sources)
         else:
             (tracks, attrs), lists = cat.tracks_and_attributes(ids.tolist()), {}
+        stages.mark("candidates_read")
         cands = [_candidate(tracks[int(i)], float(s), attrs.get(int(i))) for i, s in zip(ids, scores, strict=True)
                  if int(i) in tracks]
         chosen = list(diversify(cands, k=k, seed=seed, max_per_artist=max_per_artist,
@@ -498,6 +501,7 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
     sources = (*_WHY_SOURCES, "suggested") if include_suggested else _WHY_SOURCES
     with open_catalog(catalog) as cat:
         info, token, prefetched = _model_and_query(cat, model, query, sources)
+        stages.mark("query_read")
         rq = resolve_query(cat, query, model_id=info.model_id, include_suggested=include_suggested,
                            max_clip_s=max_clip_s, prefetched=prefetched)
         if tol is not None:
@@ -507,7 +511,9 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
                                  f"(run `soundalike ingest DIR --refresh attributes`)")
             where = f"{where or ''} {bpm_filter(float(bpm), tol)}".strip()
         index = cached_index(cat, info.model_id, token=token)
+        stages.mark("resolve_index")
         mask = _filter_mask(cat, index, where, include_suggested, reference=rq.attributes)
+        stages.mark("filter")
         if rq.track is None:  # an outside clip: also scored by each track's best segment
             from soundalike.search.segments import clip_index
 
@@ -518,4 +524,6 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
         ids, scores, known = _diverse_search(cat, index, rq, k, mask=mask, exclude=exclude,
                                              max_per_artist=max_per_artist, max_per_album=max_per_album,
                                              include_duplicates=include_duplicates, sources=sources)
-        return rq, _hits(cat, ids[0], scores[0], rq.tags, sources, rq.attributes, known=known)
+        hits = _hits(cat, ids[0], scores[0], rq.tags, sources, rq.attributes, known=known)
+        stages.mark("hits")
+        return rq, hits

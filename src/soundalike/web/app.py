@@ -30,6 +30,7 @@ the Catalog API and :mod:`soundalike.search`.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import math
 import os
@@ -257,6 +258,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     from soundalike.audio.io import AUDIO_EXTENSIONS
     from soundalike.catalog.query import parse as parse_filter
     from soundalike.search import similar as sim
+    from soundalike.search import stages
     from soundalike.search.sync import cached_index, model_info
     from soundalike.web.guard import LOOPBACK_HOSTS, Guard
 
@@ -298,6 +300,9 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     app.state.catalogs = cats
     app.add_middleware(Guard, allowed_hosts=tuple(allowed_hosts or LOOPBACK_HOSTS),
                        body_limits={"/api/similar/upload": max_upload_bytes + MULTIPART_OVERHEAD})
+    timing_log = os.environ.get(ENV_TIMINGS, "").strip()
+    if timing_log:  # outermost: from the first byte the app sees to the last it sends
+        app.add_middleware(TimingLog, path=f"{timing_log}.{os.getpid()}")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     # ------------------------------------------------------------------ errors: one line, no traces
@@ -526,6 +531,10 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
                          ) -> JSONResponse:
         # the query track is read once, by the search (it says when there is none); only
         # tracks in service are queries here, as in every other route
+        timed = _REQUEST_TIMES.get()
+        if timed is not None:
+            timed["thread"] = threading.get_ident()
+            stages.start()
         try:
             rq, hits = sim.similar_with_query(id, k=k, where=where, model=model_id(),
                                               exclude_same_artist=exclude_same_artist,
@@ -539,10 +548,14 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
             raise HTTPProblem(404, f"no track {id} in the catalog")
         # a plain dict of str/int/float/None: skip FastAPI's response validation and encoder
         # (the hot path under load: server CPU 3.4 -> 2.8 ms a request at 100k tracks)
-        return JSONResponse({"query": {"id": id, "name": rq.label, **_attr_json(rq.attributes)},
+        resp = JSONResponse({"query": {"id": id, "name": rq.label, **_attr_json(rq.attributes)},
                              "where": where,
                              "notes": cats.get().filter_notes(where, include_suggested=include_suggested),
                              "hits": _hits_json(cats.get(), hits)})
+        if timed is not None:
+            stages.mark("json")
+            timed["stages"] = stages.stop()
+        return resp
 
     @app.get("/api/playlist", summary="A radio from a seed track, or a path from one track to another")
     def playlist_api(seed: int | None = None, start: Annotated[int | None, Query(alias="from")] = None,
@@ -655,6 +668,70 @@ def app_from_env() -> FastAPI:
     return create_app(path, model=os.environ.get(ENV_MODEL) or None,
                       max_upload_bytes=int(os.environ.get(ENV_MAX_UPLOAD, MAX_UPLOAD_BYTES)),
                       max_clip_s=float(os.environ.get(ENV_MAX_CLIP, MAX_CLIP_S)), allowed_hosts=hosts or None)
+
+
+#: ``SOUNDALIKE_TIMINGS=PREFIX``: each server process appends one JSON line per
+#: ``/api/similar`` request to ``PREFIX.<pid>`` (see :class:`TimingLog`); off by default.
+ENV_TIMINGS = "SOUNDALIKE_TIMINGS"
+_REQUEST_TIMES: contextvars.ContextVar[dict | None] = contextvars.ContextVar("soundalike_request_times",
+                                                                              default=None)
+
+
+class TimingLog:
+    """ASGI middleware that logs where each ``/api/similar`` request spent its time.
+
+    One JSON line per request: ``recv`` (the app got the request), ``stages`` (the route's
+    thread started, then the end of each :mod:`soundalike.search.stages` mark: query
+    read, index, filter, search, candidates read, hits, JSON), ``sent`` (the last body
+    byte handed to the server), all in ``time.perf_counter()`` seconds of this process,
+    plus ``thread``; and one line per garbage collection (``gc`` generation, ``t``,
+    ``dur``), so a slow request can be matched with a pause.  For finding the tail
+    (``benchmarks/bench_catalog.py --timings``), not for production.
+    """
+
+    def __init__(self, app, *, path: str):
+        import gc
+        import json
+        import time
+
+        self.app, self._json, self._clock = app, json, time.perf_counter
+        self._file = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the server
+        self._lock = threading.Lock()
+        self._gc_start = 0.0
+
+        def on_gc(phase: str, info: dict) -> None:
+            if phase == "start":
+                self._gc_start = self._clock()
+            else:
+                self._write({"gc": info.get("generation"), "t": self._gc_start,
+                             "dur": self._clock() - self._gc_start})
+
+        gc.callbacks.append(on_gc)
+
+    def _write(self, rec: dict) -> None:
+        line = self._json.dumps(rec) + "\n"
+        with self._lock:
+            self._file.write(line)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/api/similar":
+            return await self.app(scope, receive, send)
+        info: dict[str, Any] = {"recv": self._clock()}
+        token = _REQUEST_TIMES.set(info)
+
+        async def timed_send(message):
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                info["sent"] = self._clock()
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            _REQUEST_TIMES.reset(token)
+            st = info.pop("stages", None) or []
+            info["stages"] = [(name, round(t - info["recv"], 6)) for name, t in st]
+            info["sent"] = round(info.get("sent", self._clock()) - info["recv"], 6)
+            self._write(info)
 
 
 def _hits_json(cat, hits) -> list[dict[str, Any]]:
