@@ -205,7 +205,7 @@ def tags_suggest(
 def index_rebuild(
     model: ModelOpt = None,
     hnsw_threshold: Annotated[int | None, typer.Option(
-        help="Use HNSW above this many tracks (default 200000).")] = None,
+        help="Use HNSW above this many tracks (default 50000).")] = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

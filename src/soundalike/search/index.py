@@ -59,7 +59,12 @@ class IndexConfig:
 
     Attributes
     ----------
-    hnsw_threshold : above this many vectors build HNSW instead of exact flat search
+    hnsw_threshold : above this many vectors build HNSW instead of exact flat search.  50k (was
+        200k): an exact unfiltered query at 100k x 200-d reads 80 MB (~7 ms of one core), which
+        held ``/api/similar`` to ~140 req/s on two cores; HNSW at efSearch 256 answers it in
+        under 1 ms with recall@10 0.9992 against the exact top 10 (1,000 queries on
+        ``bench_catalog.py``'s clustered 100k catalog; ``benchmarks/bench_search.py`` at 1M).
+        Filtered queries on a cached filter stay exact (the gathered vectors are scanned).
     hnsw_m : HNSW graph degree
     ef_construction : HNSW build-time beam width
     ef_search : HNSW query beam width for unfiltered queries (at 1M clustered 200-d vectors,
@@ -79,7 +84,7 @@ class IndexConfig:
     max_tombstone_fraction : rebuild an HNSW index once this share of positions is deleted
     """
 
-    hnsw_threshold: int = 200_000
+    hnsw_threshold: int = 50_000
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int = 256
@@ -515,7 +520,9 @@ class VectorIndex:
         others wait for that pass, and the next pass starts as soon as it ends.  A lone
         query waits for nothing.
         """
-        if Q.shape[0] != 1:
+        if Q.shape[0] != 1 or (sel is None and self.kind == "hnsw"):
+            # a graph search reads a few thousand vectors, each query its own: grouping
+            # saves nothing and makes each caller wait for everyone's queries
             return self._search_positions(Q, k, sel)
         slot = _Slot(Q, k, sel)
         with self._comb:

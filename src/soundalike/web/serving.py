@@ -89,3 +89,20 @@ def run_workers(app: str, *, workers: int, host: str, port: int, factory: bool =
         pass
     finally:
         sock.close()
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on TCP ``port`` on this machine (Linux ``/proc/net/tcp*``; 0
+    elsewhere): with :func:`run_workers`, one per worker ready to take connections."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    local, state = line.split()[1], line.split()[3]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                        n += 1
+        except OSError:
+            continue
+    return n
