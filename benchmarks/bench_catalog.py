@@ -238,7 +238,6 @@ def _wrk(port: int, n_tracks: int, *, clients: int, seconds: float) -> dict:
     a load generator that takes little of the CPU the server needs, where 16 Python client
     threads take a good share of this machine's 2 cores."""
     import re
-    import shutil
 
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_LUA)
@@ -262,12 +261,15 @@ def _wrk(port: int, n_tracks: int, *, clients: int, seconds: float) -> dict:
 
 
 def bench_http(target, n_tracks: int, *, clients: int, requests: int, workers: int, data_dir: Path,
-               threads: int | None = None, wrk_s: float = 0.0) -> dict:
+               threads: int | None = None, wrk_s: float = 0.0, src: Path | None = None) -> dict:
     """``/api/similar`` at ``clients`` concurrent keep-alive clients: Python client threads
     (``requests`` each), and, with ``wrk_s``, then ``wrk`` for that many seconds against the
-    same server (its figures under ``"wrk"``)."""
+    same server (its figures under ``"wrk"``).  ``src``: run the server from this source
+    tree (another checkout's ``src/``) instead of the installed package."""
     port = _free_port()
     env = {**os.environ, "SOUNDALIKE_DATA_DIR": str(data_dir)}
+    if src is not None:
+        env["PYTHONPATH"] = str(Path(src).resolve())
     if threads is not None:  # answer on this many threads per worker (one connection each)
         env["SOUNDALIKE_SERVER_THREADS"] = str(threads)
     proc = subprocess.Popen([sys.executable, "-m", "soundalike", "serve", "--catalog", str(target),
@@ -287,6 +289,17 @@ def bench_http(target, n_tracks: int, *, clients: int, requests: int, workers: i
                 time.sleep(0.3)
         else:
             raise RuntimeError("server did not start")
+        # a worker listens once its app is loaded; connections made before the last one
+        # listens all go to the others (and stay there: keep-alive).  Servers with one
+        # shared socket (uvicorn's --workers) show one listener however many are ready:
+        # then give the others a few seconds.
+        from soundalike.web.serving import listening_sockets
+
+        while time.time() < deadline and listening_sockets(port) < workers:
+            if listening_sockets(port) == 1 and time.time() > deadline - 290:
+                time.sleep(5)
+                break
+            time.sleep(0.2)
         for _ in range(4 * workers):  # warm each worker's cached filter
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             c.request("GET", "/api/similar?id=1&k=10&where=genre:g3")
@@ -331,6 +344,31 @@ def bench_http(target, n_tracks: int, *, clients: int, requests: int, workers: i
         proc.wait(timeout=30)
 
 
+def index_recall(target, data_dir: Path, *, k: int = 10, queries: int = 1000) -> tuple[str, float]:
+    """The served index's kind and its recall@``k`` against the exact top ``k`` (brute force
+    over the same vectors), for ``queries`` stored vectors as queries."""
+    import faiss
+
+    from soundalike.catalog.store import Catalog
+    from soundalike.search.sync import forget_cached, open_index
+
+    old = os.environ.get("SOUNDALIKE_DATA_DIR")
+    os.environ["SOUNDALIKE_DATA_DIR"] = str(data_dir)
+    try:
+        with Catalog.open(target) as cat:
+            index, _ = open_index(cat, "bench-200d")  # the one the server built and saved
+            forget_cached(cat)
+    finally:
+        if old is not None:
+            os.environ["SOUNDALIKE_DATA_DIR"] = old
+    X = index._stored_vectors()
+    Q = X[np.random.default_rng(1).integers(0, len(X), queries)]
+    got = index.search(Q, k)[0]
+    _, exact = faiss.knn(Q, X, k, metric=faiss.METRIC_INNER_PRODUCT)
+    exact = index.ids[exact]
+    return index.kind, float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, exact, strict=True)]))
+
+
 def _load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -367,6 +405,10 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "soundalike-bench-catalog",
                     help="keep the built SQLite catalog here and reuse it (same seeds, same catalog); "
                          "'' builds anew")
+    ap.add_argument("--before", type=Path, default=None, metavar="SRC",
+                    help="also measure the web rows with the server run from this source tree (e.g. a "
+                         "checkout of main: `git worktree add /tmp/main main`, then --before /tmp/main/src), "
+                         "first, on its own copy of the catalog; prints before -> after")
     args = ap.parse_args()
     if args.cache is not None and str(args.cache) in ("", "."):
         args.cache = None
@@ -433,15 +475,33 @@ def main() -> int:
             for q in ("p50_ms", "p99_ms"):
                 rows.append((f"filtered similar() {q[:3]} ms", s_lite[q], s_pg[q], s_pg[q] / s_lite[q], "lo"))
 
-        import shutil
 
         wrk_s = args.wrk_seconds if shutil.which("wrk") else 0.0
         if not wrk_s:
             print("# no wrk (apt-get install wrk): Python clients only", flush=True)
+        if args.before is not None:  # the same rows from another checkout's server, first
+            lite_b = tmp / "before.sqlite"  # its own copy: the index saved beside it is its own
+            shutil.copyfile(lite, lite_b)
+            kw = dict(clients=args.concurrency, requests=args.requests, workers=args.workers,
+                      data_dir=tmp / "data-before", wrk_s=wrk_s, src=args.before)
+            b_lite = bench_http(lite_b, args.tracks, **kw)
+            b_pg = bench_http(pg, args.tracks, **kw)
+            print(f"# before ({args.before}): wrk sqlite {b_lite.get('wrk', b_lite)['rps']:.0f} req/s, "
+                  f"postgresql {b_pg.get('wrk', b_pg)['rps']:.0f} req/s; load {_load()}", flush=True)
         h_lite = bench_http(lite, args.tracks, clients=args.concurrency, requests=args.requests,
                             workers=args.workers, data_dir=tmp / "data", wrk_s=wrk_s)
         h_pg = bench_http(pg, args.tracks, clients=args.concurrency, requests=args.requests,
                           workers=args.workers, data_dir=tmp / "data", wrk_s=wrk_s)
+        kind, recall = index_recall(lite, tmp / "data")
+        print(f"# served index: {kind}, recall@10 {recall:.4f} against the exact top 10 "
+              f"(1,000 queries; filtered requests are exact); load {_load()}", flush=True)
+        if args.before is not None:
+            pick = (lambda h: h["wrk"]) if wrk_s else (lambda h: h)
+            for q in ("p50_ms", "p99_ms", "rps"):
+                print(f"# before -> after, {q}: sqlite {pick(b_lite)[q]:.1f} -> {pick(h_lite)[q]:.1f}, "
+                      f"postgresql {pick(b_pg)[q]:.1f} -> {pick(h_pg)[q]:.1f}", flush=True)
+            print(f"# before -> after, Python clients p99 ms: sqlite {b_lite['p99_ms']:.1f} -> "
+                  f"{h_lite['p99_ms']:.1f}, postgresql {b_pg['p99_ms']:.1f} -> {h_pg['p99_ms']:.1f}", flush=True)
         if wrk_s:
             a, b = h_lite["wrk"], h_pg["wrk"]
             for q in ("p50_ms", "p99_ms"):
