@@ -220,7 +220,7 @@ def _track_json(t, tags=None) -> dict[str, Any]:
 
     d = {"id": t.id, "name": t.display_name, "title": t.title, "artist": t.artist, "album": t.album,
          "year": t.year, "duration_s": t.duration_s, "format": t.format,
-         "file": Path(t.path).name, "display_title": display_title(t.title, t.path),
+         "file": os.path.basename(t.path), "display_title": display_title(t.title, t.path),
          "title_is_file": is_junk_title(t.title),
          "added_at": t.added_at}
     for extra in ("bpm", "key"):  # per-track attributes, where the catalog has them
