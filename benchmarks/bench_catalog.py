@@ -260,8 +260,48 @@ def _wrk(port: int, n_tracks: int, *, clients: int, seconds: float) -> dict:
             "requests": int(re.search(r"(\d+) requests in", out).group(1)), "socket_errors": errs and errs.group(0)}
 
 
+def timing_summary(prefix: Path, *, skip: int) -> str:
+    """What the server's ``SOUNDALIKE_TIMINGS`` log says (``soundalike.web.app.TimingLog``):
+    requests per worker, server-side p50/p99, the mean time of each stage for the slowest
+    1 % and for requests near the median, and the garbage-collection pauses."""
+    reqs, gcs = [], []
+    for f in sorted(prefix.parent.glob(prefix.name + ".*")):
+        lines = [json.loads(x) for x in f.read_text().splitlines()]
+        r = [x for x in lines if "recv" in x][skip:]  # the warm-up requests are left out
+        for x in r:
+            x["pid"] = f.suffix[1:]
+        reqs += r
+        t0 = r[0]["recv"] if r else float("inf")
+        gcs += [x for x in lines if "gc" in x and x["t"] >= t0]
+    if not reqs:
+        return "no timings logged"
+    sent = np.array([r["sent"] for r in reqs]) * 1e3
+    p50, p99 = np.percentile(sent, [50, 99])
+
+    def stages(rs: list) -> str:
+        acc: dict[str, list[float]] = {}
+        for r in rs:
+            prev = 0.0
+            for name, t in [*r["stages"], ("send", r["sent"])]:
+                acc.setdefault("wait" if name == "start" else name, []).append((t - prev) * 1e3)
+                prev = t
+        return ", ".join(f"{k} {np.mean(v):.1f}" for k, v in acc.items())
+
+    per = {}
+    for r in reqs:
+        per[r["pid"]] = per.get(r["pid"], 0) + 1
+    pauses = {}
+    for g in gcs:
+        pauses.setdefault(g["gc"], []).append(g["dur"] * 1e3)
+    return (f"requests per worker {sorted(per.values())}; server-side p50 {p50:.1f} / p99 {p99:.1f} ms\n"
+            f"#   slowest 1 % (ms): {stages([r for r in reqs if r['sent'] * 1e3 >= p99])}\n"
+            f"#   near the median:  {stages([r for r in reqs if abs(r['sent'] * 1e3 - p50) < 0.1 * p50])}\n"
+            f"#   gc pauses: " + ", ".join(f"gen {g}: {len(v)}, max {max(v):.1f} ms" for g, v in sorted(pauses.items())))
+
+
 def bench_http(target, n_tracks: int, *, clients: int, requests: int, workers: int, data_dir: Path,
-               threads: int | None = None, wrk_s: float = 0.0, src: Path | None = None) -> dict:
+               threads: int | None = None, wrk_s: float = 0.0, src: Path | None = None,
+               timings: Path | None = None) -> dict:
     """``/api/similar`` at ``clients`` concurrent keep-alive clients: Python client threads
     (``requests`` each), and, with ``wrk_s``, then ``wrk`` for that many seconds against the
     same server (its figures under ``"wrk"``).  ``src``: run the server from this source
@@ -270,6 +310,8 @@ def bench_http(target, n_tracks: int, *, clients: int, requests: int, workers: i
     env = {**os.environ, "SOUNDALIKE_DATA_DIR": str(data_dir)}
     if src is not None:
         env["PYTHONPATH"] = str(Path(src).resolve())
+    if timings is not None:  # each worker logs its requests' stages (web.app.TimingLog)
+        env["SOUNDALIKE_TIMINGS"] = str(timings)
     if threads is not None:  # answer on this many threads per worker (one connection each)
         env["SOUNDALIKE_SERVER_THREADS"] = str(threads)
     proc = subprocess.Popen([sys.executable, "-m", "soundalike", "serve", "--catalog", str(target),
@@ -338,6 +380,8 @@ def bench_http(target, n_tracks: int, *, clients: int, requests: int, workers: i
                "p99_ms": 1e3 * float(np.percentile(lat, 99)), "errors": errors[0], "requests": len(lat)}
         if wrk_s:
             out["wrk"] = _wrk(port, n_tracks, clients=clients, seconds=wrk_s)
+        if timings is not None:
+            out["timings"] = timing_summary(timings, skip=4)
         return out
     finally:
         proc.terminate()
@@ -409,6 +453,9 @@ def main() -> int:
                     help="also measure the web rows with the server run from this source tree (e.g. a "
                          "checkout of main: `git worktree add /tmp/main main`, then --before /tmp/main/src), "
                          "first, on its own copy of the catalog; prints before -> after")
+    ap.add_argument("--timings", action="store_true",
+                    help="log each request's stages in the servers (SOUNDALIKE_TIMINGS) and print where "
+                         "the slowest 1 %% spent their time, the requests per worker and the GC pauses")
     args = ap.parse_args()
     if args.cache is not None and str(args.cache) in ("", "."):
         args.cache = None
@@ -489,9 +536,14 @@ def main() -> int:
             print(f"# before ({args.before}): wrk sqlite {b_lite.get('wrk', b_lite)['rps']:.0f} req/s, "
                   f"postgresql {b_pg.get('wrk', b_pg)['rps']:.0f} req/s; load {_load()}", flush=True)
         h_lite = bench_http(lite, args.tracks, clients=args.concurrency, requests=args.requests,
-                            workers=args.workers, data_dir=tmp / "data", wrk_s=wrk_s)
+                            workers=args.workers, data_dir=tmp / "data", wrk_s=wrk_s,
+                            timings=tmp / "timings-sqlite" if args.timings else None)
         h_pg = bench_http(pg, args.tracks, clients=args.concurrency, requests=args.requests,
-                          workers=args.workers, data_dir=tmp / "data", wrk_s=wrk_s)
+                          workers=args.workers, data_dir=tmp / "data", wrk_s=wrk_s,
+                          timings=tmp / "timings-postgresql" if args.timings else None)
+        for name, h in (("sqlite", h_lite), ("postgresql", h_pg)):
+            if "timings" in h:
+                print(f"# {name} timings (Python clients, then wrk): {h['timings']}", flush=True)
         kind, recall = index_recall(lite, tmp / "data")
         print(f"# served index: {kind}, recall@10 {recall:.4f} against the exact top 10 "
               f"(1,000 queries; filtered requests are exact); load {_load()}", flush=True)
