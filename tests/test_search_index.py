@@ -317,3 +317,31 @@ def test_loaded_index_keeps_build_settings_and_takes_current_search_policy(tmp_p
     assert back.config.ef_search == ix.IndexConfig().ef_search
     assert back.config.exact_filter_max == ix.IndexConfig().exact_filter_max
     assert ix.VectorIndex.load(tmp_path, "m", config=cfg).config == cfg
+
+
+def test_unfiltered_graph_searches_wait_for_no_combined_pass():
+    """On HNSW an unfiltered query walks its own part of the graph: grouping saves nothing,
+    so concurrent unfiltered callers search at once (no pass formed), with the hits each
+    gets alone; the default switches to HNSW above 50k vectors (exact flat below)."""
+    import threading
+
+    assert ix.IndexConfig().kind_for(50_000) == "flat" and ix.IndexConfig().kind_for(50_001) == "hnsw"
+    ids, X = _clustered(3000, 32, seed=8)
+    vi = ix.VectorIndex.build(ids, X, model_id="m", kind="hnsw")
+    before = vi.combined_max
+    alone = {qi: vi.search(X[qi], 10, exclude_ids=[ids[qi]]) for qi in range(0, 3000, 7)}
+    out: dict[int, tuple] = {}
+    start = threading.Barrier(16)
+
+    def caller(me):
+        start.wait()
+        for qi in list(alone)[me::16]:
+            out[qi] = vi.search(X[qi], 10, exclude_ids=[ids[qi]])
+
+    threads = [threading.Thread(target=caller, args=(m,)) for m in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert vi.combined_max == before  # no pass was formed
+    assert all(out[qi][0].tolist() == alone[qi][0].tolist() for qi in alone) and len(out) == len(alone)
