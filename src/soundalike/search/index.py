@@ -559,7 +559,7 @@ class VectorIndex:
         """(scores float32, positions int64) ``(q, k)`` of the top ``k`` within ``sel``."""
         import faiss
 
-        _use_blas_for_batches()
+        _use_blas_for(Q.shape[0])
 
         cfg = self.config
         if sel is None:
@@ -676,13 +676,21 @@ class _Slot:
 #: times; measured on 100k x 200-d, one thread: 4 queries 11 ms each by BLAS vs 18 by scans,
 #: 16 queries 3.5 vs 18; one or two queries are faster scanned.
 BLAS_FROM = 4
+#: The threshold for fewer queries: with faiss's threshold lowered, even a single query went
+#: the slow way (measured with faiss 1.15, one thread, 1 query: 10k x 200-d 0.8 ms at the
+#: default vs 3.5-5.6 ms at 4; 100k x 200-d 14.7 vs 37-40 ms), so it is set per search.
+_SCAN_BELOW_BLAS = 1 << 30
 
 
-def _use_blas_for_batches() -> None:
+def _use_blas_for(nq: int) -> None:
+    """Set faiss's (process-wide) BLAS threshold for a search of ``nq`` queries.  Searches
+    of one index run one pass at a time (:meth:`VectorIndex._combined`); a concurrent
+    search elsewhere that sees the other setting gets the same hits, only at the other speed."""
     import faiss
 
-    if faiss.cvar.distance_compute_blas_threshold != BLAS_FROM:
-        faiss.cvar.distance_compute_blas_threshold = BLAS_FROM
+    want = BLAS_FROM if nq >= BLAS_FROM else _SCAN_BELOW_BLAS
+    if faiss.cvar.distance_compute_blas_threshold != want:
+        faiss.cvar.distance_compute_blas_threshold = want
 
 
 @contextlib.contextmanager
