@@ -18,6 +18,11 @@ One run, same data, same machine, one after the other:
    serve --workers 2`` on each backend (half the requests filtered), on the server's 8
    threads per worker and again on 40 (anyio's default, what serve used before).
 
+``--only web --before /tmp/main/src`` measures another checkout's server first on its own
+copy of the catalog and prints before -> after; ``--timings`` prints where the slowest 1 %
+of requests spent their time (the servers' ``SOUNDALIKE_TIMINGS`` logs); the built SQLite
+catalog is kept in ``--cache`` and reused.
+
 The PostgreSQL server comes from Debian's ``postgresql`` package (as in the tests);
 figures are noisy on a shared 2-core machine, so compare the ratio within one run.
 Run it under the machine-wide lock::
