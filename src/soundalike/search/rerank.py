@@ -80,9 +80,9 @@ def diffusion_scores(*, query: np.ndarray, candidates: np.ndarray, neighbours: i
     """
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"alpha must be in [0, 1), got {alpha}")
-    C = np.asarray(candidates, np.float32).reshape(len(candidates), -1)
-    if len(C) == 0:
+    if len(candidates) == 0:
         return np.zeros(0, np.float64)
+    C = np.asarray(candidates, np.float32).reshape(len(candidates), -1)
     V = _unit(np.vstack([np.asarray(query, np.float32).reshape(1, -1), C])).astype(np.float64)
     S = V @ V.T
     m = len(S)
