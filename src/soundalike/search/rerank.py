@@ -43,7 +43,7 @@ POOL = 100
 #: Nearest neighbours each node of the candidate graph keeps (before the mutual rule).
 NEIGHBOURS = 10
 #: Restart weight of the diffusion: 0 gives cosine order, near 1 spreads furthest.
-ALPHA = 0.9
+ALPHA = 0.8
 #: Edge weight ``max(cos, 0) ** POWER``: near neighbours weigh much more than far ones.
 POWER = 3
 #: A larger request (a caller asking for many hits) re-ranks only its best this many.
