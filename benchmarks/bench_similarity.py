@@ -23,7 +23,11 @@ Variant grammar: ``BLOCKS:POOL[|POST...]`` where BLOCKS are ``+``-joined feature
 band means and standard deviations), POOL is ``mean``, ``meanstd`` or ``max``, and POST
 steps are ``z`` (per-dimension z-score over the catalog), ``pcaw`` (PCA whitening), ``l2``,
 ``center``.  Each block is pooled, z-scored over the catalog when the variant asks for
-``bz``, L2-normalised and then concatenated, so blocks weigh the same.
+``bz``, L2-normalised and then concatenated, so blocks weigh the same.  A last step
+``rr[POOL][kK][aALPHA]`` is not a map of the vectors but the search's diffusion re-rank
+(:mod:`soundalike.search.rerank`; plain ``rr``: similar's defaults), applied to every
+ranking the row measures (P@10 through ``similar`` with it on, the numpy P@10s, segment
+P@1, the folds and halves).
 
     flock /tmp/heavy.lock .venv/bin/python benchmarks/simcache.py ~/.cache/soundalike-bench/gamemusic ../shared/data/philharmonia
     .venv/bin/python benchmarks/bench_similarity.py ~/.cache/soundalike-bench/gamemusic/gamemusic.csv
