@@ -569,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fast", action="store_true", help="P@10 in numpy instead of through soundalike.similar")
     ap.add_argument("--loso", action="store_true",
                     help="also leave each label out in turn: P@10 on the others, the variant fitted on them")
+    ap.add_argument("--loso-philharmonia", action="store_true",
+                    help="also leave each instrument out in turn: P@10 on the other notes, the variant fitted on them")
     ap.add_argument("--halves", type=int, default=0, metavar="N",
                     help="also N random halves of the set (seeded): P@10 on each, the variant fitted on it "
                          "(a sparser catalog: about half as many tracks of each label)")
@@ -601,6 +603,17 @@ def main(argv: list[str] | None = None) -> int:
                 kl = np.asarray([t.label for t in keep])
                 r["loso"][lab] = precision_at_k(variant_vectors(base, [t.arrays for t in keep]), kl, rr=rr)
             print("    leave one out: " + ", ".join(f"{k} {x:.3f}" for k, x in r["loso"].items()), flush=True)
+        if args.loso_philharmonia and phil:
+            base, rr = split_rerank(v)
+            plabels = np.asarray([t.label for t in phil])
+            r["loso_philharmonia"] = {}
+            for lab in sorted(set(plabels)):
+                keep = [t for t in phil if t.label != lab]
+                kl = np.asarray([t.label for t in keep])
+                r["loso_philharmonia"][lab] = precision_at_k(variant_vectors(base, [t.arrays for t in keep]), kl,
+                                                             rr=rr)
+            print("    Philharmonia, leave one out: "
+                  + ", ".join(f"{k} {x:.3f}" for k, x in r["loso_philharmonia"].items()), flush=True)
         if args.halves:
             base, rr = split_rerank(v)
             rng = np.random.default_rng(0)  # the same halves for every variant
