@@ -23,7 +23,11 @@ Variant grammar: ``BLOCKS:POOL[|POST...]`` where BLOCKS are ``+``-joined feature
 band means and standard deviations), POOL is ``mean``, ``meanstd`` or ``max``, and POST
 steps are ``z`` (per-dimension z-score over the catalog), ``pcaw`` (PCA whitening), ``l2``,
 ``center``.  Each block is pooled, z-scored over the catalog when the variant asks for
-``bz``, L2-normalised and then concatenated, so blocks weigh the same.
+``bz``, L2-normalised and then concatenated, so blocks weigh the same.  A last step
+``rr[POOL][kK][aALPHA]`` is not a map of the vectors but the search's diffusion re-rank
+(:mod:`soundalike.search.rerank`; plain ``rr``: similar's defaults), applied to every
+ranking the row measures (P@10 through ``similar`` with it on, the numpy P@10s, segment
+P@1, the folds and halves).
 
     flock /tmp/heavy.lock .venv/bin/python benchmarks/simcache.py ~/.cache/soundalike-bench/gamemusic ../shared/data/philharmonia
     .venv/bin/python benchmarks/bench_similarity.py ~/.cache/soundalike-bench/gamemusic/gamemusic.csv
@@ -408,12 +412,50 @@ def budget(n: int) -> np.ndarray:
 # --------------------------------------------------------------------------- metrics
 
 
-def precision_at_k(X: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
-    """Mean share of same-label items among each item's k nearest others (cosine)."""
+def split_rerank(v: str) -> tuple[str, dict | None]:
+    """``(variant without its search-time step, re-rank settings or None)``.
+
+    ``rr[POOL][kNEIGHBOURS][aALPHA]`` (last step of a variant, e.g. ``fusion|adapt256n5|rr50k10a0.9``;
+    plain ``rr`` = the product's defaults): the search re-ranks each query's ``POOL`` nearest by
+    diffusion over their mutual-neighbour graph (:mod:`soundalike.search.rerank`); the vectors
+    are unchanged.
+    """
+    import re
+
+    from soundalike.search import rerank
+
+    head, _, last = v.rpartition("|")
+    m = re.fullmatch(r"rr(\d+)?(?:k(\d+))?(?:a([\d.]+))?", last) if head else None
+    if m is None:
+        return v, None
+    return head, {"pool": int(m.group(1) or rerank.POOL), "neighbours": int(m.group(2) or rerank.NEIGHBOURS),
+                  "alpha": float(m.group(3) or rerank.ALPHA)}
+
+
+def ranked_neighbours(X: np.ndarray, k: int, rr: dict | None = None) -> np.ndarray:
+    """int ``(n, k)``: each item's k nearest others by cosine, re-ranked as the search would
+    with ``rr`` (:func:`split_rerank`)."""
     Xn = l2n(X)
     S = Xn @ Xn.T
     np.fill_diagonal(S, -np.inf)
-    nn = np.argsort(-S, axis=1, kind="stable")[:, :k]
+    if rr is None:
+        return np.argsort(-S, axis=1, kind="stable")[:, :k]
+    from soundalike.search.rerank import rerank_order
+
+    pool = min(max(k, rr["pool"]), len(S) - 1)  # never the item itself (its own score is -inf)
+    out = np.zeros((len(S), k), np.int64)
+    for i in range(len(S)):
+        cand = np.argsort(-S[i], kind="stable")[:pool]
+        order = rerank_order(query=Xn[i], candidates=Xn[cand], cosines=S[i, cand],
+                             neighbours=rr["neighbours"], alpha=rr["alpha"])
+        out[i] = cand[order][:k]
+    return out
+
+
+def precision_at_k(X: np.ndarray, labels: np.ndarray, k: int = 10, rr: dict | None = None) -> float:
+    """Mean share of same-label items among each item's k nearest others (cosine, or
+    re-ranked as the search does with ``rr``)."""
+    nn = ranked_neighbours(X, k, rr)
     return float((labels[nn] == labels[:, None]).mean())
 
 
@@ -423,8 +465,10 @@ def ceiling_chance(labels: np.ndarray, k: int = 10) -> tuple[float, float]:
     return float(np.mean(np.minimum(same, k) / k)), float(np.mean(same / (len(labels) - 1)))
 
 
-def p10_through_similar(X: np.ndarray, tracks: list[Track], *, k: int = 10, name: str = "bench") -> float:
-    """Same-label P@k asking ``soundalike.similar`` of a real catalog holding ``X``."""
+def p10_through_similar(X: np.ndarray, tracks: list[Track], *, k: int = 10, name: str = "bench",
+                        rerank: bool = False) -> float:
+    """Same-label P@k asking ``soundalike.similar`` of a real catalog holding ``X`` (its
+    diffusion re-rank on or off: ``rerank``)."""
     import soundalike
     from soundalike.catalog.store import Catalog
     from soundalike.search.sync import forget_cached
@@ -442,7 +486,7 @@ def p10_through_similar(X: np.ndarray, tracks: list[Track], *, k: int = 10, name
                     label_of[tid] = t.label
             hits = 0
             for tid, lab in label_of.items():
-                res = soundalike.similar(tid, k=k, model=mid, catalog=cat)
+                res = soundalike.similar(tid, k=k, model=mid, catalog=cat, rerank=rerank)
                 hits += sum(label_of[h.track.id] == lab for h in res)
             return hits / (k * len(label_of))
         finally:
@@ -450,8 +494,9 @@ def p10_through_similar(X: np.ndarray, tracks: list[Track], *, k: int = 10, name
             forget_cached(Path(d) / "bench.sqlite")
 
 
-def segment_p1(tracks: list[Track], pipe: Pipeline) -> float:
-    """Share of 30-s segments whose nearest other segment is from the same track."""
+def segment_p1(tracks: list[Track], pipe: Pipeline, rr: dict | None = None) -> float:
+    """Share of 30-s segments whose nearest other segment is from the same track (the
+    nearest after the re-rank ``rr`` where given)."""
     segs, owner = [], []
     for i, t in enumerate(tracks):
         n = t.n_patches // SEGMENT_PATCHES
@@ -461,11 +506,9 @@ def segment_p1(tracks: list[Track], pipe: Pipeline) -> float:
             sl = slice(s * SEGMENT_PATCHES, (s + 1) * SEGMENT_PATCHES)
             segs.append({k: a[sl] for k, a in t.arrays.items() if a.ndim == 2})
             owner.append(i)
-    X = l2n(pipe.transform(segs))
-    S = X @ X.T
-    np.fill_diagonal(S, -np.inf)
     owner = np.asarray(owner)
-    return float((owner[S.argmax(1)] == owner).mean())
+    nn = ranked_neighbours(pipe.transform(segs), 1, rr)[:, 0]
+    return float((owner[nn] == owner).mean())
 
 
 def lr_accuracy(X: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0) -> float:
@@ -489,16 +532,18 @@ def lr_accuracy(X: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int 
 # --------------------------------------------------------------------------- main
 
 
-def evaluate(v: str, tracks: list[Track], phil: list[Track], *, through_similar: bool) -> dict:
+def evaluate(v_full: str, tracks: list[Track], phil: list[Track], *, through_similar: bool) -> dict:
+    v, rr = split_rerank(v_full)
     labels = np.asarray([t.label for t in tracks])
     sets = [t.arrays for t in tracks]
     pipe = Pipeline(v, sets)
     X = pipe.X
     Xb = variant_vectors(v, sets, select=budget)
-    row = {"variant": v, "dim": int(X.shape[1])}
-    row["p10"] = p10_through_similar(X, tracks) if through_similar else precision_at_k(X, labels)
-    row["p10_s10"] = precision_at_k(Xb, labels)
-    row["seg_p1"] = segment_p1(tracks, pipe)
+    row = {"variant": v_full, "dim": int(X.shape[1])}
+    row["p10"] = (p10_through_similar(X, tracks, rerank=rr is not None) if through_similar
+                  else precision_at_k(X, labels, rr=rr))
+    row["p10_s10"] = precision_at_k(Xb, labels, rr=rr)
+    row["seg_p1"] = segment_p1(tracks, pipe, rr)
     row["lr_acc"] = lr_accuracy(X, labels)
     if phil:
         from soundalike.errors import ConfigError
@@ -511,7 +556,7 @@ def evaluate(v: str, tracks: list[Track], phil: list[Track], *, through_similar:
         except ConfigError:  # notes too short to fit an adaptation on: the main catalog's
             PX = pipe.transform(psets)
             row["phil_fit"] = "main"
-        row["phil_p10"] = precision_at_k(PX, pl)
+        row["phil_p10"] = precision_at_k(PX, pl, rr=rr)
     return row
 
 
@@ -524,6 +569,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fast", action="store_true", help="P@10 in numpy instead of through soundalike.similar")
     ap.add_argument("--loso", action="store_true",
                     help="also leave each label out in turn: P@10 on the others, the variant fitted on them")
+    ap.add_argument("--loso-philharmonia", action="store_true",
+                    help="also leave each instrument out in turn: P@10 on the other notes, the variant fitted on them")
+    ap.add_argument("--halves", type=int, default=0, metavar="N",
+                    help="also N random halves of the set (seeded): P@10 on each, the variant fitted on it "
+                         "(a sparser catalog: about half as many tracks of each label)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -547,11 +597,34 @@ def main(argv: list[str] | None = None) -> int:
               f"{'*' if r.get('phil_fit') == 'main' else ''}", flush=True)
         if args.loso:
             r["loso"] = {}
+            base, rr = split_rerank(v)
             for lab in sorted(set(labels)):
                 keep = [t for t in tracks if t.label != lab]
                 kl = np.asarray([t.label for t in keep])
-                r["loso"][lab] = precision_at_k(variant_vectors(v, [t.arrays for t in keep]), kl)
+                r["loso"][lab] = precision_at_k(variant_vectors(base, [t.arrays for t in keep]), kl, rr=rr)
             print("    leave one out: " + ", ".join(f"{k} {x:.3f}" for k, x in r["loso"].items()), flush=True)
+        if args.loso_philharmonia and phil:
+            base, rr = split_rerank(v)
+            plabels = np.asarray([t.label for t in phil])
+            r["loso_philharmonia"] = {}
+            for lab in sorted(set(plabels)):
+                keep = [t for t in phil if t.label != lab]
+                kl = np.asarray([t.label for t in keep])
+                r["loso_philharmonia"][lab] = precision_at_k(variant_vectors(base, [t.arrays for t in keep]), kl,
+                                                             rr=rr)
+            print("    Philharmonia, leave one out: "
+                  + ", ".join(f"{k} {x:.3f}" for k, x in r["loso_philharmonia"].items()), flush=True)
+        if args.halves:
+            base, rr = split_rerank(v)
+            rng = np.random.default_rng(0)  # the same halves for every variant
+            r["halves"] = []
+            for _ in range(args.halves):
+                ix = rng.choice(len(tracks), len(tracks) // 2, replace=False)
+                keep = [tracks[i] for i in ix]
+                kl = np.asarray([t.label for t in keep])
+                r["halves"].append(precision_at_k(variant_vectors(base, [t.arrays for t in keep]), kl, rr=rr))
+            print(f"    {args.halves} random halves: mean {np.mean(r['halves']):.3f}, "
+                  + " ".join(f"{x:.3f}" for x in r["halves"]), flush=True)
     if any(r.get("phil_fit") == "main" for r in rows):
         print("* Philharmonia notes are too short to fit an adaptation on: the one fitted on the main set is applied")
     print(f"targets: P@10 >= 0.70, seg P@1 >= 0.90, phil P@10 >= baseline; "

@@ -16,6 +16,7 @@ import pytest
 from conftest import new_catalog_target
 from soundalike.catalog.store import Catalog, Tag
 from soundalike.search import similar as sim
+from soundalike.search import rerank
 from soundalike.search.sync import cached_index, forget_cached
 
 DIM = 8
@@ -91,6 +92,7 @@ def _unfolded(cat: Catalog, query: int, *, k: int, where: str | None, include_su
     rq = sim.resolve_query(cat, query, model_id=info.model_id, include_suggested=include_suggested)
     index = cached_index(cat, info.model_id, token=token)
     mask = sim._filter_mask(cat, index, where, include_suggested, reference=rq.attributes)
+    index = rerank.wrap(index)  # a catalog track's candidates are re-ranked (search/rerank.py)
     ids, scores, (tracks, attrs, lists) = sim._diverse_search(
         cat, index, rq, k, mask=mask, exclude=[rq.track.id], include_duplicates=False,
         max_per_artist=caps.get("max_per_artist"), max_per_album=caps.get("max_per_album"))

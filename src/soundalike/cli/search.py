@@ -58,6 +58,9 @@ def similar(
         "--include-duplicates", help="Keep other copies/versions of the query (left out by default).")] = False,
     bpm_tolerance: Annotated[str | None, typer.Option(
         "--bpm-tolerance", help="Only tempi within this of the query's (or half/double), e.g. 6%.")] = None,
+    rerank: Annotated[bool | None, typer.Option(
+        "--rerank/--no-rerank", help="Re-rank a catalog track's nearest by their own neighbour graph "
+        "(default on; SOUNDALIKE_RERANK=0 turns it off).")] = None,
     catalog: CatalogOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -69,7 +72,7 @@ def similar(
                                       exclude_same_artist=exclude_same_artist,
                                       include_suggested=include_suggested, max_per_artist=max_per_artist,
                                       max_per_album=max_per_album, include_duplicates=include_duplicates,
-                                      bpm_tolerance=bpm_tolerance, catalog=cat)
+                                      bpm_tolerance=bpm_tolerance, catalog=cat, rerank=rerank)
         notes = cat.filter_notes(where, include_suggested=include_suggested)
     for note in notes:  # on stderr: --json output stays one JSON document
         typer.echo(f"note: {note}", err=True)

@@ -413,7 +413,7 @@ def similar(query: int | str | os.PathLike, *, k: int = 10, where: str | None = 
             exclude_same_artist: bool = False, include_suggested: bool = False,
             max_per_artist: int | None = None, max_per_album: int | None = None,
             include_duplicates: bool = False, bpm_tolerance: float | str | None = None,
-            catalog: Catalog | str | os.PathLike | None = None) -> list[Hit]:
+            catalog: Catalog | str | os.PathLike | None = None, rerank: bool | None = None) -> list[Hit]:
     """Tracks that sound like ``query``, best first.
 
     Parameters
@@ -432,6 +432,9 @@ def similar(query: int | str | os.PathLike, *, k: int = 10, where: str | None = 
     bpm_tolerance : only tracks whose tempo is within this of the query's, or of half or
         double it: a fraction (0.06) or a percentage (``"6%"``)
     catalog : open catalog, catalog path, or ``None`` for the default catalog
+    rerank : re-rank a catalog track's nearest candidates by diffusion over their own
+        neighbour graph (:mod:`soundalike.search.rerank`; ``None``: on unless
+        ``SOUNDALIKE_RERANK=0``); scores stay cosine similarities
 
     Returns
     -------
@@ -447,7 +450,7 @@ def similar(query: int | str | os.PathLike, *, k: int = 10, where: str | None = 
     return similar_with_query(query, k=k, where=where, model=model, exclude_same_artist=exclude_same_artist,
                               include_suggested=include_suggested, max_per_artist=max_per_artist,
                               max_per_album=max_per_album, include_duplicates=include_duplicates,
-                              bpm_tolerance=bpm_tolerance, catalog=catalog)[1]
+                              bpm_tolerance=bpm_tolerance, catalog=catalog, rerank=rerank)[1]
 
 
 def _model_and_query(cat: Catalog, model: str | None, query, sources: Sequence[str]):
@@ -485,7 +488,8 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
                        max_per_album: int | None = None, include_duplicates: bool = False,
                        bpm_tolerance: float | str | None = None,
                        catalog: Catalog | str | os.PathLike | None = None,
-                       max_clip_s: float | None = MAX_CLIP_S) -> tuple[ResolvedQuery, list[Hit]]:
+                       max_clip_s: float | None = MAX_CLIP_S,
+                       rerank: bool | None = None) -> tuple[ResolvedQuery, list[Hit]]:
     """:func:`similar`, also returning what the query resolved to (for display); an outside
     clip longer than ``max_clip_s`` seconds raises :class:`AudioTooLongError`."""
     from soundalike.catalog.query import parse
@@ -518,6 +522,10 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
             from soundalike.search.segments import clip_index
 
             index = clip_index(cat, index, info.model_id)
+        else:  # a catalog track: its nearest re-ranked by their own neighbour graph
+            from soundalike.search.rerank import wrap
+
+            index = wrap(index, enabled=rerank)
         exclude = [rq.track.id] if rq.track else []
         if exclude_same_artist and rq.track and rq.track.artist:
             exclude += cat.ids_by_artist(rq.track.artist)
