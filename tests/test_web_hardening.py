@@ -364,3 +364,38 @@ def test_threads_that_exit_hand_their_catalog_to_the_next(catalog_target):
     assert cats.open_count() == 3  # the fourth thread reused one of the three
     cats.close()
     assert cats.open_count() == 0
+
+
+def test_a_new_thread_at_the_limit_waits_for_a_retiring_one(catalog_target):
+    """The server's pool can start a thread while an idle one is still exiting: at the
+    limit the newcomer adopts the leaving thread's catalog instead of opening another."""
+    import threading
+
+    from soundalike.catalog.store import Catalog
+    from soundalike.web.app import _Catalogs
+
+    Catalog.open(catalog_target).close()
+    cats = _Catalogs(catalog_target, limit=2)
+    mine = cats.get()  # the start-up thread's, as in serve
+    got: dict[str, object] = {}
+    holding = threading.Event()
+
+    def leaving() -> None:
+        got["leaving"] = cats.get()
+        holding.set()
+        time.sleep(0.3)  # still alive when the newcomer asks
+
+    def newcomer() -> None:
+        got["newcomer"] = cats.get()
+
+    a = threading.Thread(target=leaving)
+    a.start()
+    assert holding.wait(10)
+    b = threading.Thread(target=newcomer)
+    b.start()
+    a.join()
+    b.join()
+    assert got["newcomer"] is got["leaving"]  # adopted, not a third connection
+    assert cats.open_count() == 2
+    assert got["newcomer"] is not mine
+    cats.close()
