@@ -174,3 +174,16 @@ def test_cli_no_rerank_flag(tmp_path):
 
     assert first() == "group"
     assert first("--no-rerank") == "stranger"
+
+
+def test_neighbour_lists_pick_ties_as_a_stable_sort_does():
+    """Duplicate tracks give equal cosines: the k nearest must be the ones a stable sort
+    by descending similarity picks (the lower position first), with or without ties."""
+    rng = np.random.default_rng(5)
+    for ties in (False, True):
+        T = np.round(rng.normal(size=(30, 30)), 1 if ties else 12)
+        np.fill_diagonal(T, -np.inf)
+        for k in (1, 4, 10, 29):
+            want = np.zeros_like(T, dtype=bool)
+            np.put_along_axis(want, np.argsort(-T, axis=1, kind="stable")[:, :k], True, axis=1)
+            assert (rerank._top_k_members(T, k) == want).all(), (ties, k)

@@ -21,10 +21,10 @@ mutual neighbour gets plain cosine order.  The hits keep their cosine as their s
 reads); only the order changes.
 
 Cost per query: one ``(pool + 1)^2`` Gram matrix of the candidates, their neighbour lists,
-and a few dozen conjugate-gradient steps on the sparse graph (at most ``neighbours`` edges a
-node), plus reading the candidates' vectors back from the index; no catalog-wide state,
-nothing stored, nothing fitted.  Measured: README, "Similarity" (about 2 ms a query at pool
-100 and 320 dimensions, ~20 us a candidate).  Measured on real soundtracks and Philharmonia notes: README,
+and a few dozen conjugate-gradient steps on the graph (at most ``neighbours`` edges a node),
+plus reading the candidates' vectors back from the index; no catalog-wide state, nothing
+stored, nothing fitted, and no call that starts BLAS or LAPACK threads (about 1 ms a query
+at pool 100; README, "Similarity").  Measured on real soundtracks and Philharmonia notes: README,
 "Similarity" (benchmark ``benchmarks/bench_similarity.py``, the ``rr`` step).
 
 Switch it off with ``similar(..., rerank=False)``, ``soundalike similar --no-rerank`` or
@@ -63,6 +63,37 @@ def _unit(X: np.ndarray) -> np.ndarray:
     return (X / np.maximum(n, np.float32(1e-12))).astype(np.float32)
 
 
+#: Rows of the Gram matrix per matrix product: OpenBLAS multithreads a product from
+#: m*n*k = 262,144 (its SMP threshold); starting threads costs 3-50 ms on a busy machine,
+#: while 8 x 101 x 320 stays on the calling thread (measured: 0.2-0.3 ms for a pool of 100
+#: against 0.7-0.8 ms for einsum's loop and 0.4-5 ms for one threaded product).
+_GRAM_ROWS = 8
+
+
+def _gram(V: np.ndarray) -> np.ndarray:
+    """float64 ``(m, m)`` inner products of the float32 rows of ``V``, block by block."""
+    m = len(V)
+    out = np.empty((m, m), np.float32)
+    Vt = V.T
+    for i in range(0, m, _GRAM_ROWS):
+        np.matmul(V[i:i + _GRAM_ROWS], Vt, out=out[i:i + _GRAM_ROWS])
+    return out.astype(np.float64)
+
+
+def _top_k_members(T: np.ndarray, k: int) -> np.ndarray:
+    """bool ``(m, m)``: each row's ``k`` largest entries, ties at the boundary going to the
+    lower column (what a stable sort by descending value picks), without sorting rows."""
+    m = T.shape[1]
+    thr = np.partition(T, m - k, axis=1)[:, m - k:m - k + 1]  # each row's k-th largest
+    at_least = T >= thr
+    if int(at_least.sum()) == k * len(T):  # no ties at any row's boundary (the usual case)
+        return at_least
+    above = T > thr
+    tied = T == thr
+    need = k - above.sum(axis=1, keepdims=True)
+    return above | (tied & (np.cumsum(tied, axis=1) <= need))
+
+
 def diffusion_scores(*, query: np.ndarray, candidates: np.ndarray, neighbours: int = NEIGHBOURS,
                      alpha: float = ALPHA, power: int = POWER) -> np.ndarray:
     """Diffusion scores of ``candidates`` seen from ``query`` (see the module docstring).
@@ -85,25 +116,23 @@ def diffusion_scores(*, query: np.ndarray, candidates: np.ndarray, neighbours: i
         return np.zeros(0, np.float64)
     C = np.asarray(candidates, np.float32).reshape(len(candidates), -1)
     V = _unit(np.vstack([np.asarray(query, np.float32).reshape(1, -1), C]))
-    # einsum, not a matrix product: a (pool x dim x pool) product is large enough for
-    # OpenBLAS to start its threads, which on a loaded machine cost 10-50 ms a query
-    S = np.einsum("id,jd->ij", V, V).astype(np.float64)
-    m = len(S)
+    m = len(V)
+    S = _gram(V)
     k = max(1, min(int(neighbours), m - 1))
     T = S.copy()
     np.fill_diagonal(T, -np.inf)  # a node is never its own neighbour
-    # the k largest per row, ties broken by position (argsort is stable on -T)
-    nn = np.argsort(-T, axis=1, kind="stable")[:, :k]
-    is_nn = np.zeros((m, m), bool)
-    np.put_along_axis(is_nn, nn, True, axis=1)
+    is_nn = _top_k_members(T, k)
     rows, cols = np.nonzero(is_nn & is_nn.T)  # mutual edges only, both directions
     w = np.maximum(S[rows, cols], 0.0) ** power
     deg = np.bincount(rows, weights=w, minlength=m)
     inv = np.zeros(m)
     np.divide(1.0, np.sqrt(deg), out=inv, where=deg > 0)
-    wn = alpha * w * inv[rows] * inv[cols]
-    # f = (I - alpha Wn)^-1 e_query by conjugate gradients on the sparse graph (the matrix is
-    # symmetric positive definite, its condition number at most (1 + alpha) / (1 - alpha))
+    Wn = np.zeros((m, m))
+    Wn[rows, cols] = alpha * w * inv[rows] * inv[cols]
+    # f = (I - alpha Wn)^-1 e_query by conjugate gradients (the matrix is symmetric positive
+    # definite, its condition number at most (1 + alpha) / (1 - alpha): a few dozen steps).
+    # A dense matrix-vector product a step (m is ~100) is a few microseconds; a direct solve
+    # would call LAPACK, whose threads cost tens of milliseconds on a busy machine.
     e = np.zeros(m)
     e[0] = 1.0
     f = np.zeros(m)
@@ -113,7 +142,7 @@ def diffusion_scores(*, query: np.ndarray, candidates: np.ndarray, neighbours: i
     for _ in range(4 * m + 50):
         if rr < 1e-26:
             break
-        Ap = p - np.bincount(rows, weights=wn * p[cols], minlength=m)
+        Ap = p - Wn @ p
         step = rr / float(p @ Ap)
         f += step * p
         r -= step * Ap
