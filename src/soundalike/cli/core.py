@@ -77,7 +77,7 @@ def ingest(
         "Fit the catalog's own normalisation (`index adapt`) once it holds 200 tracks of the model."))] = True,
     analysis: Annotated[str | None, typer.Option(
         "--analysis", help="How much of each track to analyze: 'spread:N' (N patches spread evenly, "
-                           "cut from one decode; default: the model's, spread:6 for musicnn-fusion, else spread:10) or "
+                           "read by seeking; default: the model's, spread:6 for musicnn-fusion, else spread:10) or "
                            "'full' (every patch).")] = None,
     patches: Annotated[int | None, typer.Option(
         "--patches", min=1, help="Same as --analysis spread:N.")] = None,
@@ -90,6 +90,9 @@ def ingest(
                                          "Files are read by path on the workers. Needs soundalike[ray].")] = None,
     ray_cpus_per_worker: Annotated[int, typer.Option(
         "--ray-cpus-per-worker", min=1, help="CPUs (and torch threads) per Ray worker.")] = 1,
+    peaks: Annotated[bool, typer.Option(
+        "--peaks", help="Also store the waveform peaks the web page draws (decodes every file whole; "
+                        "by default the page computes a track's peaks when it is first shown).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Add new or changed audio files to the catalog (resumable; bad files are recorded, not fatal)."""
@@ -146,7 +149,7 @@ def ingest(
     with progress:
         summary = run_ingest(paths, catalog=cat, model=model, workers=workers, top_tags=top_tags,
                              retry_failed=retry_failed, analysis=analysis, precision=precision,
-                             ray=ray, ray_cpus_per_worker=ray_cpus_per_worker, on_event=on_event)
+                             ray=ray, ray_cpus_per_worker=ray_cpus_per_worker, peaks=peaks, on_event=on_event)
     adapted = None
     if adapt and summary.model_id:
         from soundalike.catalog.store import Catalog
@@ -382,7 +385,8 @@ def catalog_stats(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None
 @catalog_app.command("peaks")
 def catalog_peaks(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None:
     """Compute the waveform peaks the web page draws, for tracks that have none yet
-    (catalogs made before peaks existed, or changed files).  Ingest stores them itself."""
+    (ingest stores them only with --peaks or a full analysis; the page computes a missing
+    track's peaks on first view: this does them all ahead)."""
     from soundalike.catalog.store import Catalog
     from soundalike.ingest.peaks import backfill_peaks
 
