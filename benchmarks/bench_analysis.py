@@ -168,6 +168,9 @@ MIXED_SPLITS = {
     "front end (timbral + temporal)": {"timbral", "temporal"},
     "mid + dense": {"mid", "dense"},
     "temporal + mid + dense": {"temporal", "mid", "dense"},
+    "timbral centred": {"timbral", "center"},
+    "front end centred": {"timbral", "temporal", "center"},
+    "everything (front end centred)": {"timbral", "temporal", "mid", "dense", "center"},
 }
 
 
@@ -192,7 +195,7 @@ def mixed_precision(sets: list, *, n: int, splits: dict | None = None) -> dict[s
     for m in a.models.values():
         m.threads = 1
     g, first = a.patch_grid, next(iter(a.models.values()))
-    splits = MIXED_SPLITS if splits is None else splits
+    splits = MIXED_SPLITS if splits is None else {k: MIXED_SPLITS[k] for k in splits}
     results: dict[str, dict] = {}
     for title, items in sets:
         labels = np.array([lab for _, lab in items])
@@ -263,6 +266,7 @@ def main() -> None:
                     help="weigh musicnn-fusion in PRECISION (bf16, int8) against fp32 instead")
     ap.add_argument("--mixed", type=int, default=None, metavar="N",
                     help="weigh per-layer mixed precision of musicnn-fusion (spread:N) against fp32 instead")
+    ap.add_argument("--splits", default="", help="with --mixed: comma-separated names of MIXED_SPLITS (default all)")
     args = ap.parse_args()
     ns = [int(x) for x in args.ns.split(",")]
     print(f"model {'musicnn-fusion' if args.fusion else args.model}; "
@@ -283,7 +287,8 @@ def main() -> None:
             items += [(p, d.name) for p in files]
         sets.append(("Philharmonia (same instrument)", "philharmonia", items))
     if args.mixed:
-        mixed_precision([(t, items) for t, _, items in sets], n=args.mixed)
+        mixed_precision([(t, items) for t, _, items in sets], n=args.mixed,
+                        splits=args.splits.split(",") if args.splits else None)
         return
     if args.fusion:
         roots = {"gamemusic": args.gamemusic, "philharmonia": args.philharmonia}

@@ -83,7 +83,8 @@ def ingest(
         "--patches", min=1, help="Same as --analysis spread:N.")] = None,
     precision: Annotated[str | None, typer.Option(
         "--precision", help="Network arithmetic of a pretrained model: fp32 (default, the reference), "
-                            "bf16 or int8 (faster, close but not equal: its own model id).")] = None,
+                            "bf16, int8 or mixed (bf16 front end on centred input, the rest fp32; musicnn only): "
+                            "faster, close but not equal, each its own model id.")] = None,
     ray: Annotated[str | None, typer.Option(
         "--ray", metavar="ADDRESS", help="Analyze on a Ray cluster: 'auto' (the one `ray start` runs here), "
                                          "HOST:PORT of its head, or 'local' (a private one-node Ray). "
