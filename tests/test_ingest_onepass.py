@@ -204,10 +204,10 @@ def test_a_header_length_that_cannot_be_checked_gets_the_whole_decode(tmp_path, 
 
 
 def test_the_one_pass_gives_what_seeking_gives(tmp_path):
-    """Spread analysis and attributes from the one pass == the seeking path's (FLAC: exact)."""
+    """Spread analysis and attributes from the one pass (--peaks) == the seeking path's (FLAC: exact)."""
     path = str(_track(tmp_path / "t.flac", 75.0, style="drum-loop", seed=5))
     a = load_analyzer("MTT_musicnn")
-    res = analyze_file(path, None, True, a, analysis="spread:5")
+    res = analyze_file(path, None, True, a, analysis="spread:5", peaks=True)
     ta = analyze_track(path, analyzer=a, plan="spread:5")
     np.testing.assert_allclose(res["embedding"], ta.analysis.embedding, atol=1e-5)
     for k, p in ta.analysis.predictions.items():
