@@ -161,6 +161,98 @@ def fusion_precision(sets: list, *, precision: str, ns: list[int], per_instrumen
                   f"| {dmax:.4f} | {cos:.5f} |  ({time.perf_counter() - t:.0f} s)", flush=True)
 
 
+#: Mixed-precision splits weighed by ``--mixed``: which parts of each musicnn run in bf16.
+MIXED_SPLITS = {
+    "bf16 (everything)": None,
+    "timbral": {"timbral"},
+    "front end (timbral + temporal)": {"timbral", "temporal"},
+    "mid + dense": {"mid", "dense"},
+    "temporal + mid + dense": {"temporal", "mid", "dense"},
+    "timbral centred": {"timbral", "center"},
+    "front end centred": {"timbral", "temporal", "center"},
+    "everything (front end centred)": {"timbral", "temporal", "mid", "dense", "center"},
+}
+
+
+def mixed_precision(sets: list, *, n: int, splits: dict | None = None) -> dict[str, dict]:
+    """Per-layer mixed precision of musicnn-fusion against fp32 on the same patches.
+
+    Every track's patches (gamemusic: ``spread:n``; Philharmonia notes: all of a note's
+    patches, as ingest analyzes a note that short) are made once (log-mel), then both
+    networks run on them in fp32 and in each split of :data:`MIXED_SPLITS` (the named
+    parts in bf16, the rest fp32).  Per split: the largest change of any of the 100 tag
+    probabilities (MTT and MSD, track means) and of a single patch's, P@10 of the fused
+    embedding, and the networks' speed (patches/s, one thread, same run).
+    """
+    import torch
+
+    from soundalike.audio.io import info, load, load_excerpts
+    from soundalike.ingest.plan import planned_patches
+    from soundalike.models.zoo import load_analyzer
+
+    torch.set_num_threads(1)
+    a = load_analyzer("musicnn-fusion")
+    for m in a.models.values():
+        m.threads = 1
+    g, first = a.patch_grid, next(iter(a.models.values()))
+    splits = MIXED_SPLITS if splits is None else {k: MIXED_SPLITS[k] for k in splits}
+    results: dict[str, dict] = {}
+    for title, items in sets:
+        labels = np.array([lab for _, lab in items])
+        patches = []
+        for p, _ in items:
+            meta = info(p)
+            picks = planned_patches(a, f"spread:{n}", frames=meta.frames, source_sr=meta.sr)
+            if picks is None:
+                patches.append(first.patches(load(p, sr=g.sr).y, g.sr))
+            else:
+                ex = load_excerpts(p, sr=g.sr, starts=[g.start(k) for k in picks], length=g.length)
+                mel = first.logmel(np.stack(ex), g.sr)
+                patches.append(np.ascontiguousarray(mel[:, :, a._lead_frames : a._lead_frames + first.patch_frames]))
+        n_p = sum(len(x) for x in patches)
+
+        def run(parts):
+            nets = [m.net for m in a.models.values()]
+            for net in nets:
+                net.bf16_parts = frozenset(parts or ())
+            bf16_all = parts is None
+            for m in a.models.values():
+                m.precision = "bf16" if bf16_all else "fp32"
+            try:
+                t = time.perf_counter()
+                outs = [{name: m.run_patches(P) for name, m in a.models.items()} for P in patches]
+                dt = time.perf_counter() - t
+            finally:
+                for net in nets:
+                    net.bf16_parts = frozenset()
+                for m in a.models.values():
+                    m.precision = "fp32"
+            from soundalike.models.fusion import BLOCKS, fuse
+
+            E = np.stack([fuse([o[m][layer].mean(0) for m, layer in BLOCKS]) for o in outs])
+            track = [np.concatenate([o[m]["probs"].mean(0) for m in a.models]) for o in outs]
+            patch = [np.concatenate([o[m]["probs"] for m in a.models], axis=1) for o in outs]
+            return E, track, patch, n_p / dt
+
+        E0, T0, P0, speed0 = run(())
+        p0 = _p_at_10(E0, E0, labels)
+        print(f"\n{title}: {len(items)} tracks, {n_p} patches (spread:{n}; shorter tracks whole), "
+              f"load {' '.join(open('/proc/loadavg').read().split()[:3])}\n")
+        print("| bf16 parts (rest fp32) | patches/s, both networks | vs fp32 | max abs diff, track tag probabilities "
+              "| max abs diff, one patch | P@10 | P@10 - fp32 |")
+        print("|---|---|---|---|---|---|---|")
+        print(f"| none (fp32) | {speed0:.1f} | 1.00x | 0 | 0 | {p0:.4f} | 0 |", flush=True)
+        for name, parts in splits.items():
+            E, T, P, speed = run(parts)
+            dt_ = max(float(np.abs(x - y).max()) for x, y in zip(T, T0))
+            dp = max(float(np.abs(x - y).max()) for x, y in zip(P, P0))
+            p10 = _p_at_10(E, E, labels)
+            results.setdefault(name, {})[title] = (speed / speed0, dt_, dp, p10 - p0)
+            print(f"| {name} | {speed:.1f} | {speed / speed0:.2f}x | {dt_:.4f} | {dp:.4f} | {p10:.4f} "
+                  f"| {p10 - p0:+.4f} |", flush=True)
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="MTT_musicnn")
@@ -172,6 +264,9 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("~/.cache/soundalike-bench/budget-rows").expanduser())
     ap.add_argument("--fusion", default=None, metavar="PRECISION",
                     help="weigh musicnn-fusion in PRECISION (bf16, int8) against fp32 instead")
+    ap.add_argument("--mixed", type=int, default=None, metavar="N",
+                    help="weigh per-layer mixed precision of musicnn-fusion (spread:N) against fp32 instead")
+    ap.add_argument("--splits", default="", help="with --mixed: comma-separated names of MIXED_SPLITS (default all)")
     args = ap.parse_args()
     ns = [int(x) for x in args.ns.split(",")]
     print(f"model {'musicnn-fusion' if args.fusion else args.model}; "
@@ -191,6 +286,10 @@ def main() -> None:
             files = sorted(files, key=lambda p: -p.stat().st_size)[: args.per_instrument]
             items += [(p, d.name) for p in files]
         sets.append(("Philharmonia (same instrument)", "philharmonia", items))
+    if args.mixed:
+        mixed_precision([(t, items) for t, _, items in sets], n=args.mixed,
+                        splits=args.splits.split(",") if args.splits else None)
+        return
     if args.fusion:
         roots = {"gamemusic": args.gamemusic, "philharmonia": args.philharmonia}
         fusion_precision([(t, roots[k].resolve(), items) for t, k, items in sets], precision=args.fusion,

@@ -193,9 +193,40 @@ def test_long_files_are_analyzed_in_blocks(tmp_path, monkeypatch):
         assert abs(t.duration_s - 30.0) < 0.05
 
 
+def test_ingest_keeps_peaks_only_from_a_whole_decode_and_peaks_asks_for_them(tmp_path):
+    """Default ingest decodes a long track only where its spread analysis looks: no peaks
+    (the web page makes them on first view); a short track's analysis reads every sample,
+    so its peaks come free; ``--peaks`` decodes every file whole and stores them all."""
+    from typer.testing import CliRunner
+
+    from soundalike.cli import app
+
+    _write_tracks(tmp_path / "m", 2, duration_s=3.0)
+    y = synth.demo_track("bass-groove", seed=9, duration_s=60.0, sr=SR)
+    long = tmp_path / "m" / "long.flac"
+    sf.write(long, y, SR)
+    db = tmp_path / "c.sqlite"
+    s = ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1)
+    assert s.ingested == 3 and s.analysis == "spread:10"
+    with Catalog.open(db) as cat:
+        t = cat.track_by_path(str(long))
+        assert cat.ids_without_peaks() == [t.id] and abs(t.duration_s - 60.0) < 0.01
+        assert cat.get_analysis(t.id, s.model_id).analysis == "spread:10"
+    db2 = tmp_path / "c2.sqlite"
+    r = CliRunner().invoke(app, ["ingest", str(tmp_path / "m"), "--catalog", str(db2), "--model", "mfcc-stats",
+                                 "--workers", "1", "--peaks", "--no-adapt", "--json"])
+    assert r.exit_code == 0, r.output
+    with Catalog.open(db2) as cat:
+        assert cat.ids_without_peaks() == [] and cat.count_tracks() == 3
+        t = cat.track_by_path(str(long))
+        assert cat.get_peaks(t.id).n_columns == 1000 and abs(cat.get_peaks(t.id).duration_s - 60.0) < 0.01
+        assert cat.get_analysis(t.id, s.model_id).analysis == "spread:10"
+
+
 def test_ingest_stores_waveform_peaks_and_refreshes_them(tmp_path, monkeypatch):
-    """Every ingested file gets its 2-kB peaks (from the analysis' own decode, or a pass of
-    its own for block-wise files); a changed file's old peaks are stale until re-ingested."""
+    """With ``peaks=True`` every ingested file gets its 2-kB peaks (from the analysis' own
+    decode, or a pass of its own for block-wise files); a changed file's old peaks are
+    stale until re-ingested."""
     from soundalike.audio.peaks import peaks_of_file
     from soundalike.ingest import pipeline as ingest_mod
     from soundalike.ingest.peaks import backfill_peaks
@@ -204,7 +235,7 @@ def test_ingest_stores_waveform_peaks_and_refreshes_them(tmp_path, monkeypatch):
     db = tmp_path / "c.sqlite"
     monkeypatch.setattr(ingest_mod, "LONG_FILE_S", 2.5)  # track 2 is analyzed in blocks
     monkeypatch.setattr(ingest_mod, "BLOCK_S", 1.0)
-    ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1)
+    ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1, peaks=True)
     with Catalog.open(db) as cat:
         assert cat.ids_without_peaks() == []
         for p in tracks:

@@ -132,24 +132,82 @@ def test_read_once_errors_name_the_file(tmp_path):
         read_once(good, sr=16000, starts=[0, 1], lengths=[100])
 
 
-@pytest.mark.parametrize("plan", ["spread:4", "full"])
-def test_ingest_decodes_each_file_once(plan, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("plan", "peaks"), [("spread:4", True), ("full", False), ("full", True)])
+def test_ingest_decodes_each_file_once(plan, peaks, tmp_path, monkeypatch):
+    """With --peaks, or for a full analysis (which reads every sample anyway): peaks,
+    analysis and attributes from one whole decode, not one per stage."""
     path = _track(tmp_path / "long.flac", 60.0)
     n_frames = sf.info(path).frames
     decoded = _counting_sf_reads(monkeypatch)
-    res = analyze_file(str(path), None, True, load_analyzer("MTT_musicnn"), analysis=plan)
+    res = analyze_file(str(path), None, True, load_analyzer("MTT_musicnn"), analysis=plan, peaks=peaks)
     assert res["kind"] == "ok" and res["analysis"] == plan
-    # peaks, analysis and attributes together: the file once, not once per stage
     assert n_frames <= sum(decoded) <= n_frames + 1
     assert res["peaks"].n_columns == 1000 and abs(res["duration_s"] - 60.0) < 0.01
     assert res["attributes"]["bpm"] is not None and res["attributes"]["seconds_read"] > 0
 
 
+@pytest.mark.parametrize("fmt", ["flac", "ogg", "mp3"])
+def test_a_spread_analysis_decodes_only_what_it_analyzes(fmt, tmp_path, monkeypatch):
+    """Default ingest: the spread patches, the three attribute excerpts and the last second
+    (the header's length checked) are decoded by seeking, never the whole file, and the
+    answers are those of the whole decode (--peaks), which alone has the peaks."""
+    sr = 44100
+    y = synth.demo_track("drum-loop", seed=6, duration_s=180.0, sr=sr)
+    path = tmp_path / f"long.{fmt}"
+    kind = {"flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS"), "mp3": ("MP3", "MPEG_LAYER_III")}[fmt]
+    with sf.SoundFile(path, "w", sr, 2, format=kind[0], subtype=kind[1]) as f:
+        for i in range(0, len(y), 1 << 15):  # in blocks: libsndfile's Vorbis encoder crashes on huge writes
+            f.write(np.stack([y[i : i + (1 << 15)], 0.6 * y[i : i + (1 << 15)]], axis=1))
+    a = load_analyzer("MTT_musicnn")
+    whole = analyze_file(str(path), None, True, a, analysis="spread:4", peaks=True)
+    decoded = _counting_sf_reads(monkeypatch)
+    res = analyze_file(str(path), None, True, a, analysis="spread:4")
+    assert res["kind"] == "ok" and res["analysis"] == "spread:4" and res["peaks"] is None
+    n = io.info(path).frames
+    # 4 x 3 s + 3 x 15 s + the last second of 180 s, with margins and seek pre-rolls
+    assert 0 < sum(decoded) < 0.4 * n
+    assert res["duration_s"] == pytest.approx(whole["duration_s"], abs=1e-6)
+    # the same samples: exact for FLAC and MP3, FFmpeg's Vorbis (the whole decode) to ~1e-7
+    np.testing.assert_allclose(res["embedding"], whole["embedding"], atol=1e-5)
+    assert max(abs(res["predictions"][k] - p) for k, p in whole["predictions"].items()) < 1e-5
+    for k in ("bpm", "camelot", "seconds_read", "duration_s"):
+        assert res["attributes"][k] == whole["attributes"][k], k
+    assert res["attributes"]["loudness_lufs"] == pytest.approx(whole["attributes"]["loudness_lufs"], abs=0.01)
+    np.testing.assert_allclose(res["segments"][1], whole["segments"][1], atol=1e-5)
+
+
+def test_a_header_length_that_cannot_be_checked_gets_the_whole_decode(tmp_path, monkeypatch):
+    """An MP3 without a Xing header states no length (libsndfile guesses one from the file
+    size, cover art included): no seeking by it; the file is decoded whole, the stored
+    length is the decoded one and the peaks come with it.  A FLAC cut short is the same
+    clear error with or without --peaks."""
+    from test_ingest_hardening import mp3_with_cover_no_xing
+
+    a = load_analyzer("MTT_musicnn")
+    y = synth.demo_track("piano-arpeggio", seed=2, duration_s=40.0, sr=44100)
+    mp3 = tmp_path / "cover.mp3"
+    monkeypatch.setattr("test_ingest_hardening._note", lambda seconds=0.63: y)
+    mp3_with_cover_no_xing(mp3)
+    assert io.length_checked(mp3) is None and io.info(mp3).duration_s > 40.5  # the header's guess
+    res = analyze_file(str(mp3), None, True, a, analysis="spread:4")
+    assert res["kind"] == "ok" and res["analysis"] == "spread:4"
+    assert res["duration_s"] == pytest.approx(load(mp3).duration_s, abs=1e-3)
+    assert res["peaks"] is not None and res["peaks"].n_columns == 1000
+    flac = _track(tmp_path / "cut.flac", 40.0)
+    assert io.length_checked(flac) is not None
+    data = flac.read_bytes()
+    flac.write_bytes(data[: len(data) // 2])
+    assert io.length_checked(flac) is None  # the stated end is not in the data
+    errs = [analyze_file(str(flac), None, True, a, analysis="spread:4", peaks=pk) for pk in (False, True)]
+    assert [e["kind"] for e in errs] == ["error", "error"]
+    assert errs[0]["reason"] == errs[1]["reason"] and "truncated" in errs[0]["reason"]
+
+
 def test_the_one_pass_gives_what_seeking_gives(tmp_path):
-    """Spread analysis and attributes from the one pass == the seeking path's (FLAC: exact)."""
+    """Spread analysis and attributes from the one pass (--peaks) == the seeking path's (FLAC: exact)."""
     path = str(_track(tmp_path / "t.flac", 75.0, style="drum-loop", seed=5))
     a = load_analyzer("MTT_musicnn")
-    res = analyze_file(path, None, True, a, analysis="spread:5")
+    res = analyze_file(path, None, True, a, analysis="spread:5", peaks=True)
     ta = analyze_track(path, analyzer=a, plan="spread:5")
     np.testing.assert_allclose(res["embedding"], ta.analysis.embedding, atol=1e-5)
     for k, p in ta.analysis.predictions.items():

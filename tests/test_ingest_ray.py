@@ -107,10 +107,11 @@ def test_ray_ingest_gives_what_local_ingest_gives(cluster, tmp_path):
         f.write(y)
     (music / "broken.mp3").write_text("not audio at all\n" * 30)
     local, remote = tmp_path / "local.sqlite", tmp_path / "ray.sqlite"
-    s1 = ingest([music], catalog=local, model="MTT_musicnn", workers=1, analysis="spread:2")
+    # with --peaks (each file decoded whole on the worker): the peaks travel back too
+    s1 = ingest([music], catalog=local, model="MTT_musicnn", workers=1, analysis="spread:2", peaks=True)
     events = []
     s2 = ingest([music], catalog=remote, model="MTT_musicnn", ray=cluster.address, analysis="spread:2",
-                on_event=events.append)
+                peaks=True, on_event=events.append)
     assert (s1.ingested, s1.failed) == (s2.ingested, s2.failed) == (4, 1)
     a, b = _snapshot(local), _snapshot(remote)
     assert set(a) == set(b) == {str(p.resolve()) for p in files}

@@ -26,7 +26,7 @@ def patches() -> np.ndarray:
                            for s in signals])
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("precision", ["bf16", "int8", "mixed"])
 def test_other_precisions_stay_close_to_fp32_and_say_what_they_are(precision, patches):
     fp32 = load("MTT_musicnn")
     other = load("MTT_musicnn", precision=precision)
@@ -54,7 +54,7 @@ def test_precision_by_name_and_by_argument_is_the_same_analyzer():
 
 @pytest.mark.parametrize("spec, precision, match", [
     ("mfcc-stats", "bf16", "only the pretrained"), ("MTT_musicnn", "fp16", "unknown precision"),
-    ("MTT_musicnn@bf16", "int8", "says precision bf16"),
+    ("MTT_musicnn@bf16", "int8", "says precision bf16"), ("MTT_vgg", "mixed", "not a musicnn"),
 ])
 def test_bad_precision_requests_are_clear_errors(spec, precision, match):
     with pytest.raises(ModelError, match=match):
@@ -96,3 +96,23 @@ def test_a_catalog_keeps_the_precision_it_was_made_with(tmp_path, monkeypatch):
     # asking for a model or a precision is always obeyed
     asked = ingest([tmp_path / "m"], catalog=old, precision="bf16", workers=1)
     assert asked.model_name == "MTT_musicnn@bf16" and asked.ingested == 2
+
+
+def test_mixed_precision_centres_the_front_end_exactly_and_keeps_the_rest_fp32(patches):
+    """``mixed``: the five front-end convolutions in bf16 on centred input, the mid-end and
+    dense layers in fp32.  Centring is exact arithmetic: in fp32 it changes nothing beyond
+    rounding (bf16 is where it matters: the offset the log-mel sits on is rounded away with
+    the detail otherwise)."""
+    import torch
+
+    net = load("MTT_musicnn").net
+    x = torch.from_numpy(patches[:4]).transpose(1, 2)  # (B, T, F), as the front end reads it
+    x = torch.nn.functional.pad(x * 2.0 + 3.0, (0, 0, 3, 3))  # an offset, as log-mel input has
+    with torch.inference_mode():
+        for b in net.frontend:
+            plain, centred = b(x[:, : 187 + b.kernel_time - 1]), b(x[:, : 187 + b.kernel_time - 1], center=True)
+            np.testing.assert_allclose(centred.numpy(), plain.numpy(), rtol=0, atol=1e-5 * float(plain.abs().max()))
+    fp32, mixed = load("MTT_musicnn"), load("MTT_musicnn", precision="mixed")
+    assert mixed.net.bf16_parts == {"timbral", "temporal", "center"} and not fp32.net.bf16_parts
+    assert load_analyzer("musicnn-fusion@mixed").name == "musicnn-fusion@mixed"
+    assert all(m.precision == "mixed" for m in load_analyzer("musicnn-fusion@mixed").models.values())

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -187,3 +189,82 @@ def test_facets_of_some_categories_and_ranges(c, built):
 def test_track_rows_carry_a_readable_title(c, built):
     t = c.get("/api/tracks", params={"limit": 1}).json()["tracks"][0]
     assert t["display_title"] and t["file"].endswith(".wav") and "added_at" in t
+
+
+def test_peaks_are_computed_on_first_view_once_and_stored(tmp_path, catalog_target, monkeypatch):
+    """A track ingested without peaks (a spread analysis decodes only its excerpts) gets
+    them on its first request, over real HTTP: concurrent first requests decode the file
+    once, every one gets the same answer, the catalog keeps them (both backends), and a
+    file that is not the one ingested, or cannot be decoded, is the route's clear error."""
+    import json
+    import os
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from soundalike.audio import peaks as P
+    from test_web_hardening import _Server
+
+    b = build_catalog(tmp_path, per_style=1, duration_s=4.0, target=catalog_target)
+    with Catalog.open(b.path) as cat:
+        ids = cat.ids_without_peaks()
+        tracks = cat.get_tracks(ids)
+    assert len(ids) == 5
+    real, calls, gate = P.peaks_of_file, [], threading.Event()
+
+    def slow(path, **kw):  # the first decode waits until every request is in
+        calls.append(path)
+        gate.wait(20)
+        return real(path, **kw)
+
+    monkeypatch.setattr(P, "peaks_of_file", slow)
+    server = _Server(create_app(b.path))
+
+    def get(tid):
+        try:
+            with urllib.request.urlopen(f"{server.url}/api/tracks/{tid}/peaks", timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    try:
+        tid = ids[0]
+        answers: list = []
+        threads = [threading.Thread(target=lambda: answers.append(get(tid))) for _ in range(6)]
+        for t in threads:
+            t.start()
+        deadline = time.time() + 30
+        while not calls and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # the other five requests arrive while the first decodes
+        gate.set()
+        for t in threads:
+            t.join(60)
+        assert len(calls) == 1 and len(answers) == 6
+        assert all(a == answers[0] for a in answers) and answers[0][0] == 200
+        body = answers[0][1]
+        want = real(tracks[tid].path)
+        assert body["n"] == 1000 and body["max"] == want.max.tolist() and body["min"] == want.min.tolist()
+        with Catalog.open(b.path) as cat:
+            stored = cat.get_peaks(tid)
+            assert stored is not None and stored.max.tolist() == body["max"] and tid not in cat.ids_without_peaks()
+        assert get(tid) == answers[0] and len(calls) == 1  # from the catalog now: no decode
+        # a file changed behind the catalog's back: not decoded, the track taken out of service
+        changed = tracks[ids[1]]
+        with open(changed.path, "ab") as f:
+            f.write(b"\0" * 4096)
+        status, err = get(ids[1])
+        assert status == 409 and "run `soundalike ingest`" in err["detail"] and len(calls) == 1
+        # a file that is the one catalogued but cannot be decoded: 422 naming it and why
+        bad = tracks[ids[2]]
+        Path(bad.path).write_bytes(b"not audio at all\n" * 200)
+        st = os.stat(bad.path)
+        with Catalog.open(b.path) as cat:
+            cat.upsert_track(path=bad.path, content_hash="garbage", size=st.st_size, mtime=st.st_mtime)
+        status, err = get(ids[2])
+        assert status == 422 and Path(bad.path).name in err["detail"] and "not an audio file" in err["detail"]
+        with Catalog.open(b.path) as cat:
+            assert cat.get_peaks(ids[2]) is None
+    finally:
+        gate.set()
+        server.stop()

@@ -701,7 +701,7 @@ def load_excerpts(
     *,
     sr: int,
     starts: list[int] | tuple[int, ...],
-    length: int,
+    length: int | list[int] | tuple[int, ...],
     margin_s: float = EXCERPT_MARGIN_S,
 ) -> list[np.ndarray]:
     """Read short excerpts of a file by seeking: the file is never decoded in full.
@@ -721,7 +721,7 @@ def load_excerpts(
     sr : output rate in Hz (the analyzer's)
     starts : first sample of each excerpt, as an index into the ``sr``-Hz signal; samples
         before the start of the file (negative indices) are zeros
-    length : samples per excerpt at ``sr``
+    length : samples per excerpt at ``sr`` (one for all, or one per start)
     margin_s : context decoded on each side (seconds)
 
     Returns
@@ -735,12 +735,15 @@ def load_excerpts(
         As :func:`load`: the file cannot be opened or its data at an excerpt is corrupt.
     """
     p = Path(path)
+    lengths = [int(length)] * len(starts) if isinstance(length, (int, np.integer)) else [int(n) for n in length]
+    if len(lengths) != len(starts):
+        raise ValueError(f"{len(starts)} starts but {len(lengths)} lengths")
     meta = info(p)
     src_sr = meta.sr
     out: list[np.ndarray] = []
-    if length <= 0:
-        raise AudioDecodeError(p, f"invalid excerpt length {length}")
-    for j in starts:
+    for j, length in zip(starts, lengths):
+        if length <= 0:
+            raise AudioDecodeError(p, f"invalid excerpt length {length}")
         j = int(j)
         if j < 0:
             # Before the start of the track: zeros, as a centred STFT pads the signal.
@@ -755,6 +758,54 @@ def load_excerpts(
         _, blocks = stream(p, offset_s=a / src_sr, duration_s=n_src / src_sr)
         out.append(_cut_excerpt(_collect(blocks), src_sr=src_sr, sr=sr, lead=lead, length=length))
     return out
+
+
+#: Seconds before the header's end that :func:`length_checked` decodes to find the data ending there.
+LENGTH_CHECK_S = 1.0
+
+
+def length_checked(path: str | os.PathLike, *, slack_s: float = 0.5) -> AudioInfo | None:
+    """The file's header if its length can place excerpts without decoding the whole file.
+
+    For an analysis that reads only excerpts by seeking, placed by the header's length
+    (the file is then never decoded in full): the length must be stated exactly by the
+    container (not an MP3's estimate without a Xing/Info/VBRI header, not FFmpeg's
+    bitrate guess outside MP4), and the data must end there: the last
+    :data:`LENGTH_CHECK_S` before the stated end are decoded (one seek) and must come out
+    that long, to ``slack_s``.  A header that promises more than the data (a streamed FLAC
+    claiming 10^14 s, a file cut short) or less fails the check.
+
+    Returns
+    -------
+    AudioInfo or None
+        The header, or ``None``: decode the file whole to learn its length.
+
+    Raises
+    ------
+    AudioDecodeError
+        The file cannot be opened at all (as :func:`info`).
+    """
+    p = Path(path)
+    src = _open(p)
+    meta = src.meta
+    exact = src._length_is_exact() if isinstance(src, _SfSource) else bool(getattr(src, "exact_length", False))
+    if not exact or meta.sr <= 0 or not (0 < meta.frames < 2**62):
+        src.close()
+        return None
+    tail = min(meta.frames, int(LENGTH_CHECK_S * meta.sr))
+    got = 0
+    blocks = src.blocks(meta.frames - tail, None)
+    try:
+        for block in blocks:
+            got += len(block)
+            if got > tail + slack_s * meta.sr:
+                break  # more data than the header says: enough to know
+    except AudioDecodeError:
+        return None  # the stated end cannot even be sought: not the file's end
+    finally:
+        blocks.close()
+        src.close()
+    return meta if abs(got - tail) <= slack_s * meta.sr else None
 
 
 def _excerpt_span(j: int, *, length: int, src_sr: int, sr: int, margin_s: float) -> tuple[int, int, int]:

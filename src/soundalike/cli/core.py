@@ -77,19 +77,23 @@ def ingest(
         "Fit the catalog's own normalisation (`index adapt`) once it holds 200 tracks of the model."))] = True,
     analysis: Annotated[str | None, typer.Option(
         "--analysis", help="How much of each track to analyze: 'spread:N' (N patches spread evenly, "
-                           "cut from one decode; default: the model's, spread:6 for musicnn-fusion, else spread:10) or "
+                           "read by seeking; default: the model's, spread:6 for musicnn-fusion, else spread:10) or "
                            "'full' (every patch).")] = None,
     patches: Annotated[int | None, typer.Option(
         "--patches", min=1, help="Same as --analysis spread:N.")] = None,
     precision: Annotated[str | None, typer.Option(
         "--precision", help="Network arithmetic of a pretrained model: fp32 (default, the reference), "
-                            "bf16 or int8 (faster, close but not equal: its own model id).")] = None,
+                            "bf16, int8 or mixed (bf16 front end on centred input, the rest fp32; musicnn only): "
+                            "faster, close but not equal, each its own model id.")] = None,
     ray: Annotated[str | None, typer.Option(
         "--ray", metavar="ADDRESS", help="Analyze on a Ray cluster: 'auto' (the one `ray start` runs here), "
                                          "HOST:PORT of its head, or 'local' (a private one-node Ray). "
                                          "Files are read by path on the workers. Needs soundalike[ray].")] = None,
     ray_cpus_per_worker: Annotated[int, typer.Option(
         "--ray-cpus-per-worker", min=1, help="CPUs (and torch threads) per Ray worker.")] = 1,
+    peaks: Annotated[bool, typer.Option(
+        "--peaks", help="Also store the waveform peaks the web page draws (decodes every file whole; "
+                        "by default the page computes a track's peaks when it is first shown).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Add new or changed audio files to the catalog (resumable; bad files are recorded, not fatal)."""
@@ -146,7 +150,7 @@ def ingest(
     with progress:
         summary = run_ingest(paths, catalog=cat, model=model, workers=workers, top_tags=top_tags,
                              retry_failed=retry_failed, analysis=analysis, precision=precision,
-                             ray=ray, ray_cpus_per_worker=ray_cpus_per_worker, on_event=on_event)
+                             ray=ray, ray_cpus_per_worker=ray_cpus_per_worker, peaks=peaks, on_event=on_event)
     adapted = None
     if adapt and summary.model_id:
         from soundalike.catalog.store import Catalog
@@ -382,7 +386,8 @@ def catalog_stats(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None
 @catalog_app.command("peaks")
 def catalog_peaks(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None:
     """Compute the waveform peaks the web page draws, for tracks that have none yet
-    (catalogs made before peaks existed, or changed files).  Ingest stores them itself."""
+    (ingest stores them only with --peaks or a full analysis; the page computes a missing
+    track's peaks on first view: this does them all ahead)."""
     from soundalike.catalog.store import Catalog
     from soundalike.ingest.peaks import backfill_peaks
 

@@ -1,8 +1,11 @@
-"""Waveform peaks for catalog tracks: computed at ingest, back-filled for older catalogs.
+"""Waveform peaks for catalog tracks: at ingest when asked, on first view, or in bulk.
 
-Ingest stores each new or changed file's peaks (:mod:`soundalike.audio.peaks`) with its
-analysis.  :func:`backfill_peaks` (``soundalike catalog peaks``) computes them for tracks
-that have none -- a catalog made before peaks existed, or files whose content changed --
+The peaks (:mod:`soundalike.audio.peaks`) need every sample, and a default ingest decodes
+only the excerpts its spread analysis reads, so it stores them only when the analysis
+decoded the whole file anyway (a full analysis) or ``ingest --peaks`` asks for them.  The
+web page computes a track's missing peaks when it is first shown (``GET
+/api/tracks/{id}/peaks``), and :func:`backfill_peaks` (``soundalike catalog peaks``) computes
+them for every track that has none -- never computed, or files whose content changed --
 committing each track on its own, so an interrupted run keeps what it did and the next
 run does the rest.  A file that cannot be decoded is reported and skipped, never fatal.
 """

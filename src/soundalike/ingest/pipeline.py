@@ -442,11 +442,20 @@ def analyze_in_blocks(path: str, analyzer, *, block_s: float | None = None
 
 
 def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
-                 analyzer=None, *, analysis: str | None = None) -> dict[str, Any]:
+                 analyzer=None, *, analysis: str | None = None, peaks: bool = False) -> dict[str, Any]:
     """Hash, read tags, decode and analyze one file.  Never raises: errors come back as data.
 
     ``analysis`` is the analysis budget (``"full"`` or ``"spread:N"``, default
     :data:`soundalike.ingest.plan.DEFAULT_ANALYSIS`); the result says which one was made.
+
+    A spread analysis decodes only what it analyzes: its patches and the attribute
+    excerpts, each read by seeking (:func:`seek_pass`), placed by the header's length once
+    :func:`soundalike.audio.io.length_checked` found the data ending there.  ``peaks=True``
+    (``ingest --peaks``) also wants the waveform's peaks, which need every sample: the
+    file is then decoded whole once (:func:`one_pass`), as is a file whose header's length
+    cannot be trusted.  A full analysis decodes the whole file anyway and keeps the peaks
+    it gets from that decode; otherwise the result's ``peaks`` is None and the web page
+    computes them when the track is first shown (``GET /api/tracks/{id}/peaks``).
     """
     from soundalike.audio.io import info
     from soundalike.ingest.peaks import track_peaks
@@ -464,27 +473,40 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
         meta = info(path)
         picks = planned_patches(analyzer, plan, frames=meta.frames, source_sr=meta.sr)
         attributes = None
+        waveform = None
         if picks is None and meta.duration_s > LONG_FILE_S:
             embedding, predictions, decoded_s = analyze_in_blocks(path, analyzer)
             setting = "full"
-            peaks = track_peaks(path, decoded=None)  # its own streamed pass: bounded memory
+            duration_s = decoded_s
+            if peaks:
+                waveform = track_peaks(path, decoded=None)  # its own streamed pass: bounded memory
         else:
-            # One decode of the whole file: the waveform's peaks need every sample, and the
-            # analysis patches and the attribute excerpts are cut from the same pass
-            # instead of seeking for each (see one_pass()).
-            one = one_pass(path, analyzer=analyzer, plan=plan, frames=meta.frames, source_sr=meta.sr)
-            peaks, attributes = one.peaks, one.attributes
+            one = None
+            if picks is not None and not peaks:
+                # only what is analyzed is decoded, by seeking: None when the header's
+                # length cannot place the seeks (the whole decode below learns it)
+                one = seek_pass(path, analyzer=analyzer, plan=plan)
+            if one is None:
+                # One decode of the whole file: the waveform's peaks need every sample, and the
+                # analysis patches and the attribute excerpts are cut from the same pass
+                # instead of seeking for each (see one_pass()).
+                one = one_pass(path, analyzer=analyzer, plan=plan, frames=meta.frames, source_sr=meta.sr)
+            waveform, attributes = one.peaks, one.attributes
+            # what was decoded (or a header length checked at its end), not the header's
+            # guess (MP3 without a Xing header, cover art, a streamed FLAC without a
+            # sample count: all off, some by 10^14)
+            duration_s = one.frames / one.source_sr
             if one.analysis is None:
                 # The spread positions come from the header's length; a header that lies
                 # (a streamed FLAC claiming 10^14 s) sends them past the data, so the
                 # track is analyzed whole, streamed block by block, instead.
                 embedding, predictions, decoded_s = analyze_in_blocks(path, analyzer)
                 setting = "full"
+                duration_s = decoded_s
             else:
                 embedding, predictions = one.analysis.analysis.embedding, one.analysis.analysis.predictions
                 decoded_s, setting = one.analysis.decoded_s, one.analysis.setting
                 segments = track_segments(one.analysis, analyzer)  # segment-aware search (search/segments.py)
-        duration_s = decoded_s if setting == "full" or peaks is None else float(peaks.duration_s)
         if attributes is None:  # a long file, or excerpts the header misplaced: read them by seeking
             attributes = track_attributes(path, predictions, sr=analyzer.sample_rate, decoded_s=duration_s)
         else:
@@ -492,15 +514,12 @@ def analyze_file(path: str, known_hash: str | None, need_analysis: bool,
         return {
             "kind": "ok", "path": path, "hash": digest, "size": st.st_size, "mtime": st.st_mtime,
             "inode": st.st_ino, "device": st.st_dev,
-            # what was decoded, not the header's guess (MP3 without a Xing header, cover
-            # art, a streamed FLAC without a sample count: all off, some by 10^14); a spread
-            # analysis decodes only its patches, so then the waveform's whole-file decode says
             "duration_s": duration_s,
             "sr": meta.sr, "channels": meta.channels, "format": meta.format.lower(),
             "tags": read_file_tags(path), "embedding": embedding, "predictions": predictions,
             "segments": segments,
             "attributes": attributes,
-            "peaks": peaks,
+            "peaks": waveform,
             "analysis": setting, "decoded_s": decoded_s,
         }
     except SoundalikeError as exc:
@@ -544,6 +563,55 @@ class OnePassResult:
     attributes: Callable[[dict[str, float]], dict[str, Any]] | None
     frames: int
     source_sr: int
+
+
+def seek_pass(path: str, *, analyzer, plan) -> OnePassResult | None:
+    """A spread analysis that decodes only what it analyzes: patches and attribute excerpts.
+
+    Each excerpt is read by seeking (:func:`soundalike.audio.io.load_excerpts`, one call for
+    the patches and the three attribute excerpts), placed by the header's length, which
+    :func:`soundalike.audio.io.length_checked` first confirms by decoding the last second
+    before the stated end.  The samples are the full decode's own (see ``load_excerpts``),
+    so the analysis and the attributes are those :func:`one_pass` cuts from a whole decode;
+    no peaks (they need every sample).
+
+    Returns
+    -------
+    OnePassResult or None
+        ``peaks`` None, ``frames`` the header's (checked) length; ``None`` when the header's
+        length cannot be trusted, or the plan runs every patch anyway (no seeking then).
+
+    Raises
+    ------
+    AudioDecodeError
+        The file cannot be decoded where its excerpts are.
+    """
+    from soundalike.audio import attributes as A
+    from soundalike.audio.io import MIN_DURATION_S, length_checked, load_excerpts
+    from soundalike.ingest.plan import Excerpt, TrackAnalysis, analyze_excerpts, patch_grid, planned_patches
+
+    meta = length_checked(path)
+    if meta is None:
+        return None
+    grid = patch_grid(analyzer)
+    sr = grid.sr
+    picks = planned_patches(analyzer, plan, frames=meta.frames, source_sr=meta.sr)
+    if picks is None:
+        return None
+    n = int(meta.frames * sr // meta.sr)
+    slices = A.excerpt_slices(n, sr)
+    ys = load_excerpts(path, sr=sr, starts=[grid.start(k) for k in picks] + [x.start for x in slices],
+                       length=[grid.length] * len(picks) + [x.stop - x.start for x in slices])
+    kept = [(k, y) for k, y in zip(picks, ys) if len(y) >= MIN_DURATION_S * sr]
+    if not kept:
+        return None
+    excerpts = [Excerpt(grid.start(k) / sr, y, sr) for k, y in kept]
+    ta = TrackAnalysis(analyze_excerpts(analyzer, [e.y for e in excerpts], sr), str(plan),
+                       float(sum(e.duration_s for e in excerpts)), excerpts)
+    parts = ys[len(picks):]
+    total = meta.frames / meta.sr
+    return OnePassResult(ta, None, lambda preds: _attributes_of_excerpts(parts, preds, sr=sr, total_s=total),
+                         meta.frames, meta.sr)
 
 
 def one_pass(path: str, *, analyzer, plan, frames: int, source_sr: int) -> OnePassResult:
@@ -834,6 +902,7 @@ def ingest(
     precision: str | None = None,
     ray: str | None = None,
     ray_cpus_per_worker: int = 1,
+    peaks: bool = False,
     on_event: Callable[[Event], None] | None = None,
 ) -> IngestSummary:
     """Bring the catalog up to date with the audio files under ``paths``.
@@ -856,6 +925,9 @@ def ingest(
     ray : analyze on a Ray cluster instead of local processes: ``"auto"``, ``"HOST:PORT"``
         or ``"local"`` (see :mod:`soundalike.ingest.ray_runner`); committing stays here
     ray_cpus_per_worker : CPUs per Ray worker (``workers`` caps the number of Ray workers)
+    peaks : also store every file's waveform peaks now (each file decoded whole once, as
+        ingest did before); by default only a full analysis keeps them (it decodes every
+        sample anyway) and the web page computes the others on first view
     on_event : called with ``{"event": "start", "total": n}``, then one
         ``{"event": "file", "path", "status": ingested|unchanged|failed, "reason"?,
         "duration_s"?}`` per file (``duration_s``: seconds of audio in an ingested file)
@@ -968,14 +1040,18 @@ def ingest(
                 from soundalike.ingest.ray_runner import run as run_on_ray
 
                 spec = Path(model).expanduser()
+                import functools
+
                 run_on_ray(todo, model=str(spec.resolve()) if spec.exists() else model,
-                           analysis=str(plan), handle=handle, analyze_file=analyze_file, address=ray,
+                           analysis=str(plan), handle=handle,
+                           analyze_file=functools.partial(analyze_file, peaks=True) if peaks else analyze_file,
+                           address=ray,
                            cpus_per_worker=ray_cpus_per_worker, max_workers=workers, on_event=emit)
         elif n_workers <= 1:
             for item in todo:  # one file finished at a time: each is committed at once
-                handle([analyze_file(*item, analyzer=analyzer, analysis=str(plan))])
+                handle([analyze_file(*item, analyzer=analyzer, analysis=str(plan), peaks=peaks)])
         else:
-            _run_pool(todo, model=model, workers=n_workers, handle=handle, analysis=str(plan))
+            _run_pool(todo, model=model, workers=n_workers, handle=handle, analysis=str(plan), peaks=peaks)
 
         if mark_missing:
             present = {str(f) for f in files}
@@ -1016,7 +1092,8 @@ def _under(path: str, roots: list[Path]) -> bool:
 
 
 def _run_pool(todo: list[tuple[str, str | None, bool]], *, model: str, workers: int,
-              handle: Callable[[list[dict[str, Any]]], None], analysis: str | None = None) -> None:
+              handle: Callable[[list[dict[str, Any]]], None], analysis: str | None = None,
+              peaks: bool = False) -> None:
     """Analyze ``todo`` in ``workers`` spawned processes, handing results over as they finish.
 
     ``handle`` gets every result that finished while the previous ones were committed
@@ -1042,7 +1119,7 @@ def _run_pool(todo: list[tuple[str, str | None, bool]], *, model: str, workers: 
             def submit() -> None:
                 while queue and len(in_flight) < workers * 4:
                     item = queue.pop()
-                    in_flight[pool.submit(analyze_file, *item, analysis=analysis)] = item
+                    in_flight[pool.submit(analyze_file, *item, analysis=analysis, peaks=peaks)] = item
 
             submit()
             while in_flight and not broken:

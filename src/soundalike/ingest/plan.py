@@ -4,8 +4,9 @@ A *full* analysis decodes the whole file and runs every patch (every 3 s for mus
 a *spread* analysis (``spread:N``) runs at most ``N`` patches spread evenly over the
 track; :func:`analyze_track` decodes only those, each by seeking
 (:func:`soundalike.audio.io.load_excerpts`): a 4-minute track costs 10 patches instead of 80.
-Ingest itself decodes each file once, whole, because the waveform's peaks need every sample,
-and cuts the same patches from that pass (:func:`soundalike.ingest.pipeline.one_pass`).
+Ingest does the same (:func:`soundalike.ingest.pipeline.seek_pass`); with ``--peaks`` (the
+waveform's peaks need every sample) it decodes each file once, whole, and cuts the same
+patches from that pass (:func:`soundalike.ingest.pipeline.one_pass`).
 
 The sampled patches are a subset of the full analysis's own patch grid (patch ``k``
 covers the same samples in both), so a spread embedding is the mean of ``N`` of the

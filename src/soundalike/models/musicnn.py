@@ -30,6 +30,7 @@ batch-norm affine map (taking the min instead where its scale is negative).
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -129,8 +130,20 @@ def _build_modules():
             self.pad_time = pad_time
             self.register_buffer("scale", scale)
             self.register_buffer("shift", shift)
+            # each filter's sum: conv(x) = conv(x - c) + c * sum(w) for a constant c
+            self.register_buffer("weight_sum", self.weight.sum(dim=(1, 2, 3)).contiguous())
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def forward(self, x: torch.Tensor, center: bool = False) -> torch.Tensor:
+            """``center``: convolve ``x`` minus its per-patch mean and add the mean's share
+            back after the max over frequency (exact in fp32, by linearity: the convolution
+            has no padding of its own).  For bf16: the log-mel input sits on an offset that
+            bfloat16's 8-bit mantissa rounds away most of the detail of; centred, its
+            rounding error on the tag probabilities drops ~6x (measured)."""
+            k = None
+            if center:
+                c = x.float().mean(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+                x = x - c
+                k = c * self.weight_sum.view(1, 1, -1)  # (B, 1, C): constant over time and frequency
             # x: (B, T + kernel_time - 1, F) -> NCHW view (B, 1, T', F) with NHWC strides
             # strides (T'F, 1, F, 1): torch reads this, not an unsqueeze(1), as channels-last
             x = x.contiguous().unsqueeze(3).permute(0, 3, 1, 2)
@@ -138,6 +151,8 @@ def _build_modules():
             # max over frequency as a (1, F') max pool: on channels-last maps it runs 2-6x
             # faster than amax (measured), which reduces a strided axis element by element
             m = F.max_pool2d(c, (1, c.shape[3])).permute(0, 2, 3, 1).flatten(2)  # (B, T, C)
+            if k is not None:
+                m = m.float() + k  # max_f(conv + k) = max_f(conv) + k
             return F.relu(m * self.sign) * self.scale + self.shift
 
     class Musicnn(nn.Module):
@@ -204,6 +219,18 @@ def _build_modules():
             bn = self.mid_bn[i]
             return F.relu(c.squeeze(3).transpose(1, 2)) * bn.scale + bn.shift
 
+        #: Parts run in bfloat16 while the rest stays fp32 (mixed precision; empty: the
+        #: caller's autocast, if any, decides for all): "timbral" (the two front-end
+        #: convolutions over time x frequency), "temporal" (the three over time), "mid"
+        #: (the mid-end convolutions), "dense" (the dense layers); "center": the front-end
+        #: parts in bf16 convolve their input centred (FreqMaxBlock.forward).
+        bf16_parts: frozenset = frozenset()
+
+        def _part(self, name: str):
+            if not self.bf16_parts:
+                return contextlib.nullcontext()
+            return torch.autocast("cpu", dtype=torch.bfloat16, enabled=name in self.bf16_parts)
+
         def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
             # (B, 96, T) -> TF's image with time as height, kept time-major (B, T, 96)
             # throughout; the front-end blocks run NHWC convolutions on it.
@@ -211,18 +238,29 @@ def _build_modules():
             x = self.bn_in(x.unsqueeze(1)).squeeze(1).transpose(1, 2)
             lo, hi = self.pad_time
             x = F.pad(x, (0, 0, lo, hi))
-            front = torch.cat([b(x[:, lo - b.pad_time[0] : lo + T + b.pad_time[1]]) for b in self.frontend],
-                              dim=2)  # (B, T, 561)
-            h1 = self._mid(0, front)
-            h2 = self._mid(1, h1) + h1
-            h3 = self._mid(2, h2) + h2
+            # a mixed network hands fp32 on between its parts (a bf16 part's output is cast
+            # back); the all-bf16 one (the caller's autocast) stays as it always ran
+            f32 = (lambda t: t.float()) if self.bf16_parts else (lambda t: t)
+            fronts = []
+            for i, b in enumerate(self.frontend):
+                part = "timbral" if i < 2 else "temporal"
+                with self._part(part):
+                    fronts.append(f32(b(x[:, lo - b.pad_time[0] : lo + T + b.pad_time[1]],
+                                        center=part in self.bf16_parts and "center" in self.bf16_parts)))
+            front = torch.cat(fronts, dim=2)  # (B, T, 561)
+            with self._part("mid"):
+                h1 = f32(self._mid(0, front))
+                h2 = f32(self._mid(1, h1)) + h1
+                h3 = f32(self._mid(2, h2)) + h2
             feats = torch.cat([front, h1, h2, h3], dim=2)  # (B, T, 753)
             max_pool = feats.amax(dim=1)
             mean_pool = feats.mean(dim=1)
             # TF flattens (753, 2) row-major: max and mean interleave per channel.
             pooled = torch.stack([max_pool, mean_pool], dim=2).flatten(1)
-            pen = self.bn_dense(F.relu(self.dense(self.bn_pool(pooled))))
-            return {"logits": self.out(pen), "penultimate": pen, "max_pool": max_pool,
+            with self._part("dense"):
+                pen = f32(self.bn_dense(F.relu(self.dense(self.bn_pool(pooled)))))
+                logits = f32(self.out(pen))
+            return {"logits": logits, "penultimate": pen, "max_pool": max_pool,
                     "mean_pool": mean_pool}
 
     class VGG(nn.Module):

@@ -41,8 +41,14 @@ Layer = Literal["penultimate", "max_pool", "mean_pool"]
 #: pin; ``bf16`` runs under bfloat16 autocast (oneDNN's AVX-512 BF16 kernels where the CPU
 #: has them); ``int8`` quantizes the dense layers' weights dynamically (the convolutions,
 #: most of the work, stay fp32: torch quantizes only Linear/RNN layers dynamically).
-Precision = Literal["fp32", "bf16", "int8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+#: ``mixed`` (musicnn only) runs the front end -- the five convolutions over the log-mel
+#: patch, most of the work -- in bfloat16 on input centred per patch (the offset the log-mel
+#: sits on is what bf16 rounding loses most detail to; see ``FreqMaxBlock.forward``), and
+#: the mid-end and dense layers in fp32 (:data:`MIXED_PARTS`).
+Precision = Literal["fp32", "bf16", "int8", "mixed"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8", "mixed")
+#: The parts of a musicnn network that ``mixed`` runs in bf16 (``Musicnn.bf16_parts``).
+MIXED_PARTS = frozenset({"timbral", "temporal", "center"})
 
 #: The exact front end the musicnn checkpoints expect.
 MUSICNN_MEL = MelConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, fmin=0.0,
@@ -256,7 +262,7 @@ class PretrainedModel:
     patch_frames : 187
     model_id : ``NAME-<12 hex>``, a hash of the weights, front end, port version and, for
         another precision than fp32, the precision (``MTT_musicnn@bf16-<12 hex>``)
-    precision : ``"fp32"``, ``"bf16"`` or ``"int8"``
+    precision : ``"fp32"``, ``"bf16"``, ``"int8"`` or ``"mixed"`` (musicnn only)
     embedding_dims : layer name -> embedding length (``max_pool`` only for musicnn)
     """
 
@@ -295,6 +301,11 @@ class PretrainedModel:
             h.update(f";precision={precision}".encode())
             if precision == "int8":
                 self.net = _quantize_dense(self.net)
+            if precision == "mixed":
+                if not hasattr(self.net, "bf16_parts"):
+                    raise ModelError(f"precision mixed: {spec.name} is not a musicnn (it has no front end "
+                                     "to run in bf16 alone); use fp32, bf16 or int8")
+                self.net.bf16_parts = MIXED_PARTS
         self.model_id = f"{self.name}-{h.hexdigest()[:12]}"
         self._lock = threading.Lock()
         self.threads = default_threads()

@@ -456,6 +456,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     from soundalike.web.buyer import register as register_buyer_routes
 
     register_buyer_routes(app, cats=cats, model_id=model_id, get_track=_get_track, track_json=_track_json,
+                          open_ingested=_open_ingested,
                           hits_json=_hits_json)
 
     @app.get("/api/tracks/{track_id}", summary="One track: metadata, tags, top predicted tags")

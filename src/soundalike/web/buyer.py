@@ -3,7 +3,7 @@
 Registered by :func:`soundalike.web.app.create_app`; the page (``static/app.js``) uses them:
 
 ==============================================  ==============================================
-``GET /api/tracks/{id}/peaks``                  the stored waveform peaks (JSON, 2 x 1000 int8)
+``GET /api/tracks/{id}/peaks``                  the waveform peaks (JSON, 2 x 1000 int8), computed once
 ``GET /api/tracks/{id}/download``               the original file as an attachment
 ``GET /api/favourites`` / ``.../ids``           favourite tracks (newest first) / their ids
 ``PUT|DELETE /api/favourites/{id}``             mark / unmark a favourite
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -74,7 +75,16 @@ def check_csrf(request: Request) -> None:
                                f"{CSRF_COOKIE} cookie the header must repeat)")
 
 
-def register(app: FastAPI, *, cats, model_id, get_track, track_json, hits_json) -> None:
+class _FirstPeaks:
+    """One track's peaks being computed: the first request decodes, the others wait for it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.peaks = None
+        self.error: BaseException | None = None
+
+
+def register(app: FastAPI, *, cats, model_id, get_track, track_json, hits_json, open_ingested=None) -> None:
     """Add the routes above to ``app``.
 
     Parameters
@@ -84,6 +94,9 @@ def register(app: FastAPI, *, cats, model_id, get_track, track_json, hits_json) 
     get_track : ``(id) -> Track``; raises a 404 problem for an unknown or missing track
     track_json : ``(track, tags) -> dict``, the API's track representation
     hits_json : ``(catalog, hits) -> list[dict]``, the API's similar-hit representation
+    open_ingested : ``(track) -> fd``, an open descriptor of the track's file if it is still
+        the one ingested (else a 404/409 problem); checked before a track's peaks are
+        computed from its file
     """
     from soundalike.web import present
 
@@ -119,13 +132,53 @@ def register(app: FastAPI, *, cats, model_id, get_track, track_json, hits_json) 
 
     # -------------------------------------------------------------- peaks and files
 
-    @app.get("/api/tracks/{track_id}/peaks", summary="Waveform peaks stored at ingest (min/max per column)")
+    computing: dict[int, _FirstPeaks] = {}  # track id -> its peaks being computed now
+    computing_lock = threading.Lock()
+
+    def first_peaks(t):
+        """Decode ``t``'s file for its peaks and store them; concurrent callers decode once.
+
+        Ingest does not decode a whole file for a spread analysis, so a track's peaks are
+        made when it is first shown.  The first request for a track decodes (at the file's
+        own rate, :func:`soundalike.audio.peaks.peaks_of_file`) and stores them
+        (``put_peaks``); requests that come meanwhile wait for its answer, error included.
+        """
+        from soundalike.audio.peaks import peaks_of_file
+
+        with computing_lock:
+            job = computing.get(t.id)
+            leader = job is None
+            if leader:
+                job = computing[t.id] = _FirstPeaks()
+        if not leader:
+            job.done.wait()
+        else:
+            try:
+                cat = cats.get()
+                job.peaks = cat.get_peaks(t.id)  # stored by a request that finished just before
+                if job.peaks is None:
+                    if open_ingested is not None:
+                        import os
+
+                        os.close(open_ingested(t))  # the file is still the one ingested
+                    job.peaks = peaks_of_file(t.path)
+                    cat.put_peaks(t.id, job.peaks)
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
+                job.error = exc
+            finally:
+                with computing_lock:
+                    computing.pop(t.id, None)
+                job.done.set()
+        if job.error is not None:
+            raise job.error
+        return job.peaks
+
+    @app.get("/api/tracks/{track_id}/peaks", summary="Waveform peaks (min/max per column), computed once")
     def peaks(track_id: int) -> JSONResponse:
-        get_track(track_id)
+        t = get_track(track_id)
         p = cats.get().get_peaks(track_id)
-        if p is None:
-            raise _problem(404, f"no waveform peaks stored for track {track_id}: run "
-                                   "`soundalike catalog peaks` to compute them")
+        if p is None:  # not made at ingest (a spread analysis decodes only its excerpts)
+            p = first_peaks(t)
         return JSONResponse(p.to_json(), headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/api/tracks/{track_id}/download", summary="The original file, as an attachment",
