@@ -381,7 +381,7 @@ def _diverse_search(cat: Catalog, index, rq: ResolvedQuery, k: int, *, mask, exc
                       for i, s in zip(ids[read:], scores[read:], strict=True) if int(i) in more]
             chosen = list(diversify(cands, k=k, seed=seed, max_per_artist=max_per_artist,
                                     max_per_album=max_per_album, include_duplicates=include_duplicates))
-            stages.mark("candidates_read")
+            stages.mark("candidates_rest")
         if len(chosen) >= k or len(ids) < n or n >= total:
             return (np.asarray([c.id for c in chosen], np.int64)[None, :],
                     np.asarray([c.score for c in chosen], np.float32)[None, :], (tracks, attrs, lists))
