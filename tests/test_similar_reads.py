@@ -217,3 +217,27 @@ def test_hits_beyond_the_best_candidates_get_their_tags_read(filled, monkeypatch
         assert read and len(read[0]) == 2  # the two hits after the crowd's one
         assert [h.track.artist for h in got].count("crowd") == 1
         assert _view(got) == _view(_unfolded(c, 1, k=3, where=None, max_per_artist=1))
+
+
+def test_only_the_best_2k_candidates_rows_are_read_unless_fewer_pass(filled, monkeypatch):
+    """The candidates' rows: the best 2 k with the tags; the rest of the round only when
+    fewer than k of those pass the caps, and the answer is the unfolded one either way."""
+    asked = []
+    real = Catalog.candidates_and_tags
+    real_rest = Catalog.tracks_and_attributes
+    monkeypatch.setattr(Catalog, "candidates_and_tags",
+                        lambda self, ids, **kw: asked.append(("first", list(ids))) or real(self, ids, **kw))
+    monkeypatch.setattr(Catalog, "tracks_and_attributes",
+                        lambda self, ids: asked.append(("rest", list(ids))) or real_rest(self, ids))
+    with Catalog.open(filled) as c:
+        got = sim.similar(1, k=3, catalog=c)
+        assert [(what, len(ids)) for what, ids in asked] == [("first", 6)]
+        assert _view(got) == _view(_unfolded(c, 1, k=3, where=None))
+        # seven artists in the catalog: one hit each cannot make 8, so the rest of every
+        # round is read (then a round of 4 x as many candidates)
+        asked.clear()
+        got = sim.similar(1, k=8, max_per_artist=1, catalog=c)
+        assert [what for what, _ in asked[:2]] == ["first", "rest"]
+        assert len(asked[0][1]) == 16 and len(asked[1][1]) == 4 * 8 + 8 - 16
+        assert len({h.track.artist for h in got}) == len(got) == 7
+        assert _view(got) == _view(_unfolded(c, 1, k=8, where=None, max_per_artist=1))

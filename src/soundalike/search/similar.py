@@ -357,16 +357,31 @@ def _diverse_search(cat: Catalog, index, rq: ResolvedQuery, k: int, *, mask, exc
         ids, scores = ids[0], scores[0]
         ok = ids >= 0
         ids, scores = ids[ok], scores[ok]
+        # the rows of the best 2 k candidates first: diversify takes the first k that pass,
+        # in order, so when k pass among them the rest cannot change the hits, and are
+        # read only when fewer pass (the same hits as reading all n at once; 20 rows
+        # instead of 48 for k = 10 nearly always)
         if sources and len(ids) <= CHUNK_WITH_SOURCES:  # one round trip
-            tracks, attrs, lists = cat.candidates_and_tags(ids.tolist(), tag_ids=ids[:2 * k].tolist(),
+            read = min(len(ids), 2 * k)
+            tracks, attrs, lists = cat.candidates_and_tags(ids[:read].tolist(), tag_ids=ids[:2 * k].tolist(),
                                                            sources=sources)
         else:
+            read = len(ids)
             (tracks, attrs), lists = cat.tracks_and_attributes(ids.tolist()), {}
         stages.mark("candidates_read")
-        cands = [_candidate(tracks[int(i)], float(s), attrs.get(int(i))) for i, s in zip(ids, scores, strict=True)
-                 if int(i) in tracks]
+        cands = [_candidate(tracks[int(i)], float(s), attrs.get(int(i)))
+                 for i, s in zip(ids[:read], scores[:read], strict=True) if int(i) in tracks]
         chosen = list(diversify(cands, k=k, seed=seed, max_per_artist=max_per_artist,
                                 max_per_album=max_per_album, include_duplicates=include_duplicates))
+        if len(chosen) < k and read < len(ids):  # the rest of this round's candidates
+            more, more_attrs = cat.tracks_and_attributes(ids[read:].tolist())
+            tracks.update(more)
+            attrs.update(more_attrs)
+            cands += [_candidate(more[int(i)], float(s), more_attrs.get(int(i)))
+                      for i, s in zip(ids[read:], scores[read:], strict=True) if int(i) in more]
+            chosen = list(diversify(cands, k=k, seed=seed, max_per_artist=max_per_artist,
+                                    max_per_album=max_per_album, include_duplicates=include_duplicates))
+            stages.mark("candidates_rest")
         if len(chosen) >= k or len(ids) < n or n >= total:
             return (np.asarray([c.id for c in chosen], np.int64)[None, :],
                     np.asarray([c.score for c in chosen], np.float32)[None, :], (tracks, attrs, lists))
