@@ -57,12 +57,6 @@ def enabled_by_default() -> bool:
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "off", "no", "false")
 
 
-def _unit(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, np.float32)
-    n = np.linalg.norm(X, axis=-1, keepdims=True)
-    return (X / np.maximum(n, np.float32(1e-12))).astype(np.float32)
-
-
 #: Rows of the Gram matrix per matrix product: OpenBLAS multithreads a product from
 #: m*n*k = 262,144 (its SMP threshold); starting threads costs 3-50 ms on a busy machine,
 #: while 8 x 101 x 320 stays on the calling thread (measured: 0.2-0.3 ms for a pool of 100
@@ -71,13 +65,13 @@ _GRAM_ROWS = 8
 
 
 def _gram(V: np.ndarray) -> np.ndarray:
-    """float64 ``(m, m)`` inner products of the float32 rows of ``V``, block by block."""
+    """float32 ``(m, m)`` inner products of the float32 rows of ``V``, block by block."""
     m = len(V)
     out = np.empty((m, m), np.float32)
     Vt = V.T
     for i in range(0, m, _GRAM_ROWS):
         np.matmul(V[i:i + _GRAM_ROWS], Vt, out=out[i:i + _GRAM_ROWS])
-    return out.astype(np.float64)
+    return out
 
 
 def _top_k_members(T: np.ndarray, k: int) -> np.ndarray:
@@ -115,20 +109,25 @@ def diffusion_scores(*, query: np.ndarray, candidates: np.ndarray, neighbours: i
     if len(candidates) == 0:
         return np.zeros(0, np.float64)
     C = np.asarray(candidates, np.float32).reshape(len(candidates), -1)
-    V = _unit(np.vstack([np.asarray(query, np.float32).reshape(1, -1), C]))
+    V = np.empty((len(C) + 1, C.shape[1]), np.float32)  # the query, then the candidates
+    V[0] = np.asarray(query, np.float32).reshape(-1)
+    V[1:] = C
+    V /= np.maximum(np.linalg.norm(V, axis=-1, keepdims=True), np.float32(1e-12))
     m = len(V)
-    S = _gram(V)
+    S32 = _gram(V)
     k = max(1, min(int(neighbours), m - 1))
-    T = S.copy()
+    # neighbour lists from the float32 products (float64 keeps their order and ties exactly)
+    T = S32.copy()
     np.fill_diagonal(T, -np.inf)  # a node is never its own neighbour
     is_nn = _top_k_members(T, k)
+    S = S32.astype(np.float64)
     rows, cols = np.nonzero(is_nn & is_nn.T)  # mutual edges only, both directions
     w = np.maximum(S[rows, cols], 0.0) ** power
     deg = np.bincount(rows, weights=w, minlength=m)
     inv = np.zeros(m)
     np.divide(1.0, np.sqrt(deg), out=inv, where=deg > 0)
-    Wn = np.zeros((m, m))
-    Wn[rows, cols] = alpha * w * inv[rows] * inv[cols]
+    A = np.eye(m)  # I - alpha Wn, built once: one product a step
+    A[rows, cols] = -(alpha * w * inv[rows] * inv[cols])
     # f = (I - alpha Wn)^-1 e_query by conjugate gradients (the matrix is symmetric positive
     # definite, its condition number at most (1 + alpha) / (1 - alpha): a few dozen steps).
     # A dense matrix-vector product a step (m is ~100) is a few microseconds; a direct solve
@@ -142,7 +141,7 @@ def diffusion_scores(*, query: np.ndarray, candidates: np.ndarray, neighbours: i
     for _ in range(4 * m + 50):
         if rr < 1e-26:
             break
-        Ap = p - Wn @ p
+        Ap = A @ p
         step = rr / float(p @ Ap)
         f += step * p
         r -= step * Ap
