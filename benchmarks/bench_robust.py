@@ -18,7 +18,7 @@ is a setting that generalises, not one fitted to the check.
     # score runs (and their snapshots; a run stopped early: its snapshots), side by side, plus
     # the ensemble of the runs given
     .venv/bin/python benchmarks/bench_robust.py score /tmp/soundalike-robust/domain-e40 ... \\
-        [--snapshots] [--ensemble] [--json out.json]
+        [--snapshots] [--ensemble] [--ensemble-snapshots] [--tta N] [--json out.json]
 
 *16-way* is what ``soundalike evaluate`` reports; *12-way* picks the answer among the 12 classes
 the soundfonts have (mandolin, contrabassoon, bass clarinet and percussion are not in them).
@@ -40,16 +40,26 @@ BENCH = Path.home() / ".cache" / "soundalike-bench"
 SELECT = BENCH / "gm-timgm6mb"
 CHECK = BENCH / "gm-instruments"
 ROOT = Path("/tmp/soundalike-robust")
+#: test-time augmentation: the copies' base seed (not the training seed: other draws than any
+#: epoch saw), and the set for a run whose run.json does not name its own
+TTA_SEED = 7919
+TTA_AUGMENT = ("gain", "noise", "speaker", "eq", "reverb", "pitch", "codec")
 
 #: variant -> TrainConfig fields on top of the default (``domain`` = today's default train).
 #: Fixed before any run was scored; each changes one thing.
+#: Each names its augmentations explicitly, so a name keeps meaning the same run when
+#: ``train``'s default changes (``domain-speaker`` is the default since the 40-epoch runs).
+_DOMAIN_V1 = ("gain", "noise", "eq", "reverb", "pitch", "codec")
+_SPEAKER = ("gain", "noise", "speaker", "eq", "reverb", "pitch", "codec")
 VARIANTS: dict[str, dict[str, Any]] = {
-    "domain": {},
+    "domain": {"augment": _DOMAIN_V1},
     "gain-noise": {"augment": ("gain", "noise")},
-    "domain-p08": {"augment_p": 0.8},
-    "domain-mixup": {"mixup": 0.4},
-    "domain-specaug": {"model": {"freq_mask": 8, "time_mask": 12}},
-    "domain-speaker": {"augment": ("gain", "noise", "speaker", "eq", "reverb", "pitch", "codec")},
+    "domain-p08": {"augment": _DOMAIN_V1, "augment_p": 0.8},
+    "domain-mixup": {"augment": _DOMAIN_V1, "mixup": 0.4},
+    "domain-specaug": {"augment": _DOMAIN_V1, "model": {"freq_mask": 8, "time_mask": 12}},
+    "domain-speaker": {"augment": _SPEAKER},
+    # after the 40-epoch domain-speaker run: soundfonts stretch one sample over several keys
+    "domain-speaker-resample": {"augment": (*_SPEAKER, "resample")},
 }
 
 
@@ -92,6 +102,7 @@ class Scorer:
                      "check": read_dataset(check, category="instrument")}
         self.classes = sorted(self.sets["phil"].labels)
         self._tracks: dict[tuple, Any] = {}
+        self._aug: dict[tuple, list[np.ndarray]] = {}
 
     def tracks(self, name: str, meta, only: set[str] | None = None):
         """``only``: resolved paths to keep (Philharmonia: the split's val and test notes)."""
@@ -110,13 +121,32 @@ class Scorer:
             self._tracks[key] = prepare_tracks(aligned, config=fam, max_duration_s=max_s, cache=FeatureCache(None))
         return self._tracks[key]
 
-    def probs(self, model, meta, name: str, only: set[str] | None = None
+    def augmented(self, name: str, meta, only: set[str] | None, copy: int) -> list[np.ndarray]:
+        """Test-time copy ``copy`` of a set: every note through the run's own training
+        augmentations (seeded by the copy and the note, so every run sees the same copies)."""
+        from soundalike.audio.augment import Augmenter
+
+        names = tuple((meta.extra or {}).get("train", {}).get("augment", TTA_AUGMENT))
+        key = (name, meta.config.sample_rate, None if only is None else len(only), names, copy)
+        if key not in self._aug:
+            aug = Augmenter(names, sr=meta.config.sample_rate, seed=TTA_SEED, p=0.5)
+            self._aug[key] = [aug(np.asarray(x, np.float32), epoch=copy, index=i).astype(np.float16)
+                              for i, x in enumerate(self.tracks(name, meta, only).data)]
+        return self._aug[key]
+
+    def probs(self, model, meta, name: str, only: set[str] | None = None, *, tta: int = 0
               ) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """``(paths, probs (n, len(classes)) in :attr:`classes` order, true class index (n,))``."""
+        """``(paths, probs (n, len(classes)) in :attr:`classes` order, true class index (n,))``.
+
+        ``tta``: also average over this many augmented copies of every note (test-time
+        augmentation; the clean note counts once, like each copy).
+        """
         from soundalike.train.fit import predict_tracks
 
         ts = self.tracks(name, meta, only)
-        P, _ = predict_tracks(model, ts.data, list(range(len(ts.data))), config=meta.config, multi_label=False)
+        views = [ts.data] + [self.augmented(name, meta, only, c) for c in range(tta)]
+        P = np.mean([predict_tracks(model, v, list(range(len(v))), config=meta.config, multi_label=False)[0]
+                     for v in views], axis=0)
         out = np.zeros((len(P), len(self.classes)), np.float32)
         for j, lab in enumerate(meta.labels):
             out[:, self.classes.index(lab)] = P[:, j]
@@ -124,10 +154,10 @@ class Scorer:
         return [it.path for it in ts.manifest.items], out, y
 
 
-def score_model(scorer: Scorer, model, meta, split: dict[str, list[str]]) -> dict[str, Any]:
+def score_model(scorer: Scorer, model, meta, split: dict[str, list[str]], *, tta: int = 0) -> dict[str, Any]:
     """Accuracy on Philharmonia val/test and both soundfonts (16- and 12-way), per-class on the check."""
     held_out = {str(Path(p).resolve()) for part in ("val", "test") for p in split[part]}
-    paths, P, y = scorer.probs(model, meta, "phil", held_out)
+    paths, P, y = scorer.probs(model, meta, "phil", held_out, tta=tta)
     where = {str(Path(p).resolve()): i for i, p in enumerate(paths)}
     out: dict[str, Any] = {"_probs": {}}
     for part in ("val", "test"):
@@ -135,7 +165,7 @@ def score_model(scorer: Scorer, model, meta, split: dict[str, list[str]]) -> dic
         out[part] = float((P[idx].argmax(1) == y[idx]).mean())
         out["_probs"][part] = (P[idx], y[idx])
     for name in ("select", "check"):
-        _, G, gy = scorer.probs(model, meta, name)
+        _, G, gy = scorer.probs(model, meta, name, tta=tta)
         out["_probs"][name] = (G, gy)
         out.update(set_scores(scorer.classes, name, G, gy))
     return out
@@ -168,6 +198,28 @@ def unfinished_meta(scorer: Scorer, run: Path):
     return RunMeta(fam, list(labels), "single", "instrument")
 
 
+def combine(path: Path, groups: list[list[str]]) -> int:
+    """Score the mean probabilities of each group of saved models, one line a group."""
+    z = np.load(path)
+    classes = [str(x) for x in z["classes"]]
+    names = sorted({k.split("|")[0] for k in z.files if "|" in k})
+    print(f"{'ensemble':60} {'val':>6} {'test':>6} {'Tim':>6} {'Tim12':>6} {'Fluid':>6} {'Fluid12':>7}")
+    for g in groups:
+        missing = [m for m in g if m not in names]
+        if missing:
+            raise SystemExit(f"not in {path}: {missing}; it has: {names}")
+        r: dict[str, Any] = {}
+        for part in ("val", "test"):
+            P = np.mean([z[f"{m}|{part}|p"] for m in g], axis=0)
+            r[part] = float((P.argmax(1) == z[f"{g[0]}|{part}|y"]).mean())
+        for part in ("select", "check"):
+            G = np.mean([z[f"{m}|{part}|p"] for m in g], axis=0)
+            r.update(set_scores(classes, part, G, z[f"{g[0]}|{part}|y"]))
+        print(f"{' + '.join(g)[:60]:60} {r['val']:6.3f} {r['test']:6.3f} {r['select']:6.3f} {r['select12']:6.3f} "
+              f"{r['check']:6.3f} {r['check12']:7.3f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -182,11 +234,24 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("runs", type=Path, nargs="+")
     s.add_argument("--snapshots", action="store_true", help="also score each run's snap-e*.pt")
     s.add_argument("--ensemble", action="store_true", help="also the mean of the runs' probabilities")
+    s.add_argument("--ensemble-snapshots", action="store_true",
+                   help="also the mean over every model scored: the runs and their snapshots")
+    s.add_argument("--tta", type=int, default=0,
+                   help="also score each run's final model averaged over this many augmented copies")
     s.add_argument("--data", type=Path, default=PHILHARMONIA)
     s.add_argument("--select", type=Path, default=SELECT)
     s.add_argument("--check", type=Path, default=CHECK)
+    s.add_argument("--snapshot-epochs", default="", help="only these snapshots, e.g. 20,30")
     s.add_argument("--json", type=Path, default=None)
+    s.add_argument("--save-probs", type=Path, default=None,
+                   help="write every model's probabilities (.npz) to combine ensembles afterwards")
+    c = sub.add_parser("combine", help="ensembles of models from a score --save-probs file")
+    c.add_argument("probs", type=Path)
+    c.add_argument("groups", nargs="+", help="model names joined by ',' (as score printed them)")
     args = ap.parse_args(argv)
+
+    if args.cmd == "combine":
+        return combine(args.probs, [[m.strip() for m in g.split(",")] for g in args.groups])
 
     if args.cmd == "train":
         snaps = {int(x) for x in args.snapshots.split(",") if x.strip()}
@@ -206,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     split0 = None
     rows: list[dict[str, Any]] = []
     finals: list[dict[str, Any]] = []
+    plain: list[dict[str, Any]] = []  # every model scored without TTA: runs and snapshots
     head = f"{'run':34} {'best':>4} {'val':>6} {'test':>6} {'Tim':>6} {'Tim12':>6} {'Fluid':>6} {'Fluid12':>7}"
     print(head)
     for run in args.runs:
@@ -223,36 +289,56 @@ def main(argv: list[str] | None = None) -> int:
         if args.snapshots or model is None:
             from soundalike.models.families import build
 
-            for f in sorted(run.glob("snap-e*.pt"), key=lambda f: int(f.stem.split("-e")[1])):
+            snaps = sorted(run.glob("snap-e*.pt"), key=lambda f: int(f.stem.split("-e")[1]))
+            if args.snapshot_epochs:
+                keep = {int(x) for x in args.snapshot_epochs.split(",") if x.strip()}
+                snaps = [f for f in snaps if int(f.stem.split("-e")[1]) in keep]
+            for f in snaps:
                 m2 = build(meta.config)
                 m2.load_state_dict(torch.load(f, weights_only=True))
                 m2.eval()
                 todo.append((f"{run.name} @ epoch {int(f.stem.split('-e')[1])}", m2, int(f.stem.split('-e')[1])))
+        if args.tta and model is not None:
+            todo.append((f"{run.name} + TTA x{args.tta}", model, -best))
         for name, m, ep in todo:
-            r = score_model(scorer, m, meta, split)
-            r["run"], r["best_epoch"] = name, ep
-            print(f"{name:34} {ep:4d} {r['val']:6.3f} {r['test']:6.3f} {r['select']:6.3f} {r['select12']:6.3f} "
-                  f"{r['check']:6.3f} {r['check12']:7.3f}", flush=True)
+            t0 = time.perf_counter()
+            r = score_model(scorer, m, meta, split, tta=args.tta if ep < 0 else 0)
+            r["run"], r["best_epoch"], r["score_s"] = name, abs(ep), round(time.perf_counter() - t0, 1)
+            print(f"{name:34} {abs(ep):4d} {r['val']:6.3f} {r['test']:6.3f} {r['select']:6.3f} {r['select12']:6.3f} "
+                  f"{r['check']:6.3f} {r['check12']:7.3f}  ({r['score_s']:.0f} s)", flush=True)
             rows.append(r)
-            if m is model:
+            if m is model and ep >= 0:
                 finals.append(r)
+            if ep >= 0:
+                plain.append(r)
         if model is None and todo:
             finals.append(rows[-1])  # an unfinished run joins an ensemble with its last snapshot
+    groups = []
     if args.ensemble and len(finals) > 1:
-        r: dict[str, Any] = {"run": "ensemble of " + ", ".join(f["run"] for f in finals), "best_epoch": 0}
+        groups.append(("ensemble", finals))
+    if args.ensemble_snapshots and len(plain) > len(finals) and len(plain) > 1:
+        groups.append(("ensemble + snapshots", plain))
+    for label, members in groups:
+        r: dict[str, Any] = {"run": f"{label} of " + ", ".join(f["run"] for f in members), "best_epoch": 0}
         for part in ("val", "test"):
-            P = np.mean([f["_probs"][part][0] for f in finals], axis=0)
-            r[part] = float((P.argmax(1) == finals[0]["_probs"][part][1]).mean())
+            P = np.mean([f["_probs"][part][0] for f in members], axis=0)
+            r[part] = float((P.argmax(1) == members[0]["_probs"][part][1]).mean())
         for name in ("select", "check"):
-            G = np.mean([f["_probs"][name][0] for f in finals], axis=0)
-            r.update(set_scores(scorer.classes, name, G, finals[0]["_probs"][name][1]))
-        print(f"{'ensemble':34} {'':4} {r['val']:6.3f} {r['test']:6.3f} {r['select']:6.3f} {r['select12']:6.3f} "
-              f"{r['check']:6.3f} {r['check12']:7.3f}")
+            G = np.mean([f["_probs"][name][0] for f in members], axis=0)
+            r.update(set_scores(scorer.classes, name, G, members[0]["_probs"][name][1]))
+        print(f"{label:34} {'':4} {r['val']:6.3f} {r['test']:6.3f} {r['select']:6.3f} {r['select12']:6.3f} "
+              f"{r['check']:6.3f} {r['check12']:7.3f}  ({len(members)} models)")
         rows.append(r)
     print("\nper class on FluidR3 (16-way):")
     for r in rows:
         print(f"  {r['run']}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["check_per_class"].items()))
     print("\ntargets: default run >= 0.97 Philharmonia test and >= 0.60 on FluidR3 (16-way)")
+    if args.save_probs:
+        arrays = {"classes": np.asarray(scorer.classes)}
+        for r in rows:
+            for part, (P, y) in r.get("_probs", {}).items():
+                arrays[f"{r['run']}|{part}|p"], arrays[f"{r['run']}|{part}|y"] = P, y
+        np.savez_compressed(args.save_probs, **arrays)
     if args.json:
         args.json.write_text(json.dumps([{k: v for k, v in r.items() if k != "_probs"} for r in rows], indent=1))
     return 0

@@ -122,9 +122,49 @@ def test_domain_transforms_keep_length_and_change_the_recording():
 
 
 def test_domain_preset():
-    assert parse_augment("domain") == ("gain", "noise", "eq", "reverb", "pitch", "codec")
+    assert parse_augment("domain") == ("gain", "noise", "speaker", "eq", "reverb", "pitch", "codec")
+    assert parse_augment("domain-v1") == ("gain", "noise", "eq", "reverb", "pitch", "codec")
     aug = Augmenter(parse_augment("domain"), sr=SR, seed=1, p=1.0)
     y = tone(440, duration_s=0.5, sr=SR)
     a, b = aug(y, epoch=0, index=3), aug(y, epoch=0, index=3)
     np.testing.assert_array_equal(a, b)
     assert a.shape == y.shape and np.isfinite(a).all()
+
+
+def _low_to_mid_db(y: np.ndarray) -> float:
+    return _band_db(y, 20, 80) - _band_db(y, 900, 1100)
+
+
+def test_domain_now_band_limits_like_a_small_speaker():
+    """The default preset's speaker step is real: against the old set (same seed, p = 1) the
+    lows fall far below the mids, on every item, and the same item gives the same audio."""
+    y = (np.random.default_rng(7).standard_normal(SR) * 0.1).astype(np.float32)
+    new = Augmenter(parse_augment("domain"), sr=SR, seed=2, p=1.0)
+    old = Augmenter(parse_augment("domain-v1"), sr=SR, seed=2, p=1.0)
+    drops = [_low_to_mid_db(old(y, epoch=0, index=i)) - _low_to_mid_db(new(y, epoch=0, index=i))
+             for i in range(12)]
+    assert min(drops) > 6.0  # the 120-500 Hz low cut, whatever EQ and room the item drew
+    np.testing.assert_array_equal(new(y, epoch=1, index=4), new(y, epoch=1, index=4))
+    assert not np.allclose(new(y, epoch=1, index=4), new(y, epoch=1, index=5))
+
+
+def test_default_training_config_is_the_domain_preset():
+    from soundalike.train.fit import TrainConfig
+
+    assert TrainConfig().augment == parse_augment("domain")
+    assert "speaker" in TrainConfig().augment
+
+
+def test_resample_moves_pitch_further_than_jitter():
+    from soundalike.audio.augment import RESAMPLE_CENTS
+
+    t = tone(1000, duration_s=1.0, sr=SR)
+    aug = Augmenter(("resample",), sr=SR, seed=0, p=1.0)
+    cents = []
+    for i in range(16):
+        out = aug(t, epoch=0, index=i)
+        assert out.shape == t.shape and out.dtype == np.float32
+        peak = np.fft.rfftfreq(SR, 1 / SR)[np.abs(np.fft.rfft(out[: SR // 2], SR)).argmax()]
+        cents.append(1200 * np.log2(peak / 1000))
+    assert max(np.abs(cents)) <= RESAMPLE_CENTS + 5 and max(np.abs(cents)) > 100  # beyond pitch's ±50
+    np.testing.assert_array_equal(aug(t, epoch=0, index=3), aug(t, epoch=0, index=3))

@@ -35,6 +35,27 @@ def test_train_prints_headline_and_writes_run(trained):
     assert (tmp / "run" / "report.md").exists() and (tmp / "run" / "model.pt").exists()
 
 
+def test_default_train_augments_with_the_domain_preset(tmp_path):
+    """`soundalike train` without --augment trains with the domain set, small speaker included."""
+    import torch
+
+    from soundalike.audio.augment import parse_augment
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    data = write_toy_folders(tmp_path / "toy", n_per_class=4, sr=8000)
+    try:
+        res = runner.invoke(app, ["train", str(data), "--model", "mfcc-mlp", "--epochs", "1",
+                                  "--window", "0.5", "--out", str(tmp_path / "run"), "--no-cache",
+                                  "--batch-size", "8", "--json"])
+    finally:
+        torch.set_num_threads(n)
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    augment = saved["extra"]["train"]["augment"]
+    assert tuple(augment) == parse_augment("domain") and "speaker" in augment
+
+
 def test_evaluate_on_another_dataset(trained):
     tmp, _, _ = trained
     other = write_toy_folders(tmp / "other", n_per_class=4, sr=8000, seed=9)

@@ -70,10 +70,11 @@ def train_cmd(
     top_tags: Annotated[int | None, typer.Option("--top-tags", min=1,
                                                  help="Keep the N most frequent tags (MTT: 50).")] = None,
     augment: Annotated[str, typer.Option(
-        "--augment", help="Comma list of gain, noise, shift, speaker, eq, reverb, pitch, codec; "
-                          "presets live (gain,noise,speaker), domain (gain,noise,eq,reverb,pitch,codec: "
-                          "other rooms and microphones; the default, the most robust measured), "
-                          "all, none.")] = "domain",
+        "--augment", help="Comma list of gain, noise, shift, speaker, eq, reverb, pitch, resample, "
+                          "codec; presets live (gain,noise,speaker), domain (gain,noise,speaker,eq,"
+                          "reverb,pitch,codec: other rooms, microphones and speakers; the default, "
+                          "the most robust measured), domain-v1 (the same without speaker), all, "
+                          "none.")] = "domain",
     augment_copies: Annotated[int, typer.Option(
         "--augment-copies", min=0, help="Probe only: also embed this many augmented copies of each "
                                         "training track (the probe's inputs are frozen embeddings).")] = 0,

@@ -80,9 +80,10 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     use_groups: bool = True
-    #: the ``domain`` preset: measured the most robust on other recordings (README, "Instruments
-    #: on other recordings": Philharmonia-trained mel-cnn 0.391 -> 0.497 on soundfont notes)
-    augment: tuple[str, ...] = ("gain", "noise", "eq", "reverb", "pitch", "codec")
+    #: the ``domain`` preset (:data:`soundalike.audio.augment.PRESETS`): measured the most robust
+    #: on other recordings (README, "Instruments on other recordings" and "Longer runs, chosen on
+    #: another soundfont": the small-speaker band-pass joined it on the selection soundfont)
+    augment: tuple[str, ...] = ("gain", "noise", "speaker", "eq", "reverb", "pitch", "codec")
     noise_dir: str | None = None
     augment_p: float = 0.5
     class_weighting: bool = True
