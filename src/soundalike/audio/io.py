@@ -780,7 +780,7 @@ def _excerpt_spans(starts, lengths, *, src_sr: int, sr: int, margin_s: float) ->
     return spans
 
 
-def _excerpts_on_one_handle(src: _SfSource, *, sr: int, starts, lengths, margin_s: float) -> list[np.ndarray]:
+def _excerpts_on_one_handle(src: _SfSource, *, sr: int, starts, lengths, margin_s: float = EXCERPT_MARGIN_S) -> list[np.ndarray]:
     """:func:`load_excerpts` for a libsndfile source: the excerpts read in order of
     position, and excerpts that overlap or nearly touch (an attribute excerpt with a patch
     inside it) decoded once, as one span.
@@ -838,7 +838,7 @@ def _excerpts_on_one_handle(src: _SfSource, *, sr: int, starts, lengths, margin_
     return out
 
 
-def _excerpts_one_by_one(p: Path, *, sr: int, starts, lengths, margin_s: float) -> list[np.ndarray]:
+def _excerpts_one_by_one(p: Path, *, sr: int, starts, lengths, margin_s: float = EXCERPT_MARGIN_S) -> list[np.ndarray]:
     """:func:`load_excerpts` for a source read through FFmpeg: each excerpt its own seek."""
     meta = info(p)
     src_sr = meta.sr
