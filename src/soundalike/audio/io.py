@@ -760,7 +760,7 @@ def load_excerpts(
             return _excerpts_on_one_handle(src, sr=sr, starts=starts, lengths=lengths, margin_s=margin_s)
     finally:
         src.close()
-    return _excerpts_one_by_one(p, sr=sr, starts=starts, lengths=lengths, margin_s=margin_s)
+    return _excerpts_one_by_one(p, sr=sr, starts=starts, lengths=lengths, margin_s=margin_s, meta=src.meta)
 
 
 #: Excerpts whose source spans lie closer than this are decoded as one span: a seek costs
@@ -838,9 +838,11 @@ def _excerpts_on_one_handle(src: _SfSource, *, sr: int, starts, lengths, margin_
     return out
 
 
-def _excerpts_one_by_one(p: Path, *, sr: int, starts, lengths, margin_s: float = EXCERPT_MARGIN_S) -> list[np.ndarray]:
-    """:func:`load_excerpts` for a source read through FFmpeg: each excerpt its own seek."""
-    meta = info(p)
+def _excerpts_one_by_one(p: Path, *, sr: int, starts, lengths, margin_s: float = EXCERPT_MARGIN_S,
+                         meta: AudioInfo | None = None) -> list[np.ndarray]:
+    """:func:`load_excerpts` for a source read through FFmpeg: each excerpt its own seek
+    (``meta``: the header, when the caller has it)."""
+    meta = meta or info(p)
     src_sr = meta.sr
     out: list[np.ndarray] = []
     for a, n_src, lead, pad, n in _excerpt_spans(starts, lengths, src_sr=src_sr, sr=sr, margin_s=margin_s):
