@@ -2,7 +2,7 @@
 
     flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_ingest.py \\
         [--gamemusic ~/.cache/soundalike-bench/gamemusic] [--tracks 24] [--model MTT_musicnn] \\
-        [--skip profile,full,peaks,local,ray,commit,precision]
+        [--skip profile,full,peaks,seek1,local,ray,commit,precision]
 
 All figures of one run are measured side by side on the same machine, so only their
 ratios count (the machine is shared; the load average is printed).
@@ -31,6 +31,7 @@ ratios count (the machine is shared; the load average is printed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import shutil
@@ -135,6 +136,7 @@ def profile(files: list[Path], model: str, baseline: str) -> None:
     print("| stage | " + " | ".join(f"{f.suffix[1:]} {h}" for f in files for h in heads) + " |")
     print("|---|" + "---|" * (3 * len(files)))
     cols: list[dict[str, float]] = []
+    one_by_one: list[float] = []  # (before, now) per file: the excerpts' decode
     for path in files:
         meta = io.info(path)
         g = patch_grid(now)
@@ -186,11 +188,13 @@ def profile(files: list[Path], model: str, baseline: str) -> None:
         r = {}
         r["header"], _ = timed(lambda: io.info(path))
         r["length check (last second decoded)"], _ = timed(lambda: io.length_checked(path))
-        r["seek + decode + resample: patches"], ex = timed(
-            lambda: io.load_excerpts(path, sr=sr, starts=[g.start(k) for k in picks], length=g.length))
-        r["seek + decode + resample: attribute excerpts"], parts = timed(
-            lambda: io.load_excerpts(path, sr=sr, starts=[x.start for x in slices],
-                                     length=[x.stop - x.start for x in slices]))
+        # one call, as seek_pass reads them: in order of position, overlaps decoded once
+        r["seek + decode + resample: patches + attribute excerpts"], both = timed(
+            lambda: io.load_excerpts(path, sr=sr, starts=starts, length=lengths))
+        ex, parts = both[: len(picks)], both[len(picks) :]
+        # the same excerpts as read before: each opened, sought and decoded alone
+        one_by_one.append(timed(lambda: io._excerpts_one_by_one(path, sr=sr, starts=starts, lengths=lengths))[0])
+        one_by_one.append(r["seek + decode + resample: patches + attribute excerpts"])
         r["log-mel"], P = timed(lambda: mel_patches(now, ex, sr))
         r["network(s)"], an = timed(lambda: nets(now, P), repeat=1)
         r["attributes (tempo, key, loudness)"], at = timed(
@@ -213,6 +217,9 @@ def profile(files: list[Path], model: str, baseline: str) -> None:
         top = max((k for k in c2 if k != "patches"), key=c2.get)
         print(f"\n{f.suffix[1:]}: today / before = {t0 / t1:.1f}x, today / now = **{t0 / t2:.1f}x**; "
               f"the largest cost now: {top} ({c2[top] * 1000:.0f} ms of {t2 * 1000:.0f})")
+        b, n = one_by_one[2 * i : 2 * i + 2]
+        print(f"{f.suffix[1:]}: the excerpts' decode, each excerpt opened and sought alone (before) "
+              f"{b * 1000:.0f} ms, in order with overlaps decoded once (now) {n * 1000:.0f} ms: {b / n:.2f}x")
 
 
 # --------------------------------------------------------------------------- 2. throughput
@@ -245,6 +252,22 @@ def _folder(tracks: list[Path], tmp: Path) -> Path:
         except OSError:
             shutil.copyfile(p, dst)
     return d
+
+
+@contextlib.contextmanager
+def _excerpts_one_by_one(on: bool):
+    """In this process, ``load_excerpts`` as it was: every excerpt opened, sought and decoded
+    alone (the same samples; for the same-run comparison with reading them in order)."""
+    from soundalike.audio import io
+
+    real = io._excerpts_on_one_handle
+    if on:
+        io._excerpts_on_one_handle = lambda src, *, sr, starts, lengths, margin_s: io._excerpts_one_by_one(
+            src.path, sr=sr, starts=starts, lengths=lengths, margin_s=margin_s)
+    try:
+        yield
+    finally:
+        io._excerpts_on_one_handle = real
 
 
 def _run_ingest(folder: Path, tmp: Path, name: str, **kw) -> tuple[float, float, float]:
@@ -289,6 +312,9 @@ def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path, *, basel
         runs.append((f"today: {baseline}, full, fp32 (the issue's baseline), local, 1 worker", 1,
                      dict(workers=1, analysis="full", model=baseline)))
     runs.append((f"default: {default_label}, local, 1 worker", 1, dict(workers=1, model=model)))
+    if "seek1" not in skip:  # the default as it read excerpts before: each opened and sought alone
+        runs.append((f"{default_label}, one seek per excerpt (before), local, 1 worker", 1,
+                     dict(workers=1, model=model, one_by_one=True)))
     if "peaks" not in skip:  # the default before peaks left ingest: one whole decode per file
         runs.append((f"{default_label}, --peaks (the default before), local, 1 worker", 1,
                      dict(workers=1, model=model, peaks=True)))
@@ -310,7 +336,9 @@ def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path, *, basel
     try:
         for i, (label, cores, kw) in enumerate(runs):
             os.environ["SOUNDALIKE_THREADS"] = "1"  # one inference thread per worker process
-            wall, steady, got_s = _run_ingest(folder, tmp, f"run{i}", **kw)
+            kw = dict(kw)
+            with _excerpts_one_by_one(kw.pop("one_by_one", False)):
+                wall, steady, got_s = _run_ingest(folder, tmp, f"run{i}", **kw)
             # rates at steady state: a big store amortises the workers' start-up
             per_core = len(tracks) / steady * 3600 / cores
             audio = got_s / steady / cores
@@ -520,7 +548,7 @@ def main() -> None:
     ap.add_argument("--variants", default="",
                     help="comma-separated MODEL[:ANALYSIS] runs next to the default, e.g. musicnn-fusion@bf16:spread:6")
     ap.add_argument("--commits", type=int, default=3000)
-    ap.add_argument("--skip", default="", help="comma-separated: profile,full,peaks,local,ray,commit,precision")
+    ap.add_argument("--skip", default="", help="comma-separated: profile,full,peaks,seek1,local,ray,commit,precision")
     args = ap.parse_args()
     if args.model is None:
         from soundalike.models.zoo import DEFAULT_ANALYZER
