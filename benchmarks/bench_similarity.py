@@ -569,10 +569,12 @@ def network_cost(files: list[Path], *, models=COST_MODELS, rounds: int = 5, per_
     for _ in range(rounds):
         for name, m in nets.items():
             for n in (per_call, 32):
+                calls = range(0, len(P) - min(n, len(P)) + 1, n)  # at least one call
                 t0 = time.perf_counter()
-                for s in range(0, len(P) - n + 1, n):
+                for s in calls:
                     m.run_patches(P[s : s + n], batch_size=n)
-                times[name][n].append((time.perf_counter() - t0) * 1e3 / (len(P) // n * n))
+                done = sum(len(P[s : s + n]) for s in calls)
+                times[name][n].append((time.perf_counter() - t0) * 1e3 / done)
     return {name: {f"ms_per_patch_{n}": float(np.median(v)) for n, v in t.items()} for name, t in times.items()}
 
 
