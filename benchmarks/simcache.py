@@ -82,6 +82,8 @@ def _net_outputs(model, patches: np.ndarray) -> dict[str, np.ndarray]:
 
     # the vgg port's further summaries (block means / maxima, musicnn.py VGG.extra_dims) too
     layers = [k for k in LAYERS if k in model.net.embedding_dims] + list(getattr(model.net, "extra_dims", {}))
+    if hasattr(model.net, "with_extras"):
+        model.net.with_extras = True
     chunks = [patches[s : s + MICRO_BATCH] for s in range(0, len(patches), MICRO_BATCH)]
 
     def run(chunk: np.ndarray) -> dict[str, np.ndarray]:

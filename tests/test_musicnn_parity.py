@@ -68,7 +68,14 @@ def test_vgg_block_summaries_agree_with_the_ported_layers(name, reference, patch
 
     net = load(name).net
     with torch.inference_mode():
-        r = {k: v.numpy() for k, v in net(torch.from_numpy(patches)).items()}
+        plain = net(torch.from_numpy(patches))
+        assert plain.keys() == {"logits", "penultimate"}  # off by default: inference pays nothing
+        net.with_extras = True
+        try:
+            r = {k: v.numpy() for k, v in net(torch.from_numpy(patches)).items()}
+        finally:
+            net.with_extras = False
+    np.testing.assert_array_equal(r["penultimate"], plain["penultimate"].numpy())
     assert set(net.extra_dims) <= r.keys()
     for k, d in net.extra_dims.items():
         assert r[k].shape == (len(patches), d) and np.isfinite(r[k]).all()

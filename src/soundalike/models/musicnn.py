@@ -265,7 +265,8 @@ def _build_modules():
 
     class VGG(nn.Module):
         """vgg: ``forward(x)`` with x ``(B, 96, 187)`` -> dict of ``logits (B, n)``,
-        ``penultimate (B, 256)`` (flattened last pool) and the summaries :attr:`extra_dims` names:
+        ``penultimate (B, 256)`` (flattened last pool) and, with :attr:`with_extras`, the
+        summaries :attr:`extra_dims` names:
         ``block{3,4,5}_{mean,max}`` ``(B, 128)`` (each block's output over time and frequency)
         and ``block4_time_mean`` ``(B, 768)`` (block 4 over time, per frequency band, band-major)."""
 
@@ -304,8 +305,10 @@ def _build_modules():
             self.out.weight.data.copy_(dk.T)
             self.out.bias.data.copy_(_param(w, "dense/bias", (n_classes,)))
             self.embedding_dims = {"penultimate": dk.shape[0]}
-            #: the further per-patch summaries ``forward`` returns (names -> lengths), read by
-            #: ``benchmarks/simcache.py``; not analyzer layers (PretrainedModel keeps its three)
+            #: the further per-patch summaries ``forward`` returns when :attr:`with_extras` is
+            #: set (names -> lengths), read by ``benchmarks/simcache.py``; not analyzer layers
+            #: (PretrainedModel keeps its three), so off by default: inference pays nothing for them
+            self.with_extras = False
             n_c = k.shape[0]
             self.extra_dims = {**{f"block{b}_{s}": n_c for b in (3, 4, 5) for s in ("mean", "max")},
                                "block4_time_mean": n_c * (N_MELS // 16)}
@@ -341,7 +344,7 @@ def _build_modules():
             for i, (conv, bn, (k, s)) in enumerate(zip(self.convs, self.bns, self.pool_args)):
                 h = self._block0_conv_pool(h) if i == 0 else F.max_pool2d(conv(h), k, s)
                 h = bn(F.relu(h * getattr(self, f"sign{i}")))
-                if i >= 2:
+                if i >= 2 and self.with_extras:
                     # each block's map summarised over time and frequency (128 values each),
                     # and block 4's over time only, band by band (6 x 128): the similarity
                     # bench's VGG layers; the penultimate and the logits do not depend on them
