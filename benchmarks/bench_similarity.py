@@ -20,7 +20,10 @@ heavy: run it first under ``flock /tmp/heavy.lock``).
 
 Variant grammar: ``BLOCKS:POOL[|POST...]`` where BLOCKS are ``+``-joined feature blocks
 (``MTT.pen``, ``MTT.max``, ``MTT.avg``, ``MTT.tag``, ``MSD.*`` likewise, ``mel`` = log-mel
-band means and standard deviations), POOL is ``mean``, ``meanstd`` or ``max``, and POST
+band means and standard deviations; ``MTTv.*`` / ``MSDv.*`` = the VGG models: ``pen`` the
+256-d last pool, ``b3m``/``b4m``/``b5m`` and ``b3x``/``b4x``/``b5x`` blocks 3-5 averaged /
+maximised over the patch, ``b4t`` block 4 averaged over time per band, 768-d; cached by
+``simcache.py --extra``), POOL is ``mean``, ``meanstd`` or ``max``, and POST
 steps are ``z`` (per-dimension z-score over the catalog), ``pcaw`` (PCA whitening), ``l2``,
 ``center``.  Each block is pooled, z-scored over the catalog when the variant asks for
 ``bz``, L2-normalised and then concatenated, so blocks weigh the same.  A last step
@@ -31,6 +34,9 @@ P@1, the folds and halves).
 
     flock /tmp/heavy.lock .venv/bin/python benchmarks/simcache.py ~/.cache/soundalike-bench/gamemusic ../shared/data/philharmonia
     .venv/bin/python benchmarks/bench_similarity.py ~/.cache/soundalike-bench/gamemusic/gamemusic.csv
+    .venv/bin/python benchmarks/bench_similarity.py ~/.cache/soundalike-bench/gamemusic/gamemusic.csv --cost
+
+(``--cost``: ms per patch of each network, musicnn and VGG, side by side in one run.)
 
 Targets (issue 12): gamemusic same-soundtrack P@10 >= 0.70 (baseline 0.562, mean MTT
 penultimate) and same-track segment P@1 >= 0.90, Philharmonia same-instrument P@10 not
@@ -42,6 +48,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import tempfile
 import time
@@ -72,7 +79,11 @@ DEFAULT_VARIANTS = (
     "MTT.pen+MSD.pen+mel:meanstd|bz",
 )
 
-_LAYER = {"pen": "penultimate", "max": "max_pool", "avg": "mean_pool", "tag": "probs"}
+_LAYER = {"pen": "penultimate", "max": "max_pool", "avg": "mean_pool", "tag": "probs",
+          # the vgg models (MTTv, MSDv) only: blocks 3-5 of the port averaged (m) or maximised (x)
+          # over the patch's time and frequency, block 4 averaged over time per band (t)
+          "b3m": "block3_mean", "b3x": "block3_max", "b4m": "block4_mean", "b4x": "block4_max",
+          "b5m": "block5_mean", "b5x": "block5_max", "b4t": "block4_time_mean"}
 _MODEL = {"MTT": "MTT_musicnn", "MSD": "MSD_musicnn", "MTTv": "MTT_vgg", "MSDv": "MSD_vgg"}
 
 
@@ -529,6 +540,44 @@ def lr_accuracy(X: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int 
     return correct / len(labels)
 
 
+# --------------------------------------------------------------------------- cost
+
+
+COST_MODELS = ("MTT_musicnn", "MSD_musicnn", "MTT_vgg", "MSD_vgg")
+
+
+def network_cost(files: list[Path], *, models=COST_MODELS, rounds: int = 5, per_call: int = 6
+                 ) -> dict[str, dict[str, float]]:
+    """ms per 3-s patch of each network, measured side by side in one run.
+
+    The log-mel patches of ``files`` are computed once; each round runs every network on
+    all of them in calls of ``per_call`` patches (ingest's analysis budget is 6 spread
+    patches a track) and of 32 (a whole-file analysis), the networks interleaved so that
+    all see the same machine load.  Returns ``{model: {"ms_per_patch_6": median over
+    rounds, "ms_per_patch_32": ...}}``.
+    """
+    from soundalike.audio.io import load
+    from soundalike.models.pretrained import load as load_model
+
+    nets = {m: load_model(m) for m in models}
+    first = nets[models[0]]
+    P = np.concatenate([first.patches(load(f, sr=first.sample_rate).y, first.sample_rate) for f in files])
+    P = P[: 96].astype(np.float32)
+    times: dict[str, dict[int, list[float]]] = {m: {per_call: [], 32: []} for m in models}
+    for m in nets.values():  # warm-up: thread pools, oneDNN kernels
+        m.run_patches(P[:per_call], batch_size=per_call)
+    for _ in range(rounds):
+        for name, m in nets.items():
+            for n in (per_call, 32):
+                calls = range(0, len(P) - min(n, len(P)) + 1, n)  # at least one call
+                t0 = time.perf_counter()
+                for s in calls:
+                    m.run_patches(P[s : s + n], batch_size=n)
+                done = sum(len(P[s : s + n]) for s in calls)
+                times[name][n].append((time.perf_counter() - t0) * 1e3 / done)
+    return {name: {f"ms_per_patch_{n}": float(np.median(v)) for n, v in t.items()} for name, t in times.items()}
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -574,8 +623,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--halves", type=int, default=0, metavar="N",
                     help="also N random halves of the set (seeded): P@10 on each, the variant fitted on it "
                          "(a sparser catalog: about half as many tracks of each label)")
+    ap.add_argument("--cost", action="store_true",
+                    help="only measure ms per patch of each network (musicnn and vgg, side by side) "
+                         "on the first tracks of DATA, then stop")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.cost:
+        _, rows = read_labelled(args.data)
+        cost = network_cost([p for p, _ in rows[:3]])
+        base = cost[COST_MODELS[0]]
+        print(f"{'network':12} {'ms/patch (6 a call)':>20} {'ms/patch (32 a call)':>21} {'x MTT_musicnn':>14}")
+        for name, c in cost.items():
+            print(f"{name:12} {c['ms_per_patch_6']:20.1f} {c['ms_per_patch_32']:21.1f} "
+                  f"{c['ms_per_patch_6'] / base['ms_per_patch_6']:14.2f}")
+        print(f"load {open('/proc/loadavg').read().split()[0]}, {os.cpu_count()} CPUs")
+        if args.json:
+            args.json.write_text(json.dumps(cost, indent=2))
+        return 0
 
     t0 = time.perf_counter()
     tracks = load_tracks(args.data, compute=args.compute)

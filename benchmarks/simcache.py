@@ -9,7 +9,9 @@ non-overlapping) outputs of the pretrained musicnn models that the variants in
   for ``MTT_musicnn`` and ``MSD_musicnn``;
 - ``mel/mean`` and ``mel/std`` ``(n_patches, 96)``: each patch's log-mel band means and
   standard deviations (the front end both models share), a production/spectral-balance
-  summary that costs nothing extra.
+  summary that costs nothing extra;
+- with ``--extra``, the same for ``MTT_vgg`` and ``MSD_vgg`` (``penultimate`` 256-d and
+  the block summaries named in :data:`EXTRA_MODELS`' comment).
 
 Files live under ``~/.cache/soundalike-bench/emb/<dataset>/<relative path>.npz``; a file
 whose size changed is recomputed (the read-only shared sets' mtimes move when they are remounted).  Heavy: run it under ``flock /tmp/heavy.lock``.
@@ -31,7 +33,9 @@ import numpy as np
 
 CACHE_ROOT = Path(os.environ.get("SOUNDALIKE_BENCH_CACHE", Path.home() / ".cache" / "soundalike-bench")) / "emb"
 MODELS = ("MTT_musicnn", "MSD_musicnn")
-#: Also cached when asked for (``--extra``): the vgg models' penultimate layer.
+#: Also cached when asked for (``--extra``): the vgg models' penultimate layer (256-d: the
+#: last pool's two time steps x 128 channels) and their blocks 3-5 summarised per patch
+#: (``block{3,4,5}_{mean,max}``, 128-d; ``block4_time_mean``, 6 bands x 128).
 EXTRA_MODELS = ("MTT_vgg", "MSD_vgg")
 LAYERS = ("penultimate", "max_pool", "mean_pool")
 #: Bumped when what is stored changes.
@@ -76,7 +80,10 @@ def _net_outputs(model, patches: np.ndarray) -> dict[str, np.ndarray]:
 
     from soundalike.models.pretrained import MICRO_BATCH, _single_threaded
 
-    layers = [k for k in LAYERS if k in model.net.embedding_dims]
+    # the vgg port's further summaries (block means / maxima, musicnn.py VGG.extra_dims) too
+    layers = [k for k in LAYERS if k in model.net.embedding_dims] + list(getattr(model.net, "extra_dims", {}))
+    if hasattr(model.net, "with_extras"):
+        model.net.with_extras = True
     chunks = [patches[s : s + MICRO_BATCH] for s in range(0, len(patches), MICRO_BATCH)]
 
     def run(chunk: np.ndarray) -> dict[str, np.ndarray]:

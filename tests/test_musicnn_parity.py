@@ -57,3 +57,34 @@ def test_port_matches_tensorflow(name, reference, patches):
         np.testing.assert_allclose(out["max_pool"], ref, rtol=0, atol=1e-4 * np.abs(ref).max())
     # the reference is not degenerate: patches of different signals get different tags
     assert np.ptp(reference[f"{name}/probs"], axis=0).max() > 0.1
+
+
+@pytest.mark.parametrize("name", ["MTT_vgg", "MSD_vgg"])
+def test_vgg_block_summaries_agree_with_the_ported_layers(name, reference, patches):
+    """The VGG port's extra per-patch summaries (the similarity bench's VGG layers) are the
+    blocks the TF-matched penultimate is made of: block 5's map is the penultimate's two
+    time steps of 128 channels, and block 4 per band averages to block 4 overall."""
+    import torch
+
+    net = load(name).net
+    with torch.inference_mode():
+        plain = net(torch.from_numpy(patches))
+        assert plain.keys() == {"logits", "penultimate"}  # off by default: inference pays nothing
+        net.with_extras = True
+        try:
+            r = {k: v.numpy() for k, v in net(torch.from_numpy(patches)).items()}
+        finally:
+            net.with_extras = False
+    np.testing.assert_array_equal(r["penultimate"], plain["penultimate"].numpy())
+    assert set(net.extra_dims) <= r.keys()
+    for k, d in net.extra_dims.items():
+        assert r[k].shape == (len(patches), d) and np.isfinite(r[k]).all()
+    np.testing.assert_allclose(r["penultimate"], reference[f"{name}/penultimate"], rtol=0, atol=1e-3)
+    halves = r["penultimate"].reshape(len(patches), 2, 128)
+    np.testing.assert_allclose(r["block5_max"], halves.max(axis=1), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(r["block5_mean"], halves.mean(axis=1), rtol=0, atol=1e-5)
+    bands = r["block4_time_mean"].reshape(len(patches), 6, 128)
+    np.testing.assert_allclose(bands.mean(axis=1), r["block4_mean"], rtol=0, atol=1e-4)
+    assert (r["block4_max"] >= r["block4_mean"] - 1e-5).all() and (r["block3_max"] >= r["block3_mean"] - 1e-5).all()
+    # the summaries tell the reference's signals apart
+    assert np.ptp(r["block4_mean"], axis=0).max() > 0.1

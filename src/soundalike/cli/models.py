@@ -94,12 +94,15 @@ def list_models(json_out: JsonOpt = False) -> None:
                          "embedding_dims": s.embedding_dims, "roc_auc": s.roc_auc, "pr_auc": s.pr_auc,
                          "default": name == DEFAULT_ANALYZER})
         elif name in FUSED:
-            from soundalike.models.fusion import BLOCKS
+            from soundalike.models.fusion import LAYOUTS
 
-            dims = {f"{m}.{layer}": SPECS[m].embedding_dims[layer] for m, layer in BLOCKS}
-            fused_labels = list(dict.fromkeys(lab for m in dict.fromkeys(m for m, _ in BLOCKS)
+            blocks = LAYOUTS[name]
+            dims = {f"{m}.{layer}": SPECS[m].embedding_dims[layer] for m, layer in blocks}
+            fused_labels = list(dict.fromkeys(lab for m in dict.fromkeys(m for m, _ in blocks)
                                               for lab in SPECS[m].labels))
-            rows.append({"name": name, "kind": "fused pretrained (MTT+MSD)",
+            nets = "+".join(dict.fromkeys(f"{SPECS[m].dataset}{'' if SPECS[m].arch == 'musicnn' else ' vgg'}"
+                                          for m, _ in blocks))
+            rows.append({"name": name, "kind": f"fused pretrained ({nets})",
                          "labels": len(fused_labels), "label_names": fused_labels,
                          "label_category": "tag",
                          "embedding_dims": {"embedding": sum(dims.values())}, "roc_auc": None,
@@ -112,11 +115,11 @@ def list_models(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(rows)
         return
-    print(f"{'name':<14} {'kind':<28} {'labels':>6}  {'embedding dims':<28} {'ROC-AUC':>7} {'PR-AUC':>7}")
+    print(f"{'name':<18} {'kind':<32} {'labels':>6}  {'embedding dims':<28} {'ROC-AUC':>7} {'PR-AUC':>7}")
     for r in rows:
         dims = ", ".join(f"{k} {v}" for k, v in r["embedding_dims"].items())
         auc = f"{r['roc_auc']:7.4f} {r['pr_auc']:7.4f}" if r["roc_auc"] is not None else f"{'-':>7} {'-':>7}"
-        print(f"{r['name']:<14} {r['kind']:<28} {r['labels']:>6}  {dims:<28} {auc}"
+        print(f"{r['name']:<18} {r['kind']:<32} {r['labels']:>6}  {dims:<28} {auc}"
               + ("  (default)" if r["default"] else ""))
     import textwrap
 

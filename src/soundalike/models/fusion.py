@@ -42,13 +42,22 @@ BLOCKS: tuple[tuple[str, str], ...] = (
 )
 #: Bumped whenever the fused vector is computed differently (part of the model id).
 FUSION_VERSION = "1"
+#: ``musicnn-vgg-fusion``: the same four blocks and MTT_vgg's 256-d penultimate layer
+#: (a stored model of its own, not the ingest default; README "Similarity", VGG rows).
+FUSION_VGG_NAME = "musicnn-vgg-fusion"
+#: Every fused analyzer: name -> (model, layer) blocks in embedding order.
+LAYOUTS: dict[str, tuple[tuple[str, str], ...]] = {
+    FUSION_NAME: BLOCKS,
+    FUSION_VGG_NAME: BLOCKS + (("MTT_vgg", "penultimate"),),
+}
 
 
-def block_dims() -> tuple[int, ...]:
-    """Lengths of the blocks in embedding order, known without loading any weights."""
+def block_dims(name: str = FUSION_NAME) -> tuple[int, ...]:
+    """Lengths of fused analyzer ``name``'s blocks in embedding order, known without
+    loading any weights."""
     from soundalike.models.pretrained import SPECS
 
-    return tuple(SPECS[m].embedding_dims[layer] for m, layer in BLOCKS)
+    return tuple(SPECS[m].embedding_dims[layer] for m, layer in LAYOUTS[name])
 
 
 def fuse(blocks: list[np.ndarray]) -> np.ndarray:
@@ -88,25 +97,28 @@ class FusionAnalyzer:
     #: nearest full vector is its own) -- README "Analysis budget".
     default_analysis = "spread:6"
 
-    def __init__(self, precision: str = "fp32") -> None:
+    def __init__(self, precision: str = "fp32", name: str = FUSION_NAME) -> None:
         from soundalike.models.base import PatchGrid
         from soundalike.models.pretrained import PRECISIONS, load
 
         if precision not in PRECISIONS:
             raise ModelError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if name not in LAYOUTS:
+            raise ModelError(f"unknown fused model {name!r}; choose one of {', '.join(LAYOUTS)}")
         self.precision = precision
-        if precision != "fp32":
-            self.name = f"{FUSION_NAME}@{precision}"
-        self.models = {m: load(m, precision=precision) for m in dict.fromkeys(m for m, _ in BLOCKS)}
+        self.blocks = LAYOUTS[name]
+        self.name = name if precision == "fp32" else f"{name}@{precision}"
+        self.models = {m: load(m, precision=precision) for m in dict.fromkeys(m for m, _ in self.blocks)}
         first = next(iter(self.models.values()))
         for m in self.models.values():
             if m.mel_config != first.mel_config or m.patch_frames != first.patch_frames:
-                raise ModelError(f"{FUSION_NAME}: {m.name} reads other patches than {first.name}")
+                raise ModelError(f"{name}: {m.name} reads other patches than {first.name}")
         self.sample_rate = first.sample_rate
         self.min_duration_s = first.patch_frames * first.mel_config.hop_length / first.sample_rate
-        self.block_dims = [self.models[m].embedding_dims[layer] for m, layer in BLOCKS]
+        self.block_dims = [self.models[m].embedding_dims[layer] for m, layer in self.blocks]
         self.embedding_dim = int(sum(self.block_dims))
-        h = hashlib.sha256(f"{FUSION_VERSION};{BLOCKS}".encode())
+        # the layout is part of the id (musicnn-fusion's ids are what they always were)
+        h = hashlib.sha256(f"{FUSION_VERSION};{self.blocks}".encode())
         for m in self.models.values():
             h.update(m.model_id.encode())
         self.model_id = f"{self.name}-{h.hexdigest()[:12]}"
@@ -174,7 +186,7 @@ class FusionAnalyzer:
 
     def _analysis(self, patches: np.ndarray) -> Analysis:
         outs = {name: m.run_patches(patches) for name, m in self.models.items()}
-        per_patch = [outs[m][layer] for m, layer in BLOCKS]
+        per_patch = [outs[m][layer] for m, layer in self.blocks]
         embedding = fuse([p.mean(axis=0) for p in per_patch])
         probs = {name: o["probs"] for name, o in outs.items()}
         track_probs = {name: p.mean(axis=0) for name, p in probs.items()}
@@ -184,8 +196,8 @@ class FusionAnalyzer:
                         patch_embeddings=fuse(per_patch), patch_predictions=patch_predictions)
 
 
-@functools.lru_cache(maxsize=4)
-def load_fusion_analyzer(precision: str = "fp32") -> FusionAnalyzer:
-    """The ``musicnn-fusion`` analyzer in ``precision`` (built once per process; the two
-    models are shared with :func:`soundalike.models.pretrained.load`)."""
-    return FusionAnalyzer(precision)
+@functools.lru_cache(maxsize=8)
+def load_fusion_analyzer(precision: str = "fp32", name: str = FUSION_NAME) -> FusionAnalyzer:
+    """The fused analyzer ``name`` (:data:`LAYOUTS`) in ``precision`` (built once per process;
+    the networks are shared with :func:`soundalike.models.pretrained.load`)."""
+    return FusionAnalyzer(precision, name)

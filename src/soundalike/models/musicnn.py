@@ -265,7 +265,10 @@ def _build_modules():
 
     class VGG(nn.Module):
         """vgg: ``forward(x)`` with x ``(B, 96, 187)`` -> dict of ``logits (B, n)``,
-        ``penultimate (B, 256)`` (flattened last pool)."""
+        ``penultimate (B, 256)`` (flattened last pool) and, with :attr:`with_extras`, the
+        summaries :attr:`extra_dims` names:
+        ``block{3,4,5}_{mean,max}`` ``(B, 128)`` (each block's output over time and frequency)
+        and ``block4_time_mean`` ``(B, 768)`` (block 4 over time, per frequency band, band-major)."""
 
         pools = [((4, 1), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((4, 4), (4, 4))]
 
@@ -302,6 +305,13 @@ def _build_modules():
             self.out.weight.data.copy_(dk.T)
             self.out.bias.data.copy_(_param(w, "dense/bias", (n_classes,)))
             self.embedding_dims = {"penultimate": dk.shape[0]}
+            #: the further per-patch summaries ``forward`` returns when :attr:`with_extras` is
+            #: set (names -> lengths), read by ``benchmarks/simcache.py``; not analyzer layers
+            #: (PretrainedModel keeps its three), so off by default: inference pays nothing for them
+            self.with_extras = False
+            n_c = k.shape[0]
+            self.extra_dims = {**{f"block{b}_{s}": n_c for b in (3, 4, 5) for s in ("mean", "max")},
+                               "block4_time_mean": n_c * (N_MELS // 16)}
             # first block as a (T*F', 9) @ (9, 128) matmul plus a max over time-row slices:
             # as fast as oneDNN's 1-channel conv + max_pool2d at 1-2 patches per pass, and
             # less sensitive to pass size (whole vgg, 8 patches per pass: 111 vs 88-94 patches/s)
@@ -330,12 +340,21 @@ def _build_modules():
             # time-major (B, T, F); block 0 returns channels-last maps, so every later
             # convolution runs NHWC without layout reorders.
             h = self.bn_in(x.unsqueeze(1)).squeeze(1).transpose(1, 2).contiguous()  # (B, T, F)
+            outs: dict[str, torch.Tensor] = {}
             for i, (conv, bn, (k, s)) in enumerate(zip(self.convs, self.bns, self.pool_args)):
                 h = self._block0_conv_pool(h) if i == 0 else F.max_pool2d(conv(h), k, s)
                 h = bn(F.relu(h * getattr(self, f"sign{i}")))
+                if i >= 2 and self.with_extras:
+                    # each block's map summarised over time and frequency (128 values each),
+                    # and block 4's over time only, band by band (6 x 128): the similarity
+                    # bench's VGG layers; the penultimate and the logits do not depend on them
+                    outs[f"block{i + 1}_mean"] = h.mean(dim=(2, 3))
+                    outs[f"block{i + 1}_max"] = h.amax(dim=(2, 3))
+                    if i == 3:
+                        outs["block4_time_mean"] = h.mean(dim=2).permute(0, 2, 1).flatten(1)
             # TF flattens NHWC: (B, T', F', C) row-major.
             pen = h.permute(0, 2, 3, 1).flatten(1)
-            return {"logits": self.out(pen), "penultimate": pen}
+            return {"logits": self.out(pen), "penultimate": pen, **outs}
 
     return Musicnn, VGG
 

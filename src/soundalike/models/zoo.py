@@ -18,7 +18,7 @@ PRETRAINED: tuple[str, ...] = ("MTT_musicnn", "MTT_vgg", "MSD_musicnn", "MSD_vgg
 #: Analyzers that need no weights at all.
 BASELINES: tuple[str, ...] = ("mfcc-stats",)
 #: Analyzers built from several pretrained models (:mod:`soundalike.models.fusion`).
-FUSED: tuple[str, ...] = ("musicnn-fusion",)
+FUSED: tuple[str, ...] = ("musicnn-fusion", "musicnn-vgg-fusion")
 #: What ingest (and so similar, serve and listen) runs when no ``--model`` is given:
 #: picked from ``benchmarks/bench_similarity.py`` (README, "Similarity").
 DEFAULT_ANALYZER = "musicnn-fusion"
@@ -87,7 +87,7 @@ def _load_cached(key: str) -> Analyzer:
     if name in FUSED:
         from soundalike.models.fusion import load_fusion_analyzer
 
-        return load_fusion_analyzer(prec)
+        return load_fusion_analyzer(prec, name)
     if name in PRETRAINED:
         from soundalike.models.pretrained import load_pretrained_analyzer
 
@@ -99,7 +99,7 @@ def _load_cached(key: str) -> Analyzer:
     if key in FUSED:
         from soundalike.models.fusion import load_fusion_analyzer
 
-        return load_fusion_analyzer()
+        return load_fusion_analyzer(name=key)
     return load_run_analyzer(Path(key))
 
 

@@ -1,0 +1,61 @@
+"""``musicnn-vgg-fusion``: the default fusion's blocks plus MTT_vgg's penultimate layer,
+a stored model of its own beside ``musicnn-fusion`` (whose vectors and id stay as they were)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import soundfile as sf
+
+import soundalike
+from soundalike.audio import synth
+from soundalike.catalog.store import Catalog
+from soundalike.ingest import ingest
+from soundalike.models.fusion import FUSION_NAME, FUSION_VGG_NAME, LAYOUTS, block_dims, load_fusion_analyzer
+from soundalike.models.pretrained import load
+from soundalike.models.zoo import DEFAULT_ANALYZER, load_analyzer
+
+SR = 16000
+
+
+def test_vgg_fusion_is_the_default_fusion_plus_one_block():
+    y = synth.demo_track("piano-arpeggio", seed=4, duration_s=12.0, sr=SR)
+    old, new = load_fusion_analyzer(), load_analyzer(FUSION_VGG_NAME)
+    assert new is load_fusion_analyzer(name=FUSION_VGG_NAME) and new.name == FUSION_VGG_NAME
+    assert LAYOUTS[FUSION_VGG_NAME][:4] == LAYOUTS[FUSION_NAME]
+    assert block_dims(FUSION_VGG_NAME) == (200, 200, 753, 753, 256) == tuple(new.block_dims)
+    assert new.embedding_dim == 2162 and old.embedding_dim == 1906
+    assert new.model_id.startswith(f"{FUSION_VGG_NAME}-") and new.model_id != old.model_id
+    assert DEFAULT_ANALYZER == FUSION_NAME  # not the ingest default
+    a, b = old.analyze(y, SR), new.analyze(y, SR)
+    # five unit blocks over sqrt(5) instead of four over 2: the musicnn part is the old vector rescaled
+    np.testing.assert_allclose(b.embedding[:1906] * np.sqrt(5), a.embedding * 2, rtol=0, atol=1e-5)
+    pen = load("MTT_vgg").run_patches(load("MTT_vgg").patches(y, SR))["penultimate"].mean(axis=0)
+    np.testing.assert_allclose(b.embedding[1906:] * np.sqrt(5), pen / np.linalg.norm(pen), rtol=0, atol=1e-5)
+    assert abs(float(np.linalg.norm(b.embedding)) - 1.0) < 1e-5
+    assert b.patch_embeddings.shape[1] == 2162 and b.predictions == a.predictions
+
+
+def test_both_fusions_live_side_by_side_in_one_catalog(tmp_path, capsys):
+    music = tmp_path / "m"
+    music.mkdir()
+    for i, style in enumerate(sorted(synth.DEMO_STYLES)[:3]):
+        sf.write(music / f"t{i}.flac", synth.demo_track(style, seed=i, duration_s=20.0, sr=SR), SR)
+    db = tmp_path / "c.sqlite"
+    s_old = ingest([music], catalog=db, workers=1)
+    s_new = ingest([music], catalog=db, model=FUSION_VGG_NAME, workers=1)
+    assert (s_old.ingested, s_new.ingested) == (3, 3) and s_old.model_id != s_new.model_id
+    with Catalog.open(db) as cat:
+        tracks = {t.path: t for t in cat.iter_tracks()}
+        q = tracks[str(music / "t0.flac")].id  # three styles: no near-duplicates hidden
+        for mid, dim in ((s_old.model_id, 1906), (s_new.model_id, 2162)):
+            assert cat.model(mid).dim == dim
+            hits = soundalike.similar(q, k=2, model=mid, catalog=cat)
+            assert len(hits) == 2 and q not in {h.track.id for h in hits}
+    from soundalike.cli import main
+
+    assert main(["model", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows[FUSION_VGG_NAME]["embedding_dims"] == {"embedding": 2162}
+    assert not rows[FUSION_VGG_NAME]["default"] and rows[FUSION_NAME]["default"]
