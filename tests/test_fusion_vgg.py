@@ -59,3 +59,13 @@ def test_both_fusions_live_side_by_side_in_one_catalog(tmp_path, capsys):
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows[FUSION_VGG_NAME]["embedding_dims"] == {"embedding": 2162}
     assert not rows[FUSION_VGG_NAME]["default"] and rows[FUSION_NAME]["default"]
+
+
+def test_adapt_and_tag_refiling_know_every_fused_layout():
+    """``index adapt`` normalises a fused vector block by block, and ``ingest --refresh tags``
+    refiles a fused model's tags: for the vgg fusion as for the default one."""
+    from soundalike.search.adapt import _blocks_of
+
+    assert _blocks_of(FUSION_VGG_NAME) == block_dims(FUSION_VGG_NAME) == (200, 200, 753, 753, 256)
+    assert _blocks_of(FUSION_NAME) == block_dims(FUSION_NAME)
+    assert _blocks_of("MTT_musicnn") == ()

@@ -147,9 +147,9 @@ def _refile_tags(cat: Catalog, model_id: str, roots: list[Path], top_tags: int, 
     from soundalike.models.vocabulary import category_of
 
     info = cat.model(model_id)
-    from soundalike.models.fusion import FUSION_NAME
+    from soundalike.models.fusion import LAYOUTS
 
-    if info is None or (info.name not in SPECS and info.name != FUSION_NAME):
+    if info is None or (info.name not in SPECS and info.name not in LAYOUTS):
         return 0
     # the fusion's labels are MTT's then MSD's: either table, MTT first
     dataset = SPECS[info.name].dataset if info.name in SPECS else None

@@ -62,9 +62,9 @@ class AdaptReport:
 
 
 def _blocks_of(name: str) -> tuple[int, ...]:
-    from soundalike.models.fusion import FUSION_NAME, block_dims
+    from soundalike.models.fusion import LAYOUTS, block_dims
 
-    return block_dims() if name == FUSION_NAME else ()
+    return block_dims(name) if name in LAYOUTS else ()  # every stored fused layout
 
 
 def adapt_catalog(cat: Catalog, *, model: str | None = None, method: str = "normalize",
