@@ -116,15 +116,9 @@ def test_overlapping_excerpts_are_decoded_once_and_every_seek_lands(fmt, tmp_pat
     lengths = [g.length] * len(picks) + [x.stop - x.start for x in slices]
     inside = [k for k in picks if any(x.start <= g.start(k) and g.start(k) + g.length <= x.stop for x in slices)]
     assert len(inside) == 2  # patches 1 and 4 of 6 sit at 1/4 and 3/4: in the attribute excerpts
-    decoded: list[int] = []
-    real = io._SfSource._read
+    from test_ingest_onepass import _counting_sf_reads
 
-    def counting(self, n):
-        out = real(self, n)
-        decoded.append(len(out))
-        return out
-
-    monkeypatch.setattr(io._SfSource, "_read", counting)
+    decoded = _counting_sf_reads(monkeypatch)  # every block the decoder hands back
     ex = load_excerpts(path, sr=16000, starts=starts, length=lengths)
     for j, n, e in zip(starts, lengths, ex):
         assert len(e) == n
