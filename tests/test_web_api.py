@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -117,6 +118,22 @@ def test_similar_within_filter(client):
     assert f["hits"] and {h["id"] for h in f["hits"]} <= allowed
     assert c.get("/api/similar", params={"id": 999999}).status_code == 404
     assert c.get("/api/similar", params={"id": q, "where": '"open'}).status_code == 400
+
+
+def test_similar_json_is_the_bytes_starlette_would_send(client):
+    """/api/similar renders with orjson: the same bytes as Starlette's ``json.dumps``
+    (compact separators, UTF-8 not escaped), with the JSON content type, whatever the hits
+    hold (floats, None, non-ASCII names)."""
+    c, b = client
+    for tid in (b.ids["bass-groove"][0], b.ids["ambient-drone"][0]):
+        for params in ({"id": tid, "k": 8}, {"id": tid, "k": 3, "where": "mood:calm|dark"},
+                       {"id": tid, "where": "genre:nosuchgenre"}):
+            r = c.get("/api/similar", params=params)
+            assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+            body = r.json()
+            assert r.content == json.dumps(body, ensure_ascii=False, allow_nan=False,
+                                           separators=(",", ":")).encode("utf-8")
+            assert body["hits"] or params.get("where") == "genre:nosuchgenre"
 
 
 def _wav_bytes(y, sr=22050, fmt="WAV"):

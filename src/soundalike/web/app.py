@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -70,6 +71,16 @@ MAX_UPLOAD_BYTES = 20_000_000
 #: max_connections of 100); the routes are CPU-bound Python, so more threads than this
 #: only queue for the GIL (bench_catalog.py measures 8 against 40).
 SERVER_THREADS = 8
+
+
+class FastJSONResponse(JSONResponse):
+    """JSON rendered by orjson: for the plain dicts of str/int/float/bool/None the hot
+    routes send, the same bytes as Starlette's ``json.dumps`` (compact, UTF-8; a test
+    compares), ~15x faster to render (0.09 -> 0.005 ms for ten hits).  NumPy scalars are
+    written as numbers; a NaN would be ``null`` where ``json.dumps`` refuses it."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def server_threads() -> int:
@@ -572,7 +583,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
             raise HTTPProblem(404, f"no track {id} in the catalog")
         # a plain dict of str/int/float/None: skip FastAPI's response validation and encoder
         # (the hot path under load: server CPU 3.4 -> 2.8 ms a request at 100k tracks)
-        resp = JSONResponse({"query": {"id": id, "name": rq.label, **_attr_json(rq.attributes)},
+        resp = FastJSONResponse({"query": {"id": id, "name": rq.label, **_attr_json(rq.attributes)},
                              "where": where,
                              "notes": cats.get().filter_notes(where, include_suggested=include_suggested),
                              "hits": _hits_json(cats.get(), hits)})
