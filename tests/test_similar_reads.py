@@ -174,6 +174,26 @@ def test_two_round_trips_per_call_and_other_processes_commits_are_seen(filled):
         assert n == 3
 
 
+def test_the_filter_notes_of_a_search_read_nothing_more(filled):
+    """/api/similar's notes on its filter come from the facet table of the state the search
+    answered at (``ResolvedQuery.token``): the request stays at three statements, and the
+    notes are the ones a fresh read of the token gives."""
+    where = "genre:g1|nosuch mood:x"
+    with Catalog.open(filled) as c:
+        rq, _ = sim.similar_with_query(1, k=5, where=where, catalog=c)
+        c.filter_notes(where, token=rq.token)  # gathers the facet table once
+
+        def request():
+            rq, hits = sim.similar_with_query(2, k=5, where=where, catalog=c)
+            return rq, c.filter_notes(where, token=rq.token)
+
+        (rq, notes), n = _count(c, request)
+        assert n == 3 and rq.token == c.change_token()
+        assert notes == c.filter_notes(where) and "nosuch" in notes[0]
+        _, n = _count(c, lambda: c.filter_notes(where))
+        assert n == 1  # without the token: one read of it
+
+
 def test_remembered_default_model_follows_a_new_adaptation(filled):
     with Catalog.open(filled) as c, Catalog.open(filled) as writer:
         assert sim.similar(1, k=3, catalog=c)

@@ -812,20 +812,23 @@ class Catalog:
         rows = self._db.fetch_rows(f"SELECT t.id FROM tracks t WHERE {sql} ORDER BY t.id", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def filter_notes(self, where: _q.Query | str | None, *, include_suggested: bool = False) -> list[str]:
+    def filter_notes(self, where: _q.Query | str | None, *, include_suggested: bool = False,
+                     token: int | None = None) -> list[str]:
         """Plain notes on the tag terms of a filter that name what the catalog does not have.
 
         ``genre:rock`` on a catalog whose tags are all model tags of category ``tag``
         matches nothing; this says why: "no track has a tag in category 'genre'
         (categories here: instrument, tag)", or "no genre tag is rok (genre has: jazz,
-        rock ...)".  Empty when every category and value exists.  From the cached facet table.
+        rock ...)".  Empty when every category and value exists.  From the cached facet table
+        of the catalog state ``token`` (:meth:`change_token`; None: read it now), so a request
+        that has read the token already asks no statement of its own.
         """
         q = where if isinstance(where, _q.Query) else _q.parse(where)
         terms = [t for t in q.terms if t.kind == "tag"]
         if not terms:
             return []
         # answered from the cached facet table (a DISTINCT over every tag row was ~0.1 s at 100k)
-        table = self._facet_table_cached(_q.BASE_SOURCES + ((_q.SUGGESTED,) if include_suggested else ()))
+        table = self._facet_table_cached(_q.BASE_SOURCES + ((_q.SUGGESTED,) if include_suggested else ()), token)
         labels = set(table.labels)
         existing = sorted({c for c, _ in labels})
         notes: list[str] = []

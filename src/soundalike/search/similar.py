@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +134,9 @@ class ResolvedQuery:
     tags: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     predictions: dict[str, float] = field(default_factory=dict)
     attributes: dict | None = None
+    #: The catalog's change token the search answered at (None: not read), for what the
+    #: caller reads next from the same state (e.g. :meth:`Catalog.filter_notes`).
+    token: int | None = None
 
     @property
     def label(self) -> str:
@@ -549,4 +552,4 @@ def similar_with_query(query: int | str | os.PathLike, *, k: int = 10, where: st
                                              include_duplicates=include_duplicates, sources=sources)
         hits = _hits(cat, ids[0], scores[0], rq.tags, sources, rq.attributes, known=known)
         stages.mark("hits")
-        return rq, hits
+        return (replace(rq, token=token) if token is not None else rq), hits
