@@ -98,6 +98,10 @@ class _ChannelServer(uvicorn.Server):
                     return
                 for fd in fds:
                     conn = socket.socket(fileno=fd)
+                    # as asyncio and uvloop do for the connections they accept: a response's
+                    # head and body are two writes, and Nagle would hold the second back
+                    # until the client's delayed ACK (up to 40 ms on loopback)
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     loop.create_task(self._adopt(loop, protocol, conn))
 
         loop.add_reader(chan.fileno(), receive)
