@@ -7,6 +7,7 @@ import gc
 import http.client
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from soundalike.web.app import create_app
@@ -128,6 +130,60 @@ def test_new_connections_go_to_the_least_busy_worker_and_a_dead_one_is_replaced(
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_the_dispatcher_hands_each_connection_to_the_least_busy_ready_worker():
+    """The parent's accept loop on real sockets, without uvicorn: it listens once every
+    worker said it is ready, sends each accepted connection (TCP_NODELAY set: Nagle would
+    hold a response's body back for the client's delayed ACK) to the slot with the fewest
+    open connections, round the slots on ties, and counts a reported close."""
+    from soundalike.web import serving
+
+    listener = serving._bound_socket("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    slots = [serving._Slot(), serving._Slot()]
+    d = serving._Dispatcher(listener, slots, backlog=16)
+    d.thread.start()
+    clients = []
+    try:
+        with pytest.raises(ConnectionRefusedError):  # no worker ready yet: not listening
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        for s in slots:
+            s.child.send(serving._READY)
+        deadline = time.time() + 10
+        while not d.listening:
+            assert time.time() < deadline
+            time.sleep(0.01)
+
+        def connect_and_receive() -> int:
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            ready, _, _ = select.select([s.child for s in slots], [], [], 5)
+            assert len(ready) == 1
+            msg, fds, _, _ = socket.recv_fds(ready[0], 16, 1)
+            assert msg == serving._CONN and len(fds) == 1
+            with socket.socket(fileno=fds[0]) as got:
+                assert got.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+                assert got.getpeername() == clients[-1].getsockname()
+            return [s.child for s in slots].index(ready[0])
+
+        assert [connect_and_receive() for _ in range(4)] == [0, 1, 0, 1]
+        assert [s.open for s in slots] == [2, 2]
+        slots[1].child.send(serving._CLOSED)
+        slots[1].child.send(serving._CLOSED)
+        while slots[1].open:
+            assert time.time() < deadline
+            time.sleep(0.01)
+        assert [connect_and_receive() for _ in range(3)] == [1, 1, 0]
+        assert [s.open for s in slots] == [3, 2]
+    finally:
+        d.stop.set()
+        d.thread.join(timeout=5)
+        for c in clients:
+            c.close()
+        listener.close()
+        for s in slots:
+            s.parent.close()
+            s.child.close()
 
 
 def test_two_workers_share_connections_and_log_each_request(demo_catalog, tmp_path):  # noqa: F811

@@ -98,10 +98,6 @@ class _ChannelServer(uvicorn.Server):
                     return
                 for fd in fds:
                     conn = socket.socket(fileno=fd)
-                    # as asyncio and uvloop do for the connections they accept: a response's
-                    # head and body are two writes, and Nagle would hold the second back
-                    # until the client's delayed ACK (up to 40 ms on loopback)
-                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     loop.create_task(self._adopt(loop, protocol, conn))
 
         loop.add_reader(chan.fileno(), receive)
@@ -168,14 +164,22 @@ class _Dispatcher:
         return sorted(ready, key=lambda i: (self.slots[i].open, (i - self.next) % n))
 
     def _hand_over(self, conn: socket.socket) -> None:
+        # as asyncio and uvloop do for the connections they accept themselves: a response's
+        # head and body are two writes, and Nagle would hold the body back until the
+        # client's delayed ACK (up to 40 ms on loopback: half the requests/s under wrk)
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         with self.lock:
             for i in self._candidates():
                 slot = self.slots[i]
+                slot.open += 1  # counted before the worker can see it (and report its close)
                 try:
                     socket.send_fds(slot.parent, [_CONN], [conn.fileno()])
                 except OSError:  # its channel is full or its worker gone: the next one
+                    slot.open -= 1
                     continue
-                slot.open += 1
                 self.next = (i + 1) % len(self.slots)
                 conn.close()  # the worker holds it now
                 return
