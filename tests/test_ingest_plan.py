@@ -177,6 +177,71 @@ def test_checked_excerpts_are_the_length_check_and_the_seeks_on_one_open_file(fm
         assert io.checked_excerpts(path, sr=16000, place=place) is None
 
 
+def _vorbis(path, seconds: float = 60.0):
+    y = np.concatenate([synth.demo_track(s, seed=i, duration_s=seconds / 3, sr=44100)
+                        for i, s in enumerate(["drum-loop", "piano-arpeggio", "bass-groove"])])
+    with sf.SoundFile(path, "w", 44100, 2, format="OGG", subtype="VORBIS") as f:
+        for i in range(0, len(y), 1 << 15):  # blockwise: libsndfile's Vorbis encoder crashes on huge writes
+            f.write(np.stack([y[i : i + (1 << 15)], 0.7 * y[i : i + (1 << 15)]], axis=1))
+    return path
+
+
+def test_vorbis_spans_are_ffmpeg_s_samples_placed_by_libvorbis(tmp_path, monkeypatch):
+    """Ogg Vorbis excerpts come from FFmpeg's decoder, each placed by the samples libvorbis
+    gives at its start, also when FFmpeg's own stamps are off: libvorbis' samples to float
+    rounding; without FFmpeg, libvorbis decodes them as before."""
+    from soundalike.audio import io
+
+    path = _vorbis(tmp_path / "t.ogg")
+    full = load(path, sr=16000).y  # libsndfile (libvorbis), whole
+    # the first one starts in the drum loop's digital silence: nothing to place it by
+    starts = [16000 * 5, 16000 * 21 + 3, 16000 * 26, 16000 * 41 + 11, 16000 * 50]
+    lengths = [48000, 48000, 160000, 48000, 80000]
+    placed = []
+    real_span, real_decode = io._FfmpegVorbisSpans.span, io._FfmpegVorbisSpans._decode
+
+    def span(self, src, a, b):
+        out = real_span(self, src, a, b)
+        placed.append(out is not None)
+        return out
+
+    def stamps_off(self, a, b):  # FFmpeg's stamps 448 samples late, then 63 early (as measured)
+        got = real_decode(self, a, b)
+        return None if got is None else (got[0] + (448 if len(placed) % 2 else -63), got[1])
+
+    monkeypatch.setattr(io._FfmpegVorbisSpans, "span", span)
+    for decode in (real_decode, stamps_off):
+        monkeypatch.setattr(io._FfmpegVorbisSpans, "_decode", decode)
+        placed.clear()
+        ex = load_excerpts(path, sr=16000, starts=starts, length=lengths)
+        assert placed == [False, True, True, True, True]  # the silent start left to libvorbis
+        for j, n, e in zip(starts, lengths, ex):
+            assert len(e) == n
+            np.testing.assert_allclose(e, full[j : j + n], rtol=0, atol=1e-5, err_msg=f"at {j / 16000:.2f} s")
+    monkeypatch.setattr(io._FfmpegVorbisSpans, "open", classmethod(lambda cls, p, meta: None))
+    placed.clear()
+    alone = load_excerpts(path, sr=16000, starts=starts, length=lengths)
+    assert placed == []
+    for a, b in zip(alone, ex):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def test_a_probe_that_fits_more_than_one_place_places_nothing():
+    """Only a placement that nothing else near it fits is taken: silence and a tone that
+    repeats within the search are left to libvorbis."""
+    from soundalike.audio import io
+
+    rng = np.random.default_rng(1)
+    y = (0.1 * rng.standard_normal(20_000)).astype(np.float32)
+    probe = y[9000 : 9000 + io.VORBIS_PROBE_FRAMES].copy()
+    assert io._place(y, 9000 - 448, probe, search=4096) == 448
+    assert io._place(y, 9000 + 63, probe, search=4096) == -63
+    assert io._place(y, 9000, probe + np.float32(1e-3), search=4096) is None  # nothing fits
+    assert io._place(np.zeros(20_000, np.float32), 9000, np.zeros(2048, np.float32), search=4096) is None
+    tone = (0.5 * np.sin(2 * np.pi * np.arange(20_000) / 100.0)).astype(np.float32)
+    assert io._place(tone, 9000, tone[9000:11048].copy(), search=4096) is None
+
+
 def test_checked_excerpts_refuse_a_guessed_length(tmp_path, monkeypatch):
     """An MP3 without a Xing header: its length is a guess, nothing is placed by it."""
     from soundalike.audio import io
