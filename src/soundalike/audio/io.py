@@ -4,9 +4,8 @@
 PyAV (FFmpeg) is the fallback for what libsndfile cannot read (m4a/AAC, wma, webm, ...).
 The format is recognised from the file's content, never from its extension: a FLAC
 file named ``.mp3`` loads as FLAC.  Resampling uses ``soxr``.  Ingest's whole-file pass
-(:func:`read_once`) and its excerpts read by seeking (:func:`load_excerpts`) decode Ogg
-Vorbis with FFmpeg's decoder instead, which is faster and agrees with libvorbis to float
-rounding (the excerpts placed by libvorbis' own samples: :class:`_FfmpegVorbisSpans`).
+(:func:`read_once`) reads Ogg Vorbis with FFmpeg's decoder instead, which is faster and
+agrees with libvorbis to float rounding.
 
 Files are read in blocks, so an hour-long file never needs its whole decoded source in
 memory at once (:func:`stream`), and partial reads (``offset_s``/``duration_s``) seek
@@ -797,8 +796,7 @@ def _excerpts_on_one_handle(src: _SfSource, *, sr: int, starts, lengths, margin_
     4-minute track paid 45 ms for it).  Every other format opens the file again for each
     span: libsndfile's Vorbis decoder, sought a second time on one handle, sometimes lands
     on wrong samples (measured on real game soundtracks: 1 seek in ~5), and an open costs
-    under a millisecond.  An Ogg Vorbis span is decoded by FFmpeg where libvorbis' first
-    samples of it place FFmpeg's (:class:`_FfmpegVorbisSpans`), by libvorbis otherwise.
+    under a millisecond.
     """
     p, meta = src.path, src.meta
     src_sr = meta.sr
@@ -815,177 +813,33 @@ def _excerpts_on_one_handle(src: _SfSource, *, sr: int, starts, lengths, margin_
             groups.append([a, a + n_src, i])
     got: dict[int, np.ndarray] = {}
     reuse = meta.subtype.startswith("MPEG_LAYER")
-    ff = _FfmpegVorbisSpans.open(p, meta) if meta.subtype == "VORBIS" and groups else None
-    try:
-        for n_group, (g_start, g_stop, *members) in enumerate(groups):
-            handle = src
-            if n_group and not reuse:
-                handle = _sf_open(p)
-                if handle is None:  # pragma: no cover - it opened a moment ago
-                    raise AudioDecodeError(p, "cannot open the file again")
-                handle.last_page = src.last_page
-            try:
-                data = ff.span(handle, g_start, g_stop) if ff is not None else None
-                if data is None:
-                    data = _mono_range(handle, g_start, g_stop)
-            finally:
-                if handle is not src:
-                    handle.close()
-            for i in members:
-                a, n_src, lead, _, n = spans[i]
-                y = data[a - g_start : a - g_start + n_src]
-                got[i] = _cut_excerpt(y, src_sr=src_sr, sr=sr, lead=lead, length=n) if len(y) else \
-                    np.zeros(0, np.float32)
-    finally:
-        if ff is not None:
-            ff.close()
+    for n_group, (g_start, g_stop, *members) in enumerate(groups):
+        handle = src
+        if n_group and not reuse:
+            handle = _sf_open(p)
+            if handle is None:  # pragma: no cover - it opened a moment ago
+                raise AudioDecodeError(p, "cannot open the file again")
+            handle.last_page = src.last_page
+        parts, done = [], g_start
+        try:
+            for block in handle._range(g_start, g_stop):
+                y = _to_mono(block)
+                _check_finite(p, y, offset=done, sr=src_sr)
+                done += len(y)
+                parts.append(y)
+        finally:
+            if handle is not src:
+                handle.close()
+        data = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        for i in members:
+            a, n_src, lead, _, n = spans[i]
+            y = data[a - g_start : a - g_start + n_src]
+            got[i] = _cut_excerpt(y, src_sr=src_sr, sr=sr, lead=lead, length=n) if len(y) else np.zeros(0, np.float32)
     out = []
     for i, (_, _, _, pad, n) in enumerate(spans):
         y = got.get(i, np.zeros(0, np.float32))
         out.append(np.concatenate([np.zeros(pad, np.float32), y]) if pad else y)
     return out
-
-
-def _mono_range(src: _SfSource, start: int, stop: int) -> np.ndarray:
-    """Source frames ``[start, stop)`` of an open libsndfile source, mono float32 (shorter
-    where the file ends), the file left open."""
-    parts, done = [], start
-    for block in src._range(start, stop):
-        y = _to_mono(block)
-        _check_finite(src.path, y, offset=done, sr=src.meta.sr)
-        done += len(y)
-        parts.append(y)
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-
-#: Vorbis frames that libvorbis decodes at the start of each span FFmpeg decodes, to place it.
-VORBIS_PROBE_FRAMES = 2048
-#: How far (frames) from its own timestamps FFmpeg's samples are looked for after a seek
-#: (measured: 448 off in 6 of 72 seeks into game soundtracks, 63 on every seek of a track
-#: whose start is trimmed; never more).
-VORBIS_SEARCH_FRAMES = 4096
-#: FFmpeg's samples count as libvorbis' when they agree to this (measured: ~5e-7, float
-#: rounding in the inverse MDCT) ...
-VORBIS_MATCH_ATOL = 1e-5
-#: ... and no other placement within the search agrees to this.
-VORBIS_OTHER_ATOL = 1e-4
-
-
-class _FfmpegVorbisSpans:
-    """Spans of an Ogg Vorbis file decoded by FFmpeg and placed by libvorbis.
-
-    FFmpeg's Vorbis decoder takes about half of libvorbis' time (the 4-minute ogg's 7 spans:
-    ~47 ms against ~85 ms), and its samples agree with libvorbis' to float rounding, but
-    after a seek its timestamps may be some hundred samples off (see
-    :data:`VORBIS_SEARCH_FRAMES`).  So each span is sought and decoded by FFmpeg on one open
-    file, and libvorbis decodes only its first :data:`VORBIS_PROBE_FRAMES` (the seek and
-    pre-roll it needs anyway): the span is where FFmpeg's samples equal those, to
-    :data:`VORBIS_MATCH_ATOL`, at one placement only.  Anything else (a probe too quiet or
-    too regular to place, a span at the file's end, where libvorbis trims the last packet,
-    an FFmpeg error or an unusual stream) leaves the span to libvorbis, as before.
-    """
-
-    def __init__(self, container, stream, meta: AudioInfo):
-        self.c, self.st, self.meta = container, stream, meta
-
-    @classmethod
-    def open(cls, p: Path, meta: AudioInfo) -> _FfmpegVorbisSpans | None:
-        import av
-
-        try:
-            c = av.open(str(p), mode="r", metadata_errors="replace")
-        except (av.error.FFmpegError, OSError, ValueError):
-            return None
-        ok = len(c.streams.audio) == 1 and c.streams.audio[0].codec_context.name == "vorbis"
-        st = c.streams.audio[0] if ok else None
-        if not ok or st.time_base is None or st.time_base.numerator != 1 or st.time_base.denominator != meta.sr:
-            c.close()
-            return None
-        return cls(c, st, meta)
-
-    def close(self) -> None:
-        self.c.close()
-
-    def span(self, src: _SfSource, start: int, stop: int) -> np.ndarray | None:
-        """Mono frames ``[start, stop)`` (libvorbis' positions) from FFmpeg, or ``None``.
-
-        ``src`` is a libsndfile handle not yet sought: libvorbis decodes the probe on it.
-        """
-        meta = self.meta
-        search, n_probe = VORBIS_SEARCH_FRAMES, VORBIS_PROBE_FRAMES
-        if start < 2 * search or stop + 2 * search >= meta.frames or stop - start < n_probe:
-            return None
-        probe = _mono_range(src, start, start + n_probe)
-        if len(probe) < n_probe:
-            return None
-        got = self._decode(start - search, stop + search)
-        if got is None:
-            return None
-        first, y = got  # y[0] is where FFmpeg's stamps say sample `first` is
-        d = _place(y, start - first, probe, search=search)
-        if d is None:
-            return None
-        at = start - first + d
-        out = y[at : at + stop - start]
-        return out if len(out) == stop - start else None
-
-    def _decode(self, start: int, stop: int) -> tuple[int, np.ndarray] | None:
-        """``(first frame's stamp, mono samples)`` covering stamps ``[start, stop)``."""
-        import av
-
-        c, st, n_ch = self.c, self.st, self.meta.channels
-        sr = self.meta.sr
-        parts: list[list[np.ndarray]] = [[] for _ in range(n_ch)]
-        first = at = None
-        try:
-            # 0.1 s earlier: the decoder's first packet after a seek only primes its overlap
-            c.seek(max(0, start - sr // 10), stream=st, backward=True)
-            for frame in c.decode(st):
-                if first is None:
-                    if frame.pts is None:
-                        return None
-                    first = at = int(frame.pts)
-                planes = frame.planes
-                if len(planes) != n_ch or frame.format.name != "fltp":
-                    return None
-                for chan, plane in zip(parts, planes):
-                    chan.append(np.frombuffer(plane, np.float32, frame.samples))
-                at += frame.samples
-                if at >= stop:
-                    break
-        except (av.error.FFmpegError, ValueError):
-            return None
-        if first is None or first > start or at < stop:
-            return None
-        chans = [np.concatenate(ch) for ch in parts]
-        y = _mix(chans) if n_ch > 1 else np.array(chans[0], np.float32)
-        _check_finite(Path(self.meta.path), y, offset=first, sr=sr)
-        return first, y
-
-
-def _place(y: np.ndarray, at: int, probe: np.ndarray, *, search: int) -> int | None:
-    """The shift ``d`` (``|d| <= search``) at which ``y[at + d :]`` begins with ``probe``
-    (to :data:`VORBIS_MATCH_ATOL`), or ``None``: none, or another shift fits too (to
-    :data:`VORBIS_OTHER_ATOL`: silence, a tone that repeats)."""
-    n = len(probe)
-    lo, hi = at - search, at + search + n
-    if lo < 0 or hi > len(y):
-        return None
-    win = y[lo:hi].astype(np.float64)
-    pr = probe.astype(np.float64)
-    # squared distance of the probe to every placement: |w|^2 - 2 w.p + |p|^2 (FFT correlation)
-    cs = np.concatenate([[0.0], np.cumsum(win * win)])
-    nfft = 1 << int(len(win) + n - 1).bit_length()
-    xc = np.fft.irfft(np.fft.rfft(win, nfft) * np.conj(np.fft.rfft(pr, nfft)), nfft)[: len(win) - n + 1]
-    dist = cs[n:] - cs[:-n] - 2.0 * xc + float(pr @ pr)
-    order = np.argsort(dist)
-    k = int(order[0])
-    if np.abs(win[k : k + n] - pr).max() > VORBIS_MATCH_ATOL:
-        return None
-    others = order[np.abs(order - k) > 0][:4]  # the next-best placements must be far off
-    if any(np.abs(win[j : j + n] - pr).max() <= VORBIS_OTHER_ATOL for j in others):
-        return None
-    return k - search
 
 
 def _excerpts_one_by_one(p: Path, *, sr: int, starts, lengths, margin_s: float = EXCERPT_MARGIN_S,
