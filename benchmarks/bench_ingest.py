@@ -328,7 +328,7 @@ def fine_profile(files: list[Path], model: str, repeat: int = 5) -> dict[str, di
                     t[k] += dt
             t0 = clock()
             if hasattr(io, "_ends_where_stated"):
-                io._ends_where_stated(src, slack_s=0.5)
+                io._ends_where_stated(src, slack_s=0.5, keep_open=True)
             else:
                 io.length_checked(path)
             t["check"] = clock() - t0

@@ -890,20 +890,10 @@ def length_checked(path: str | os.PathLike, *, slack_s: float = 0.5) -> AudioInf
     if not exact or meta.sr <= 0 or not (0 < meta.frames < 2**62):
         src.close()
         return None
-    tail = min(meta.frames, int(LENGTH_CHECK_S * meta.sr))
-    got = 0
-    blocks = src.blocks(meta.frames - tail, None)
     try:
-        for block in blocks:
-            got += len(block)
-            if got > tail + slack_s * meta.sr:
-                break  # more data than the header says: enough to know
-    except AudioDecodeError:
-        return None  # the stated end cannot even be sought: not the file's end
+        return meta if _ends_where_stated(src, slack_s=slack_s) else None
     finally:
-        blocks.close()
         src.close()
-    return meta if abs(got - tail) <= slack_s * meta.sr else None
 
 
 def checked_excerpts(
@@ -963,21 +953,22 @@ def checked_excerpts(
         try:
             out = _excerpts_on_one_handle(src, sr=sr, starts=starts, lengths=lengths, margin_s=margin_s)
         except AudioDecodeError:
-            if not _ends_where_stated(src, slack_s=slack_s):
+            if not _ends_where_stated(src, slack_s=slack_s, keep_open=True):
                 return None  # the header misplaced the excerpts: the whole decode finds out
             raise
-        return (meta, out) if _ends_where_stated(src, slack_s=slack_s) else None
+        return (meta, out) if _ends_where_stated(src, slack_s=slack_s, keep_open=True) else None
     finally:
         src.close()
 
 
-def _ends_where_stated(src: _SfSource, *, slack_s: float) -> bool:
+def _ends_where_stated(src: _SfSource | _AvSource, *, slack_s: float, keep_open: bool = False) -> bool:
     """Whether the last :data:`LENGTH_CHECK_S` before the header's end decode to that
-    length, to ``slack_s`` (on ``src``, left open; see :func:`length_checked`)."""
+    length, to ``slack_s`` (see :func:`length_checked`); ``keep_open``: a libsndfile
+    ``src`` stays open for more reads."""
     meta = src.meta
     tail = min(meta.frames, int(LENGTH_CHECK_S * meta.sr))
     got = 0
-    blocks = src._range(meta.frames - tail, None)
+    blocks = src._range(meta.frames - tail, None) if keep_open else src.blocks(meta.frames - tail, None)
     try:
         for block in blocks:
             got += len(block)
