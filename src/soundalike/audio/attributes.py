@@ -1,8 +1,9 @@
 """Musical attributes of a track from samples already decoded: tempo, key, loudness.
 
 Everything here reads mono float32 ``y`` at ``sr`` Hz that the caller already has (ingest
-decodes once for the model; nothing here opens a file) and is written in NumPy, cheap next
-to the network (``benchmarks/bench_attributes.py`` measures both, and the accuracy against
+decodes once for the model; nothing here opens a file) and is written in NumPy, with the
+FFTs and the few small matrix products on torch (faster, and on the worker's own threads:
+see :func:`_stft_mag`, :func:`_matmul`), cheap next to the network (``benchmarks/bench_attributes.py`` measures both, and the accuracy against
 MIDI renders whose tempo and key are written in the file).
 
 - **Tempo** (:func:`estimate_tempo`): a spectral-flux onset envelope at
