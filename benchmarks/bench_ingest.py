@@ -2,11 +2,14 @@
 
     flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_ingest.py \\
         [--gamemusic ~/.cache/soundalike-bench/gamemusic] [--tracks 24] [--model MTT_musicnn] \\
-        [--skip profile,full,peaks,seek1,local,ray,commit,precision]
+        [--skip profile,fine,throughput,full,peaks,seek1,local,ray,commit,precision]
 
 All figures of one run are measured side by side on the same machine, so only their
 ratios count (the machine is shared; the load average is printed).
 
+1b. **Finer profile** of the default's non-network work on the same two files: the seek
+   pass's decode (open, seek, pre-roll, decode, mono mix, resample, length check) and the
+   attributes (onset envelopes, tempo, chroma, key, loudness) stage by stage.
 1. **Profile** of a 4-minute mp3 and ogg (made from a gamemusic track): where the time
    goes, stage by stage (header, decoding, log-mel, network, attributes, hash + file
    tags, commit), three ways: today (the issue's baseline: MTT_musicnn, full, fp32), the
@@ -187,14 +190,19 @@ def profile(files: list[Path], model: str, baseline: str) -> None:
         # --- now: the header's length checked at its end, then only the excerpts decoded, by seeking
         r = {}
         r["header"], _ = timed(lambda: io.info(path))
-        r["length check (last second decoded)"], _ = timed(lambda: io.length_checked(path))
-        # one call, as seek_pass reads them: in order of position, overlaps decoded once
-        r["seek + decode + resample: patches + attribute excerpts"], both = timed(
-            lambda: io.load_excerpts(path, sr=sr, starts=starts, length=lengths))
+        # one call and one open file, as seek_pass reads them: the length checked, the
+        # excerpts in order of position, overlaps decoded once
+        key = "length check + seek + decode + resample: patches + attribute excerpts"
+        if hasattr(io, "checked_excerpts"):
+            r[key], (_, both) = timed(lambda: io.checked_excerpts(path, sr=sr, place=lambda m: (starts, lengths)))
+        else:  # the code before one open file (for a same-run comparison)
+            r[key], (_, both) = timed(lambda: (io.length_checked(path),
+                                               io.load_excerpts(path, sr=sr, starts=starts, length=lengths)))
         ex, parts = both[: len(picks)], both[len(picks) :]
-        # the same excerpts as read before: each opened, sought and decoded alone
-        one_by_one.append(timed(lambda: io._excerpts_one_by_one(path, sr=sr, starts=starts, lengths=lengths))[0])
-        one_by_one.append(r["seek + decode + resample: patches + attribute excerpts"])
+        # the same excerpts as read before: each opened, sought and decoded alone, the check apart
+        one_by_one.append(timed(lambda: (io.length_checked(path), io._excerpts_one_by_one(
+            path, sr=sr, starts=starts, lengths=lengths)))[0])
+        one_by_one.append(r[key])
         r["log-mel"], P = timed(lambda: mel_patches(now, ex, sr))
         r["network(s)"], an = timed(lambda: nets(now, P), repeat=1)
         r["attributes (tempo, key, loudness)"], at = timed(
@@ -220,6 +228,151 @@ def profile(files: list[Path], model: str, baseline: str) -> None:
         b, n = one_by_one[2 * i : 2 * i + 2]
         print(f"{f.suffix[1:]}: the excerpts' decode, each excerpt opened and sought alone (before) "
               f"{b * 1000:.0f} ms, in order with overlaps decoded once (now) {n * 1000:.0f} ms: {b / n:.2f}x")
+
+
+def fine_profile(files: list[Path], model: str, repeat: int = 5) -> dict[str, dict[str, float]]:
+    """The default's non-network work on one 4-minute track, split finer (CPU seconds, best of
+    ``repeat``, one thread): inside the seek pass's decode (open, seek, pre-roll, decode, mono mix,
+    resample, length check) and inside the attributes (onset envelopes, tempo, chroma,
+    key, loudness).  The decode is timed as ``audio.io`` reads the excerpts (in order of
+    position, overlaps decoded once, an MP3 on one handle), stage by stage."""
+    import torch
+
+    from soundalike.audio import attributes as A
+    from soundalike.audio import io
+    from soundalike.ingest.pipeline import _attributes_of_excerpts, content_hash, read_file_tags
+    from soundalike.ingest.plan import default_analysis, patch_grid, planned_patches
+    from soundalike.models.zoo import load_analyzer
+
+    torch.set_num_threads(1)
+    clock = time.thread_time  # CPU time of this thread (all the work here is on it): robust to a busy machine
+    now = load_analyzer(model)
+    _set_threads(now, 1)
+    g = patch_grid(now)
+    sr = g.sr
+    plan = default_analysis(now)
+    first = next(iter(now.models.values())) if hasattr(now, "models") else now.model
+
+    def best(fn):
+        b, out = float("inf"), None
+        for _ in range(repeat):
+            t = clock()
+            out = fn()
+            b = min(b, clock() - t)
+        return b, out
+
+    rows: dict[str, dict[str, float]] = {}
+    for path in files:
+        fmt = path.suffix[1:]
+        col = {}
+        meta = io.info(path)
+        picks = planned_patches(now, plan, frames=meta.frames, source_sr=meta.sr)
+        slices = A.excerpt_slices(int(meta.frames * sr // meta.sr), sr)
+        starts = [g.start(k) for k in picks] + [x.start for x in slices]
+        lengths = [g.length] * len(picks) + [x.stop - x.start for x in slices]
+        if hasattr(io, "checked_excerpts"):  # one open file for the check and the excerpts
+            col["seek pass: length check + 6 patches + 3 attribute excerpts"], _ = best(
+                lambda: io.checked_excerpts(path, sr=sr, place=lambda m: (starts, lengths)))
+        else:
+            col["seek pass: length check + 6 patches + 3 attribute excerpts"], _ = best(
+                lambda: (io.length_checked(path), io.load_excerpts(path, sr=sr, starts=starts, length=lengths)))
+        # the same reads, stage by stage (as _excerpts_on_one_handle does them)
+        spans = io._excerpt_spans(starts, lengths, src_sr=meta.sr, sr=sr, margin_s=io.EXCERPT_MARGIN_S)
+        groups: list[list[int]] = []
+        for i in sorted(range(len(spans)), key=lambda i: spans[i][0]):
+            a, n_src = spans[i][0], spans[i][1]
+            if groups and a <= groups[-1][1] + io.MERGE_GAP_FRAMES:
+                groups[-1][1] = max(groups[-1][1], a + n_src)
+                groups[-1].append(i)
+            else:
+                groups.append([a, a + n_src, i])
+        reuse = meta.subtype.startswith("MPEG_LAYER")
+        T = dict.fromkeys(("open", "seek", "pre-roll", "decode", "mono", "resample", "check"), float("inf"))
+        for _ in range(repeat):
+            t = dict.fromkeys(T, 0.0)
+            src = None
+            for g_start, g_stop, *members in groups:
+                t0 = clock()
+                if src is None or not reuse:
+                    if src is not None:
+                        src.close()
+                    src = io._sf_open(path)
+                t1 = clock()
+                at = src._seek_start(g_start)
+                src.f.seek(at)
+                t2 = clock()
+                skip = g_start - at
+                while skip > 0:
+                    skip -= len(src._read(min(io.BLOCK_FRAMES, skip)))
+                t3 = clock()
+                blocks, left = [], g_stop - g_start
+                while left > 0:
+                    b = src._read(min(io.BLOCK_FRAMES, left))
+                    if not len(b):
+                        break
+                    left -= len(b)
+                    blocks.append(b)
+                t4 = clock()
+                mono = [io._to_mono(b) for b in blocks]
+                for m in mono:
+                    io._check_finite(path, m, offset=0, sr=meta.sr)
+                data = np.concatenate(mono)
+                t5 = clock()
+                for i in members:
+                    a, n_src, lead, _, n = spans[i]
+                    io._cut_excerpt(data[a - g_start : a - g_start + n_src], src_sr=meta.sr, sr=sr,
+                                    lead=lead, length=n)
+                t6 = clock()
+                for k, dt in zip(("open", "seek", "pre-roll", "decode", "mono", "resample"),
+                                 (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
+                    t[k] += dt
+            t0 = clock()
+            if hasattr(io, "_ends_where_stated"):
+                io._ends_where_stated(src, slack_s=0.5, keep_open=True)
+            else:
+                io.length_checked(path)
+            t["check"] = clock() - t0
+            src.close()
+            T = {k: min(T[k], t[k]) for k in T}
+        names = {"open": "  open (an MP3 once, other formats once per span)",
+                 "seek": "  seek", "pre-roll": f"  pre-roll decode ({io.SEEK_PREROLL_FRAMES} frames a span)",
+                 "decode": "  decode the spans",
+                 "mono": "  mono mix + finite check",
+                 "resample": "  resample to 16 kHz (soxr HQ)", "check": "  length check (last second)"}
+        for k, v in T.items():
+            col[names[k]] = v
+        col["  (spans decoded)"] = len(groups) / 1000  # printed as a count
+        ys = io.load_excerpts(path, sr=sr, starts=starts, length=lengths)
+        col["log-mel (6 patches)"], _ = best(lambda: first.logmel(np.stack(ys[: len(picks)]), sr))
+        parts = ys[len(picks):]
+        y = np.concatenate(parts)
+        sl, at = [], 0
+        for p in parts:
+            sl.append(slice(at, at + len(p)))
+            at += len(p)
+        preds = now.analyze_excerpts(ys[: len(picks)], sr).predictions
+        col["attributes"], _ = best(lambda: _attributes_of_excerpts(parts, preds, sr=sr, total_s=meta.duration_s))
+        col["  onset envelopes (3 x 15 s)"], _ = best(lambda: [A.onset_envelope(y=y[s], sr=sr) for s in sl])
+        col["  tempo (onset envelopes included)"], _ = best(lambda: A.estimate_tempo(y=y, sr=sr, slices=sl))
+        col["  chroma (with its 16 -> 8 kHz resample)"], c = best(lambda: A.chroma(y=y, sr=sr, slices=sl))
+        col["  key from chroma"], _ = best(lambda: A.key_from_chroma(c))
+        col["  loudness (K-weighting, gates)"], _ = best(lambda: A.loudness(y=y, sr=sr))
+        col["hash"], _ = best(lambda: content_hash(path))
+        col["file tags"], _ = best(lambda: read_file_tags(path))
+        for k, v in col.items():
+            rows.setdefault(k, {})[fmt] = v
+    print(f"\n## 1b. The default's non-network work, finer (CPU time, one thread, best of {repeat}; load {_load()})\n")
+    fmts = [f.suffix[1:] for f in files]
+    print("| stage | " + " | ".join(fmts) + " |")
+    print("|---|" + "---|" * len(fmts))
+    for k, d in rows.items():
+        cells = [f"{d[f] * 1000:.0f}" if "spans decoded" in k else f"{d[f] * 1000:.1f} ms" for f in fmts]
+        print(f"| {k} | " + " | ".join(cells) + " |")
+    top = ("seek pass: length check + 6 patches + 3 attribute excerpts", "log-mel (6 patches)", "attributes",
+           "hash", "file tags")
+    print("| **total (without the networks and the commit)** | "
+          + " | ".join(f"**{sum(rows[k][f] for k in top) * 1000:.1f} ms**" for f in fmts) + " |")
+    return rows
 
 
 # --------------------------------------------------------------------------- 2. throughput
@@ -548,7 +701,7 @@ def main() -> None:
     ap.add_argument("--variants", default="",
                     help="comma-separated MODEL[:ANALYSIS] runs next to the default, e.g. musicnn-fusion@bf16:spread:6")
     ap.add_argument("--commits", type=int, default=3000)
-    ap.add_argument("--skip", default="", help="comma-separated: profile,full,peaks,seek1,local,ray,commit,precision")
+    ap.add_argument("--skip", default="", help="comma-separated: profile,fine,throughput,full,peaks,seek1,local,ray,commit,precision")
     args = ap.parse_args()
     if args.model is None:
         from soundalike.models.zoo import DEFAULT_ANALYZER
@@ -559,9 +712,13 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sa-bench-ingest-"))
     try:
         src = sorted(args.gamemusic.glob("flare-game/*.ogg"))
-        if "profile" not in skip and src:
-            profile(_four_minute_files(max(src, key=lambda p: p.stat().st_size), tmp), args.model,
-                    args.baseline_model)
+        four = _four_minute_files(max(src, key=lambda p: p.stat().st_size), tmp) if src else []
+        if "profile" not in skip and four:
+            profile(four, args.model, args.baseline_model)
+        if "fine" not in skip and four:
+            fine_profile(four, args.model)
+        if "throughput" in skip:
+            return
         tp = throughput(args.gamemusic, args.tracks, args.model, skip, tmp, baseline=args.baseline_model,
                         variants=tuple(filter(None, args.variants.split(","))))
         commits = commit_rate(args.commits, args.model) if "commit" not in skip else {}

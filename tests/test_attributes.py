@@ -191,6 +191,37 @@ def test_key_of_silence_and_noise():
     assert A.key_from_chroma(np.ones(12)) is None  # flat: no key at all
 
 
+def test_key_correlations_are_pearson_s_r_with_each_rotation():
+    """The 24 correlations come from one product; they are np.corrcoef's, key for key."""
+    rng = np.random.default_rng(3)
+    for profile in ("albrecht", "krumhansl"):
+        major, minor = (np.asarray(p, np.float64) for p in A.KEY_PROFILES[profile])
+        for _ in range(200):
+            c = rng.dirichlet(np.full(12, 0.7))
+            ref = sorted(((float(np.corrcoef(c, np.roll(prof, t))[0, 1]), t, mode)
+                          for mode, prof in (("major", major), ("minor", minor)) for t in range(12)),
+                         reverse=True)
+            k = A.key_from_chroma(c, profile=profile)
+            assert (k.tonic, k.mode) == ref[0][1:]
+            assert k.correlation == round(ref[0][0], 3)
+            assert k.confidence == round(float(np.clip((ref[0][0] - ref[1][0]) / 0.2, 0, 1)), 3)
+
+
+def test_spectra_and_band_sums_are_numpy_s():
+    """The onset envelope's and the chroma's |STFT| and filter-bank products (torch) agree with
+    NumPy in float64 to float32 rounding."""
+    y = synth.demo_track("drum-loop", seed=2, duration_s=6.0, sr=SR)
+    for n_fft, hop, top in ((1024, 320, None), (4096, 2048, 300)):
+        mag = A._stft_mag(y, n_fft, hop, top)
+        ref = np.abs(np.fft.rfft(A._frames(y, n_fft, hop).astype(np.float64), axis=1))[:, :top]
+        assert mag.dtype == np.float32 and mag.shape == ref.shape
+        np.testing.assert_allclose(mag, ref, rtol=0, atol=2e-6 * ref.max())
+    fb, _ = A._onset_bands(SR, 1024)
+    mag = A._stft_mag(y, 1024, 320)
+    np.testing.assert_allclose(A._matmul(mag, fb.T), mag.astype(np.float64) @ fb.T.astype(np.float64),
+                               rtol=1e-5, atol=1e-6)
+
+
 CAMELOT = {  # (tonic, mode) -> code, the published wheel
     (11, "major"): "1B", (8, "minor"): "1A", (6, "major"): "2B", (3, "minor"): "2A",
     (1, "major"): "3B", (10, "minor"): "3A", (8, "major"): "4B", (5, "minor"): "4A",

@@ -137,6 +137,59 @@ def test_overlapping_excerpts_are_decoded_once_and_every_seek_lands(fmt, tmp_pat
         np.testing.assert_allclose(e, full[j : j + n], rtol=0, atol=1e-5, err_msg=f"{fmt} at {j / 16000:.2f} s")
 
 
+@pytest.mark.parametrize("fmt", ["ogg", "mp3", "flac"])
+def test_checked_excerpts_are_the_length_check_and_the_seeks_on_one_open_file(fmt, tmp_path, monkeypatch):
+    """Ingest's seek pass in one call: the header (checked at its end) places the excerpts,
+    which are load_excerpts' very samples; an MP3 is opened once for all of it."""
+    from soundalike.audio import io
+
+    sr_in = 44100
+    y = synth.demo_track("bass-groove", seed=8, duration_s=50.0, sr=sr_in)
+    path = tmp_path / f"t.{fmt}"
+    kind = {"ogg": ("OGG", "VORBIS"), "mp3": ("MP3", "MPEG_LAYER_III"), "flac": ("FLAC", "PCM_16")}[fmt]
+    with sf.SoundFile(path, "w", sr_in, 2, format=kind[0], subtype=kind[1]) as f:
+        for i in range(0, len(y), 1 << 15):
+            f.write(np.stack([y[i : i + (1 << 15)], 0.5 * y[i : i + (1 << 15)]], axis=1))
+    seen = []
+
+    def place(meta):
+        seen.append(meta)
+        n = meta.frames * 16000 // meta.sr
+        return [-200, 16000, n // 2, n - 20000], [16000, 48000, 240000, 16000]
+
+    opened = []
+    real_open = io._sf_open
+    monkeypatch.setattr(io, "_sf_open", lambda p: opened.append(p) or real_open(p))
+    meta, got = io.checked_excerpts(path, sr=16000, place=place)
+    if fmt == "mp3":  # one seek index for the excerpts and the check (Vorbis: a fresh handle per span)
+        assert len(opened) == 1
+    assert seen == [meta] and meta == io.length_checked(path)
+    starts, lengths = place(meta)
+    for a, b in zip(got, load_excerpts(path, sr=16000, starts=starts, length=lengths)):
+        np.testing.assert_array_equal(a, b)
+    assert [len(e) for e in got] == lengths
+    # nothing to seek for: no excerpt read
+    assert io.checked_excerpts(path, sr=16000, place=lambda m: None) is None
+    # the data ends before the header says: the length cannot place excerpts
+    if fmt == "flac":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        assert io.checked_excerpts(path, sr=16000, place=place) is None
+
+
+def test_checked_excerpts_refuse_a_guessed_length(tmp_path, monkeypatch):
+    """An MP3 without a Xing header: its length is a guess, nothing is placed by it."""
+    from soundalike.audio import io
+    from test_ingest_hardening import mp3_with_cover_no_xing
+
+    y = synth.demo_track("piano-arpeggio", seed=2, duration_s=20.0, sr=44100)
+    monkeypatch.setattr("test_ingest_hardening._note", lambda seconds=0.63: y)
+    mp3 = mp3_with_cover_no_xing(tmp_path / "cover.mp3")
+    called = []
+    assert io.checked_excerpts(mp3, sr=16000, place=lambda m: called.append(m) or ([0], [16000])) is None
+    assert called == []
+
+
 def test_spread_analysis_is_the_full_analysis_on_a_subset_of_its_patches(tmp_path):
     """Same patch rows as the full analysis (to 1e-5) for the picked patches: the vectors mix."""
     a = load_analyzer("MTT_musicnn")

@@ -250,6 +250,7 @@ class _SfSource:
         self.path = path
         self.f = f
         self._moved = False  # read or sought since opened (then a read from 0 seeks there)
+        self.last_page: int | None | bool = False  # Vorbis: _ogg_last_page_start, once read
         self.meta = AudioInfo(str(path), int(f.samplerate), int(f.channels), int(f.frames),
                               str(f.format), str(f.subtype), self.backend)
         if self.meta.sr <= 0 or self.meta.channels <= 0:
@@ -318,7 +319,9 @@ class _SfSource:
         if self.meta.subtype == "VORBIS":
             # libsndfile lands on wrong samples when seeking into the last Ogg page;
             # aim at the page before it and decode forward.
-            last = _ogg_last_page_start(self.path)
+            if self.last_page is False:  # read once per file (load_excerpts hands it on)
+                self.last_page = _ogg_last_page_start(self.path)
+            last = self.last_page
             if last is not None and start >= last:
                 at = max(0, min(at, last - SEEK_PREROLL_FRAMES))
         return at
@@ -816,6 +819,7 @@ def _excerpts_on_one_handle(src: _SfSource, *, sr: int, starts, lengths, margin_
             handle = _sf_open(p)
             if handle is None:  # pragma: no cover - it opened a moment ago
                 raise AudioDecodeError(p, "cannot open the file again")
+            handle.last_page = src.last_page
         parts, done = [], g_start
         try:
             for block in handle._range(g_start, g_stop):
@@ -886,20 +890,95 @@ def length_checked(path: str | os.PathLike, *, slack_s: float = 0.5) -> AudioInf
     if not exact or meta.sr <= 0 or not (0 < meta.frames < 2**62):
         src.close()
         return None
+    try:
+        return meta if _ends_where_stated(src, slack_s=slack_s) else None
+    finally:
+        src.close()
+
+
+def checked_excerpts(
+    path: str | os.PathLike,
+    *,
+    sr: int,
+    place: Callable[[AudioInfo], tuple[list[int], list[int]] | None],
+    margin_s: float = EXCERPT_MARGIN_S,
+    slack_s: float = 0.5,
+) -> tuple[AudioInfo, list[np.ndarray]] | None:
+    """:func:`length_checked`, then :func:`load_excerpts` where ``place`` puts them, on one
+    open file.
+
+    ``place(header)`` gives ``(starts, lengths)`` (as :func:`load_excerpts` takes them)
+    from the header's length, or ``None``: nothing to read by seeking.  The samples are
+    :func:`load_excerpts`' and the check :func:`length_checked`'s; what one open saves:
+    an MP3's excerpts and its last second are read on one handle, so mpg123 builds its
+    seek index (a scan of every frame header from the start to the target) once to the
+    end of the file, not once for the check and again for the excerpts (7 ms of the
+    4-minute mp3's 10-ms check).  The check decodes the last second after the excerpts,
+    on the handle that read the first of them (for Vorbis a second seek on one handle
+    may land a few samples off, see :func:`_excerpts_on_one_handle`, which a sample
+    count to within ``slack_s`` does not see).
+
+    Returns
+    -------
+    ``(header, excerpts)``, or ``None``: the header's length cannot be trusted (decode the
+    whole file to learn it) or ``place`` gave ``None``.
+
+    Raises
+    ------
+    AudioDecodeError
+        As :func:`load_excerpts`, where the header's length holds.
+    """
+    p = Path(path)
+    src = _open(p)
+    if not isinstance(src, _SfSource):  # FFmpeg: each excerpt its own seek anyway
+        src.close()
+        meta = length_checked(p, slack_s=slack_s)
+        where = place(meta) if meta is not None else None
+        if where is None:
+            return None
+        return meta, load_excerpts(p, sr=sr, starts=where[0], length=where[1], margin_s=margin_s)
+    try:
+        meta = src.meta
+        if not src._length_is_exact() or meta.sr <= 0 or not (0 < meta.frames < 2**62):
+            return None
+        where = place(meta)
+        if where is None:
+            return None
+        starts, lengths = where
+        if len(lengths) != len(starts):
+            raise ValueError(f"{len(starts)} starts but {len(lengths)} lengths")
+        for n in lengths:
+            if n <= 0:
+                raise AudioDecodeError(p, f"invalid excerpt length {n}")
+        try:
+            out = _excerpts_on_one_handle(src, sr=sr, starts=starts, lengths=lengths, margin_s=margin_s)
+        except AudioDecodeError:
+            if not _ends_where_stated(src, slack_s=slack_s, keep_open=True):
+                return None  # the header misplaced the excerpts: the whole decode finds out
+            raise
+        return (meta, out) if _ends_where_stated(src, slack_s=slack_s, keep_open=True) else None
+    finally:
+        src.close()
+
+
+def _ends_where_stated(src: _SfSource | _AvSource, *, slack_s: float, keep_open: bool = False) -> bool:
+    """Whether the last :data:`LENGTH_CHECK_S` before the header's end decode to that
+    length, to ``slack_s`` (see :func:`length_checked`); ``keep_open``: a libsndfile
+    ``src`` stays open for more reads."""
+    meta = src.meta
     tail = min(meta.frames, int(LENGTH_CHECK_S * meta.sr))
     got = 0
-    blocks = src.blocks(meta.frames - tail, None)
+    blocks = src._range(meta.frames - tail, None) if keep_open else src.blocks(meta.frames - tail, None)
     try:
         for block in blocks:
             got += len(block)
             if got > tail + slack_s * meta.sr:
                 break  # more data than the header says: enough to know
     except AudioDecodeError:
-        return None  # the stated end cannot even be sought: not the file's end
+        return False  # the stated end cannot even be sought: not the file's end
     finally:
         blocks.close()
-        src.close()
-    return meta if abs(got - tail) <= slack_s * meta.sr else None
+    return abs(got - tail) <= slack_s * meta.sr
 
 
 def _excerpt_span(j: int, *, length: int, src_sr: int, sr: int, margin_s: float) -> tuple[int, int, int]:

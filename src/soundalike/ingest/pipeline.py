@@ -568,10 +568,10 @@ class OnePassResult:
 def seek_pass(path: str, *, analyzer, plan) -> OnePassResult | None:
     """A spread analysis that decodes only what it analyzes: patches and attribute excerpts.
 
-    Each excerpt is read by seeking (:func:`soundalike.audio.io.load_excerpts`, one call for
-    the patches and the three attribute excerpts), placed by the header's length, which
-    :func:`soundalike.audio.io.length_checked` first confirms by decoding the last second
-    before the stated end.  The samples are the full decode's own (see ``load_excerpts``),
+    Each excerpt is read by seeking (:func:`soundalike.audio.io.checked_excerpts`, one call
+    and one open file for the patches and the three attribute excerpts), placed by the
+    header's length, which the same call confirms by decoding the last second before the
+    stated end (:func:`soundalike.audio.io.length_checked`).  The samples are the full decode's own (see ``load_excerpts``),
     so the analysis and the attributes are those :func:`one_pass` cuts from a whole decode;
     no peaks (they need every sample).
 
@@ -587,21 +587,28 @@ def seek_pass(path: str, *, analyzer, plan) -> OnePassResult | None:
         The file cannot be decoded where its excerpts are.
     """
     from soundalike.audio import attributes as A
-    from soundalike.audio.io import MIN_DURATION_S, length_checked, load_excerpts
+    from soundalike.audio.io import MIN_DURATION_S, checked_excerpts
     from soundalike.ingest.plan import Excerpt, TrackAnalysis, analyze_excerpts, patch_grid, planned_patches
 
-    meta = length_checked(path)
-    if meta is None:
-        return None
     grid = patch_grid(analyzer)
     sr = grid.sr
-    picks = planned_patches(analyzer, plan, frames=meta.frames, source_sr=meta.sr)
-    if picks is None:
+    picks: list[int] = []
+
+    def place(meta):
+        # the patches and the attribute excerpts, placed by the header's length
+        got = planned_patches(analyzer, plan, frames=meta.frames, source_sr=meta.sr)
+        if got is None:
+            return None
+        picks.extend(got)
+        slices = A.excerpt_slices(int(meta.frames * sr // meta.sr), sr)
+        return ([grid.start(k) for k in picks] + [x.start for x in slices],
+                [grid.length] * len(picks) + [x.stop - x.start for x in slices])
+
+    # one open file: the header's length checked at its end, the excerpts read by seeking
+    read = checked_excerpts(path, sr=sr, place=place)
+    if read is None:
         return None
-    n = int(meta.frames * sr // meta.sr)
-    slices = A.excerpt_slices(n, sr)
-    ys = load_excerpts(path, sr=sr, starts=[grid.start(k) for k in picks] + [x.start for x in slices],
-                       length=[grid.length] * len(picks) + [x.stop - x.start for x in slices])
+    meta, ys = read
     kept = [(k, y) for k, y in zip(picks, ys) if len(y) >= MIN_DURATION_S * sr]
     if not kept:
         return None
