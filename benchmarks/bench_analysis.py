@@ -201,7 +201,8 @@ MIXED_SPLITS = {
     "front end centred, bias after, filters as bf16 hi + lo (two convolutions)": {"timbral", "temporal", "bias",
                                                                                   "split"},
     "the same, hi + lo summed by oneDNN into bf16": {"timbral", "temporal", "bias", "split", "fused"},
-    "front end centred, bias after, error-fed bf16 filters (mixed-ef)": {"timbral", "temporal", "bias", "ef"},
+    "front end centred, bias after, error-fed bf16 filters": {"timbral", "temporal", "bias", "ef"},
+    "the same, each frame centred (mixed-ef)": {"timbral", "temporal", "bias", "ef", "frames"},
 }
 
 

@@ -154,23 +154,27 @@ def test_error_fed_bf16_filters_are_bf16_and_err_less_on_log_mel_windows(patches
 
 
 def test_mixed_ef_is_its_own_model_and_its_front_end_stays_near_fp32(patches):
-    """``mixed-ef``: the front end in bf16 (centred input, bias after the max, error-fed
-    filters), mid-end and dense in fp32; its own model id, also for the fusion; each
-    block's output within a few bf16 steps of fp32's."""
+    """``mixed-ef``: the front end in bf16 (each frame centred, bias after the max,
+    error-fed filters), mid-end and dense in fp32; its own model id, also for the fusion;
+    each block's output within a few bf16 steps of fp32's, however it is centred (the
+    centres' shares are exact: a wrong one would move the outputs by the offset's size)."""
     import torch
 
     fp32, mixed, ef = load("MTT_musicnn"), load("MTT_musicnn", precision="mixed"), load("MTT_musicnn", precision="mixed-ef")
-    assert ef.net.bf16_parts == {"timbral", "temporal", "bias", "ef"}
+    assert ef.net.bf16_parts == {"timbral", "temporal", "bias", "ef", "frames"}
     assert ef.name == "MTT_musicnn@mixed-ef" and len({fp32.model_id, mixed.model_id, ef.model_id}) == 3
     fusion = load_analyzer("musicnn-fusion@mixed-ef")
     assert fusion.name == "musicnn-fusion@mixed-ef" and fusion.model_id != load_analyzer("musicnn-fusion").model_id
     assert all(m.precision == "mixed-ef" for m in fusion.models.values())
     with torch.inference_mode():
         for b, x in zip(fp32.net.frontend, _front_end_inputs(fp32.net, patches[:4])):
-            ref, got = b(x), b.forward_bf16(x, ef=True)
-            assert got.dtype == torch.float32 and got.shape == ref.shape
-            err = float((got - ref).abs().max())
-            assert 0 < err < 2e-2 * float(ref.abs().max()), err
+            x = x * 2.0 + 3.0  # on an offset, as log-mel input is
+            ref = b(x)
+            for frames in (False, True):
+                got = b.forward_bf16(x, ef=True, frames=frames)
+                assert got.dtype == torch.float32 and got.shape == ref.shape
+                err = float((got - ref).abs().max())
+                assert 0 < err < 2e-2 * float(ref.abs().max()), (frames, err)
 
 
 def test_ingest_precision_mixed_ef_from_the_command_line(tmp_path):

@@ -189,15 +189,24 @@ def _build_modules():
             return cache[ef]
 
         def forward_bf16(self, x: torch.Tensor, *, ef: bool = False, split: bool = False,
-                         fused: bool = False) -> torch.Tensor:
+                         fused: bool = False, frames: bool = False) -> torch.Tensor:
             """The block with its convolution in bfloat16 on the centred input (as
-            ``forward(center=True)``), with the bias and the centre's share added in fp32
-            after the max over frequency (max_f(conv + b) = max_f(conv) + b), so the bf16
-            outputs hold only what the centred filters make; ``ef``: the filters rounded
-            with error feedback; ``split``: ``conv(x_c, W_hi) + conv(x_c, W_lo)`` (two
-            convolutions, summed in fp32, or by oneDNN's post-op into bf16 with ``fused``)."""
-            c = x.float().mean(dim=(1, 2), keepdim=True)  # (B, 1, 1)
-            k = c * self.weight_sum.view(1, 1, -1) + self.bias.view(1, 1, -1)
+            ``forward(center=True)``; ``frames``: each frame centred on its own mean), with
+            the bias and the centre's share added in fp32 after the max over frequency
+            (max_f(conv + b) = max_f(conv) + b; the frames' share is constant over frequency
+            too), so the bf16 outputs hold only what the centred filters make; exact but for
+            bf16's rounding.  ``ef``: the filters rounded with error feedback; ``split``:
+            ``conv(x_c, W_hi) + conv(x_c, W_lo)`` (two convolutions, summed in fp32, or by
+            oneDNN's post-op into bf16 with ``fused``)."""
+            if frames:
+                # each frame centred on its own mean: the share of the means is a 1-d
+                # convolution over time of the means with the filters summed over frequency
+                c = x.float().mean(dim=2, keepdim=True)  # (B, T', 1)
+                w_t = self.weight.sum(dim=3)  # (C, 1, kt)
+                k = F.conv1d(c.transpose(1, 2), w_t).transpose(1, 2) + self.bias.view(1, 1, -1)  # (B, T, C)
+            else:
+                c = x.float().mean(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+                k = c * self.weight_sum.view(1, 1, -1) + self.bias.view(1, 1, -1)
             xb = (x - c).to(torch.bfloat16).contiguous().unsqueeze(3).permute(0, 3, 1, 2)
             hi, lo = self.bf16_filters(ef)
             out = F.conv2d(xb, hi)
@@ -300,8 +309,8 @@ def _build_modules():
         #: convolutions over time x frequency), "temporal" (the three over time), "mid"
         #: (the mid-end convolutions), "dense" (the dense layers); "center": the front-end
         #: parts in bf16 convolve their input centred (FreqMaxBlock.forward); "bias": they
-        #: run FreqMaxBlock.forward_bf16 instead (centred, bias after the max), with "ef"
-        #: its filters rounded with error feedback, with "split" (or "timbral-split",
+        #: run FreqMaxBlock.forward_bf16 instead (centred, bias after the max), with "frames"
+        #: each frame centred, with "ef" its filters rounded with error feedback, with "split" (or "timbral-split",
         #: "temporal-split") a second convolution for the filters' rounding error, "fused"
         #: summed by oneDNN.
         bf16_parts: frozenset = frozenset()
@@ -327,7 +336,7 @@ def _build_modules():
                 xi = x[:, lo - b.pad_time[0] : lo + T + b.pad_time[1]]
                 sp = self.bf16_parts
                 if part in sp and "bias" in sp:
-                    fronts.append(b.forward_bf16(xi, ef="ef" in sp, fused="fused" in sp,
+                    fronts.append(b.forward_bf16(xi, ef="ef" in sp, fused="fused" in sp, frames="frames" in sp,
                                                  split="split" in sp or f"{part}-split" in sp))
                     continue
                 with self._part(part):

@@ -45,16 +45,17 @@ Layer = Literal["penultimate", "max_pool", "mean_pool"]
 #: patch, most of the work -- in bfloat16 on input centred per patch (the offset the log-mel
 #: sits on is what bf16 rounding loses most detail to; see ``FreqMaxBlock.forward``), and
 #: the mid-end and dense layers in fp32 (:data:`MIXED_PARTS`).  ``mixed-ef`` (musicnn only)
-#: is ``mixed`` with two changes that keep the bf16 numbers nearer fp32 at the same cost
-#: (:data:`MIXED_EF_PARTS`, ``FreqMaxBlock.forward_bf16``): each convolution's bias is
-#: added in fp32 after the max over frequency, and its filters are rounded to bf16 with
-#: error feedback (``musicnn.round_bf16_ef``) instead of each weight to its nearest.
+#: is ``mixed`` with three changes that keep the bf16 numbers nearer fp32 at the same cost
+#: (:data:`MIXED_EF_PARTS`, ``FreqMaxBlock.forward_bf16``): each frame of the input is
+#: centred on its own mean (not the patch on one), each convolution's bias is added in
+#: fp32 after the max over frequency, and its filters are rounded to bf16 with error
+#: feedback (``musicnn.round_bf16_ef``) instead of each weight to its nearest.
 Precision = Literal["fp32", "bf16", "int8", "mixed", "mixed-ef"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8", "mixed", "mixed-ef")
 #: The parts of a musicnn network that ``mixed`` runs in bf16 (``Musicnn.bf16_parts``).
 MIXED_PARTS = frozenset({"timbral", "temporal", "center"})
 #: ... and ``mixed-ef``.
-MIXED_EF_PARTS = frozenset({"timbral", "temporal", "bias", "ef"})
+MIXED_EF_PARTS = frozenset({"timbral", "temporal", "bias", "ef", "frames"})
 #: The musicnn-only precisions and the front-end parts they run in bf16.
 FRONT_END_PARTS = {"mixed": MIXED_PARTS, "mixed-ef": MIXED_EF_PARTS}
 
