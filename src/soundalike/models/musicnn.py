@@ -309,10 +309,10 @@ def _build_modules():
         #: convolutions over time x frequency), "temporal" (the three over time), "mid"
         #: (the mid-end convolutions), "dense" (the dense layers); "center": the front-end
         #: parts in bf16 convolve their input centred (FreqMaxBlock.forward); "bias": they
-        #: run FreqMaxBlock.forward_bf16 instead (centred, bias after the max), with "frames"
-        #: each frame centred, with "ef" its filters rounded with error feedback, with "split" (or "timbral-split",
-        #: "temporal-split") a second convolution for the filters' rounding error, "fused"
-        #: summed by oneDNN.
+        #: run FreqMaxBlock.forward_bf16 instead (centred, bias after the max), with
+        #: "frames" each frame centred, with "ef" the filters rounded with error feedback,
+        #: with "split" a second convolution for the filters' rounding error ("fused":
+        #: summed by oneDNN).
         bf16_parts: frozenset = frozenset()
 
         def _part(self, name: str):
@@ -336,8 +336,8 @@ def _build_modules():
                 xi = x[:, lo - b.pad_time[0] : lo + T + b.pad_time[1]]
                 sp = self.bf16_parts
                 if part in sp and "bias" in sp:
-                    fronts.append(b.forward_bf16(xi, ef="ef" in sp, fused="fused" in sp, frames="frames" in sp,
-                                                 split="split" in sp or f"{part}-split" in sp))
+                    fronts.append(b.forward_bf16(xi, ef="ef" in sp, split="split" in sp, fused="fused" in sp,
+                                                 frames="frames" in sp))
                     continue
                 with self._part(part):
                     fronts.append(f32(b(xi, center=part in self.bf16_parts and "center" in self.bf16_parts)))

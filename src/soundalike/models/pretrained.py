@@ -315,6 +315,9 @@ class PretrainedModel:
                     raise ModelError(f"precision {precision}: {spec.name} is not a musicnn (it has no front "
                                      "end to run in bf16 alone); use fp32, bf16 or int8")
                 self.net.bf16_parts = FRONT_END_PARTS[precision]
+                if "ef" in self.net.bf16_parts:  # the error-fed bf16 filters, made once, here
+                    for block in self.net.frontend:
+                        block.bf16_filters(ef=True)
         self.model_id = f"{self.name}-{h.hexdigest()[:12]}"
         self._lock = threading.Lock()
         self.threads = default_threads()
