@@ -17,6 +17,9 @@ Prints, per N: same-soundtrack P@10 (gamemusic) and same-instrument P@10
 and full vector, how often a track's own full vector is the nearest to its spread
 vector, and the patch ratio (network work) on tracks of 4 minutes or more.
 
+``--budget-fusion`` prints the same table for the default embedding, ``musicnn-fusion``,
+from the similarity benchmark's cached per-patch features (``benchmarks/simcache.py``).
+
 ``--fusion bf16`` (or ``int8``) weighs the default embedding instead: ``musicnn-fusion``
 spread:N and full from the similarity benchmark's cached fp32 per-patch features
 (``benchmarks/simcache.py``: both networks, every patch), against the same patches run
@@ -63,23 +66,25 @@ def _p_at_10(Q: np.ndarray, X: np.ndarray, labels: np.ndarray, k: int = 10) -> f
     return float((labels[nn] == labels[:, None]).mean())
 
 
-def _spread(rows: list[np.ndarray], n: int | None, *, first: bool = False) -> np.ndarray:
+def _spread(rows: list[np.ndarray], n: int | None, *, first: bool = False, pool=None) -> np.ndarray:
     from soundalike.ingest.plan import spread_indices
 
+    pool = pool or (lambda r: r.mean(axis=0))
     out = []
     for r in rows:
         if n is None:
-            out.append(r.mean(axis=0))
+            out.append(pool(r))
         elif first:
-            out.append(r[:n].mean(axis=0))
+            out.append(pool(r[:n]))
         else:
             picks = spread_indices(n_patches_full=len(r), n=n)
-            out.append((r if picks is None else r[picks]).mean(axis=0))
+            out.append(pool(r if picks is None else r[picks]))
     return np.stack(out).astype(np.float32)
 
 
-def _table(name: str, rows: list[np.ndarray], labels: np.ndarray, ns: list[int]) -> None:
-    full = _spread(rows, None)
+def _table(name: str, rows: list[np.ndarray], labels: np.ndarray, ns: list[int], pool=None) -> None:
+    """``pool``: a track's vector from its rows (default: their mean)."""
+    full = _spread(rows, None, pool=pool)
     p_full = _p_at_10(full, full, labels)
     long_ = [len(r) for r in rows if len(r) >= 80]
     print(f"\n{name}: {len(rows)} tracks, {len(set(labels))} labels, {sum(map(len, rows))} patches in full, "
@@ -90,7 +95,7 @@ def _table(name: str, rows: list[np.ndarray], labels: np.ndarray, ns: list[int])
     print(f"| full | {p_full:.4f} | 0 | {p_full:.4f} | 1 | 1 | {sum(map(len, rows))} | 1x |")
     for n in ns:
         for first in (False, True) if n == 10 else (False,):
-            sp = _spread(rows, n, first=first)
+            sp = _spread(rows, n, first=first, pool=pool)
             p = _p_at_10(sp, sp, labels)
             # Mixed index: the query is a spread vector, the catalog holds full vectors
             # (its own full vector removed by the diagonal): how the two mix in one index.
@@ -161,6 +166,26 @@ def fusion_precision(sets: list, *, precision: str, ns: list[int], per_instrumen
                   f"| {dmax:.4f} | {cos:.5f} |  ({time.perf_counter() - t:.0f} s)", flush=True)
 
 
+def fusion_budget(sets: list, *, ns: list[int]) -> None:
+    """The budget table for ``musicnn-fusion`` from simcache's fp32 per-patch features (every
+    patch of both networks; missing files are computed first): a track's vector at
+    ``spread:N`` is the fusion of its N picked patches' block means, as ingest makes it."""
+    import simcache
+
+    from soundalike.models.fusion import BLOCKS, block_dims, fuse
+
+    cuts = np.cumsum(block_dims())[:-1]
+
+    def pool(r: np.ndarray) -> np.ndarray:
+        return fuse([b.mean(axis=0) for b in np.split(r, cuts, axis=1)])
+
+    for title, root, items in sets:
+        simcache.ensure(root, [p for p, _ in items])
+        data = [_cached_rows(root, p) for p, _ in items]
+        rows = [np.concatenate([d[f"{m}/{layer}"] for m, layer in BLOCKS], axis=1) for d in data]
+        _table(f"{title}, musicnn-fusion", rows, np.array([lab for _, lab in items]), ns, pool=pool)
+
+
 #: Mixed-precision splits weighed by ``--mixed``: which parts of each musicnn run in bf16.
 MIXED_SPLITS = {
     "bf16 (everything)": None,
@@ -171,6 +196,13 @@ MIXED_SPLITS = {
     "timbral centred": {"timbral", "center"},
     "front end centred": {"timbral", "temporal", "center"},
     "everything (front end centred)": {"timbral", "temporal", "mid", "dense", "center"},
+    # FreqMaxBlock.forward_bf16: centred input, the bias added in fp32 after the max
+    "front end centred, bias after the max": {"timbral", "temporal", "bias"},
+    "front end centred, bias after, filters as bf16 hi + lo (two convolutions)": {"timbral", "temporal", "bias",
+                                                                                  "split"},
+    "the same, hi + lo summed by oneDNN into bf16": {"timbral", "temporal", "bias", "split", "fused"},
+    "front end centred, bias after, error-fed bf16 filters": {"timbral", "temporal", "bias", "ef"},
+    "the same, each frame centred (mixed-ef)": {"timbral", "temporal", "bias", "ef", "frames"},
 }
 
 
@@ -260,16 +292,18 @@ def main() -> None:
     ap.add_argument("--gamemusic", type=Path, default=Path("~/.cache/soundalike-bench/gamemusic").expanduser())
     ap.add_argument("--philharmonia", type=Path,
                     default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "philharmonia")
-    ap.add_argument("--per-instrument", type=int, default=50)
+    ap.add_argument("--per-instrument", type=int, default=50, help="the N longest notes of each (0: all)")
     ap.add_argument("--cache", type=Path, default=Path("~/.cache/soundalike-bench/budget-rows").expanduser())
     ap.add_argument("--fusion", default=None, metavar="PRECISION",
                     help="weigh musicnn-fusion in PRECISION (bf16, int8) against fp32 instead")
     ap.add_argument("--mixed", type=int, default=None, metavar="N",
                     help="weigh per-layer mixed precision of musicnn-fusion (spread:N) against fp32 instead")
-    ap.add_argument("--splits", default="", help="with --mixed: comma-separated names of MIXED_SPLITS (default all)")
+    ap.add_argument("--budget-fusion", action="store_true",
+                    help="the budget table (--ns) for musicnn-fusion, from simcache's per-patch features")
+    ap.add_argument("--splits", default="", help="with --mixed: names of MIXED_SPLITS, separated by ';' (default all)")
     args = ap.parse_args()
     ns = [int(x) for x in args.ns.split(",")]
-    print(f"model {'musicnn-fusion' if args.fusion else args.model}; "
+    print(f"model {'musicnn-fusion' if args.fusion or args.budget_fusion or args.mixed else args.model}; "
           f"load average {open('/proc/loadavg').read().split()[:3]}")
     args.cache.mkdir(parents=True, exist_ok=True)
 
@@ -283,15 +317,18 @@ def main() -> None:
         for d in sorted(p for p in args.philharmonia.iterdir() if p.is_dir()):
             files = sorted(d.glob("*.mp3"))
             # the longest notes first: they are the only ones a budget can change
-            files = sorted(files, key=lambda p: -p.stat().st_size)[: args.per_instrument]
+            files = sorted(files, key=lambda p: -p.stat().st_size)[: args.per_instrument or None]
             items += [(p, d.name) for p in files]
         sets.append(("Philharmonia (same instrument)", "philharmonia", items))
     if args.mixed:
         mixed_precision([(t, items) for t, _, items in sets], n=args.mixed,
-                        splits=args.splits.split(",") if args.splits else None)
+                        splits=args.splits.split(";") if args.splits else None)
+        return
+    roots = {"gamemusic": args.gamemusic, "philharmonia": args.philharmonia}
+    if args.budget_fusion:
+        fusion_budget([(t, roots[k].resolve(), items) for t, k, items in sets], ns=ns)
         return
     if args.fusion:
-        roots = {"gamemusic": args.gamemusic, "philharmonia": args.philharmonia}
         fusion_precision([(t, roots[k].resolve(), items) for t, k, items in sets], precision=args.fusion,
                          ns=ns, per_instrument_note=f"Philharmonia: the {args.per_instrument} longest notes "
                                                     f"per instrument")

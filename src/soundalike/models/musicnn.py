@@ -81,6 +81,45 @@ def _conv2d_weight(weights: dict[str, np.ndarray], name: str):
     return _param(weights, f"{name}/kernel").permute(3, 2, 0, 1).contiguous()
 
 
+#: Error feedback of :func:`round_bf16_ef`: the filters' inputs are taken as correlated
+#: 0.9 from one frame (and one mel band) to the next, on a shared offset of weight 1.
+EF_CORRELATION = 0.9
+EF_OFFSET = 1.0
+EF_DAMP = 0.02
+
+
+def round_bf16_ef(w, shape: tuple[int, int]):
+    """Round filters ``(out, kt * kf)`` (each a ``kt x kf`` window, time-major) to bfloat16
+    values so that their error on smooth inputs is small, not each weight's.
+
+    Rounding each weight to its nearest bf16 value leaves errors that a log-mel window,
+    smooth over time and frequency and on an offset, sums coherently: on 640 Philharmonia
+    notes those errors moved tag probabilities more than the input's and the outputs'
+    rounding.  Here the weights are rounded one after another and each one's error is
+    fed forward onto the weights not yet rounded, weighted by how correlated their inputs
+    are (the optimal-brain-surgeon update of GPTQ, Frantar et al. 2022), under a prior of
+    the input instead of data: correlation :data:`EF_CORRELATION` per frame and per band
+    (separable) plus a common offset (:data:`EF_OFFSET`).  Nothing is fitted; the same
+    weights in give the same bf16 weights out.  Returns float64 ``(out, kt * kf)`` whose
+    every value is a bfloat16 number.
+    """
+    torch = _torch()
+    kt, kf = shape
+    W = w.detach().to(torch.float64).clone()
+    d = W.shape[1]
+    if d != kt * kf:
+        raise ValueError(f"filters of {d} weights are not {kt} x {kf} windows")
+    it, jf = torch.arange(kt, dtype=torch.float64), torch.arange(kf, dtype=torch.float64)
+    H = torch.kron(EF_CORRELATION ** (it[:, None] - it).abs(), EF_CORRELATION ** (jf[:, None] - jf).abs())
+    H += EF_OFFSET + EF_DAMP * torch.eye(d, dtype=torch.float64)
+    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Q = torch.empty_like(W)
+    for i in range(d):
+        Q[:, i] = W[:, i].to(torch.bfloat16).to(torch.float64)
+        W[:, i + 1 :] -= ((W[:, i] - Q[:, i]) / U[i, i])[:, None] * U[i, i + 1 :]
+    return Q
+
+
 def _build_modules():
     """Define the nn.Module classes lazily so that importing this file needs no torch."""
     torch = _torch()
@@ -132,6 +171,52 @@ def _build_modules():
             self.register_buffer("shift", shift)
             # each filter's sum: conv(x) = conv(x - c) + c * sum(w) for a constant c
             self.register_buffer("weight_sum", self.weight.sum(dim=(1, 2, 3)).contiguous())
+
+        def bf16_filters(self, ef: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            """The filters in bfloat16 as ``(W_hi, W_lo)``, channels-last, made once per kind:
+            ``W_hi`` rounded to nearest (``ef=False``) or with error feedback
+            (:func:`round_bf16_ef`), and ``W_lo = bf16(W - W_hi)`` (``W_hi + W_lo`` carries
+            ~16 bits of each weight's mantissa)."""
+            cache = self.__dict__.setdefault("_bf16", {})
+            if ef not in cache:
+                out, _, kt, kf = self.weight.shape
+                if ef:
+                    q = round_bf16_ef(self.weight.reshape(out, kt * kf), (kt, kf)).reshape(out, 1, kt, kf)
+                    hi = _cl_weight(q.float()).to(torch.bfloat16)
+                else:
+                    hi = self.weight.to(torch.bfloat16)
+                cache[ef] = hi, (self.weight - hi.float()).to(torch.bfloat16)
+            return cache[ef]
+
+        def forward_bf16(self, x: torch.Tensor, *, ef: bool = False, split: bool = False,
+                         fused: bool = False, frames: bool = False) -> torch.Tensor:
+            """The block with its convolution in bfloat16 on the centred input (as
+            ``forward(center=True)``; ``frames``: each frame centred on its own mean), with
+            the bias and the centre's share added in fp32 after the max over frequency
+            (max_f(conv + b) = max_f(conv) + b; the frames' share is constant over frequency
+            too), so the bf16 outputs hold only what the centred filters make; exact but for
+            bf16's rounding.  ``ef``: the filters rounded with error feedback; ``split``:
+            ``conv(x_c, W_hi) + conv(x_c, W_lo)`` (two convolutions, summed in fp32, or by
+            oneDNN's post-op into bf16 with ``fused``)."""
+            if frames:
+                # each frame centred on its own mean: the share of the means is a 1-d
+                # convolution over time of the means with the filters summed over frequency
+                c = x.float().mean(dim=2, keepdim=True)  # (B, T', 1)
+                w_t = self.weight.sum(dim=3)  # (C, 1, kt)
+                k = F.conv1d(c.transpose(1, 2), w_t).transpose(1, 2) + self.bias.view(1, 1, -1)  # (B, T, C)
+            else:
+                c = x.float().mean(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+                k = c * self.weight_sum.view(1, 1, -1) + self.bias.view(1, 1, -1)
+            xb = (x - c).to(torch.bfloat16).contiguous().unsqueeze(3).permute(0, 3, 1, 2)
+            hi, lo = self.bf16_filters(ef)
+            out = F.conv2d(xb, hi)
+            if split and fused:
+                out = torch.ops.mkldnn._convolution_pointwise.binary(
+                    xb, out, lo, None, [0, 0], [1, 1], [1, 1], 1, "add", None, None, [], None)
+            elif split:
+                out = out.float() + F.conv2d(xb, lo).float()
+            m = F.max_pool2d(out, (1, out.shape[3])).permute(0, 2, 3, 1).flatten(2).float() + k
+            return F.relu(m * self.sign) * self.scale + self.shift
 
         def forward(self, x: torch.Tensor, center: bool = False) -> torch.Tensor:
             """``center``: convolve ``x`` minus its per-patch mean and add the mean's share
@@ -223,7 +308,11 @@ def _build_modules():
         #: caller's autocast, if any, decides for all): "timbral" (the two front-end
         #: convolutions over time x frequency), "temporal" (the three over time), "mid"
         #: (the mid-end convolutions), "dense" (the dense layers); "center": the front-end
-        #: parts in bf16 convolve their input centred (FreqMaxBlock.forward).
+        #: parts in bf16 convolve their input centred (FreqMaxBlock.forward); "bias": they
+        #: run FreqMaxBlock.forward_bf16 instead (centred, bias after the max), with
+        #: "frames" each frame centred, with "ef" the filters rounded with error feedback,
+        #: with "split" a second convolution for the filters' rounding error ("fused":
+        #: summed by oneDNN).
         bf16_parts: frozenset = frozenset()
 
         def _part(self, name: str):
@@ -244,9 +333,14 @@ def _build_modules():
             fronts = []
             for i, b in enumerate(self.frontend):
                 part = "timbral" if i < 2 else "temporal"
+                xi = x[:, lo - b.pad_time[0] : lo + T + b.pad_time[1]]
+                sp = self.bf16_parts
+                if part in sp and "bias" in sp:
+                    fronts.append(b.forward_bf16(xi, ef="ef" in sp, split="split" in sp, fused="fused" in sp,
+                                                 frames="frames" in sp))
+                    continue
                 with self._part(part):
-                    fronts.append(f32(b(x[:, lo - b.pad_time[0] : lo + T + b.pad_time[1]],
-                                        center=part in self.bf16_parts and "center" in self.bf16_parts)))
+                    fronts.append(f32(b(xi, center=part in self.bf16_parts and "center" in self.bf16_parts)))
             front = torch.cat(fronts, dim=2)  # (B, T, 561)
             with self._part("mid"):
                 h1 = f32(self._mid(0, front))

@@ -44,11 +44,20 @@ Layer = Literal["penultimate", "max_pool", "mean_pool"]
 #: ``mixed`` (musicnn only) runs the front end -- the five convolutions over the log-mel
 #: patch, most of the work -- in bfloat16 on input centred per patch (the offset the log-mel
 #: sits on is what bf16 rounding loses most detail to; see ``FreqMaxBlock.forward``), and
-#: the mid-end and dense layers in fp32 (:data:`MIXED_PARTS`).
-Precision = Literal["fp32", "bf16", "int8", "mixed"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8", "mixed")
+#: the mid-end and dense layers in fp32 (:data:`MIXED_PARTS`).  ``mixed-ef`` (musicnn only)
+#: is ``mixed`` with three changes that keep the bf16 numbers nearer fp32 at the same cost
+#: (:data:`MIXED_EF_PARTS`, ``FreqMaxBlock.forward_bf16``): each frame of the input is
+#: centred on its own mean (not the patch on one), each convolution's bias is added in
+#: fp32 after the max over frequency, and its filters are rounded to bf16 with error
+#: feedback (``musicnn.round_bf16_ef``) instead of each weight to its nearest.
+Precision = Literal["fp32", "bf16", "int8", "mixed", "mixed-ef"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8", "mixed", "mixed-ef")
 #: The parts of a musicnn network that ``mixed`` runs in bf16 (``Musicnn.bf16_parts``).
 MIXED_PARTS = frozenset({"timbral", "temporal", "center"})
+#: ... and ``mixed-ef``.
+MIXED_EF_PARTS = frozenset({"timbral", "temporal", "bias", "ef", "frames"})
+#: The musicnn-only precisions and the front-end parts they run in bf16.
+FRONT_END_PARTS = {"mixed": MIXED_PARTS, "mixed-ef": MIXED_EF_PARTS}
 
 #: The exact front end the musicnn checkpoints expect.
 MUSICNN_MEL = MelConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, fmin=0.0,
@@ -262,7 +271,7 @@ class PretrainedModel:
     patch_frames : 187
     model_id : ``NAME-<12 hex>``, a hash of the weights, front end, port version and, for
         another precision than fp32, the precision (``MTT_musicnn@bf16-<12 hex>``)
-    precision : ``"fp32"``, ``"bf16"``, ``"int8"`` or ``"mixed"`` (musicnn only)
+    precision : ``"fp32"``, ``"bf16"``, ``"int8"``, ``"mixed"`` or ``"mixed-ef"`` (musicnn only)
     embedding_dims : layer name -> embedding length (``max_pool`` only for musicnn)
     """
 
@@ -301,11 +310,14 @@ class PretrainedModel:
             h.update(f";precision={precision}".encode())
             if precision == "int8":
                 self.net = _quantize_dense(self.net)
-            if precision == "mixed":
+            if precision in FRONT_END_PARTS:
                 if not hasattr(self.net, "bf16_parts"):
-                    raise ModelError(f"precision mixed: {spec.name} is not a musicnn (it has no front end "
-                                     "to run in bf16 alone); use fp32, bf16 or int8")
-                self.net.bf16_parts = MIXED_PARTS
+                    raise ModelError(f"precision {precision}: {spec.name} is not a musicnn (it has no front "
+                                     "end to run in bf16 alone); use fp32, bf16 or int8")
+                self.net.bf16_parts = FRONT_END_PARTS[precision]
+                if "ef" in self.net.bf16_parts:  # the error-fed bf16 filters, made once, here
+                    for block in self.net.frontend:
+                        block.bf16_filters(ef=True)
         self.model_id = f"{self.name}-{h.hexdigest()[:12]}"
         self._lock = threading.Lock()
         self.threads = default_threads()
