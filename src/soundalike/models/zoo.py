@@ -20,8 +20,11 @@ BASELINES: tuple[str, ...] = ("mfcc-stats",)
 #: Analyzers built from several pretrained models (:mod:`soundalike.models.fusion`).
 FUSED: tuple[str, ...] = ("musicnn-fusion", "musicnn-vgg-fusion")
 #: What ingest (and so similar, serve and listen) runs when no ``--model`` is given:
-#: picked from ``benchmarks/bench_similarity.py`` (README, "Similarity").
-DEFAULT_ANALYZER = "musicnn-fusion"
+#: the model picked from ``benchmarks/bench_similarity.py`` (README, "Similarity"), its
+#: front-end convolutions in bf16 (``mixed-ef``: tag probabilities within 0.008 of fp32 on
+#: every Philharmonia note, the networks ~2.6x faster; README, "Precision").  A catalog
+#: made with the fp32 ``musicnn-fusion`` keeps it (:func:`ingest.pipeline.continuing_model`).
+DEFAULT_ANALYZER = "musicnn-fusion@mixed-ef"
 
 
 def available() -> list[str]:
