@@ -14,7 +14,7 @@ from soundalike.catalog.store import Catalog
 from soundalike.ingest import ingest
 from soundalike.models.fusion import FUSION_NAME, FUSION_VGG_NAME, LAYOUTS, block_dims, load_fusion_analyzer
 from soundalike.models.pretrained import load
-from soundalike.models.zoo import DEFAULT_ANALYZER, load_analyzer
+from soundalike.models.zoo import DEFAULT_ANALYZER, load_analyzer, split_precision
 
 SR = 16000
 
@@ -27,7 +27,7 @@ def test_vgg_fusion_is_the_default_fusion_plus_one_block():
     assert block_dims(FUSION_VGG_NAME) == (200, 200, 753, 753, 256) == tuple(new.block_dims)
     assert new.embedding_dim == 2162 and old.embedding_dim == 1906
     assert new.model_id.startswith(f"{FUSION_VGG_NAME}-") and new.model_id != old.model_id
-    assert DEFAULT_ANALYZER == FUSION_NAME  # not the ingest default
+    assert split_precision(DEFAULT_ANALYZER)[0] == FUSION_NAME  # not the ingest default
     a, b = old.analyze(y, SR), new.analyze(y, SR)
     # five unit blocks over sqrt(5) instead of four over 2: the musicnn part is the old vector rescaled
     np.testing.assert_allclose(b.embedding[:1906] * np.sqrt(5), a.embedding * 2, rtol=0, atol=1e-5)
@@ -59,6 +59,7 @@ def test_both_fusions_live_side_by_side_in_one_catalog(tmp_path, capsys):
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows[FUSION_VGG_NAME]["embedding_dims"] == {"embedding": 2162}
     assert not rows[FUSION_VGG_NAME]["default"] and rows[FUSION_NAME]["default"]
+    assert rows[FUSION_NAME]["default_precision"] == "mixed-ef" and rows[FUSION_VGG_NAME]["default_precision"] is None
 
 
 def test_adapt_and_tag_refiling_know_every_fused_layout():

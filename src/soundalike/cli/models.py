@@ -83,8 +83,9 @@ def list_models(json_out: JsonOpt = False) -> None:
     """List the models that ingest, tag and similar can use (no weights are loaded)."""
     from soundalike.models.baseline import MFCCStats
     from soundalike.models.pretrained import SPECS
-    from soundalike.models.zoo import DEFAULT_ANALYZER, FUSED, available
+    from soundalike.models.zoo import DEFAULT_ANALYZER, FUSED, available, split_precision
 
+    default, default_precision = split_precision(DEFAULT_ANALYZER)
     rows = []
     for name in available():
         if name in SPECS:
@@ -92,7 +93,7 @@ def list_models(json_out: JsonOpt = False) -> None:
             rows.append({"name": name, "kind": f"pretrained {s.arch} ({s.dataset})", "labels": len(s.labels),
                          "label_names": list(s.labels), "label_category": "tag",
                          "embedding_dims": s.embedding_dims, "roc_auc": s.roc_auc, "pr_auc": s.pr_auc,
-                         "default": name == DEFAULT_ANALYZER})
+                         "default": name == default})
         elif name in FUSED:
             from soundalike.models.fusion import LAYOUTS
 
@@ -106,12 +107,14 @@ def list_models(json_out: JsonOpt = False) -> None:
                          "labels": len(fused_labels), "label_names": fused_labels,
                          "label_category": "tag",
                          "embedding_dims": {"embedding": sum(dims.values())}, "roc_auc": None,
-                         "pr_auc": None, "default": name == DEFAULT_ANALYZER})
+                         "pr_auc": None, "default": name == default})
         elif name == MFCCStats.name:
             rows.append({"name": name, "kind": "baseline (no weights)", "labels": 0, "label_names": [],
                          "label_category": None,
                          "embedding_dims": {"embedding": MFCCStats.embedding_dim}, "roc_auc": None,
-                         "pr_auc": None, "default": name == DEFAULT_ANALYZER})
+                         "pr_auc": None, "default": name == default})
+    for r in rows:  # the precision ingest runs the default at (fp32 for every other row)
+        r["default_precision"] = default_precision if r["default"] else None
     if json_out:
         print_json(rows)
         return
@@ -120,7 +123,7 @@ def list_models(json_out: JsonOpt = False) -> None:
         dims = ", ".join(f"{k} {v}" for k, v in r["embedding_dims"].items())
         auc = f"{r['roc_auc']:7.4f} {r['pr_auc']:7.4f}" if r["roc_auc"] is not None else f"{'-':>7} {'-':>7}"
         print(f"{r['name']:<18} {r['kind']:<32} {r['labels']:>6}  {dims:<28} {auc}"
-              + ("  (default)" if r["default"] else ""))
+              + (f"  (default, {r['default_precision']})" if r["default"] else ""))
     import textwrap
 
     print("\nlabels (model tags, category 'tag'):")
