@@ -708,7 +708,13 @@ def main() -> None:
 
         args.model = DEFAULT_ANALYZER
     skip = set(filter(None, args.skip.split(",")))
-    print(f"# bench_ingest (load {_load()}, {os.cpu_count()} CPUs)")
+    # A "1 worker, 1 core" row runs on one core: without this the analyzer's patch-parallel
+    # inference threads (models.pretrained.default_threads) took every CPU, so the one-worker
+    # rates (and the projection from them) counted up to two cores as one.  Pool workers
+    # keep their own share (ingest sets it per worker); Ray workers get theirs from Ray.
+    os.environ.setdefault("SOUNDALIKE_THREADS", "1")
+    print(f"# bench_ingest (load {_load()}, {os.cpu_count()} CPUs, "
+          f"SOUNDALIKE_THREADS={os.environ['SOUNDALIKE_THREADS']})")
     tmp = Path(tempfile.mkdtemp(prefix="sa-bench-ingest-"))
     try:
         src = sorted(args.gamemusic.glob("flare-game/*.ogg"))
