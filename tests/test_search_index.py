@@ -131,25 +131,30 @@ def test_concurrent_single_queries_combined_in_one_pass_answer_what_each_gets_al
             for a in [(None, sel, one_off)[j % 3]]]
     alone = [vi.search(X[qi], k, allowed=a, exclude_ids=[ids[qi]]) for qi, k, a in asks]
     assert vi.combined_max == 1
-    together: dict[int, tuple] = {}
-    start = threading.Barrier(16)
+    # Whether threads meet depends on the scheduler (on a loaded machine a round can run
+    # one thread at a time): up to five rounds, each answer checked in every round.
+    for _round in range(5):
+        together: dict[int, tuple] = {}
+        start = threading.Barrier(16)
 
-    def caller(me):
-        start.wait()
-        for j in range(me, len(asks), 16):
-            qi, k, a = asks[j]
-            together[j] = vi.search(X[qi], k, allowed=a, exclude_ids=[ids[qi]])
+        def caller(me):
+            start.wait()
+            for j in range(me, len(asks), 16):
+                qi, k, a = asks[j]
+                together[j] = vi.search(X[qi], k, allowed=a, exclude_ids=[ids[qi]])
 
-    threads = [threading.Thread(target=caller, args=(m,)) for m in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert vi.combined_max >= 2, "16 threads searching at once never met in one pass"
-    for j, (got_ids, got_scores) in sorted(together.items()):
-        assert got_ids.tolist() == alone[j][0].tolist(), asks[j]
-        np.testing.assert_allclose(got_scores, alone[j][1], rtol=0, atol=1e-5)
-    assert len(together) == len(asks)
+        threads = [threading.Thread(target=caller, args=(m,)) for m in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for j, (got_ids, got_scores) in sorted(together.items()):
+            assert got_ids.tolist() == alone[j][0].tolist(), asks[j]
+            np.testing.assert_allclose(got_scores, alone[j][1], rtol=0, atol=1e-5)
+        assert len(together) == len(asks)
+        if vi.combined_max >= 2:
+            break
+    assert vi.combined_max >= 2, "16 threads searching at once never met in one pass (5 rounds)"
 
 
 def test_remove_add_save_load_roundtrip(tmp_path):
