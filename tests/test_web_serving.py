@@ -257,3 +257,18 @@ def test_start_up_objects_are_frozen_out_of_the_collector(demo_catalog):  # noqa
             assert c.get("/api/similar", params={"id": demo_catalog.ids["piano-arpeggio"][0]}).status_code == 200
     finally:
         gc.unfreeze()
+
+
+def test_serve_on_a_port_in_use_says_so(demo_catalog, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """``serve --workers 2`` on a port another program listens on fails before any worker
+    starts, with the address and the reason (it exited 1 without a word)."""
+    from soundalike.cli import main
+
+    monkeypatch.setenv("SOUNDALIKE_DATA_DIR", str(tmp_path / "data"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        rc = main(["serve", "--catalog", str(demo_catalog.path), "--port", str(port), "--workers", "2"])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"cannot bind 127.0.0.1:{port}" in err and "in use" in err, err

@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:
         code = exc.code
+        if isinstance(code, str):  # SystemExit("why"): say why, as the interpreter would
+            print(code, file=sys.stderr)
+            return 1
         return code if isinstance(code, int) else (0 if code is None else 1)
     finally:  # an in-process caller (tests) must not inherit the top-level --catalog
         if saved is None:

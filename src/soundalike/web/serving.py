@@ -139,7 +139,6 @@ class _Slot:
         self.parent.setblocking(False)
         self.open = 0  # connections handed over and not yet reported closed
         self.ready = False
-        self.process: Process | None = None
 
 
 class _Dispatcher:
@@ -240,7 +239,6 @@ class _BalancingSupervisor(Multiprocess):
     def _spawn(self, slot: _Slot) -> Process:
         process = _ChannelProcess(self.config, [slot.child])
         process.start()
-        slot.process = process
         return process
 
     def init_processes(self) -> None:
