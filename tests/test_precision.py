@@ -98,6 +98,9 @@ def test_a_catalog_keeps_the_precision_it_was_made_with(tmp_path, monkeypatch):
     # asking for a model or a precision is always obeyed
     asked = ingest([tmp_path / "m"], catalog=old, precision="bf16", workers=1)
     assert asked.model_name == "MTT_musicnn@bf16" and asked.ingested == 2
+    # --precision fp32 on a default that carries a precision: the plain model
+    plain = ingest([tmp_path / "m"], catalog=tmp_path / "plain.sqlite", precision="fp32", workers=1)
+    assert plain.model_name == "MTT_musicnn" and plain.ingested == 2
 
 
 def test_mixed_precision_centres_the_front_end_exactly_and_keeps_the_rest_fp32(patches):

@@ -82,9 +82,11 @@ def ingest(
     patches: Annotated[int | None, typer.Option(
         "--patches", min=1, help="Same as --analysis spread:N.")] = None,
     precision: Annotated[str | None, typer.Option(
-        "--precision", help="Network arithmetic of a pretrained model: fp32 (default, the reference), "
+        "--precision", help="Network arithmetic of a pretrained model: fp32 (the reference; a named "
+                            "--model's default), "
                             "bf16, int8, mixed (bf16 front end on centred input, the rest fp32; musicnn only) or "
-                            "mixed-ef (mixed with error-fed bf16 filters, nearer fp32 at the same speed): "
+                            "mixed-ef (mixed with error-fed bf16 filters, nearer fp32 at the same speed; the default "
+                            "analyzer's): "
                             "faster, close but not equal, each its own model id.")] = None,
     ray: Annotated[str | None, typer.Option(
         "--ray", metavar="ADDRESS", help="Analyze on a Ray cluster: 'auto' (the one `ray start` runs here), "

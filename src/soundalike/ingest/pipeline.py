@@ -927,8 +927,9 @@ def ingest(
     analysis : the analysis budget, ``"full"`` or ``"spread:N"`` (default: the analyzer's,
         :func:`soundalike.ingest.plan.default_analysis`); a track whose stored analysis
         covers less (``spread:4`` when ``full`` is asked) is analyzed again
-    precision : a pretrained model's arithmetic, ``"fp32"`` (default), ``"bf16"`` or
-        ``"int8"`` (another model id: see :mod:`soundalike.models.pretrained`)
+    precision : a pretrained model's arithmetic, ``"fp32"``, ``"bf16"``, ``"int8"``,
+        ``"mixed"`` or ``"mixed-ef"`` (another model id: see :mod:`soundalike.models.pretrained`);
+        None: the model's own (fp32 for a named model, ``mixed-ef`` for the default analyzer)
     ray : analyze on a Ray cluster instead of local processes: ``"auto"``, ``"HOST:PORT"``
         or ``"local"`` (see :mod:`soundalike.ingest.ray_runner`); committing stays here
     ray_cpus_per_worker : CPUs per Ray worker (``workers`` caps the number of Ray workers)
@@ -958,9 +959,11 @@ def ingest(
         if model is None and precision is None:
             model = continuing_model(cat)
         model = model or DEFAULT_ANALYZER
-        if precision not in (None, "fp32"):
-            # one string names the analyzer everywhere, worker processes included
-            model = f"{split_precision(model)[0]}@{precision}"
+        if precision is not None:
+            # one string names the analyzer everywhere, worker processes included; fp32 is
+            # the plain name (the default analyzer itself carries a precision)
+            base = split_precision(model)[0]
+            model = base if precision == "fp32" else f"{base}@{precision}"
         analyzer = load_analyzer(model)
     except BaseException:
         if own:
