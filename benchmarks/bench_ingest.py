@@ -2,7 +2,8 @@
 
     flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_ingest.py \\
         [--gamemusic ~/.cache/soundalike-bench/gamemusic] [--tracks 24] [--model MTT_musicnn] \\
-        [--skip profile,fine,throughput,full,peaks,seek1,local,ray,commit,precision]
+        [--skip profile,fine,throughput,full,peaks,seek1,local,ray,commit,precision] \\
+        [--filed DIR]   # DIR: git worktree add --detach DIR 3268b88 (the code as issue 10 was filed)
 
 All figures of one run are measured side by side on the same machine, so only their
 ratios count (the machine is shared; the load average is printed).
@@ -444,8 +445,41 @@ def _run_ingest(folder: Path, tmp: Path, name: str, **kw) -> tuple[float, float,
     return wall, steady, s.audio_s
 
 
+#: run in a subprocess on a checkout of the code as issue 10 was filed: its ``ingest`` (default
+#: MTT_musicnn, every patch, fp32) on the same folder, one thread, the same steady-state clock
+_FILED_RUN = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import torch
+torch.set_num_threads(1)
+from soundalike.catalog.ingest import ingest
+stamps = []
+def on_event(e):
+    if e["event"] == "file":
+        stamps.append(time.perf_counter())
+t = time.perf_counter()
+s = ingest([sys.argv[2]], catalog=sys.argv[3], workers=1, on_event=on_event)
+print(json.dumps({"wall": time.perf_counter() - t, "stamps": stamps, "failed": s.failed}))
+"""
+
+
+def _run_filed(code: Path, folder: Path, tmp: Path, name: str) -> tuple[float, float]:
+    """``(wall s, steady s)`` of the filed code's ingest of ``folder`` (see :data:`_FILED_RUN`)."""
+    import json
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", _FILED_RUN, str(code / "src"), str(folder),
+                          str(tmp / f"{name}.sqlite")], env=env, capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["failed"] == 0, r
+    st = r["stamps"]
+    n = len(st)
+    return r["wall"], ((st[-1] - st[0]) * n / (n - 1) if n > 2 else r["wall"])
+
+
 def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path, *, baseline: str = "MTT_musicnn",
-               variants: tuple[str, ...] = ()) -> dict[str, float]:
+               variants: tuple[str, ...] = (), filed: Path | None = None) -> dict[str, float]:
     from soundalike.ingest.plan import DEFAULT_ANALYSIS
 
     from soundalike.ingest.plan import default_analysis
@@ -486,6 +520,16 @@ def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path, *, basel
     print("|---|---|---|---|---|---|---|")
     rates: dict[str, float] = {}
     full_rate = None
+    filed_rate = None
+    if filed is not None:
+        import subprocess
+
+        rev = subprocess.run(["git", "-C", str(filed), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True).stdout.strip() or "?"
+        wall, steady = _run_filed(filed, folder, tmp, "filed")
+        filed_rate = len(tracks) / steady * 3600
+        print(f"| the issue's today: the code as filed ({rev}), its default (MTT_musicnn, every patch, fp32), "
+              f"1 worker | 1 | {wall:.1f} | {steady:.1f} | {filed_rate:.0f} | {audio_s / steady:.1f} | |", flush=True)
     try:
         for i, (label, cores, kw) in enumerate(runs):
             os.environ["SOUNDALIKE_THREADS"] = "1"  # one inference thread per worker process
@@ -508,6 +552,8 @@ def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path, *, basel
     out = {"per_core": rates.get(f"default: {default_label}, local, 1 worker", 0.0)}
     if full_rate:
         out["speedup"] = out["per_core"] / full_rate
+    if filed_rate:
+        out["speedup_filed"] = out["per_core"] / filed_rate
     ray1 = [v for k, v in rates.items() if "Ray, 1" in k]
     ray2 = [v for k, v in rates.items() if "Ray, 2" in k]
     if ray1 and ray2:
@@ -700,6 +746,9 @@ def main() -> None:
                     help="today's analyzer (the issue's baseline: MTT_musicnn, full analysis, fp32)")
     ap.add_argument("--variants", default="",
                     help="comma-separated MODEL[:ANALYSIS] runs next to the default, e.g. musicnn-fusion@bf16:spread:6")
+    ap.add_argument("--filed", type=Path, default=None, metavar="DIR",
+                    help="also run the issue's baseline as the code was when it was filed: a checkout "
+                         "(git worktree add --detach DIR 3268b88), its default ingest on the same tracks")
     ap.add_argument("--commits", type=int, default=3000)
     ap.add_argument("--skip", default="", help="comma-separated: profile,fine,throughput,full,peaks,seek1,local,ray,commit,precision")
     args = ap.parse_args()
@@ -726,7 +775,7 @@ def main() -> None:
         if "throughput" in skip:
             return
         tp = throughput(args.gamemusic, args.tracks, args.model, skip, tmp, baseline=args.baseline_model,
-                        variants=tuple(filter(None, args.variants.split(","))))
+                        variants=tuple(filter(None, args.variants.split(","))), filed=args.filed)
         commits = commit_rate(args.commits, args.model) if "commit" not in skip else {}
         if "precision" not in skip:
             precision(args.gamemusic, args.model)
@@ -739,6 +788,9 @@ def main() -> None:
     print("|---|---|---|")
     if "speedup" in tp:
         print(f"| default analysis vs full, tracks/h, same run | {tp['speedup']:.1f}x | >= {TARGETS['speedup']:.0f}x |")
+    if "speedup_filed" in tp:
+        print(f"| default analysis vs the code as filed, tracks/h, same run | {tp['speedup_filed']:.1f}x "
+              f"| >= {TARGETS['speedup']:.0f}x |")
     hours = 600_000 / min(64 * tp["per_core"] / 3600, ceiling) / 3600
     print(f"| 600k tracks on 4 x 16 cores (projection) | {hours:.2f} h | < {TARGETS['store_hours_4x16']:.0f} h |")
     for name, rate in commits.items():
