@@ -23,7 +23,8 @@ Variant grammar: ``BLOCKS:POOL[|POST...]`` where BLOCKS are ``+``-joined feature
 band means and standard deviations; ``MTTv.*`` / ``MSDv.*`` = the VGG models: ``pen`` the
 256-d last pool, ``b3m``/``b4m``/``b5m`` and ``b3x``/``b4x``/``b5x`` blocks 3-5 averaged /
 maximised over the patch, ``b4t`` block 4 averaged over time per band, 768-d; cached by
-``simcache.py --extra``), POOL is ``mean``, ``meanstd`` or ``max``, and POST
+``simcache.py --extra``), POOL is ``mean``, ``meanstd``, ``max`` or ``spow{A}`` (the mean, then a
+signed power ``sign(m) |m|^A`` per dimension: power normalisation), and POST
 steps are ``z`` (per-dimension z-score over the catalog), ``pcaw`` (PCA whitening), ``l2``,
 ``center``.  Each block is pooled, z-scored over the catalog when the variant asks for
 ``bz``, L2-normalised and then concatenated, so blocks weigh the same.  A last step
@@ -170,6 +171,9 @@ def pool(P: np.ndarray, how: str) -> np.ndarray:
         return P.max(axis=0)
     if how == "meanstd":
         return np.concatenate([P.mean(axis=0), P.std(axis=0)])
+    if how.startswith("spow"):  # spow{A}: the mean, then a signed power |m|^A sign(m) per dimension
+        m = P.mean(axis=0)
+        return np.sign(m) * np.abs(m) ** float(how[4:] or 0.5)
     raise ValueError(f"unknown pooling {how!r}")
 
 
@@ -262,10 +266,14 @@ class Pipeline:
                 from soundalike.models import adapt
 
                 dims = tuple(_pooled(patch_sets[:1], b, self.how).shape[1] for b in self.blocks)
-                # adapt[DIM][n K]: K > 0 adds the mutual-neighbour step (`index adapt`'s default K = 5)
-                d_, _, k_ = step[5:].partition("n")
+                # adapt[DIM][n K][p A]: K > 0 adds the mutual-neighbour step (`index adapt`'s default
+                # K = 5); A < 1 takes the signed power A of the mean-pool blocks (`.avg`) first, of
+                # the stored (block-normalised) vectors, as `index adapt --power A` does
+                rest, _, p_ = step[5:].partition("p")
+                d_, _, k_ = rest.partition("n")
+                pw = tuple(float(p_) if b.split("@")[0].endswith(".avg") else 1.0 for b in self.blocks) if p_ else None
                 a = adapt.fit(X, base_model_id="bench", method="normalize", blocks=dims,
-                              dim=int(d_ or 256), neighbours=int(k_ or 0))
+                              dim=int(d_ or 256), neighbours=int(k_ or 0), power=pw)
                 f = a.apply
             elif step.startswith("dba"):
                 f = _dba(int(step[3:] or 3))

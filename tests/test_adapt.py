@@ -73,6 +73,31 @@ def test_normalize_blocks_pca_and_round_trip():
     assert adapt.fit(X, base_model_id="m-1", dim=40).dim == 8  # at most d (and n - 1)
 
 
+def test_power_normalisation_per_block_its_id_and_round_trip():
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(0, 1, (40, 3)), rng.exponential(1, (40, 5)) ** 3], axis=1).astype(np.float32)
+    plain = adapt.fit(X, base_model_id="m-1", dim=4, blocks=(3, 5))
+    a = adapt.fit(X, base_model_id="m-1", dim=4, blocks=(3, 5), power=(1.0, 0.5))
+    # the first block as it is, the second through sign(x) |x|^0.5, before the z-scoring
+    assert np.array_equal(a.power, np.array([1, 1, 1, .5, .5, .5, .5, .5], np.float32))
+    P = X.copy()
+    P[:, 3:] = np.sign(X[:, 3:]) * np.sqrt(np.abs(X[:, 3:]))
+    ref = adapt.fit(P, base_model_id="m-1", dim=4, blocks=(3, 5))
+    assert np.allclose(a.apply(X), ref.apply(P), atol=1e-5)
+    assert np.allclose(adapt.signed_power(np.array([-4.0, 0.0, 9.0]), np.float32(0.5)), [-2, 0, 3])
+    # its own id; no power (None, 1 or all ones) keeps the id adaptations had before the step
+    assert a.model_id != plain.model_id and a.params["power"] == [1.0, 0.5]
+    assert adapt.fit(X, base_model_id="m-1", dim=4, blocks=(3, 5), power=(1.0, 1.0)).model_id == plain.model_id
+    assert adapt.fit(X, base_model_id="m-1", dim=4, blocks=(3, 5), power=1.0).power is None
+    again = adapt.Adaptation.from_bytes(a.to_bytes())
+    assert again.model_id == a.model_id and np.array_equal(again.apply(X), a.apply(X))
+    assert adapt.Adaptation.from_bytes(plain.to_bytes()).power is None
+    with pytest.raises(ConfigError, match="block powers"):
+        adapt.fit(X, base_model_id="m-1", blocks=(3, 5), power=(0.5,))
+    with pytest.raises(ConfigError, match=r"\(0, 1\]"):
+        adapt.fit(X, base_model_id="m-1", power=1.5)
+
+
 def test_mutual_neighbours_match_brute_force():
     rng = np.random.default_rng(3)
     Y = rng.normal(size=(57, 6)).astype(np.float32)
@@ -210,6 +235,28 @@ def test_ingest_keeps_new_tracks_adapted_and_outside_clips_are_mapped(tmp_path):
         assert len(hits) == 3
 
 
+def test_index_adapt_power_takes_the_fused_mean_pool_blocks(tmp_path):
+    """``index adapt --power`` on the default fused model: the mean-pool blocks, not the
+    penultimate ones; on a single model's vectors it changes nothing."""
+    from soundalike.models.fusion import FUSION_NAME, block_dims
+
+    d = sum(block_dims(FUSION_NAME))
+    cat = Catalog.open(tmp_path / "c.sqlite")
+    cat.register_model(model_id="fz-1", name=f"{FUSION_NAME}@mixed-ef", dim=d)
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        tid = cat.upsert_track(path=f"/music/{i}.ogg", content_hash=str(i), size=1, mtime=0.0)
+        cat.put_analysis(tid, "fz-1", np.abs(rng.normal(size=d)).astype(np.float32))
+    with cat:
+        rep = adapt_catalog(cat, power=0.5)
+        a = adapt.Adaptation.from_bytes(cat.get_adaptation(rep.model_id).data)
+        assert np.array_equal(a.power, np.r_[np.ones(400), np.full(1506, 0.5)].astype(np.float32))
+    cat2, _ = _catalog_with_vectors(tmp_path / "d.sqlite")
+    with cat2:
+        assert adapt.Adaptation.from_bytes(cat2.get_adaptation(adapt_catalog(cat2, dim=8, power=0.5).model_id)
+                                           .data).power is None
+
+
 def test_index_adapt_cli(tmp_path):
     _write_tracks(tmp_path / "m", 6)
     db = tmp_path / "c.sqlite"
@@ -227,3 +274,12 @@ def test_index_adapt_cli(tmp_path):
                         "--json"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["query"]["model_id"] == out["model_id"]
+    # --power reaches the fit: a single model's vectors have no mean-pool blocks, so the
+    # adaptation is the plain one again (same id as the first)
+    p = subprocess.run([sys.executable, "-m", "soundalike", "index", "adapt", "--catalog", str(db), "--power", "0.5",
+                        "--json"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["model_id"] == out["model_id"]
+    p = subprocess.run([sys.executable, "-m", "soundalike", "index", "adapt", "--catalog", str(db), "--power", "2"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "power" in p.stderr

@@ -70,3 +70,47 @@ def test_adapt_and_tag_refiling_know_every_fused_layout():
     assert _blocks_of(FUSION_VGG_NAME) == block_dims(FUSION_VGG_NAME) == (200, 200, 753, 753, 256)
     assert _blocks_of(FUSION_NAME) == block_dims(FUSION_NAME)
     assert _blocks_of("MTT_musicnn") == ()
+
+
+def _catalog_of(path, name: str, dim: int, n: int = 12, predictions: dict[str, float] | None = None):
+    """A real catalog whose one model is registered under ``name`` (as ingest names it) with
+    ``n`` random ``dim``-d vectors (and the same predictions for every track)."""
+    import numpy as np
+
+    from soundalike.catalog.store import Catalog
+
+    cat = Catalog.open(path)
+    cat.register_model(model_id=f"{name}-1", name=name, dim=dim)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        tid = cat.upsert_track(path=f"/music/{i}.ogg", content_hash=str(i), size=1, mtime=0.0)
+        cat.put_analysis(tid, f"{name}-1", rng.normal(size=dim).astype(np.float32), predictions)
+    return cat
+
+
+def test_the_default_precision_is_adapted_block_by_block(tmp_path):
+    """The ingest default is ``musicnn-fusion@mixed-ef``: a precision suffix must not hide the
+    fused layout (it did: ``index adapt`` then normalised the 1906-d vector as one block)."""
+    from soundalike.models.adapt import Adaptation
+    from soundalike.search.adapt import _blocks_of, adapt_catalog
+
+    assert _blocks_of(f"{FUSION_NAME}@mixed-ef") == _blocks_of(f"{FUSION_NAME}@bf16") == block_dims(FUSION_NAME)
+    assert _blocks_of(f"{FUSION_VGG_NAME}@bf16") == block_dims(FUSION_VGG_NAME)
+    assert _blocks_of("MTT_musicnn@bf16") == ()
+    with _catalog_of(tmp_path / "c.sqlite", f"{FUSION_NAME}@mixed-ef", sum(block_dims(FUSION_NAME))) as cat:
+        rep = adapt_catalog(cat)
+        stored = Adaptation.from_bytes(cat.get_adaptation(rep.model_id).data)
+        assert stored.blocks == (200, 200, 753, 753)
+
+
+def test_tags_of_a_precision_model_are_refiled(tmp_path):
+    """``ingest --refresh tags`` refiles the tags of ``MTT_musicnn@bf16`` in MTT's vocabulary
+    (it refiled nothing for a model with a precision in its name)."""
+    from soundalike.ingest.refresh import refresh
+
+    preds = {"guitar": 0.9, "rock": 0.7, "slow": 0.6, "female": 0.1}
+    with _catalog_of(tmp_path / "c.sqlite", "MTT_musicnn@bf16", 200, n=3, predictions=preds) as cat:
+        summary = refresh(["tags"], catalog=cat, top_tags=3)
+        assert summary.tags == 3
+        tags = {(t.category, t.tag) for t in cat.track_tags(1, sources=["model"])}
+        assert ("instrument", "guitar") in tags and ("genre", "rock") in tags and len(tags) == 3

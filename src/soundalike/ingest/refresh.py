@@ -148,11 +148,13 @@ def _refile_tags(cat: Catalog, model_id: str, roots: list[Path], top_tags: int, 
 
     info = cat.model(model_id)
     from soundalike.models.fusion import LAYOUTS
+    from soundalike.models.zoo import split_precision
 
-    if info is None or (info.name not in SPECS and info.name not in LAYOUTS):
+    name = split_precision(info.name)[0] if info is not None else None  # MTT_musicnn@bf16: MTT's table
+    if info is None or (name not in SPECS and name not in LAYOUTS):
         return 0
     # the fusion's labels are MTT's then MSD's: either table, MTT first
-    dataset = SPECS[info.name].dataset if info.name in SPECS else None
+    dataset = SPECS[name].dataset if name in SPECS else None
     n = 0
     ids = [t.id for t in cat.iter_tracks() if not roots or _under(t.path, roots)]
     analyses = cat.get_analyses(ids, model_id)

@@ -76,6 +76,8 @@ class Adaptation:
     blocks : lengths of the blocks re-normalised to unit length after z-scoring (empty: none)
     center : float32 ``(d,)`` subtracted after the block step, before ``W``
     params : how it was fitted (method settings, seed, numbers of tracks/segments)
+    power : float32 ``(d,)``: the signed power ``sign(x) |x|^p`` taken of each base dimension
+        first (power normalisation; None: none, as every adaptation fitted before the step existed)
     """
 
     base_model_id: str
@@ -92,6 +94,7 @@ class Adaptation:
     lpp_mean: np.ndarray | None = None
     lpp_W: np.ndarray | None = None
     lpp_weight: float = 0.5
+    power: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
@@ -112,6 +115,8 @@ class Adaptation:
             h.update(f"lpp;{self.lpp_weight!r}".encode())
             for a in (self.lpp_mean, self.lpp_W):
                 h.update(np.ascontiguousarray(a, np.float32).tobytes())
+        if self.power is not None:  # likewise: none keeps the ids of the adaptations made before
+            h.update(b"power;" + np.ascontiguousarray(self.power, np.float32).tobytes())
         return h.hexdigest()[:10]
 
     @property
@@ -125,7 +130,7 @@ class Adaptation:
         if X.shape[-1] != self.in_dim:
             raise ConfigError(f"adaptation of {self.base_model_id} takes {self.in_dim}-d vectors, "
                               f"got {X.shape[-1]}-d")
-        Z = (X - self.mean) * self.scale
+        Z = (signed_power(X, self.power) - self.mean) * self.scale
         if self.blocks:
             Z = _block_normalize(Z, self.blocks)
         if self.center is not None:
@@ -141,6 +146,8 @@ class Adaptation:
         buf = io.BytesIO()
         center = self.center if self.center is not None else np.zeros(0, np.float32)
         extra = {} if self.lpp_W is None else {"lpp_mean": self.lpp_mean, "lpp_W": self.lpp_W}
+        if self.power is not None:
+            extra["power"] = self.power
         np.savez(buf, mean=self.mean, scale=self.scale, W=self.W, center=center, **extra,
                  meta=np.asarray(json.dumps({"base_model_id": self.base_model_id, "method": self.method,
                                              "params": self.params, "blocks": list(self.blocks),
@@ -158,7 +165,8 @@ class Adaptation:
                        tuple(int(b) for b in meta.get("blocks", ())), center,
                        z["lpp_mean"].astype(np.float32) if lpp else None,
                        z["lpp_W"].astype(np.float32) if lpp else None,
-                       float(meta.get("lpp_weight", 0.5)))
+                       float(meta.get("lpp_weight", 0.5)),
+                       z["power"].astype(np.float32) if "power" in z.files else None)
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)
@@ -170,6 +178,36 @@ class Adaptation:
     @classmethod
     def load(cls, path: str | Path) -> Adaptation:
         return cls.from_bytes(Path(path).read_bytes())
+
+
+def signed_power(X: np.ndarray, power: np.ndarray | None) -> np.ndarray:
+    """``sign(x) |x|^p`` with ``p = power[j]`` for the last axis' dimension ``j``, float32
+    (``power`` None: ``X`` itself).
+
+    Power normalisation: it shrinks the few large values of a pooled activation vector
+    towards the many small ones, so that no handful of dimensions decides a cosine.
+    """
+    X = np.asarray(X, np.float32)
+    if power is None:
+        return X
+    return (np.sign(X) * np.power(np.abs(X), power)).astype(np.float32)
+
+
+def power_vector(power: float | tuple[float, ...] | None, d: int, blocks: tuple[int, ...] = ()
+                 ) -> np.ndarray | None:
+    """The per-dimension exponents of ``power`` for ``d``-d vectors: one for all, or one per
+    block of ``blocks``; None where every exponent is 1 (no step)."""
+    if power is None:
+        return None
+    if isinstance(power, (int, float)):
+        p = np.full(d, float(power), np.float32)
+    else:
+        if len(power) != len(blocks) or sum(blocks) != d:
+            raise ConfigError(f"{len(power)} block powers for blocks {blocks} of {d}-d vectors")
+        p = np.concatenate([np.full(b, float(a), np.float32) for a, b in zip(power, blocks)])
+    if not ((p > 0) & (p <= 1)).all():
+        raise ConfigError(f"powers must be in (0, 1], got {sorted(set(p.tolist()))}")
+    return None if (p == 1).all() else p
 
 
 def _unit(Z: np.ndarray) -> np.ndarray:
@@ -408,7 +446,7 @@ def _train_contrastive(Z, o, mean, scale, *, dim, epochs, batch, temperature, lr
 
 def fit(segments: np.ndarray, owner: np.ndarray | None = None, *, base_model_id: str,
         method: Method = "normalize", dim: int = 256, seed: int = 0, blocks: tuple[int, ...] = (),
-        neighbours: int = 0, **kwargs) -> Adaptation:
+        neighbours: int = 0, power: float | tuple[float, ...] | None = None, **kwargs) -> Adaptation:
     """Fit an :class:`Adaptation` of ``base_model_id`` on the catalog's own vectors.
 
     Parameters
@@ -420,6 +458,8 @@ def fit(segments: np.ndarray, owner: np.ndarray | None = None, *, base_model_id:
     blocks : block lengths of a fused embedding (``normalize``; empty: one block)
     neighbours : ``normalize`` only: the mutual-nearest-neighbour step with this ``k``
         (:func:`fit_neighbour_lpp`; 0: off, the vectors are the PCA's alone)
+    power : ``normalize`` only: the signed power taken of the base vectors first, one exponent
+        for all dimensions or one per block (:func:`signed_power`; None or 1: none)
     base_model_id : the model that made the vectors
     method : ``"lda"`` or ``"contrastive"``
     dim : output dimension (at most ``d``; LDA also at most ``n_tracks - 1``)
@@ -432,15 +472,19 @@ def fit(segments: np.ndarray, owner: np.ndarray | None = None, *, base_model_id:
         Unknown method, fewer than 3 tracks with two segments, or mismatched shapes.
     """
     if method == "normalize":
-        mean, scale, center, W, params = fit_normalize(segments, dim=dim, blocks=tuple(blocks))
-        params = {**params, "tracks": int(len(segments))}
-        a = Adaptation(base_model_id, method, mean, scale, W, params, tuple(blocks), center)
+        segments = np.asarray(segments, np.float32)
+        pw = power_vector(power, segments.shape[-1], tuple(blocks)) if segments.ndim == 2 else None
+        mean, scale, center, W, params = fit_normalize(signed_power(segments, pw), dim=dim,
+                                                       blocks=tuple(blocks))
+        params = {**params, "tracks": int(len(segments)),
+                  **({"power": list(power) if isinstance(power, tuple) else power} if pw is not None else {})}
+        a = Adaptation(base_model_id, method, mean, scale, W, params, tuple(blocks), center, power=pw)
         step = fit_neighbour_lpp(a.apply(segments), neighbours=neighbours) if neighbours > 0 else None
         if step is None:
             return a
         lpp_mean, lpp_W, lpp_params = step
         return Adaptation(base_model_id, method, mean, scale, W, {**params, **lpp_params}, tuple(blocks),
-                          center, lpp_mean, lpp_W)
+                          center, lpp_mean, lpp_W, power=pw)
     if owner is None:
         raise ConfigError(f"adaptation method {method!r} needs segment owners")
     if method == "lda":
