@@ -46,6 +46,22 @@ def test_freq_mixstyle_gives_each_item_the_mixed_band_statistics():
     torch.testing.assert_close((out - got_mu) / got_sig, (S - mu) / sig, atol=1e-3, rtol=1e-3)
 
 
+def test_freq_mixstyle_own_share_bounds_how_far_the_statistics_move():
+    """``own``: an item keeps at least that share of its own band statistics."""
+    from soundalike.models.families import band_stats, freq_mixstyle
+
+    S = _spectrograms(batch=32)
+    mu, _ = band_stats(S, 0.0)
+    for seed in range(5):
+        out = freq_mixstyle(S, p=1.0, alpha=0.3, own=0.7, rng=np.random.default_rng(seed))
+        got, _ = band_stats(out, 0.0)
+        # mu_mix - mu = (1 - lam) (mu_other - mu) with 1 - lam <= 0.3
+        widest = (mu[:, None] - mu[None, :]).abs().amax(dim=1)
+        assert ((got - mu).abs() <= 0.3 * widest + 1e-3).all()
+    free = freq_mixstyle(S, p=1.0, alpha=0.3, rng=np.random.default_rng(0))
+    assert (band_stats(free, 0.0)[0] - mu).abs().max() > (got - mu).abs().max()
+
+
 def test_freq_mixstyle_p0_and_skipped_batches_are_the_identity():
     import torch
 
@@ -150,10 +166,12 @@ def test_cli_freq_mixstyle_and_resnorm(tmp_path):
     data = write_toy_folders(tmp_path / "toy", n_per_class=4, sr=8000)
     res = CliRunner().invoke(app, ["train", str(data), "--epochs", "1", "--window", "0.5",
                                    "--out", str(tmp_path / "run"), "--no-cache", "--batch-size", "8",
-                                   "--freq-mixstyle", "0.6,0.2", "--resnorm", "0.25", "--json"])
+                                   "--freq-mixstyle", "0.6,0.2,0.5", "--resnorm", "0.25", "--json"])
     assert res.exit_code == 0, res.output
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert (saved["extra"]["train"]["freq_mixstyle"], saved["extra"]["train"]["freq_mixstyle_alpha"]) == (0.6, 0.2)
+    tr = saved["extra"]["train"]
+    assert (tr["freq_mixstyle"], tr["freq_mixstyle_alpha"], tr["freq_mixstyle_own"]) == (0.6, 0.2, 0.5)
     assert saved["config"]["resnorm"] == 0.25
     assert main(["train", str(data), "--freq-mixstyle", "lots"]) == 1
     assert main(["train", str(data), "--freq-mixstyle", "0.5,0"]) == 1
+    assert main(["train", str(data), "--freq-mixstyle", "0.5,0.3,1"]) == 1

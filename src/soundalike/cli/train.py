@@ -54,20 +54,20 @@ def _headline_text(task: str, metrics: dict) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in headline(task, metrics).items() if v is not None)
 
 
-def _parse_freq_mixstyle(spec: str) -> tuple[float, float]:
-    """``"P"`` or ``"P,ALPHA"`` -> ``(p, alpha)`` (alpha defaults to TrainConfig's)."""
+def _parse_freq_mixstyle(spec: str) -> tuple[float, float, float]:
+    """``"P[,ALPHA[,OWN]]"`` -> ``(p, alpha, own)`` (what is left out: TrainConfig's defaults)."""
     from soundalike.errors import ConfigError
     from soundalike.train.fit import TrainConfig
 
     parts = [x.strip() for x in spec.split(",")]
+    defaults = (TrainConfig.freq_mixstyle, TrainConfig.freq_mixstyle_alpha, TrainConfig.freq_mixstyle_own)
     try:
-        if len(parts) > 2:
+        if len(parts) > 3:
             raise ValueError
-        p = float(parts[0])
-        alpha = float(parts[1]) if len(parts) == 2 else TrainConfig.freq_mixstyle_alpha
+        p, alpha, own = (float(x) for x in (*parts, *defaults[len(parts):]))
     except ValueError:
-        raise ConfigError(f"--freq-mixstyle takes P or P,ALPHA (e.g. 0.4,0.3), got {spec!r}") from None
-    return p, alpha
+        raise ConfigError(f"--freq-mixstyle takes P[,ALPHA[,OWN]] (e.g. 0.4,0.3), got {spec!r}") from None
+    return p, alpha, own
 
 
 def train_cmd(
@@ -116,10 +116,11 @@ def train_cmd(
     mixup: Annotated[float, typer.Option("--mixup", min=0.0, help="Mixup Beta(a, a) parameter "
                                          "(0: off).")] = 0.0,
     freq_mixstyle: Annotated[str, typer.Option(
-        "--freq-mixstyle", metavar="P[,ALPHA]",
+        "--freq-mixstyle", metavar="P[,ALPHA[,OWN]]",
         help="mel-cnn: Freq-MixStyle with probability P per batch (each window's mel bands take a "
              "Beta(ALPHA, ALPHA) share of another window's band statistics: other recording "
-             "chains; ALPHA default 0.3; 0: off).")] = "0",
+             "chains; ALPHA default 0.3; OWN: the least share a window keeps of its own, default "
+             "0; 0: off).")] = "0",
     resnorm: Annotated[float, typer.Option(
         "--resnorm", min=0.0, help="mel-cnn: residual normalisation, the input becomes LAMBDA x + "
                                    "its per-band normalised self (0: off).")] = 0.0,
@@ -139,10 +140,10 @@ def train_cmd(
 
     if task not in (None, "single", "multi"):
         raise ConfigError(f"--task must be single or multi, got {task!r}")
-    mix_p, mix_alpha = _parse_freq_mixstyle(freq_mixstyle)
+    mix_p, mix_alpha, mix_own = _parse_freq_mixstyle(freq_mixstyle)
     config = TrainConfig(family=model, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                          label_smoothing=label_smoothing, mixup=mixup,
-                         freq_mixstyle=mix_p, freq_mixstyle_alpha=mix_alpha,
+                         freq_mixstyle=mix_p, freq_mixstyle_alpha=mix_alpha, freq_mixstyle_own=mix_own,
                          model={"resnorm": resnorm} if resnorm else {},
                          seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                          augment=parse_augment(augment), noise_dir=str(noise_dir) if noise_dir else None,

@@ -155,7 +155,8 @@ def band_stats(S, eps: float = 1e-6):
     return mu, (var + eps).sqrt()
 
 
-def freq_mixstyle(S, *, p: float, alpha: float, rng: np.random.Generator, eps: float = 1e-6):
+def freq_mixstyle(S, *, p: float, alpha: float, rng: np.random.Generator, own: float = 0.0,
+                  eps: float = 1e-6):
     """Freq-MixStyle (Schmid et al., DCASE 2022): other recording chains on the spectrogram.
 
     With probability ``p`` (one draw per batch from ``rng``) every item of ``S`` ``(B, C, M,
@@ -166,13 +167,19 @@ def freq_mixstyle(S, *, p: float, alpha: float, rng: np.random.Generator, eps: f
     the pattern within each band (the note) stays.  The statistics are not differentiated
     through.  ``rng`` (numpy) makes it reproducible: seed it with the run, epoch and batch.
     Otherwise (and for a batch of one) ``S`` is returned unchanged.
+
+    ``own`` is the least share of an item's own statistics: ``lam = own + (1 - own) * Beta``
+    (0: the published method, where ``lam`` near 0 hands an item another's band statistics
+    whole -- for instruments, whose band levels are much of their timbre, another
+    instrument's envelope under this one's label).
     """
     import torch
 
     if p <= 0.0 or len(S) < 2 or rng.random() >= p:
         return S
     B = len(S)
-    lam = torch.from_numpy(rng.beta(alpha, alpha, size=B).astype(np.float32)).to(S).view(B, 1, 1, 1)
+    lam = own + (1.0 - own) * rng.beta(alpha, alpha, size=B)
+    lam = torch.from_numpy(lam.astype(np.float32)).to(S).view(B, 1, 1, 1)
     perm = torch.from_numpy(rng.permutation(B))
     mu, sig = (t.detach() for t in band_stats(S, eps))
     mu_mix = lam * mu + (1.0 - lam) * mu[perm]

@@ -62,6 +62,8 @@ class TrainConfig:
         share of another window's per-band statistics (see
         :func:`soundalike.models.families.freq_mixstyle`), drawn per (seed, epoch, batch)
     freq_mixstyle_alpha : its Beta(a, a) parameter
+    freq_mixstyle_own : the least share of a window's own band statistics in the mix (0: the
+        published method)
     crops_per_track : most random windows drawn per track per epoch (short tracks give one)
     max_duration_s : seconds of each file decoded for training (from the start)
     backbone : pretrained analyzer the probe sits on
@@ -96,6 +98,7 @@ class TrainConfig:
     mixup: float = 0.0
     freq_mixstyle: float = 0.0
     freq_mixstyle_alpha: float = 0.3
+    freq_mixstyle_own: float = 0.0
     crops_per_track: int = 4
     max_duration_s: float = 120.0
     backbone: str = "MTT_musicnn"
@@ -114,9 +117,11 @@ class TrainConfig:
         bad_smoothing = self.label_smoothing is not None and not 0.0 <= self.label_smoothing < 1.0
         if bad_smoothing or self.mixup < 0.0:
             raise ConfigError("label_smoothing must be in [0, 1) and mixup at least 0")
-        if not 0.0 <= self.freq_mixstyle <= 1.0 or self.freq_mixstyle_alpha <= 0.0:
-            raise ConfigError(f"freq_mixstyle must be a probability in [0, 1] and its alpha above 0, "
-                              f"got {self.freq_mixstyle}, {self.freq_mixstyle_alpha}")
+        if (not 0.0 <= self.freq_mixstyle <= 1.0 or self.freq_mixstyle_alpha <= 0.0
+                or not 0.0 <= self.freq_mixstyle_own < 1.0):
+            raise ConfigError(f"freq_mixstyle must be a probability in [0, 1], its alpha above 0 and its "
+                              f"own share in [0, 1), got {self.freq_mixstyle}, {self.freq_mixstyle_alpha}, "
+                              f"{self.freq_mixstyle_own}")
         if self.augment_copies < 0:
             raise ConfigError(f"augment_copies must be at least 0, got {self.augment_copies}")
         object.__setattr__(self, "augment", tuple(self.augment))
@@ -374,7 +379,8 @@ def _train_forward(model, x, train: TrainConfig, *, epoch: int, batch: int):
     from soundalike.models.families import freq_mixstyle
 
     rng = np.random.default_rng([train.seed, epoch, batch, 0xF5])
-    S = freq_mixstyle(model.spectrogram(x), p=train.freq_mixstyle, alpha=train.freq_mixstyle_alpha, rng=rng)
+    S = freq_mixstyle(model.spectrogram(x), p=train.freq_mixstyle, alpha=train.freq_mixstyle_alpha,
+                      own=train.freq_mixstyle_own, rng=rng)
     return model.head(model.from_spectrogram(S))
 
 
