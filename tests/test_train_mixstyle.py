@@ -109,6 +109,8 @@ def test_resnorm_ignores_a_per_band_level_as_lambda_goes_to_zero():
         return float((a - b).norm() / a.norm())
 
     assert moved(1e-3) < 0.01 < 0.1 < moved(0.0)
+    # off, it is not in the saved config: runs from before it keep their config and model id
+    assert "resnorm" not in make_config("mel-cnn", n_labels=3).to_dict()
     with pytest.raises(ConfigError):
         make_config("mel-cnn", n_labels=3, resnorm=-1.0)
 

@@ -114,6 +114,8 @@ class FamilyConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["channels"] = list(self.channels)
+        if not d["resnorm"]:  # off: left out, so runs from before it keep their config and model id
+            del d["resnorm"]
         return d
 
     @classmethod
