@@ -60,6 +60,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "domain-speaker": {"augment": _SPEAKER},
     # after the 40-epoch domain-speaker run: soundfonts stretch one sample over several keys
     "domain-speaker-resample": {"augment": (*_SPEAKER, "resample")},
+    # issue 12 item 5, the device-generalisation methods of acoustic scene classification (fixed
+    # before any was scored): Freq-MixStyle at the CP-JKU DCASE-2023 baseline's setting (p 0.4,
+    # alpha 0.3) and a stronger one (p 0.8, alpha 0.4); residual normalisation, lambda 0.5
+    "domain-speaker-fmix": {"augment": _SPEAKER, "freq_mixstyle": 0.4, "freq_mixstyle_alpha": 0.3},
+    "domain-speaker-fmix08": {"augment": _SPEAKER, "freq_mixstyle": 0.8, "freq_mixstyle_alpha": 0.4},
+    "domain-speaker-resnorm": {"augment": _SPEAKER, "model": {"resnorm": 0.5}},
+    # after those four lost on validation and TimGM6mb (the more mixing, the worse): an item keeps
+    # at least 70 % of its own band statistics (its instrument's envelope), and resnorm keeps more
+    # of the plain input (lambda 2)
+    "domain-speaker-fmix-own07": {"augment": _SPEAKER, "freq_mixstyle": 0.4, "freq_mixstyle_alpha": 0.3,
+                                  "freq_mixstyle_own": 0.7},
+    "domain-speaker-resnorm2": {"augment": _SPEAKER, "model": {"resnorm": 2.0}},
 }
 
 

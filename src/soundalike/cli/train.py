@@ -54,6 +54,22 @@ def _headline_text(task: str, metrics: dict) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in headline(task, metrics).items() if v is not None)
 
 
+def _parse_freq_mixstyle(spec: str) -> tuple[float, float, float]:
+    """``"P[,ALPHA[,OWN]]"`` -> ``(p, alpha, own)`` (what is left out: TrainConfig's defaults)."""
+    from soundalike.errors import ConfigError
+    from soundalike.train.fit import TrainConfig
+
+    parts = [x.strip() for x in spec.split(",")]
+    defaults = (TrainConfig.freq_mixstyle, TrainConfig.freq_mixstyle_alpha, TrainConfig.freq_mixstyle_own)
+    try:
+        if len(parts) > 3:
+            raise ValueError
+        p, alpha, own = (float(x) for x in (*parts, *defaults[len(parts):]))
+    except ValueError:
+        raise ConfigError(f"--freq-mixstyle takes P[,ALPHA[,OWN]] (e.g. 0.4,0.3), got {spec!r}") from None
+    return p, alpha, own
+
+
 def train_cmd(
     data: Annotated[str, typer.Argument(help="Dataset: a folder-per-label directory, an MTT "
                                         "annotations_final.csv, a CSV/TSV table, or catalog:PATH.")],
@@ -99,6 +115,15 @@ def train_cmd(
         help="Label smoothing (single-label; default 0.1, 0 for the probe).")] = None,
     mixup: Annotated[float, typer.Option("--mixup", min=0.0, help="Mixup Beta(a, a) parameter "
                                          "(0: off).")] = 0.0,
+    freq_mixstyle: Annotated[str, typer.Option(
+        "--freq-mixstyle", metavar="P[,ALPHA[,OWN]]",
+        help="mel-cnn: Freq-MixStyle with probability P per batch (each window's mel bands take a "
+             "Beta(ALPHA, ALPHA) share of another window's band statistics: other recording "
+             "chains; ALPHA default 0.3; OWN: the least share a window keeps of its own, default "
+             "0; 0: off).")] = "0",
+    resnorm: Annotated[float, typer.Option(
+        "--resnorm", min=0.0, help="mel-cnn: residual normalisation, the input becomes LAMBDA x + "
+                                   "its per-band normalised self (0: off).")] = 0.0,
     test_fraction: Annotated[float, typer.Option(
         "--test-fraction", min=0.0, max=0.9, help="Share of tracks held out for the final test.")] = 0.2,
     val_fraction: Annotated[float, typer.Option(
@@ -115,8 +140,11 @@ def train_cmd(
 
     if task not in (None, "single", "multi"):
         raise ConfigError(f"--task must be single or multi, got {task!r}")
+    mix_p, mix_alpha, mix_own = _parse_freq_mixstyle(freq_mixstyle)
     config = TrainConfig(family=model, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                          label_smoothing=label_smoothing, mixup=mixup,
+                         freq_mixstyle=mix_p, freq_mixstyle_alpha=mix_alpha, freq_mixstyle_own=mix_own,
+                         model={"resnorm": resnorm} if resnorm else {},
                          seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                          augment=parse_augment(augment), noise_dir=str(noise_dir) if noise_dir else None,
                          augment_copies=augment_copies, backbone=backbone, window_s=window_s,

@@ -94,6 +94,7 @@ _CONFIG_BOUNDS: dict[str, tuple[float, float]] = {
     "n_mels": (1, 1024), "n_fft": (16, 1 << 17), "hop_length": (1, 1 << 17), "n_mfcc": (1, 1024),
     "hidden": (0, 1 << 17), "embedding_dim": (1, 1 << 17), "dropout": (0.0, 0.999),
     "input_dim": (0, 1 << 17), "freq_mask": (0, 1024), "time_mask": (0, 1 << 16), "hop_fraction": (1e-3, 1.0),
+    "resnorm": (0.0, 1000.0),
 }
 
 

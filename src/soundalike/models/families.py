@@ -30,6 +30,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from soundalike.errors import ConfigError
 
 Family = Literal["mfcc-mlp", "waveform-cnn", "mel-cnn", "probe"]
@@ -58,6 +60,10 @@ class FamilyConfig:
     hop_fraction : hop between a track's inference windows, as a fraction of the window
         (1.0: back to back; 0.5: half-overlapping); the last window always ends at the
         track's end, so no window is mostly padding
+    resnorm : residual normalisation (mel-cnn, training and inference; Kim et al. 2021):
+        the globally batch-normalised log-mel ``h`` becomes ``resnorm * h + FreqNorm(h)``,
+        ``FreqNorm`` normalising each item's mel bands over time (its recording chain's
+        spectral colour); 0: off
     """
 
     family: str
@@ -76,6 +82,7 @@ class FamilyConfig:
     freq_mask: int = 0
     time_mask: int = 0
     hop_fraction: float = 1.0
+    resnorm: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -87,6 +94,8 @@ class FamilyConfig:
             raise ConfigError("probe needs input_dim (the backbone's embedding size)")
         if not 0.0 < self.hop_fraction <= 1.0:
             raise ConfigError(f"hop_fraction must be in (0, 1], got {self.hop_fraction}")
+        if self.resnorm < 0.0:
+            raise ConfigError(f"resnorm must be at least 0 (0: off), got {self.resnorm}")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
 
     @property
@@ -105,6 +114,8 @@ class FamilyConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["channels"] = list(self.channels)
+        if not d["resnorm"]:  # off: left out, so runs from before it keep their config and model id
+            del d["resnorm"]
         return d
 
     @classmethod
@@ -135,6 +146,47 @@ def make_config(family: str, *, n_labels: int, **overrides: Any) -> FamilyConfig
     if family == "probe" and params.get("hidden", 0) == 0:
         params["embedding_dim"] = params.get("input_dim", 0)
     return FamilyConfig(family=family, n_labels=n_labels, **params)
+
+
+def band_stats(S, eps: float = 1e-6):
+    """Per-item, per-band mean and standard deviation of spectrograms ``(B, C, M, T)`` over
+    channels and time: ``(mean, std)``, each ``(B, 1, M, 1)`` (population std, ``eps`` added
+    to the variance)."""
+    mu = S.mean(dim=(1, 3), keepdim=True)
+    var = S.var(dim=(1, 3), keepdim=True, unbiased=False)
+    return mu, (var + eps).sqrt()
+
+
+def freq_mixstyle(S, *, p: float, alpha: float, rng: np.random.Generator, own: float = 0.0,
+                  eps: float = 1e-6):
+    """Freq-MixStyle (Schmid et al., DCASE 2022): other recording chains on the spectrogram.
+
+    With probability ``p`` (one draw per batch from ``rng``) every item of ``S`` ``(B, C, M,
+    T)`` is normalised per mel band (mean and std over channels and time) and re-scaled with a
+    convex mix of its own and another item's band statistics, ``lam * own + (1 - lam) *
+    other``, ``lam ~ Beta(alpha, alpha)`` per item, the other item a random permutation of the
+    batch.  The band statistics (a microphone's, a room's, a soundfont's spectral colour) move;
+    the pattern within each band (the note) stays.  The statistics are not differentiated
+    through.  ``rng`` (numpy) makes it reproducible: seed it with the run, epoch and batch.
+    Otherwise (and for a batch of one) ``S`` is returned unchanged.
+
+    ``own`` is the least share of an item's own statistics: ``lam = own + (1 - own) * Beta``
+    (0: the published method, where ``lam`` near 0 hands an item another's band statistics
+    whole -- for instruments, whose band levels are much of their timbre, another
+    instrument's envelope under this one's label).
+    """
+    import torch
+
+    if p <= 0.0 or len(S) < 2 or rng.random() >= p:
+        return S
+    B = len(S)
+    lam = own + (1.0 - own) * rng.beta(alpha, alpha, size=B)
+    lam = torch.from_numpy(lam.astype(np.float32)).to(S).view(B, 1, 1, 1)
+    perm = torch.from_numpy(rng.permutation(B))
+    mu, sig = (t.detach() for t in band_stats(S, eps))
+    mu_mix = lam * mu + (1.0 - lam) * mu[perm]
+    sig_mix = lam * sig + (1.0 - lam) * sig[perm]
+    return (S - mu) / sig * sig_mix + mu_mix
 
 
 # The classes are defined lazily so importing this module does not import torch.
@@ -269,9 +321,18 @@ def _define() -> dict[str, type]:
                 keep &= ~band.view(shape)
             return torch.where(keep, S, fill)
 
-        def features(self, x: torch.Tensor) -> torch.Tensor:
-            h = self.conv(self.spectrogram(x))  # (B, C, F', T')
+        def from_spectrogram(self, S: torch.Tensor) -> torch.Tensor:
+            """Embeddings from log-mel ``(B, 1, M, T)`` (training hooks such as Freq-MixStyle
+            act between :meth:`spectrogram` and this)."""
+            h = self.conv[0](S)  # the input batch norm
+            if self.config.resnorm > 0:
+                mu, sig = band_stats(h, 1e-5)
+                h = self.config.resnorm * h + (h - mu) / sig
+            h = self.conv[1:](h)  # (B, C, F', T')
             return self.proj(torch.cat([h.amax(dim=3), h.mean(dim=3)], dim=1).flatten(1))
+
+        def features(self, x: torch.Tensor) -> torch.Tensor:
+            return self.from_spectrogram(self.spectrogram(x))
 
     class Probe(_Base):
         """Linear (``hidden=0``) or one-hidden-layer head on frozen embeddings."""

@@ -57,6 +57,13 @@ class TrainConfig:
         see docs/recipes.md)
     mixup : mixup's Beta(a, a) parameter ``a`` (0: off): each batch is blended with a
         shuffled copy of itself (audio summed, targets blended)
+    freq_mixstyle : Freq-MixStyle's probability per batch (mel-cnn; 0: off; other families
+        ignore it): each batch's log-mel windows take a Beta(``freq_mixstyle_alpha``)-mixed
+        share of another window's per-band statistics (see
+        :func:`soundalike.models.families.freq_mixstyle`), drawn per (seed, epoch, batch)
+    freq_mixstyle_alpha : its Beta(a, a) parameter
+    freq_mixstyle_own : the least share of a window's own band statistics in the mix (0: the
+        published method)
     crops_per_track : most random windows drawn per track per epoch (short tracks give one)
     max_duration_s : seconds of each file decoded for training (from the start)
     backbone : pretrained analyzer the probe sits on
@@ -89,6 +96,9 @@ class TrainConfig:
     class_weighting: bool = True
     label_smoothing: float | None = None
     mixup: float = 0.0
+    freq_mixstyle: float = 0.0
+    freq_mixstyle_alpha: float = 0.3
+    freq_mixstyle_own: float = 0.0
     crops_per_track: int = 4
     max_duration_s: float = 120.0
     backbone: str = "MTT_musicnn"
@@ -107,6 +117,11 @@ class TrainConfig:
         bad_smoothing = self.label_smoothing is not None and not 0.0 <= self.label_smoothing < 1.0
         if bad_smoothing or self.mixup < 0.0:
             raise ConfigError("label_smoothing must be in [0, 1) and mixup at least 0")
+        if (not 0.0 <= self.freq_mixstyle <= 1.0 or self.freq_mixstyle_alpha <= 0.0
+                or not 0.0 <= self.freq_mixstyle_own < 1.0):
+            raise ConfigError(f"freq_mixstyle must be a probability in [0, 1], its alpha above 0 and its "
+                              f"own share in [0, 1), got {self.freq_mixstyle}, {self.freq_mixstyle_alpha}, "
+                              f"{self.freq_mixstyle_own}")
         if self.augment_copies < 0:
             raise ConfigError(f"augment_copies must be at least 0, got {self.augment_copies}")
         object.__setattr__(self, "augment", tuple(self.augment))
@@ -355,6 +370,20 @@ def _val_loss(task: str, probs: np.ndarray, targets: np.ndarray) -> float:
 # --------------------------------------------------------------------------- the loop
 
 
+def _train_forward(model, x, train: TrainConfig, *, epoch: int, batch: int):
+    """Training logits: the model, with Freq-MixStyle between its log-mel and its network when
+    ``train`` asks for it (families without a spectrogram ignore it); drawn per (seed, epoch,
+    batch), so a run is reproducible whatever else draws random numbers."""
+    if train.freq_mixstyle <= 0 or not hasattr(model, "from_spectrogram"):
+        return model(x)
+    from soundalike.models.families import freq_mixstyle
+
+    rng = np.random.default_rng([train.seed, epoch, batch, 0xF5])
+    S = freq_mixstyle(model.spectrogram(x), p=train.freq_mixstyle, alpha=train.freq_mixstyle_alpha,
+                      own=train.freq_mixstyle_own, rng=rng)
+    return model.head(model.from_spectrogram(S))
+
+
 @dataclass
 class FitResult:
     """What :func:`fit_model` returns: the best model and the per-epoch history."""
@@ -433,13 +462,13 @@ def fit_model(model, tracks: TrackSet, split, *, config: FamilyConfig, train: Tr
                 mrng = np.random.default_rng([train.seed, epoch, b, 0x31])
                 lam = float(mrng.beta(train.mixup, train.mixup))
                 perm = torch.from_numpy(mrng.permutation(len(chunk)))
-                logits = model(lam * xb + (1.0 - lam) * xb[perm])
+                logits = _train_forward(model, lam * xb + (1.0 - lam) * xb[perm], train, epoch=epoch, batch=b)
                 if task == "single":
                     loss = lam * loss_fn(logits, yb) + (1.0 - lam) * loss_fn(logits, yb[perm])
                 else:
                     loss = loss_fn(logits, lam * yb + (1.0 - lam) * yb[perm])
             else:
-                loss = loss_fn(model(xb), yb)
+                loss = loss_fn(_train_forward(model, xb, train, epoch=epoch, batch=b), yb)
             loss.backward()
             opt.step()
             total_loss += float(loss.detach())
