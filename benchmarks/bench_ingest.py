@@ -470,7 +470,9 @@ def _run_filed(code: Path, folder: Path, tmp: Path, name: str) -> tuple[float, f
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", _FILED_RUN, str(code / "src"), str(folder),
-                          str(tmp / f"{name}.sqlite")], env=env, capture_output=True, text=True, check=True)
+                          str(tmp / f"{name}.sqlite")], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"the filed code's ingest ({code}) failed:\n{out.stderr[-2000:]}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["failed"] == 0, r
     st = r["stamps"]
@@ -757,6 +759,9 @@ def main() -> None:
 
         args.model = DEFAULT_ANALYZER
     skip = set(filter(None, args.skip.split(",")))
+    if args.filed is not None and not (args.filed / "src" / "soundalike" / "catalog" / "ingest.py").is_file():
+        ap.error(f"--filed {args.filed}: not a checkout of the code as issue 10 was filed (no "
+                 f"src/soundalike/catalog/ingest.py); make one with `git worktree add --detach {args.filed} 3268b88`")
     # A "1 worker, 1 core" row runs on one core: without this the analyzer's patch-parallel
     # inference threads (models.pretrained.default_threads) took every CPU, so the one-worker
     # rates (and the projection from them) counted up to two cores as one.  Pool workers

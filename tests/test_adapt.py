@@ -249,6 +249,7 @@ def test_index_adapt_power_takes_the_fused_mean_pool_blocks(tmp_path):
         cat.put_analysis(tid, "fz-1", np.abs(rng.normal(size=d)).astype(np.float32))
     with cat:
         rep = adapt_catalog(cat, power=0.5)
+        assert rep.power == 0.5
         a = adapt.Adaptation.from_bytes(cat.get_adaptation(rep.model_id).data)
         assert np.array_equal(a.power, np.r_[np.ones(400), np.full(1506, 0.5)].astype(np.float32))
     cat2, _ = _catalog_with_vectors(tmp_path / "d.sqlite")
@@ -279,7 +280,8 @@ def test_index_adapt_cli(tmp_path):
     p = subprocess.run([sys.executable, "-m", "soundalike", "index", "adapt", "--catalog", str(db), "--power", "0.5",
                         "--json"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["model_id"] == out["model_id"]
+    again = json.loads(p.stdout)
+    assert again["model_id"] == out["model_id"] and again["power"] == 1.0 == out["power"]
     p = subprocess.run([sys.executable, "-m", "soundalike", "index", "adapt", "--catalog", str(db), "--power", "2"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "power" in p.stderr

@@ -262,7 +262,8 @@ def index_adapt(
         print_json(out)
         return
     typer.echo(f"adapted {rep.base_name} ({rep.base_model_id}) -> {rep.name} ({rep.model_id}): "
-               f"{rep.tracks} tracks, {rep.dim}-d, fit {rep.fit_s:.2f} s, stored {rep.write_s:.2f} s; "
+               f"{rep.tracks} tracks, {rep.dim}-d{f', power {rep.power:g} on the mean-pool blocks' if rep.power != 1 else ''}, "
+               f"fit {rep.fit_s:.2f} s, stored {rep.write_s:.2f} s; "
                f"catalog {before / 1e6:.1f} -> {after / 1e6:.1f} MB")
     typer.echo(f"similar/serve/listen now use {rep.name} by default; --model {rep.base_name} for the old vectors")
 

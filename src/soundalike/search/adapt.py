@@ -74,6 +74,8 @@ class AdaptReport:
     write_s: float
     #: tracks whose segment vectors (segment-aware search) were mapped into the adaptation
     segment_tracks: int = 0
+    #: the signed power taken of the fused mean-pool blocks first (1: none)
+    power: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,7 +157,7 @@ def adapt_catalog(cat: Catalog, *, model: str | None = None, method: str = "norm
         cat.reclaim_space()  # the base model's 1906-d segments were most of the file
     return AdaptReport(info.model_id, info.name, a.model_id, name, a.method, int(len(ids)), a.dim,
                        round(t1 - t0, 3), round(time.perf_counter() - t1, 3),
-                       seg["from_base"] + seg["mapped"])
+                       seg["from_base"] + seg["mapped"], power if a.power is not None else 1.0)
 
 
 def catalog_size(cat: Catalog) -> int:
