@@ -219,3 +219,71 @@ def test_mixed_ef_keeps_every_patch_within_the_tag_rule(name):
     err = {prec: float(np.abs(load(name, precision=prec).run_patches(p)["probs"] - ref).max())
            for prec in ("mixed", "mixed-ef")}
     assert 0 < err["mixed-ef"] < 1e-2 and err["mixed-ef"] < err["mixed"] / 2, err
+
+
+def test_native_bf16_can_be_forced_either_way(monkeypatch):
+    from soundalike.models.musicnn import BF16_ENV, native_bf16
+
+    monkeypatch.setenv(BF16_ENV, "emulated")
+    assert native_bf16() is False
+    monkeypatch.setenv(BF16_ENV, "Native")
+    assert native_bf16() is True
+    monkeypatch.setenv(BF16_ENV, "")
+    import torch
+
+    assert native_bf16() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def test_emulated_bf16_front_end_gives_the_native_kernels_numbers(patches, monkeypatch):
+    """On a CPU without native bf16 (AVX2 only) mixed-ef's front end runs in fp32 on the
+    same bf16 numbers, its outputs rounded to bf16 as the native kernels' are: each block
+    within one bf16 step of the native result, every output a bf16 number before the
+    fp32 shares are added, and the tag probabilities of whole patches within 1e-3."""
+    import torch
+
+    from soundalike.models.musicnn import BF16_ENV
+
+    ef = load("MTT_musicnn", precision="mixed-ef")
+    few = patches[:2]
+    with torch.inference_mode():
+        for b, x in zip(ef.net.frontend, _front_end_inputs(ef.net, few)):
+            x = x * 2.0 + 3.0
+            xb = (x - x.mean(dim=(1, 2), keepdim=True)).to(torch.bfloat16).contiguous().unsqueeze(3).permute(0, 3, 1, 2)
+            hi, lo = b.bf16_filters(True)
+            monkeypatch.setenv(BF16_ENV, "emulated")
+            emu = b._emulated_bf16(xb, hi, lo, split=False)
+            assert emu.dtype == torch.bfloat16
+            ref = torch.nn.functional.conv2d(xb.double(), hi.double())
+            ref = torch.nn.functional.max_pool2d(ref, (1, ref.shape[3]))
+            step = ref.abs().clamp_min(1e-30) * 2.0 ** -7  # one bf16 step (8-bit mantissa)
+            assert bool(((emu.double() - ref).abs() <= step).all())
+            native = torch.nn.functional.conv2d(xb, hi)
+            native = torch.nn.functional.max_pool2d(native, (1, native.shape[3]))
+            assert bool(((emu.double() - native.double()).abs() <= 2 * step).all())
+            split = b._emulated_bf16(xb, hi, lo, split=True)
+            assert split.dtype == torch.float32
+            exact = torch.nn.functional.conv2d(xb.double(), (hi.double() + lo.double()))
+            exact = torch.nn.functional.max_pool2d(exact, (1, exact.shape[3]))
+            assert float((split.double() - exact).abs().max()) < float((emu.double() - exact).abs().max()) + 1e-9
+    runs = {}
+    for mode in ("emulated", "native"):
+        monkeypatch.setenv(BF16_ENV, mode)
+        runs[mode] = ef.run_patches(few)
+    assert np.abs(runs["emulated"]["probs"] - runs["native"]["probs"]).max() < 1e-3
+    a, n = runs["emulated"]["max_pool"], runs["native"]["max_pool"]
+    assert np.abs(a - n).max() < 1e-3 * np.abs(n).max()
+
+
+def test_bf16_without_native_kernels_says_it_is_slow(monkeypatch):
+    from soundalike.models.musicnn import BF16_ENV
+    from soundalike.models.pretrained import SPECS, PretrainedModel
+
+    monkeypatch.setenv(BF16_ENV, "emulated")
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        PretrainedModel(SPECS["MTT_musicnn"], precision="mixed")
+    monkeypatch.setenv(BF16_ENV, "native")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PretrainedModel(SPECS["MTT_musicnn"], precision="mixed-ef")

@@ -31,6 +31,7 @@ batch-norm affine map (taking the min instead where its scale is negative).
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -118,6 +119,37 @@ def round_bf16_ef(w, shape: tuple[int, int]):
         Q[:, i] = W[:, i].to(torch.bfloat16).to(torch.float64)
         W[:, i + 1 :] -= ((W[:, i] - Q[:, i]) / U[i, i])[:, None] * U[i, i + 1 :]
     return Q
+
+
+#: ``SOUNDALIKE_BF16=native`` or ``emulated`` overrides :func:`native_bf16` (to compare the two).
+BF16_ENV = "SOUNDALIKE_BF16"
+
+
+def native_bf16() -> bool:
+    """Whether this CPU runs oneDNN's bfloat16 convolutions natively (AVX-512 with
+    AVX512_BF16 or AMX, or AVX-512 at least).
+
+    Without them (an AVX2-only CPU: many laptops, AMD Zen 2/3), PyTorch computes a bf16
+    convolution in a reference loop, measured ~20x slower than fp32 here; the bf16 front
+    end of ``mixed-ef`` (the default analyzer's) is then emulated in fp32 at fp32 speed
+    (``FreqMaxBlock._emulated_bf16``), with the same numbers but for the summation order.
+    ``SOUNDALIKE_BF16`` (``native`` / ``emulated``) overrides the check.
+    """
+    import os
+
+    forced = os.environ.get(BF16_ENV, "").strip().lower()
+    if forced in ("native", "emulated"):
+        return forced == "native"
+    return _mkldnn_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _mkldnn_bf16() -> bool:
+    torch = _torch()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - an older or stripped build
+        return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
 
 
 def _build_modules():
@@ -209,14 +241,42 @@ def _build_modules():
                 k = c * self.weight_sum.view(1, 1, -1) + self.bias.view(1, 1, -1)
             xb = (x - c).to(torch.bfloat16).contiguous().unsqueeze(3).permute(0, 3, 1, 2)
             hi, lo = self.bf16_filters(ef)
-            out = F.conv2d(xb, hi)
-            if split and fused:
-                out = torch.ops.mkldnn._convolution_pointwise.binary(
-                    xb, out, lo, None, [0, 0], [1, 1], [1, 1], 1, "add", None, None, [], None)
-            elif split:
-                out = out.float() + F.conv2d(xb, lo).float()
-            m = F.max_pool2d(out, (1, out.shape[3])).permute(0, 2, 3, 1).flatten(2).float() + k
+            if not native_bf16():
+                m = self._emulated_bf16(xb, hi, lo, split=split)
+            else:
+                out = F.conv2d(xb, hi)
+                if split and fused:
+                    out = torch.ops.mkldnn._convolution_pointwise.binary(
+                        xb, out, lo, None, [0, 0], [1, 1], [1, 1], 1, "add", None, None, [], None)
+                elif split:
+                    out = out.float() + F.conv2d(xb, lo).float()
+                m = F.max_pool2d(out, (1, out.shape[3]))
+            m = m.permute(0, 2, 3, 1).flatten(2).float() + k
             return F.relu(m * self.sign) * self.scale + self.shift
+
+        def _emulated_bf16(self, xb: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor, *,
+                           split: bool) -> torch.Tensor:
+            """:meth:`forward_bf16`'s bfloat16 convolution and max over frequency, computed in
+            fp32 for a CPU without native bf16 kernels (:func:`native_bf16`).
+
+            The inputs and filters are bf16 numbers, so each product is exact in fp32 and
+            the sums are fp32 as oneDNN's bf16 kernels accumulate; the output is rounded
+            to bf16 as theirs is.  Rounding to nearest never reverses an order, so the max
+            over frequency is taken first and only the max is rounded (the same numbers,
+            one value per frame instead of per band).  Only the summation order differs
+            from the native kernels: an output now and then one bf16 step away.
+            """
+            cache = self.__dict__.setdefault("_bf16_as_f32", {})
+            key = (hi.data_ptr(), lo.data_ptr())
+            if key not in cache:  # at most two: rounded to nearest and error-fed
+                cache[key] = hi.float(), lo.float()
+            hi32, lo32 = cache[key]
+            x32 = xb.float()
+            out = F.conv2d(x32, hi32)
+            if split:  # two bf16 outputs, summed in fp32: each is rounded before the max
+                out = out.to(torch.bfloat16).float() + F.conv2d(x32, lo32).to(torch.bfloat16).float()
+                return F.max_pool2d(out, (1, out.shape[3]))
+            return F.max_pool2d(out, (1, out.shape[3])).to(torch.bfloat16)
 
         def forward(self, x: torch.Tensor, center: bool = False) -> torch.Tensor:
             """``center``: convolve ``x`` minus its per-patch mean and add the mean's share

@@ -130,6 +130,18 @@ MSD_LABELS: tuple[str, ...] = (
 )
 
 
+def _warn_if_bf16_is_slow(precision: str) -> None:
+    """Say so when ``precision`` runs bf16 kernels this CPU has no native support for
+    (``mixed-ef``, the default analyzer's, emulates its bf16 in fp32 there instead)."""
+    from soundalike.models.musicnn import native_bf16
+
+    if not native_bf16():
+        import warnings
+
+        warnings.warn(f"precision {precision}: this CPU has no native bfloat16 kernels (no AVX-512), "
+                      "so it runs many times slower than fp32 here; use fp32 or mixed-ef", stacklevel=3)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One pretrained model: its name in the wheel, architecture and tag set.
@@ -318,6 +330,8 @@ class PretrainedModel:
                 if "ef" in self.net.bf16_parts:  # the error-fed bf16 filters, made once, here
                     for block in self.net.frontend:
                         block.bf16_filters(ef=True)
+        if precision in ("bf16", "mixed"):
+            _warn_if_bf16_is_slow(precision)
         self.model_id = f"{self.name}-{h.hexdigest()[:12]}"
         self._lock = threading.Lock()
         self.threads = default_threads()
