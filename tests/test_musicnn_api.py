@@ -162,6 +162,17 @@ def test_cli_tag_and_model_list(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "drums.wav" in text and any(t in text for t in SPECS["MSD_vgg"].labels)
 
+    # another arithmetic by name, as --model names it everywhere else
+    assert main(["tag", str(good), "--model", "MTT_musicnn@mixed-ef", "--json", "--top", "50"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["model"] == "MTT_musicnn@mixed-ef" and doc["model_id"].startswith("MTT_musicnn@mixed-ef-")
+    ef = {t["tag"]: t["probability"] for t in doc["results"][0]["tags"]}
+    y, sr = sf.read(good, dtype="float32")
+    want = dict(zip(SPECS["MTT_musicnn"].labels, load("MTT_musicnn").predict(y, sr).probs.tolist()))
+    assert set(ef) == set(want) and max(abs(ef[k] - want[k]) for k in ef) < 1e-2
+    assert main(["tag", str(good), "--model", "MTT_musicnn@fp16"]) == 1
+    assert "unknown precision" in capsys.readouterr().err
+
     assert main(["model", "list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["MTT_vgg"]["embedding_dims"] == {"penultimate": 256} and rows["MSD_musicnn"]["labels"] == 50

@@ -33,7 +33,8 @@ def _plot_path(plot: Path, audio: Path, n_files: int) -> Path:
 def tag(
     files: Annotated[list[Path], typer.Argument(help="Audio files to tag.")],
     model: Annotated[str, typer.Option("--model", "-m",
-                                       help="MTT_musicnn, MTT_vgg, MSD_musicnn or MSD_vgg.")] = "MTT_musicnn",
+                                       help="MTT_musicnn, MTT_vgg, MSD_musicnn or MSD_vgg, optionally "
+                                            "with a precision (MTT_musicnn@mixed-ef, MSD_vgg@int8).")] = "MTT_musicnn",
     top: Annotated[int, typer.Option("--top", "-n", min=1, help="Tags to print per file.")] = 5,
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Write the taggram (tags x time heat map) PNG here; with several files, "
@@ -43,13 +44,16 @@ def tag(
     """Tag audio files with a pretrained model (top tags per file; bad files are reported, not fatal)."""
     from soundalike.errors import ModelError, SoundalikeError
     from soundalike.models.pretrained import SPECS
+    from soundalike.models.zoo import split_precision
 
-    if model not in SPECS:
-        raise ModelError(f"unknown pretrained model {model!r}; choose one of {', '.join(SPECS)}")
+    name, precision = split_precision(model)
+    if name not in SPECS:
+        raise ModelError(f"unknown pretrained model {model!r}; choose one of {', '.join(SPECS)} "
+                         "(with @PRECISION for another arithmetic)")
     from soundalike.audio.io import load as load_audio
     from soundalike.models.pretrained import load
 
-    m = load(model)
+    m = load(name, precision=precision)
     results, failures = [], []
     for f in files:
         try:
