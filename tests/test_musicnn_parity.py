@@ -47,8 +47,15 @@ def test_reference_inputs_are_rebuilt_and_finite(reference, patches):
     assert (reference["max_mel_power"] > 6.55).sum() >= 5
 
 
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
 @pytest.mark.parametrize("name", list(SPECS))
-def test_port_matches_tensorflow(name, reference, patches):
+def test_port_matches_tensorflow(name, layout, reference, patches, monkeypatch):
+    """Both layouts of musicnn's front-end convolutions (channels-last on AVX-512, NCHW on
+    an AVX2-only CPU: ``musicnn.front_end_nchw``) give TensorFlow's numbers."""
+    from soundalike.models.musicnn import LAYOUT_ENV, front_end_nchw
+
+    monkeypatch.setenv(LAYOUT_ENV, layout)
+    assert front_end_nchw() is (layout == "nchw")
     out = load(name).run_patches(patches, batch_size=8)
     np.testing.assert_allclose(out["probs"], reference[f"{name}/probs"], rtol=0, atol=1e-4)
     np.testing.assert_allclose(out["penultimate"], reference[f"{name}/penultimate"], rtol=0, atol=1e-3)

@@ -265,13 +265,18 @@ def test_emulated_bf16_front_end_gives_the_native_kernels_numbers(patches, monke
             exact = torch.nn.functional.conv2d(xb.double(), (hi.double() + lo.double()))
             exact = torch.nn.functional.max_pool2d(exact, (1, exact.shape[3]))
             assert float((split.double() - exact).abs().max()) < float((emu.double() - exact).abs().max()) + 1e-9
+    from soundalike.models.musicnn import LAYOUT_ENV
+
     runs = {}
-    for mode in ("emulated", "native"):
+    for mode, layout in (("emulated", "nhwc"), ("emulated", "nchw"), ("native", "nhwc")):
         monkeypatch.setenv(BF16_ENV, mode)
-        runs[mode] = ef.run_patches(few)
-    assert np.abs(runs["emulated"]["probs"] - runs["native"]["probs"]).max() < 1e-3
-    a, n = runs["emulated"]["max_pool"], runs["native"]["max_pool"]
-    assert np.abs(a - n).max() < 1e-3 * np.abs(n).max()
+        monkeypatch.setenv(LAYOUT_ENV, layout)
+        runs[mode, layout] = ef.run_patches(few)
+    native = runs["native", "nhwc"]
+    for layout in ("nhwc", "nchw"):
+        got = runs["emulated", layout]
+        assert np.abs(got["probs"] - native["probs"]).max() < 1e-3
+        assert np.abs(got["max_pool"] - native["max_pool"]).max() < 1e-3 * np.abs(native["max_pool"]).max()
 
 
 def test_bf16_without_native_kernels_says_it_is_slow(monkeypatch):
