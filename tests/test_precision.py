@@ -292,3 +292,21 @@ def test_bf16_without_native_kernels_says_it_is_slow(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         PretrainedModel(SPECS["MTT_musicnn"], precision="mixed-ef")
+
+
+def test_the_command_line_says_a_slow_precision_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from soundalike.models.musicnn import BF16_ENV
+
+    f = tmp_path / "a.wav"
+    sf.write(f, synth.demo_track("piano-arpeggio", seed=1, duration_s=3.5, sr=16000), 16000)
+    p = subprocess.run([sys.executable, "-m", "soundalike", "tag", str(f), "--model", "MTT_musicnn@mixed"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, BF16_ENV: "emulated"})
+    assert p.returncode == 0, p.stderr
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert lines == ["warning: precision mixed: this CPU has no native bfloat16 kernels (no AVX-512), so it "
+                     "runs many times slower than fp32 here; use fp32 or mixed-ef"], p.stderr
+    assert "a.wav" in p.stdout

@@ -108,7 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the exit status."""
     from soundalike.errors import SoundalikeError
 
+    import warnings
+
     saved = os.environ.get(CATALOG_ENV)
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        # our own warnings read as one line, as errors do; anyone else's as Python shows them
+        if f"{os.sep}soundalike{os.sep}" in str(filename):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
         command().main(args=argv, standalone_mode=True, prog_name="soundalike")
     except SoundalikeError as exc:
@@ -124,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return code if isinstance(code, int) else (0 if code is None else 1)
     finally:  # an in-process caller (tests) must not inherit the top-level --catalog
+        warnings.showwarning = shown
         if saved is None:
             os.environ.pop(CATALOG_ENV, None)
         else:
