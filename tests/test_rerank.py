@@ -175,6 +175,16 @@ def test_cli_no_rerank_flag(tmp_path):
     assert first() == "group"
     assert first("--no-rerank") == "stranger"
 
+    def table(*flags):
+        p = subprocess.run([sys.executable, "-m", "soundalike", "similar", str(q), "-k", "8", "--catalog", str(db),
+                            *flags], capture_output=True, text=True, timeout=120, env={**env, "COLUMNS": "200"})
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    # the stranger's higher cosine now sits below the group's: the table says why
+    assert "cosine" in table() and "order: re-ranked" in table()
+    assert "order: re-ranked" not in table("--no-rerank")
+
 
 def test_neighbour_lists_pick_ties_as_a_stable_sort_does():
     """Duplicate tracks give equal cosines: the k nearest must be the ones a stable sort

@@ -88,13 +88,17 @@ def similar(
         out.print("no similar tracks" + (" match the filter" if where else ""))
         return
     table = Table(show_edge=False, pad_edge=False)
-    for col in ("#", "score", "id", "track", "file", "why"):
-        table.add_column(col, justify="right" if col in ("#", "score", "id") else "left",
+    for col in ("#", "cosine", "id", "track", "file", "why"):
+        table.add_column(col, justify="right" if col in ("#", "cosine", "id") else "left",
                          overflow="fold")
     for h in hits:
         table.add_row(str(h.rank), f"{h.score:.3f}", str(h.track.id), h.track.display_name,
                       Path(h.track.path).name, h.why)
     out.print(table)
+    if any(a.score < b.score for a, b in zip(hits, hits[1:])):
+        # the order is the re-rank's, the column the plain similarity: say so, or it reads as a bug
+        out.print("[dim]order: re-ranked by the catalog's own neighbour graph, so the cosine is not "
+                  "always falling (--no-rerank orders by it)[/]")
 
 
 def playlist(
