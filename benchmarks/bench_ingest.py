@@ -767,8 +767,13 @@ def main() -> None:
     # rates (and the projection from them) counted up to two cores as one.  Pool workers
     # keep their own share (ingest sets it per worker); Ray workers get theirs from Ray.
     os.environ.setdefault("SOUNDALIKE_THREADS", "1")
+    from soundalike.models.musicnn import _cpu_capability, front_end_nchw, native_bf16
+
+    # the CPU kind decides the arithmetic (README, "And on a CPU without AVX-512"): say which ran
     print(f"# bench_ingest (load {_load()}, {os.cpu_count()} CPUs, "
-          f"SOUNDALIKE_THREADS={os.environ['SOUNDALIKE_THREADS']})")
+          f"SOUNDALIKE_THREADS={os.environ['SOUNDALIKE_THREADS']}; torch CPU capability "
+          f"{_cpu_capability() or '?'}, bf16 {'native' if native_bf16() else 'emulated in fp32'}, "
+          f"front end {'NCHW' if front_end_nchw() else 'channels-last'})")
     tmp = Path(tempfile.mkdtemp(prefix="sa-bench-ingest-"))
     try:
         src = sorted(args.gamemusic.glob("flare-game/*.ogg"))
