@@ -232,6 +232,18 @@ def test_native_bf16_can_be_forced_either_way(monkeypatch):
     import torch
 
     assert native_bf16() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    from soundalike.errors import ConfigError
+    from soundalike.models.musicnn import LAYOUT_ENV, front_end_nchw
+
+    monkeypatch.setenv(BF16_ENV, "yes")
+    with pytest.raises(ConfigError, match="SOUNDALIKE_BF16='yes': use native or emulated"):
+        native_bf16()
+    monkeypatch.delenv(BF16_ENV)
+    monkeypatch.setenv(LAYOUT_ENV, "NCHW ")
+    assert front_end_nchw() is True
+    monkeypatch.setenv(LAYOUT_ENV, "channels-last")
+    with pytest.raises(ConfigError, match="use nchw or nhwc"):
+        front_end_nchw()
 
 
 def test_emulated_bf16_front_end_gives_the_native_kernels_numbers(patches, monkeypatch):
@@ -310,3 +322,8 @@ def test_the_command_line_says_a_slow_precision_in_one_line(tmp_path):
     assert lines == ["warning: precision mixed: this CPU has no native bfloat16 kernels (no AVX-512), so it "
                      "runs many times slower than fp32 here; use fp32 or mixed-ef"], p.stderr
     assert "a.wav" in p.stdout
+    # a mistyped override: one clear line, before any file is read
+    p = subprocess.run([sys.executable, "-m", "soundalike", "tag", str(f)], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, BF16_ENV: "fast"})
+    assert p.returncode == 1 and p.stderr.strip() == (
+        "error: SOUNDALIKE_BF16='fast': use native or emulated (or leave it unset)"), p.stderr

@@ -70,3 +70,7 @@ class DatasetError(SoundalikeError):
 
 class DeviceError(SoundalikeError):
     """No usable audio input device (microphone) exists or it cannot be opened."""
+
+
+class SoundalikeWarning(UserWarning):
+    """Something works but not as well as it could (the CLI prints it as one ``warning:`` line)."""

@@ -106,16 +106,16 @@ def command():
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the exit status."""
-    from soundalike.errors import SoundalikeError
-
     import warnings
+
+    from soundalike.errors import SoundalikeError, SoundalikeWarning
 
     saved = os.environ.get(CATALOG_ENV)
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
         # our own warnings read as one line, as errors do; anyone else's as Python shows them
-        if f"{os.sep}soundalike{os.sep}" in str(filename):
+        if issubclass(category, SoundalikeWarning):
             print(f"warning: {message}", file=sys.stderr)
         else:
             shown(message, category, filename, lineno, file, line)

@@ -126,21 +126,37 @@ BF16_ENV = "SOUNDALIKE_BF16"
 
 
 def native_bf16() -> bool:
-    """Whether this CPU runs oneDNN's bfloat16 convolutions natively (AVX-512 with
-    AVX512_BF16 or AMX, or AVX-512 at least).
+    """Whether this CPU runs oneDNN's bfloat16 convolutions natively (any AVX-512 CPU;
+    fastest with AVX512_BF16 or AMX).
 
     Without them (an AVX2-only CPU: many laptops, AMD Zen 2/3), PyTorch computes a bf16
-    convolution in a reference loop, measured ~20x slower than fp32 here; the bf16 front
+    convolution in a reference loop: mixed-ef's front end measured ~7x slower than fp32
+    on such a CPU (a track's 6 patches through the fusion: 5.2 s against 0.72 s); the bf16 front
     end of ``mixed-ef`` (the default analyzer's) is then emulated in fp32 at fp32 speed
     (``FreqMaxBlock._emulated_bf16``), with the same numbers but for the summation order.
     ``SOUNDALIKE_BF16`` (``native`` / ``emulated``) overrides the check.
     """
+    forced = _forced(BF16_ENV, ("native", "emulated"))
+    return _mkldnn_bf16() if forced is None else forced == "native"
+
+
+def _forced(env: str, choices: tuple[str, str]) -> str | None:
+    """The override ``env`` names (one of ``choices``), None when unset or empty.
+
+    Raises
+    ------
+    ConfigError
+        Any other value."""
     import os
 
-    forced = os.environ.get(BF16_ENV, "").strip().lower()
-    if forced in ("native", "emulated"):
-        return forced == "native"
-    return _mkldnn_bf16()
+    from soundalike.errors import ConfigError
+
+    value = os.environ.get(env, "").strip().lower()
+    if not value:
+        return None
+    if value not in choices:
+        raise ConfigError(f"{env}={os.environ[env]!r}: use {choices[0]} or {choices[1]} (or leave it unset)")
+    return value
 
 
 #: ``SOUNDALIKE_CONV_LAYOUT=nhwc`` or ``nchw`` overrides :func:`front_end_nchw`.
@@ -156,12 +172,8 @@ def front_end_nchw() -> bool:
     so NCHW there.  The numbers are the same but for fp32 summation order (~1e-5).
     ``SOUNDALIKE_CONV_LAYOUT`` (``nchw`` / ``nhwc``) overrides the choice.
     """
-    import os
-
-    forced = os.environ.get(LAYOUT_ENV, "").strip().lower()
-    if forced in ("nchw", "nhwc"):
-        return forced == "nchw"
-    return _cpu_capability() == "AVX2"
+    forced = _forced(LAYOUT_ENV, ("nchw", "nhwc"))
+    return _cpu_capability() == "AVX2" if forced is None else forced == "nchw"
 
 
 @functools.lru_cache(maxsize=1)
@@ -310,9 +322,8 @@ def _build_modules():
             from the native kernels: an output now and then one bf16 step away.
             """
             cache = self.__dict__.setdefault("_bf16_as_f32", {})
-            key = (hi.data_ptr(), lo.data_ptr())
             nchw = front_end_nchw()
-            key = (key, nchw)
+            key = (hi.data_ptr(), lo.data_ptr(), nchw)
             if key not in cache:  # at most four: two roundings, two layouts
                 cache[key] = tuple(_nchw(w.float()) if nchw else w.float() for w in (hi, lo))
             hi32, lo32 = cache[key]

@@ -133,13 +133,15 @@ MSD_LABELS: tuple[str, ...] = (
 def _warn_if_bf16_is_slow(precision: str) -> None:
     """Say so when ``precision`` runs bf16 kernels this CPU has no native support for
     (``mixed-ef``, the default analyzer's, emulates its bf16 in fp32 there instead)."""
+    from soundalike.errors import SoundalikeWarning
     from soundalike.models.musicnn import native_bf16
 
     if not native_bf16():
         import warnings
 
         warnings.warn(f"precision {precision}: this CPU has no native bfloat16 kernels (no AVX-512), "
-                      "so it runs many times slower than fp32 here; use fp32 or mixed-ef", stacklevel=3)
+                      "so it runs many times slower than fp32 here; use fp32 or mixed-ef",
+                      SoundalikeWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -332,6 +334,10 @@ class PretrainedModel:
                         block.bf16_filters(ef=True)
         if precision in ("bf16", "mixed"):
             _warn_if_bf16_is_slow(precision)
+        if spec.arch == "musicnn":  # a mistyped override is an error now, not one mid-ingest
+            from soundalike.models.musicnn import front_end_nchw, native_bf16
+
+            native_bf16(), front_end_nchw()
         self.model_id = f"{self.name}-{h.hexdigest()[:12]}"
         self._lock = threading.Lock()
         self.threads = default_threads()
