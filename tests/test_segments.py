@@ -233,3 +233,41 @@ def test_track_segments_come_from_the_patches_the_analysis_ran():
     ta = TrackAnalysis(Analysis(np.zeros(3, np.float32), patch_embeddings=P), "full", 75.0, [])
     assert track_segments(ta, an) is None
     assert track_segments(TrackAnalysis(Analysis(np.zeros(4, np.float32)), "full", 3.0, []), an) is None
+
+
+def test_index_adapt_maps_stored_segments_as_ingest_maps_fresh_ones(tmp_path):
+    """Segments are stored unit-length, but an adaptation is affine (it z-scores and centres
+    first): ``index adapt`` must put them through it at their track's length.  With vectors
+    whose length is fixed (here two unit-length blocks, length sqrt 2, as a single tagger's
+    are long) that is exact: the segments it maps equal what ingest stores when it maps the
+    raw segment vectors itself."""
+    from soundalike.ingest.plan import store_track_segments
+    from soundalike.models.adapt import Adaptation
+    from soundalike.search.adapt import adapt_catalog
+
+    rng = np.random.default_rng(3)
+    offset = np.abs(rng.normal(size=12)).astype(np.float32) * 2  # a shared mean far from 0, as pooled layers have
+
+    def fused(X):
+        X = np.asarray(X, np.float32) + offset
+        return np.hstack([_unit(X[:, :6]), _unit(X[:, 6:])])
+
+    raw = {}
+    with Catalog.open(tmp_path / "c.sqlite") as cat:
+        cat.register_model(model_id="toy-1", name="toy", dim=12)
+        for i in range(20):
+            tid = cat.upsert_track(path=f"/music/{i}.wav", content_hash=str(i), size=1, mtime=0.0)
+            centre = rng.normal(size=12)
+            raw[tid] = fused(centre + 0.4 * rng.normal(size=(3, 12)))
+            cat.put_analysis(tid, "toy-1", fused(centre[None])[0])
+            cat.put_segments(tid, "toy-1", np.array([0.0, 3.0, 6.0]), raw[tid])
+        rep = adapt_catalog(cat, dim=8, neighbours=0)
+        a = Adaptation.from_bytes(cat.get_adaptation(rep.model_id).data)
+        worst_mapped, worst_fresh = 0.0, 0.0
+        for tid, V in raw.items():
+            mapped = cat.get_segments(tid, rep.model_id)[1]
+            store_track_segments(cat, tid, model_id="toy-1", segments=(np.zeros(3), V), adaptations=[a])
+            fresh = cat.get_segments(tid, rep.model_id)[1]
+            worst_mapped = max(worst_mapped, float(np.abs(mapped - fresh).max()))
+            worst_fresh = max(worst_fresh, float(np.abs(fresh - _unit(a.apply(V))).max()))
+        assert worst_fresh < 3e-3 and worst_mapped < 3e-3  # float16 storage
