@@ -196,6 +196,74 @@ def test_adapt_refuses_tiny_catalogs_and_auto_adapts_past_the_threshold(tmp_path
         assert maybe_auto_adapt(cat, model_id="toy-1", min_tracks=12) is None  # once
 
 
+
+def _add_tracks(cat, S, start: int, name: str = "toy", segments: bool = True) -> None:
+    rng = np.random.default_rng(start)
+    for i, x in enumerate(S, start=start):
+        tid = cat.upsert_track(path=f"/music/{i}.wav", content_hash=str(i), size=1, mtime=0.0)
+        cat.put_analysis(tid, f"{name}-1", x)
+        if segments:  # three segments a track near its vector, in the base model's space
+            cat.put_segments(tid, f"{name}-1", np.array([0.0, 3.0, 6.0]),
+                             x + 0.2 * rng.normal(size=(3, len(x))).astype(np.float32))
+
+
+def test_auto_adaptation_is_refitted_as_the_catalog_grows(tmp_path):
+    """Past twice the tracks it was fitted on, ingest's automatic adaptation is fitted again
+    with the same settings: the new one is the default, has every track's vector and
+    segments, and the superseded automatic fit is gone (model, vectors, segments, index)."""
+    from soundalike.search.sync import default_model_id, index_dir, model_info, open_index
+
+    S, _ = _clustered(n_tracks=40, per_track=1, d=16)
+    db = tmp_path / "c.sqlite"
+    with Catalog.open(db) as cat:
+        cat.register_model(model_id="toy-1", name="toy", dim=16)
+        _add_tracks(cat, S[:12], 0)
+        first = maybe_auto_adapt(cat, model_id="toy-1", min_tracks=12)
+        assert first is not None and first.auto and first.tracks == 12 and not first.refit_from_tracks
+        assert cat.count_segments("toy-1") == 0 and cat.count_segments(first.model_id) == 36
+        open_index(cat, first.model_id)  # a saved index of the first fit
+        assert (index_dir(cat) / (first.model_id.replace("+", "_") + ".faiss")).exists()
+        _add_tracks(cat, S[12:23], 12)  # 23 < 2 x 12: not yet
+        assert maybe_auto_adapt(cat, model_id="toy-1", min_tracks=12) is None
+        assert maybe_auto_adapt(cat, model_id="toy-1", min_tracks=12, growth=0) is None
+        _add_tracks(cat, S[23:24], 23)  # 24 = 2 x 12
+        second = maybe_auto_adapt(cat, model_id="toy-1", min_tracks=12)
+        assert second is not None and second.model_id != first.model_id
+        assert second.tracks == 24 and second.refit_from_tracks == 12 and second.replaced == first.model_id
+        assert cat.get_adaptation(first.model_id) is None and cat.find_model(first.model_id) is None
+        assert len(cat.embeddings(first.model_id)[0]) == 0 and cat.count_segments(first.model_id) == 0
+        assert not list(index_dir(cat).glob(first.model_id.replace("+", "_") + ".*"))
+        assert default_model_id(cat) == second.model_id == model_info(cat, "toy+adapt").model_id
+        ids, Y = cat.embeddings(second.model_id)
+        a2 = adapt.Adaptation.from_bytes(cat.get_adaptation(second.model_id).data)
+        assert len(ids) == 24 and np.allclose(Y, a2.apply(S[:24]), atol=1e-5)
+        assert a2.params["auto"] and a2.params["settings"] == {"dim": 256, "neighbours": 5, "power": 1.0, "seed": 0}
+        # the segments came over from the first fit: every track has them, each near its own vector
+        rows = {r[0]: r[3] for r in cat.segment_rows(second.model_id)}
+        assert len(rows) == 24 and all(len(v) == 3 for v in rows.values())
+        Yn = Y / np.linalg.norm(Y, axis=1, keepdims=True)
+        own = [float(np.mean(rows[int(t)] @ Yn[i])) for i, t in enumerate(ids)]
+        others = [float(np.mean(rows[int(t)] @ np.delete(Yn, i, 0).T)) for i, t in enumerate(ids)]
+        assert np.mean(own) > np.mean(others) + 0.3
+
+
+def test_refit_keeps_what_index_adapt_was_asked_and_never_removes_it(tmp_path):
+    S, _ = _clustered(n_tracks=40, per_track=1, d=16)
+    with Catalog.open(tmp_path / "c.sqlite") as cat:
+        cat.register_model(model_id="toy-1", name="toy", dim=16)
+        _add_tracks(cat, S[:10], 0, segments=False)
+        mine = adapt_catalog(cat, dim=6, neighbours=0)  # asked for: 6-d, no neighbour step
+        assert not mine.auto
+        _add_tracks(cat, S[10:20], 10, segments=False)
+        refit = maybe_auto_adapt(cat, model_id="toy-1", min_tracks=5)
+        assert refit is not None and refit.replaced is None and refit.refit_from_tracks == 10
+        assert refit.dim == 6  # the same settings: 6-d, no neighbour step appended
+        a = adapt.Adaptation.from_bytes(cat.get_adaptation(refit.model_id).data)
+        assert a.lpp_W is None and a.params["settings"]["dim"] == 6 and a.params["auto"]
+        assert cat.get_adaptation(mine.model_id) is not None  # index adapt's own stays
+        assert len(cat.embeddings(mine.model_id)[0]) == 10
+
+
 def _write_tracks(folder, n, offset=0):
     folder.mkdir(parents=True, exist_ok=True)
     styles = ["drum-loop", "piano-arpeggio", "ambient-drone", "noise-texture", "bass-groove"]

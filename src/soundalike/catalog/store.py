@@ -1369,6 +1369,27 @@ class Catalog:
                               "WHERE model_id = ?", (model_id,))
         return StoredAdaptation(r[0], r[1], r[2], bytes(r[3]), float(r[4])) if r else None
 
+    def delete_adaptation(self, model_id: str) -> int:
+        """Remove adaptation ``model_id`` with its model row, adapted vectors and segment
+        vectors (a superseded automatic fit; the base model's vectors are untouched).
+
+        Returns how many adapted track vectors went.
+
+        Raises
+        ------
+        CatalogError
+            ``model_id`` is not an adaptation.
+        """
+        if self.get_adaptation(model_id) is None:
+            raise CatalogError(f"{model_id!r} is not an adaptation of this catalog")
+        with self.transaction():
+            n = int(self._db.fetchone("SELECT COUNT(*) FROM analyses WHERE model_id = ?", (model_id,))[0])
+            self._bump()
+            for table in ("segments", "analyses", "adaptations", "models"):
+                self._write(f"DELETE FROM {table} WHERE model_id = ?", (model_id,))
+        self._models_by_id.pop(model_id, None)  # (another open catalog finds no vectors of it)
+        return n
+
     def put_analyses(self, model_id: str, ids: Sequence[int] | np.ndarray, X: np.ndarray) -> None:
         """Store many analyses of one model (no predictions) in one transaction.
 

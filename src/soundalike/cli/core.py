@@ -74,7 +74,8 @@ def ingest(
         "and/or 'tags' (model tags into their categories). Repeatable.")] = None,
     force: Annotated[bool, typer.Option("--force", help="With --refresh attributes: every track.")] = False,
     adapt: Annotated[bool, typer.Option("--adapt/--no-adapt", help=(
-        "Fit the catalog's own normalisation (`index adapt`) once it holds 200 tracks of the model."))] = True,
+        "Fit the catalog's own normalisation (`index adapt`) once it holds 200 tracks of the model, "
+        "and again each time its tracks have doubled since."))] = True,
     analysis: Annotated[str | None, typer.Option(
         "--analysis", help="How much of each track to analyze: 'spread:N' (N patches spread evenly, "
                            "read by seeking; default: the model's, spread:6 for musicnn-fusion, else spread:10) or "
@@ -175,7 +176,11 @@ def ingest(
                                                  "--retry-failed to retry)" if summary.known_failures else ""))
     if summary.missing:
         out.print(f"  missing    {summary.missing} (files gone; marked missing, not deleted)")
-    if adapted:
+    if adapted and adapted.refit_from_tracks:
+        out.print(f"  re-adapted {adapted.tracks} tracks (the last fit had {adapted.refit_from_tracks}) -> "
+                  f"{adapted.name} {adapted.model_id} ({adapted.dim}-d), now the default for similar/serve/listen"
+                  + (f"; the earlier automatic fit {adapted.replaced} was removed" if adapted.replaced else ""))
+    elif adapted:
         out.print(f"  adapted    {adapted.tracks} tracks -> {adapted.name} ({adapted.dim}-d), "
                   f"now the default for similar/serve/listen")
     if summary.errors:

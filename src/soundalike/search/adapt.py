@@ -14,14 +14,20 @@ adapted vector of every track in the catalog.  Nothing is decoded.  From then on
   (:func:`soundalike.search.segments.adapt_segments`).
 
 Ingest adapts a catalog on its own once it holds :data:`AUTO_ADAPT_TRACKS` tracks of its
-model and has no adaptation yet (``ingest --no-adapt`` leaves it alone).
+model and has no adaptation yet, and fits it again, with the same settings, each time the
+model's tracks have grown :data:`AUTO_REFIT_GROWTH` times over what the newest adaptation was
+fitted on (``ingest --no-adapt`` leaves it alone).  A refit's segment vectors come from the
+one it replaces; an adaptation that ingest fitted by itself is then removed (it was never
+asked for by name, and it is a worse fit of the same settings), one that ``index adapt``
+made stays, reachable by its id.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,6 +51,10 @@ DEFAULT_NEIGHBOURS = 5
 #: pipeline 0.622 -> 0.638 but lowers same-track segment P@1 0.902 -> 0.896 (target 0.90)
 #: and Philharmonia 0.744 -> 0.742, so it is opt-in (``index adapt --power 0.5``).
 DEFAULT_POWER = 1.0
+#: Ingest fits the adaptation again once its model's tracks have grown this many times over
+#: the tracks the newest adaptation was fitted on (a 200-track fit keeps at most 199
+#: principal directions and the statistics of its first tracks; README, "Similarity").
+AUTO_REFIT_GROWTH = 2.0
 
 
 def _powers_of(name: str, power: float) -> tuple[float, ...] | None:
@@ -76,6 +86,12 @@ class AdaptReport:
     segment_tracks: int = 0
     #: the signed power taken of the fused mean-pool blocks first (1: none)
     power: float = 1.0
+    #: fitted by ingest on its own (:func:`maybe_auto_adapt`), not asked for
+    auto: bool = False
+    #: the adaptation this fit replaced and removed (an earlier automatic fit), if any
+    replaced: str | None = None
+    #: tracks the adaptation it was refitted from had been fitted on (0: a first fit)
+    refit_from_tracks: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,7 +108,7 @@ def _blocks_of(name: str) -> tuple[int, ...]:
 
 def adapt_catalog(cat: Catalog, *, model: str | None = None, method: str = "normalize",
                   dim: int = DEFAULT_DIM, seed: int = 0, neighbours: int = DEFAULT_NEIGHBOURS,
-                  power: float = DEFAULT_POWER) -> AdaptReport:
+                  power: float = DEFAULT_POWER, auto: bool = False) -> AdaptReport:
     """Fit an adaptation of ``model``'s vectors in ``cat`` and store the adapted model.
 
     Parameters
@@ -107,6 +123,8 @@ def adapt_catalog(cat: Catalog, *, model: str | None = None, method: str = "norm
         ``dim`` plus at most 64 longer
     power : the signed power taken of a fused model's mean-pool blocks first (1: none;
         :func:`soundalike.models.adapt.signed_power`; a single model's vectors: ignored)
+    auto : recorded with the adaptation: fitted by ingest on its own, so a later automatic
+        refit may remove it (:func:`maybe_auto_adapt`)
 
     Returns
     -------
@@ -141,6 +159,10 @@ def adapt_catalog(cat: Catalog, *, model: str | None = None, method: str = "norm
                            f"it has {len(ids)}")
     a = fit(X, base_model_id=info.model_id, method="normalize", dim=dim, seed=seed,
             blocks=_blocks_of(info.name), neighbours=neighbours, power=_powers_of(info.name, power))
+    # what was asked, so that a refit asks the same (params["dim"] is what the tracks allowed)
+    a = replace(a, params={**a.params, "settings": {"dim": int(dim), "neighbours": int(neighbours),
+                                                    "power": float(power), "seed": int(seed)},
+                           "auto": bool(auto)})
     Y = a.apply(X)
     t1 = time.perf_counter()
     name = f"{info.name}+adapt"
@@ -157,7 +179,7 @@ def adapt_catalog(cat: Catalog, *, model: str | None = None, method: str = "norm
         cat.reclaim_space()  # the base model's 1906-d segments were most of the file
     return AdaptReport(info.model_id, info.name, a.model_id, name, a.method, int(len(ids)), a.dim,
                        round(t1 - t0, 3), round(time.perf_counter() - t1, 3),
-                       seg["from_base"] + seg["mapped"], power if a.power is not None else 1.0)
+                       seg["from_base"] + seg["mapped"], power if a.power is not None else 1.0, auto)
 
 
 def catalog_size(cat: Catalog) -> int:
@@ -170,10 +192,55 @@ def catalog_size(cat: Catalog) -> int:
     return total
 
 
-def maybe_auto_adapt(cat: Catalog, *, model_id: str, min_tracks: int = AUTO_ADAPT_TRACKS) -> AdaptReport | None:
-    """Adapt ``model_id`` if the catalog holds ``min_tracks`` of its tracks and no adaptation."""
-    if cat.adaptations(model_id) or cat.get_adaptation(model_id) is not None:
+def settings_of(adaptation) -> dict:
+    """What :func:`adapt_catalog` was asked for when it fitted ``adaptation``: ``{"dim",
+    "neighbours", "power", "seed"}`` (recorded since refits exist; read back from the fit
+    for older ones)."""
+    p = adaptation.params
+    if "settings" in p:
+        return dict(p["settings"])
+    pw = p.get("power")
+    return {"dim": DEFAULT_DIM,
+            "neighbours": int(p.get("neighbours", 0 if adaptation.lpp_W is None else DEFAULT_NEIGHBOURS)),
+            "power": float(min(pw) if isinstance(pw, list) else (pw or 1.0)), "seed": 0}
+
+
+def maybe_auto_adapt(cat: Catalog, *, model_id: str, min_tracks: int = AUTO_ADAPT_TRACKS,
+                     growth: float = AUTO_REFIT_GROWTH) -> AdaptReport | None:
+    """Adapt ``model_id`` as ingest does after a run; None if nothing was due.
+
+    - No adaptation yet: fit one once the catalog holds ``min_tracks`` of its tracks.
+    - Else, once the model's tracks are ``growth`` times those the newest adaptation was
+      fitted on: fit again with its settings.  The segment vectors move over from it; if
+      it was itself an automatic fit, it is removed (``index adapt``'s are kept).
+      ``growth`` 0 turns refits off.
+    """
+    from soundalike.models.adapt import Adaptation
+    from soundalike.search.sync import index_dir
+
+    if cat.get_adaptation(model_id) is not None:  # an adaptation itself
         return None
-    if cat.count_analyses(model_id) < min_tracks:
+    n = cat.count_analyses(model_id)
+    existing = cat.adaptations(model_id)
+    if not existing:
+        return adapt_catalog(cat, model=model_id, auto=True) if n >= min_tracks else None
+    newest = Adaptation.from_bytes(existing[0].data)
+    fitted_on = int(newest.params.get("tracks", 0))
+    if growth <= 0 or fitted_on <= 0 or n < max(min_tracks, growth * fitted_on):
         return None
-    return adapt_catalog(cat, model=model_id)
+    rep = adapt_catalog(cat, model=model_id, auto=True, **settings_of(newest))
+    replaced = None
+    if newest.params.get("auto") and existing[0].model_id != rep.model_id:
+        replaced = existing[0].model_id
+        cat.delete_adaptation(replaced)
+        stem = index_dir(cat) / _index_stem(replaced)
+        for ext in (".faiss", ".ids.npy", ".json"):
+            Path(str(stem) + ext).unlink(missing_ok=True)
+        cat.reclaim_space()
+    return replace(rep, replaced=replaced, refit_from_tracks=fitted_on)
+
+
+def _index_stem(model_id: str) -> str:
+    from soundalike.search.index import _safe_name
+
+    return _safe_name(model_id)
