@@ -247,6 +247,43 @@ def test_auto_adaptation_is_refitted_as_the_catalog_grows(tmp_path):
         assert np.mean(own) > np.mean(others) + 0.3
 
 
+def test_a_running_server_follows_a_refit_committed_by_another_process(tmp_path):
+    """serve without --model compares the catalog's default model as it is now: after an
+    ingest elsewhere refits (and removes the automatic fit the server started on), track
+    pages and similar answer with the new fit, not with vectors that are gone."""
+    from fastapi.testclient import TestClient
+
+    from soundalike.web.app import create_app
+
+    S, _ = _clustered(n_tracks=40, per_track=1, d=16)
+    db = tmp_path / "c.sqlite"
+    with Catalog.open(db) as cat:
+        cat.register_model(model_id="toy-1", name="toy", dim=16)
+        _add_tracks(cat, S[:12], 0)
+        first = maybe_auto_adapt(cat, model_id="toy-1", min_tracks=12)
+        q = cat.track_by_path("/music/0.wav").id
+    with TestClient(create_app(db), raise_server_exceptions=False, base_url="http://127.0.0.1") as c:
+        assert c.get(f"/api/tracks/{q}").json()["model_id"] == first.model_id
+        assert len(c.get("/api/similar", params={"id": q, "k": 30}).json()["hits"]) == 11
+        subprocess.run([sys.executable, "-c", f"""
+import numpy as np, sys
+sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+from test_adapt import _add_tracks, _clustered
+from soundalike.catalog.store import Catalog
+from soundalike.search.adapt import maybe_auto_adapt
+S, _ = _clustered(n_tracks=40, per_track=1, d=16)
+with Catalog.open({str(db)!r}) as cat:
+    _add_tracks(cat, S[12:24], 12)
+    print(maybe_auto_adapt(cat, model_id="toy-1", min_tracks=12).model_id)
+"""], check=True, capture_output=True, text=True)
+        with Catalog.open(db) as cat:
+            second = cat.default_model_id(adapted=True)
+            assert second != first.model_id and cat.get_adaptation(first.model_id) is None
+        assert c.get(f"/api/tracks/{q}").json()["model_id"] == second
+        r = c.get("/api/similar", params={"id": q, "k": 30})
+        assert r.status_code == 200 and len(r.json()["hits"]) == 23  # the new fit has all 24
+
+
 def test_refit_keeps_what_index_adapt_was_asked_and_never_removes_it(tmp_path):
     S, _ = _clustered(n_tracks=40, per_track=1, d=16)
     with Catalog.open(tmp_path / "c.sqlite") as cat:

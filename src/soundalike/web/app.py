@@ -300,9 +300,23 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     state: dict[str, Any] = {"model_id": None}
 
     def model_id() -> str:
+        """The model similarity compares: the one named at start-up, else the catalog's
+        default as it is now (an ingest elsewhere may have adapted or refitted it, and a
+        refit removes the automatic fit it replaces)."""
+        cat = cats.get()
+        if model is None:
+            seen = cat.remembered_default_model()
+            if seen is not None and seen[1] == cat.change_token():
+                return seen[0]
+            return model_info(cat, None).model_id
         if state["model_id"] is None:
-            state["model_id"] = model_info(cats.get(), model).model_id
+            state["model_id"] = model_info(cat, model).model_id
         return state["model_id"]
+
+    def search_model() -> str | None:
+        """``model=`` for the searches: None lets them find the default in the statement
+        they read anyway."""
+        return None if model is None else model_id()
 
     try:
         cached_index(first, model_id())  # load or build the index before the first request
@@ -475,10 +489,11 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         cat = cats.get()
         t = _get_track(track_id)
         d = _track_json(t, cat.track_tags(track_id))
-        a = cat.get_analysis(track_id, model_id())
+        mid = model_id()
+        a = cat.get_analysis(track_id, mid)
         top = sorted((a.predictions if a else {}).items(), key=lambda kv: kv[1], reverse=True)[:10]
         d["predictions"] = [{"label": k, "p": round(float(v), 4)} for k, v in top]
-        d["model_id"] = model_id()
+        d["model_id"] = mid
         d["attributes"] = cat.track_attributes(track_id)
         d["audio_url"] = f"/api/tracks/{track_id}/audio"
         d["spectrogram_url"] = f"/api/tracks/{track_id}/spectrogram.png"
@@ -571,7 +586,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
             timed["thread"] = threading.get_ident()
             stages.start()
         try:
-            rq, hits = sim.similar_with_query(id, k=k, where=where, model=model_id(),
+            rq, hits = sim.similar_with_query(id, k=k, where=where, model=search_model(),
                                               exclude_same_artist=exclude_same_artist,
                                               include_suggested=include_suggested,
                                               max_per_artist=max_per_artist, max_per_album=max_per_album,
@@ -609,7 +624,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         for ref in (seed, start, end):
             if ref is not None:
                 _get_track(ref)
-        pl = playlist(seed=seed, start=start, end=end, length=length, where=where, model=model_id(),
+        pl = playlist(seed=seed, start=start, end=end, length=length, where=where, model=search_model(),
                       drift=drift, bpm_path=bpm, max_per_artist=max_per_artist,
                       max_per_album=max_per_album, include_duplicates=include_duplicates,
                       catalog=cats.get())
@@ -651,7 +666,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
                 raise HTTPProblem(400, f"{name!r}: empty upload")
 
             def run():
-                return sim.similar_with_query(tmp, k=k, where=where, model=model_id(),
+                return sim.similar_with_query(tmp, k=k, where=where, model=search_model(),
                                               include_suggested=include_suggested, catalog=cats.get(),
                                               max_clip_s=max_clip_s)
             try:
