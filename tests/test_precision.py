@@ -246,6 +246,20 @@ def test_native_bf16_can_be_forced_either_way(monkeypatch):
         front_end_nchw()
 
 
+def test_ingest_with_a_mistyped_override_says_so_and_makes_no_catalog(tmp_path):
+    """The error comes before any work: no catalog file is left behind for the rerun."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "music").mkdir()
+    env = {**os.environ, "SOUNDALIKE_BF16": "bogus"}
+    r = subprocess.run([sys.executable, "-m", "soundalike", "ingest", str(tmp_path / "music"),
+                        "--catalog", str(tmp_path / "c.sqlite")], env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "SOUNDALIKE_BF16='bogus': use native or emulated" in r.stderr
+    assert not (tmp_path / "c.sqlite").exists()
+
+
 def test_emulated_bf16_front_end_gives_the_native_kernels_numbers(patches, monkeypatch):
     """On a CPU without native bf16 (AVX2 only) mixed-ef's front end runs in fp32 on the
     same bf16 numbers, its outputs rounded to bf16 as the native kernels' are: each block

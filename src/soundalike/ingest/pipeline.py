@@ -950,6 +950,9 @@ def ingest(
     t0 = time.perf_counter()
     if analysis is not None:
         AnalysisPlan.parse(analysis)  # a bad --analysis is an error before any work
+    from soundalike.models.musicnn import check_overrides
+
+    check_overrides()  # and so is a mistyped SOUNDALIKE_BF16: no catalog file is made for it
     roots = [Path(p).expanduser() for p in paths]
     found = scan_folders(roots)
     files = found.files

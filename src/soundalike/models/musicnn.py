@@ -163,6 +163,13 @@ def _forced(env: str, choices: tuple[str, str]) -> str | None:
 LAYOUT_ENV = "SOUNDALIKE_CONV_LAYOUT"
 
 
+def check_overrides() -> None:
+    """Raise :class:`~soundalike.errors.ConfigError` for a mistyped ``SOUNDALIKE_BF16`` or
+    ``SOUNDALIKE_CONV_LAYOUT`` now (ingest calls it before it opens or creates a catalog)."""
+    _forced(BF16_ENV, ("native", "emulated"))
+    _forced(LAYOUT_ENV, ("nchw", "nhwc"))
+
+
 def front_end_nchw() -> bool:
     """Whether the front-end convolutions run on NCHW maps instead of channels-last ones.
 
