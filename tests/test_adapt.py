@@ -258,12 +258,15 @@ def test_a_running_server_follows_a_refit_committed_by_another_process(tmp_path)
     S, _ = _clustered(n_tracks=40, per_track=1, d=16)
     db = tmp_path / "c.sqlite"
     with Catalog.open(db) as cat:
-        cat.register_model(model_id="toy-1", name="toy", dim=16)
+        cat.register_model(model_id="toy-1", name="toy", dim=16, labels=["a", "b"])
         _add_tracks(cat, S[:12], 0)
-        first = maybe_auto_adapt(cat, model_id="toy-1", min_tracks=12)
         q = cat.track_by_path("/music/0.wav").id
+        cat.put_analysis(q, "toy-1", S[0], {"a": 0.25, "b": 0.75})
+        first = maybe_auto_adapt(cat, model_id="toy-1", min_tracks=12)
     with TestClient(create_app(db), raise_server_exceptions=False, base_url="http://127.0.0.1") as c:
-        assert c.get(f"/api/tracks/{q}").json()["model_id"] == first.model_id
+        d = c.get(f"/api/tracks/{q}").json()
+        assert d["model_id"] == first.model_id
+        assert [p["label"] for p in d["predictions"]] == ["b", "a"]  # the base model's tags
         assert len(c.get("/api/similar", params={"id": q, "k": 30}).json()["hits"]) == 11
         subprocess.run([sys.executable, "-c", f"""
 import numpy as np, sys

@@ -491,6 +491,9 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         d = _track_json(t, cat.track_tags(track_id))
         mid = model_id()
         a = cat.get_analysis(track_id, mid)
+        if a is not None and not a.predictions and "+adapt-" in mid:
+            # an adaptation keeps vectors only: the tags come from the model it adapts
+            a = cat.get_analysis(track_id, mid.split("+adapt-", 1)[0])
         top = sorted((a.predictions if a else {}).items(), key=lambda kv: kv[1], reverse=True)[:10]
         d["predictions"] = [{"label": k, "p": round(float(v), 4)} for k, v in top]
         d["model_id"] = mid
