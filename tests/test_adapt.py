@@ -207,14 +207,15 @@ def _add_tracks(cat, S, start: int, name: str = "toy", segments: bool = True) ->
                              x + 0.2 * rng.normal(size=(3, len(x))).astype(np.float32))
 
 
-def test_auto_adaptation_is_refitted_as_the_catalog_grows(tmp_path):
+def test_auto_adaptation_is_refitted_as_the_catalog_grows(catalog_target):
     """Past twice the tracks it was fitted on, ingest's automatic adaptation is fitted again
     with the same settings: the new one is the default, has every track's vector and
-    segments, and the superseded automatic fit is gone (model, vectors, segments, index)."""
+    segments, and the superseded automatic fit is gone (model, vectors, segments, index);
+    on both backends."""
     from soundalike.search.sync import default_model_id, index_dir, model_info, open_index
 
     S, _ = _clustered(n_tracks=40, per_track=1, d=16)
-    db = tmp_path / "c.sqlite"
+    db = catalog_target
     with Catalog.open(db) as cat:
         cat.register_model(model_id="toy-1", name="toy", dim=16)
         _add_tracks(cat, S[:12], 0)
