@@ -367,6 +367,44 @@ def test_index_adapt_power_takes_the_fused_mean_pool_blocks(tmp_path):
                                            .data).power is None
 
 
+def test_ingest_cli_adapts_at_the_size_asked_and_refits_as_the_catalog_doubles(tmp_path):
+    """``ingest --adapt-at N`` (or SOUNDALIKE_ADAPT_AT): the first fit at N tracks, the refit
+    at twice the last fit's, each said in the summary; the catalog's default follows."""
+    import os
+    import re
+
+    from soundalike.search.adapt import AUTO_ADAPT_TRACKS
+
+    db = tmp_path / "c.sqlite"
+
+    def run(*extra, env=None):
+        p = subprocess.run([sys.executable, "-m", "soundalike", "ingest", str(tmp_path / "m"), "--catalog",
+                            str(db), "--model", "mfcc-stats", "--workers", "1", *extra],
+                           capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    _write_tracks(tmp_path / "m", 4)
+    assert "adapted" not in run("--adapt-at", "5")
+    _write_tracks(tmp_path / "m", 1, offset=4)
+    out = run(env={"SOUNDALIKE_ADAPT_AT": "5"})
+    assert re.search(r"^  adapted +5 tracks -> mfcc-stats\+adapt", out, re.M) and "re-adapted" not in out
+    with Catalog.open(db) as cat:
+        first = cat.default_model_id(adapted=True)
+    _write_tracks(tmp_path / "m", 4, offset=5)  # 9 < 2 x 5
+    assert "adapted" not in run("--adapt-at", "5")
+    _write_tracks(tmp_path / "m", 1, offset=9)
+    out = run("--adapt-at", "5")
+    assert "re-adapted 10 tracks (the last fit had 5)" in out
+    with Catalog.open(db) as cat:
+        second = cat.default_model_id(adapted=True)
+        assert second != first and cat.get_adaptation(first) is None  # the automatic fit replaced
+        assert len(cat.embeddings(second)[0]) == 10
+    p = subprocess.run([sys.executable, "-m", "soundalike", "ingest", "--help"], capture_output=True, text=True,
+                       env={**os.environ, "COLUMNS": "200"})
+    assert "--adapt-at" in p.stdout and f"default: {AUTO_ADAPT_TRACKS}" in p.stdout.replace("[", "").replace("]", "")
+
+
 def test_index_adapt_cli(tmp_path):
     _write_tracks(tmp_path / "m", 6)
     db = tmp_path / "c.sqlite"

@@ -74,8 +74,11 @@ def ingest(
         "and/or 'tags' (model tags into their categories). Repeatable.")] = None,
     force: Annotated[bool, typer.Option("--force", help="With --refresh attributes: every track.")] = False,
     adapt: Annotated[bool, typer.Option("--adapt/--no-adapt", help=(
-        "Fit the catalog's own normalisation (`index adapt`) once it holds 200 tracks of the model, "
-        "and again each time its tracks have doubled since."))] = True,
+        "Fit the catalog's own normalisation (`index adapt`) once it holds --adapt-at tracks of "
+        "the model, and again each time its tracks have doubled since."))] = True,
+    adapt_at: Annotated[int, typer.Option(
+        "--adapt-at", min=3, envvar="SOUNDALIKE_ADAPT_AT", metavar="N",
+        help="Catalog size (tracks of the model) at which ingest adapts it by itself.")] = 200,  # AUTO_ADAPT_TRACKS
     analysis: Annotated[str | None, typer.Option(
         "--analysis", help="How much of each track to analyze: 'spread:N' (N patches spread evenly, "
                            "read by seeking; default: the model's, spread:6 for musicnn-fusion, else spread:10) or "
@@ -161,7 +164,7 @@ def ingest(
         from soundalike.search.adapt import maybe_auto_adapt
 
         with Catalog.open(cat, create=False) as c:
-            adapted = maybe_auto_adapt(c, model_id=summary.model_id)
+            adapted = maybe_auto_adapt(c, model_id=summary.model_id, min_tracks=adapt_at)
     if json_out:
         print_json({"catalog": str(cat), **summary.to_dict(),
                     "adapted": adapted.to_dict() if adapted else None})
