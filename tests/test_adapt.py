@@ -248,6 +248,20 @@ def test_auto_adaptation_is_refitted_as_the_catalog_grows(catalog_target):
         assert np.mean(own) > np.mean(others) + 0.3
 
 
+def test_adapted_vectors_say_how_much_of_each_track_their_base_analysis_looked_at(tmp_path):
+    """An adapted vector is made from its base model's: it carries that analysis budget
+    (``info`` and the catalog say ``spread:6``, not ``full``), at the fit as after it."""
+    S, _ = _clustered(n_tracks=12, per_track=1, d=16)
+    with Catalog.open(tmp_path / "c.sqlite") as cat:
+        cat.register_model(model_id="toy-1", name="toy", dim=16)
+        for i, x in enumerate(S):
+            tid = cat.upsert_track(path=f"/music/{i}.wav", content_hash=str(i), size=1, mtime=0.0)
+            cat.put_analysis(tid, "toy-1", x, analysis="full" if i == 0 else "spread:6")
+        rep = adapt_catalog(cat, dim=4, neighbours=0)
+        assert cat.analysis_settings(rep.model_id) == cat.analysis_settings("toy-1")
+        assert sorted(set(cat.analysis_settings(rep.model_id).values())) == ["full", "spread:6"]
+
+
 def test_a_running_server_follows_a_refit_committed_by_another_process(tmp_path):
     """serve without --model compares the catalog's default model as it is now: after an
     ingest elsewhere refits (and removes the automatic fit the server started on), track

@@ -24,7 +24,7 @@ import os
 import json
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1390,10 +1390,13 @@ class Catalog:
         self._models_by_id.pop(model_id, None)  # (another open catalog finds no vectors of it)
         return n
 
-    def put_analyses(self, model_id: str, ids: Sequence[int] | np.ndarray, X: np.ndarray) -> None:
+    def put_analyses(self, model_id: str, ids: Sequence[int] | np.ndarray, X: np.ndarray, *,
+                     settings: Mapping[int, str] | None = None) -> None:
         """Store many analyses of one model (no predictions) in one transaction.
 
         ``X`` float32 ``(len(ids), dim)``; existing analyses of those tracks are replaced.
+        ``settings``: track id -> how much of it the vectors looked at (``"spread:6"``;
+        an adaptation passes its base model's, :meth:`analysis_settings`); default ``"full"``.
         """
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or len(X) != len(ids):
@@ -1405,11 +1408,12 @@ class Catalog:
             self._bump()
             for tid, x in zip(ids, X, strict=True):
                 self._write(
-                    "INSERT INTO analyses (track_id, model_id, embedding, dim, predictions, created_at, version) "
-                    f"VALUES (?, ?, ?, ?, '{{}}', ?, {_TX_VERSION}) ON CONFLICT (track_id, model_id) DO UPDATE SET "
-                    "embedding = excluded.embedding, dim = excluded.dim, predictions = excluded.predictions, "
-                    "created_at = excluded.created_at, version = excluded.version",
-                    (int(tid), model_id, x.tobytes(), int(x.size), now))
+                    "INSERT INTO analyses (track_id, model_id, embedding, dim, predictions, analysis, created_at, "
+                    f"version) VALUES (?, ?, ?, ?, '{{}}', ?, ?, {_TX_VERSION}) ON CONFLICT (track_id, model_id) "
+                    "DO UPDATE SET embedding = excluded.embedding, dim = excluded.dim, predictions = "
+                    "excluded.predictions, analysis = excluded.analysis, created_at = excluded.created_at, "
+                    "version = excluded.version",
+                    (int(tid), model_id, x.tobytes(), int(x.size), (settings or {}).get(int(tid), "full"), now))
 
     def count_analyses(self, model_id: str | None = None) -> int:
         if model_id is None:

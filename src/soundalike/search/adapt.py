@@ -171,7 +171,7 @@ def adapt_catalog(cat: Catalog, *, model: str | None = None, method: str = "norm
                            label_category=info.label_category)
         cat.put_adaptation(model_id=a.model_id, base_model_id=info.model_id, method=a.method,
                            data=a.to_bytes())
-        cat.put_analyses(a.model_id, ids, Y)
+        cat.put_analyses(a.model_id, ids, Y, settings=cat.analysis_settings(info.model_id))
     from soundalike.search.segments import adapt_segments
 
     seg = adapt_segments(cat, a)
