@@ -302,6 +302,33 @@ with Catalog.open({str(db)!r}) as cat:
         assert r.status_code == 200 and len(r.json()["hits"]) == 23  # the new fit has all 24
 
 
+def test_two_ingests_refitting_at_once_both_finish(tmp_path, monkeypatch):
+    """Two ingests (two machines on one PostgreSQL catalog) may both refit: the one that
+    finds the superseded automatic fit already removed by the other still finishes."""
+    import soundalike.search.adapt as sa
+
+    S, _ = _clustered(n_tracks=40, per_track=1, d=16)
+    db = tmp_path / "c.sqlite"
+    with Catalog.open(db) as cat:
+        cat.register_model(model_id="toy-1", name="toy", dim=16)
+        _add_tracks(cat, S[:10], 0, segments=False)
+        first = maybe_auto_adapt(cat, model_id="toy-1", min_tracks=10)
+        _add_tracks(cat, S[10:20], 10, segments=False)
+    real = sa.adapt_catalog
+
+    def other_ingest_removes_it_meanwhile(cat, **kw):
+        rep = real(cat, **kw)
+        with Catalog.open(db) as other:
+            other.delete_adaptation(first.model_id)
+        return rep
+
+    monkeypatch.setattr(sa, "adapt_catalog", other_ingest_removes_it_meanwhile)
+    with Catalog.open(db) as cat:
+        rep = maybe_auto_adapt(cat, model_id="toy-1", min_tracks=10)
+        assert rep is not None and rep.replaced is None and rep.refit_from_tracks == 10
+        assert cat.get_adaptation(first.model_id) is None and cat.default_model_id(adapted=True) == rep.model_id
+
+
 def test_refit_keeps_what_index_adapt_was_asked_and_never_removes_it(tmp_path):
     S, _ = _clustered(n_tracks=40, per_track=1, d=16)
     with Catalog.open(tmp_path / "c.sqlite") as cat:

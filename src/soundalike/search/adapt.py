@@ -232,7 +232,10 @@ def maybe_auto_adapt(cat: Catalog, *, model_id: str, min_tracks: int = AUTO_ADAP
     replaced = None
     if newest.params.get("auto") and existing[0].model_id != rep.model_id:
         replaced = existing[0].model_id
-        cat.delete_adaptation(replaced)
+        try:
+            cat.delete_adaptation(replaced)
+        except CatalogError:  # another ingest (another machine's, on PostgreSQL) refitted first
+            return replace(rep, refit_from_tracks=fitted_on)
         stem = index_dir(cat) / _index_stem(replaced)
         for ext in (".faiss", ".ids.npy", ".json"):
             Path(str(stem) + ext).unlink(missing_ok=True)
