@@ -329,6 +329,28 @@ def test_two_ingests_refitting_at_once_both_finish(tmp_path, monkeypatch):
         assert cat.get_adaptation(first.model_id) is None and cat.default_model_id(adapted=True) == rep.model_id
 
 
+def test_a_refit_removes_every_earlier_automatic_fit(tmp_path):
+    """Two ingests that each fitted the first adaptation leave two automatic fits; the
+    refit supersedes both (and keeps index adapt's)."""
+    import time
+
+    S, _ = _clustered(n_tracks=40, per_track=1, d=16)
+    with Catalog.open(tmp_path / "c.sqlite") as cat:
+        cat.register_model(model_id="toy-1", name="toy", dim=16)
+        _add_tracks(cat, S[:10], 0, segments=False)
+        mine = adapt_catalog(cat, dim=5)
+        time.sleep(0.01)
+        a = adapt_catalog(cat, dim=6, auto=True)
+        _add_tracks(cat, S[10:11], 10, segments=False)
+        time.sleep(0.01)
+        b = adapt_catalog(cat, dim=6, auto=True)  # the other machine's, one track later
+        assert len({mine.model_id, a.model_id, b.model_id}) == 3
+        _add_tracks(cat, S[11:22], 11, segments=False)
+        rep = maybe_auto_adapt(cat, model_id="toy-1", min_tracks=5)
+        assert rep is not None and rep.replaced == b.model_id and rep.refit_from_tracks == 11
+        assert {x.model_id for x in cat.adaptations("toy-1")} == {mine.model_id, rep.model_id}
+
+
 def test_refit_keeps_what_index_adapt_was_asked_and_never_removes_it(tmp_path):
     S, _ = _clustered(n_tracks=40, per_track=1, d=16)
     with Catalog.open(tmp_path / "c.sqlite") as cat:

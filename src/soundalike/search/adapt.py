@@ -211,8 +211,8 @@ def maybe_auto_adapt(cat: Catalog, *, model_id: str, min_tracks: int = AUTO_ADAP
 
     - No adaptation yet: fit one once the catalog holds ``min_tracks`` of its tracks.
     - Else, once the model's tracks are ``growth`` times those the newest adaptation was
-      fitted on: fit again with its settings.  The segment vectors move over from it; if
-      it was itself an automatic fit, it is removed (``index adapt``'s are kept).
+      fitted on: fit again with its settings.  The segment vectors move over from it, and
+      every earlier automatic fit is removed (``index adapt``'s are kept).
       ``growth`` 0 turns refits off.
     """
     from soundalike.models.adapt import Adaptation
@@ -229,17 +229,24 @@ def maybe_auto_adapt(cat: Catalog, *, model_id: str, min_tracks: int = AUTO_ADAP
     if growth <= 0 or fitted_on <= 0 or n < max(min_tracks, growth * fitted_on):
         return None
     rep = adapt_catalog(cat, model=model_id, auto=True, **settings_of(newest))
-    replaced = None
-    if newest.params.get("auto") and existing[0].model_id != rep.model_id:
-        replaced = existing[0].model_id
+    # every earlier automatic fit is superseded (two ingests may each have fitted one)
+    gone = []
+    for old in existing:
+        if old.model_id == rep.model_id:
+            continue
+        if not (newest if old is existing[0] else Adaptation.from_bytes(old.data)).params.get("auto"):
+            continue  # index adapt's own: kept
         try:
-            cat.delete_adaptation(replaced)
-        except CatalogError:  # another ingest (another machine's, on PostgreSQL) refitted first
-            return replace(rep, refit_from_tracks=fitted_on)
-        stem = index_dir(cat) / _index_stem(replaced)
+            cat.delete_adaptation(old.model_id)
+        except CatalogError:  # another ingest (another machine's, on PostgreSQL) removed it first
+            continue
+        stem = index_dir(cat) / _index_stem(old.model_id)
         for ext in (".faiss", ".ids.npy", ".json"):
             Path(str(stem) + ext).unlink(missing_ok=True)
+        gone.append(old.model_id)
+    if gone:
         cat.reclaim_space()
+    replaced = existing[0].model_id if existing[0].model_id in gone else None
     return replace(rep, replaced=replaced, refit_from_tracks=fitted_on)
 
 
