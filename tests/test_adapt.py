@@ -263,9 +263,10 @@ def test_adapted_vectors_say_how_much_of_each_track_their_base_analysis_looked_a
 
 
 def test_a_running_server_follows_a_refit_committed_by_another_process(tmp_path):
-    """serve without --model compares the catalog's default model as it is now: after an
-    ingest elsewhere refits (and removes the automatic fit the server started on), track
-    pages and similar answer with the new fit, not with vectors that are gone."""
+    """serve without --model compares the catalog's default model as it is now, and serve
+    --model NAME the newest model of that name: after an ingest elsewhere refits (and
+    removes the automatic fit the server started on), track pages and similar answer with
+    the new fit, not with vectors that are gone."""
     from fastapi.testclient import TestClient
 
     from soundalike.web.app import create_app
@@ -278,7 +279,12 @@ def test_a_running_server_follows_a_refit_committed_by_another_process(tmp_path)
         q = cat.track_by_path("/music/0.wav").id
         cat.put_analysis(q, "toy-1", S[0], {"a": 0.25, "b": 0.75})
         first = maybe_auto_adapt(cat, model_id="toy-1", min_tracks=12)
-    with TestClient(create_app(db), raise_server_exceptions=False, base_url="http://127.0.0.1") as c:
+    servers = [create_app(db), create_app(db, model="toy+adapt")]  # the default; a model by name
+    for app in servers:
+        with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1") as c:
+            assert c.get(f"/api/tracks/{q}").json()["model_id"] == first.model_id
+    with TestClient(servers[0], raise_server_exceptions=False, base_url="http://127.0.0.1") as c, \
+            TestClient(servers[1], raise_server_exceptions=False, base_url="http://127.0.0.1") as named:
         d = c.get(f"/api/tracks/{q}").json()
         assert d["model_id"] == first.model_id
         assert [p["label"] for p in d["predictions"]] == ["b", "a"]  # the base model's tags
@@ -300,6 +306,8 @@ with Catalog.open({str(db)!r}) as cat:
         assert c.get(f"/api/tracks/{q}").json()["model_id"] == second
         r = c.get("/api/similar", params={"id": q, "k": 30})
         assert r.status_code == 200 and len(r.json()["hits"]) == 23  # the new fit has all 24
+        assert named.get(f"/api/tracks/{q}").json()["model_id"] == second
+        assert len(named.get("/api/similar", params={"id": q, "k": 30}).json()["hits"]) == 23
 
 
 def test_two_ingests_refitting_at_once_both_finish(tmp_path, monkeypatch):

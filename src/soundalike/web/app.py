@@ -300,9 +300,10 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     state: dict[str, Any] = {"model_id": None}
 
     def model_id() -> str:
-        """The model similarity compares: the one named at start-up, else the catalog's
-        default as it is now (an ingest elsewhere may have adapted or refitted it, and a
-        refit removes the automatic fit it replaces)."""
+        """The model similarity compares, as the catalog is now: an ingest elsewhere may
+        have adapted or refitted it (a refit removes the automatic fit it replaces).
+        Without ``model``: the catalog's default; a model *name* (``musicnn-fusion+adapt``):
+        the newest model of that name; a model id or a trained run: that model."""
         cat = cats.get()
         if model is None:
             seen = cat.remembered_default_model()
@@ -310,7 +311,10 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
                 return seen[0]
             return model_info(cat, None).model_id
         if state["model_id"] is None:
-            state["model_id"] = model_info(cat, model).model_id
+            info = model_info(cat, model)
+            if info.name == model and info.model_id != model:
+                return info.model_id  # by name: looked up again next time (one small statement)
+            state["model_id"] = info.model_id
         return state["model_id"]
 
     def search_model() -> str | None:
