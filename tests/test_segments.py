@@ -210,6 +210,23 @@ def test_index_adapt_moves_segments_into_the_adapted_space_and_drops_the_base_on
         assert cat.get_segments(tid, rep.model_id) is None
 
 
+def test_dropping_the_base_segments_gives_the_space_back_wal_included(tmp_path):
+    """What ``index adapt`` reports (and leaves on disk) after the base model's segments go:
+    a smaller catalog, not a write-ahead log holding a copy of it."""
+    import os
+
+    from soundalike.search.adapt import adapt_catalog, catalog_size
+
+    cat, *_ = _toy_catalog(tmp_path / "c.sqlite", n=60, d=512)
+    with cat:
+        before = catalog_size(cat)
+        rep = adapt_catalog(cat, dim=4, neighbours=0)
+        assert rep.segment_tracks == 60 and cat.count_segments("toy-1") == 0
+        wal = tmp_path / "c.sqlite-wal"
+        assert not wal.exists() or os.path.getsize(wal) == 0
+        assert catalog_size(cat) < before / 2
+
+
 def test_track_segments_come_from_the_patches_the_analysis_ran():
     from types import SimpleNamespace
 

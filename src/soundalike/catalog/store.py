@@ -1499,6 +1499,10 @@ class Catalog:
         if self.dialect_name == "sqlite" and not self._in_tx:
             try:
                 self._db.execute("VACUUM")
+                # VACUUM writes the whole database through the WAL: fold it back into the
+                # file and truncate it, or the log holds the freed space (and more) until
+                # the next checkpoint (a reader elsewhere: it stays until then)
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except database_errors() as exc:  # a reader elsewhere: the pages are reused later
                 if not self._db.is_busy(exc):
                     raise
