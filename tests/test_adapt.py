@@ -455,8 +455,18 @@ def test_ingest_cli_adapts_at_the_size_asked_and_refits_as_the_catalog_doubles(t
         assert p.returncode == 0, p.stderr
         return p.stdout
 
+    def stats(*extra):
+        p = subprocess.run([sys.executable, "-m", "soundalike", "catalog", "stats", "--catalog", str(db), *extra],
+                           capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "SOUNDALIKE_ADAPT_AT": "5", "COLUMNS": "250"})
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout) if extra else p.stdout
+
     _write_tracks(tmp_path / "m", 4)
     assert "adapted" not in run("--adapt-at", "5")
+    (st,) = stats("--json")["adaptation"]
+    assert st["name"] == "mfcc-stats" and st["tracks"] == 4 and st["adaptations"] == [] and st["next_fit_at"] == 5
+    assert "ingest adapts mfcc-stats at 5 tracks (has 4" in stats()
     _write_tracks(tmp_path / "m", 1, offset=4)
     out = run(env={"SOUNDALIKE_ADAPT_AT": "5"})
     assert re.search(r"^  adapted +5 tracks -> mfcc-stats\+adapt", out, re.M) and "re-adapted" not in out
@@ -471,6 +481,13 @@ def test_ingest_cli_adapts_at_the_size_asked_and_refits_as_the_catalog_doubles(t
         second = cat.default_model_id(adapted=True)
         assert second != first and cat.get_adaptation(first) is None  # the automatic fit replaced
         assert len(cat.embeddings(second)[0]) == 10
+    got = stats("--json")
+    (st,) = got["adaptation"]
+    assert got["default_model_id"] == second and st["next_fit_at"] == 20
+    assert [(f["model_id"], f["tracks"], f["auto"]) for f in st["adaptations"]] == [(second, 10, True)]
+    text = stats()
+    assert "fitted on 10 tracks by ingest  <- similar's default" in text
+    assert "ingest refits mfcc-stats at 20 tracks (has 10" in text
     p = subprocess.run([sys.executable, "-m", "soundalike", "ingest", "--help"], capture_output=True, text=True,
                        env={**os.environ, "COLUMNS": "200"})
     assert "--adapt-at" in p.stdout and f"default: {AUTO_ADAPT_TRACKS}" in p.stdout.replace("[", "").replace("]", "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -358,8 +359,17 @@ def catalog_stats(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None
     """Counts of tracks, missing files, errors, formats, tags and models."""
     from soundalike.catalog.store import Catalog
 
+    from soundalike.search.adapt import AUTO_ADAPT_TRACKS, adaptation_status
+    from soundalike.search.sync import default_model_id
+
+    try:  # what ingest --adapt-at would read from the environment
+        adapt_at = max(3, int(os.environ.get("SOUNDALIKE_ADAPT_AT") or AUTO_ADAPT_TRACKS))
+    except ValueError:
+        adapt_at = AUTO_ADAPT_TRACKS
     with Catalog.open(catalog_path(catalog), create=False) as cat:
         s = cat.stats()
+        s["default_model_id"] = default_model_id(cat)
+        s["adaptation"] = adaptation_status(cat, min_tracks=adapt_at)
     if json_out:
         print_json(s)
         return
@@ -389,9 +399,22 @@ def catalog_stats(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None
                   f"vocals yes {at['vocals']['yes']} / no {at['vocals']['no']}; keys {keys} ...", highlight=False)
     elif s["tracks"]:
         out.print("  attributes none yet: `soundalike ingest --refresh attributes`")
+    fits = {f["model_id"]: f for b in s["adaptation"] for f in b["adaptations"]}
     for m in s["models"]:
-        out.print(f"  model     {m['name']} ({m['dim']}-d, id {m['model_id']}): {m['tracks']} tracks",
+        how = ""
+        f = fits.get(m["model_id"])
+        if f is not None:
+            how = (f"; fitted on {f['tracks']} tracks "
+                   + ("by ingest" if f["auto"] else "by index adapt"))
+        mark = "  <- similar's default" if m["model_id"] == s["default_model_id"] else ""
+        out.print(f"  model     {m['name']} ({m['dim']}-d, id {m['model_id']}): {m['tracks']} tracks{how}{mark}",
                   highlight=False)
+    for b in s["adaptation"]:
+        if b["next_fit_at"] is None:
+            continue
+        verb = "adapts" if not b["adaptations"] else "refits"
+        out.print(f"  adapt     ingest {verb} {b['name']} at {b['next_fit_at']} tracks (has {b['tracks']}; "
+                  f"--adapt-at, --no-adapt)", highlight=False)
 
 
 @catalog_app.command("peaks")

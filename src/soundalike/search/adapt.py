@@ -250,6 +250,39 @@ def maybe_auto_adapt(cat: Catalog, *, model_id: str, min_tracks: int = AUTO_ADAP
     return replace(rep, replaced=replaced, refit_from_tracks=fitted_on)
 
 
+def adaptation_status(cat: Catalog, *, min_tracks: int = AUTO_ADAPT_TRACKS,
+                      growth: float = AUTO_REFIT_GROWTH) -> list[dict]:
+    """Each plain model with analyses: its adaptations and when ingest fits one next.
+
+    One dict per base model, most used first: ``base_model_id``, ``name``, ``tracks``,
+    ``adaptations`` (newest first: ``model_id``, ``dim``, ``tracks`` fitted on, ``auto``
+    -- fitted by ingest itself, not by ``index adapt`` -- and ``created_at``) and
+    ``next_fit_at``: the track count at which ingest (with ``--adapt-at min_tracks``) fits
+    again, None with refits off.
+    """
+    from soundalike.models.adapt import Adaptation
+
+    adapted = {a.model_id for a in cat.adaptations()}
+    out = []
+    for m in cat.models():
+        if m.model_id in adapted or m.n_tracks == 0:
+            continue
+        fits = []
+        for a in cat.adaptations(m.model_id):
+            fit = Adaptation.from_bytes(a.data)
+            fits.append({"model_id": a.model_id, "dim": int(fit.dim), "tracks": int(fit.params.get("tracks", 0)),
+                         "auto": bool(fit.params.get("auto", False)), "created_at": a.created_at})
+        if not fits:
+            nxt: int | None = int(min_tracks)
+        elif growth > 0 and fits[0]["tracks"] > 0:
+            nxt = int(max(min_tracks, -(-growth * fits[0]["tracks"] // 1)))
+        else:
+            nxt = None
+        out.append({"base_model_id": m.model_id, "name": m.name, "tracks": m.n_tracks, "adaptations": fits,
+                    "next_fit_at": nxt})
+    return out
+
+
 def _index_stem(model_id: str) -> str:
     from soundalike.search.index import _safe_name
 
