@@ -71,6 +71,7 @@ def test_normalize_blocks_pca_and_round_trip():
     assert again.model_id == a.model_id and np.array_equal(again.apply(X), a.apply(X))
     assert adapt.fit(X, base_model_id="m-1", dim=4, blocks=(3, 5)).model_id == a.model_id  # deterministic
     assert adapt.fit(X, base_model_id="m-1", dim=40).dim == 8  # at most d (and n - 1)
+    assert adapt.base_model_id_of(a.model_id) == "m-1" and adapt.base_model_id_of("m-1") is None
 
 
 def test_power_normalisation_per_block_its_id_and_round_trip():

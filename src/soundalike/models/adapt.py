@@ -62,6 +62,17 @@ METHODS: tuple[str, ...] = ("normalize", "lda", "contrastive")
 ADAPT_VERSION = "1"
 
 
+#: What joins a base model id and an adaptation's hash in the adapted model's id.
+ID_MARK = "+adapt-"
+
+
+def base_model_id_of(model_id: str) -> str | None:
+    """The base model id an adapted model id (``<base id>+adapt-<hash>``) names; None if
+    ``model_id`` is not an adaptation's."""
+    base, mark, _ = model_id.rpartition(ID_MARK)
+    return base if mark and base else None
+
+
 @dataclass(frozen=True)
 class Adaptation:
     """A fitted projection of one base model's track vectors.
@@ -122,7 +133,7 @@ class Adaptation:
     @property
     def model_id(self) -> str:
         """``<base model id>+adapt-<hash of the fitted projection>``."""
-        return f"{self.base_model_id}+adapt-{self.digest}"
+        return f"{self.base_model_id}{ID_MARK}{self.digest}"
 
     def apply(self, X: np.ndarray) -> np.ndarray:
         """Map base vectors float32 ``(n, d)`` (or ``(d,)``) to adapted ``(n, k)`` (or ``(k,)``)."""

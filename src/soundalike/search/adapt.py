@@ -24,6 +24,7 @@ made stays, reachable by its id.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -275,7 +276,7 @@ def adaptation_status(cat: Catalog, *, min_tracks: int = AUTO_ADAPT_TRACKS,
         if not fits:
             nxt: int | None = int(min_tracks)
         elif growth > 0 and fits[0]["tracks"] > 0:
-            nxt = int(max(min_tracks, -(-growth * fits[0]["tracks"] // 1)))
+            nxt = max(int(min_tracks), math.ceil(growth * fits[0]["tracks"]))
         else:
             nxt = None
         out.append({"base_model_id": m.model_id, "name": m.name, "tracks": m.n_tracks, "adaptations": fits,

@@ -288,6 +288,7 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
     from soundalike.catalog.query import parse as parse_filter
     from soundalike.search import similar as sim
     from soundalike.search import stages
+    from soundalike.models.adapt import base_model_id_of
     from soundalike.search.sync import cached_index, model_info
     from soundalike.web.guard import LOOPBACK_HOSTS, Guard
 
@@ -495,9 +496,10 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         d = _track_json(t, cat.track_tags(track_id))
         mid = model_id()
         a = cat.get_analysis(track_id, mid)
-        if a is not None and not a.predictions and "+adapt-" in mid:
+        base = base_model_id_of(mid)
+        if a is not None and not a.predictions and base is not None:
             # an adaptation keeps vectors only: the tags come from the model it adapts
-            a = cat.get_analysis(track_id, mid.split("+adapt-", 1)[0])
+            a = cat.get_analysis(track_id, base)
         top = sorted((a.predictions if a else {}).items(), key=lambda kv: kv[1], reverse=True)[:10]
         d["predictions"] = [{"label": k, "p": round(float(v), 4)} for k, v in top]
         d["model_id"] = mid
