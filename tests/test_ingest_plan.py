@@ -43,15 +43,40 @@ def test_what_covers_what(have, want, covered):
 
 
 def test_spread_positions_are_even_distinct_and_deterministic():
-    for total in (11, 17, 80, 81, 1200):
-        for n in (1, 4, 10):
-            picks = spread_indices(n_patches_full=total, n=n)
-            assert len(picks) == n == len(set(picks)) and picks == sorted(picks)
-            assert 0 <= picks[0] and picks[-1] < total
-            gaps = np.diff([-0.5, *picks, total - 0.5])  # every part of the track gets one
-            assert gaps.max() - gaps.min() <= total / n + 1
-            assert picks == spread_indices(n_patches_full=total, n=n)
+    from soundalike.ingest.plan import OPENING_PATCH
+
+    for total in (5, 7, 11, 17, 80, 81, 1200):
+        for n in (1, 2, 4, 6, 10):
+            if total <= n:
+                continue
+            for opening in (False, True):
+                picks = spread_indices(n_patches_full=total, n=n, opening=opening)
+                assert len(picks) == n == len(set(picks)) and picks == sorted(picks)
+                assert 0 <= picks[0] and picks[-1] < total
+                # every part of the track gets one: the middle patch of each ...
+                assert picks[1:] == [int((i + 0.5) * total / n) for i in range(1, n)]
+                # ... but with +opening the first part's is its opening (3-6 s)
+                if opening and n >= 2:
+                    assert picks[0] == min(OPENING_PATCH, picks[1] - 1)
+                else:
+                    assert picks[0] == int(0.5 * total / n)
+                assert picks == spread_indices(n_patches_full=total, n=n, opening=opening)
+    assert spread_indices(n_patches_full=80, n=6) == [6, 20, 33, 46, 60, 73]
+    assert spread_indices(n_patches_full=80, n=6, opening=True) == [1, 20, 33, 46, 60, 73]
     assert spread_indices(n_patches_full=10, n=10) is None  # no more than N: the full analysis
+
+
+@pytest.mark.parametrize("text,n,opening,back", [
+    ("spread:6+opening", 6, True, "spread:6+opening"), (" Spread:6+OPENING ", 6, True, "spread:6+opening"),
+    ("spread:6", 6, False, "spread:6"), ("full", None, False, "full")])
+def test_the_opening_plan_parses_prints_and_covers_by_its_count(text, n, opening, back):
+    p = AnalysisPlan.parse(text)
+    assert (p.n_patches, p.opening, str(p)) == (n, opening, back)
+    if n is not None:  # as thorough as the plain spread of as many patches, both ways
+        assert p.covers(f"spread:{n}") and AnalysisPlan.parse(f"spread:{n}").covers(p)
+        assert not p.covers(f"spread:{n + 1}+opening")
+    with pytest.raises(ConfigError, match="spread:N\\+opening"):
+        AnalysisPlan.parse("spread:6+intro")
 
 
 def test_the_grid_counts_patches_as_the_full_analysis_does():
@@ -213,6 +238,32 @@ def test_spread_analysis_is_the_full_analysis_on_a_subset_of_its_patches(tmp_pat
     same = analyze_track(path, analyzer=a, plan="spread:10")
     assert same.setting == "full"
     np.testing.assert_allclose(same.analysis.embedding, full.analysis.embedding, atol=1e-6)
+
+
+def test_ingest_with_the_opening_plan_keeps_an_opening_segment_and_says_so(tmp_path):
+    """``ingest --analysis spread:4+opening``: the first patch analysed is the one at 3-6 s
+    (a segment vector there), the vector is those patches' mean, the catalog records the
+    plan, and a later plain ``spread:4`` run finds nothing to redo."""
+    a = load_analyzer("MTT_musicnn")
+    y = synth.demo_track("drum-loop", seed=2, duration_s=60.0, sr=22050)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    sf.write(folder / "t.flac", y, 22050)
+    full = analyze_track(folder / "t.flac", analyzer=a, plan="full")
+    db = tmp_path / "c.sqlite"
+    s = ingest([folder], catalog=db, model="MTT_musicnn", workers=1, analysis="spread:4+opening")
+    assert s.ingested == 1 and s.analysis == "spread:4+opening"
+    picks = spread_indices(n_patches_full=len(full.analysis.patch_embeddings), n=4, opening=True)
+    assert picks[0] == 1 and picks != spread_indices(n_patches_full=len(full.analysis.patch_embeddings), n=4)
+    with Catalog.open(db) as cat:
+        (tid,) = cat.analysis_settings(a.model_id)
+        assert cat.analysis_settings(a.model_id)[tid] == "spread:4+opening"
+        np.testing.assert_allclose(cat.get_analysis(tid, a.model_id).embedding,
+                                   full.analysis.patch_embeddings[picks].mean(0), atol=1e-4)
+        starts, _ = cat.get_segments(tid, a.model_id)
+        assert round(float(starts[0]), 2) == round(a.patch_grid.start(1) / a.patch_grid.sr, 2)
+    again = ingest([folder], catalog=db, model="MTT_musicnn", workers=1, analysis="spread:4")
+    assert again.ingested == 0 and again.unchanged == 1
 
 
 def test_a_spread_analysis_never_decodes_the_whole_file(tmp_path, monkeypatch):

@@ -61,7 +61,7 @@ DEFAULT_ANALYSIS = "spread:10"
 #: the analysis budget's default patch count.
 MAX_SEGMENTS = 10
 
-_SPREAD = re.compile(r"^spread:(\d+)$")
+_SPREAD = re.compile(r"^spread:(\d+)(\+opening)?$")
 
 #: Seconds per patch (and between patch starts) for analyzers that do not say.
 GENERIC_PATCH_S = 3.0
@@ -74,13 +74,17 @@ class AnalysisPlan:
     Attributes
     ----------
     n_patches : at most this many patches, spread evenly; ``None`` = every patch
+    opening : the first of them at the track's opening (``spread:N+opening``,
+        :func:`spread_indices`)
     """
 
     n_patches: int | None = None
+    opening: bool = False
 
     @classmethod
     def parse(cls, text: str | AnalysisPlan | None) -> AnalysisPlan:
-        """``"full"`` or ``"spread:N"`` (N >= 1); ``None`` gives :data:`DEFAULT_ANALYSIS`.
+        """``"full"``, ``"spread:N"`` or ``"spread:N+opening"`` (N >= 1); ``None`` gives
+        :data:`DEFAULT_ANALYSIS`.
 
         Raises
         ------
@@ -94,18 +98,22 @@ class AnalysisPlan:
             return cls(None)
         m = _SPREAD.match(s)
         if m and int(m.group(1)) >= 1:
-            return cls(int(m.group(1)))
-        raise ConfigError(f"analysis {text!r}: use 'full' or 'spread:N' with N >= 1 (e.g. spread:10)")
+            return cls(int(m.group(1)), opening=bool(m.group(2)))
+        raise ConfigError(f"analysis {text!r}: use 'full', 'spread:N' or 'spread:N+opening' with N >= 1 "
+                          f"(e.g. spread:10)")
 
     @property
     def full(self) -> bool:
         return self.n_patches is None
 
     def __str__(self) -> str:
-        return "full" if self.n_patches is None else f"spread:{self.n_patches}"
+        if self.n_patches is None:
+            return "full"
+        return f"spread:{self.n_patches}" + ("+opening" if self.opening else "")
 
     def covers(self, other: str | AnalysisPlan) -> bool:
-        """Whether an analysis made with this plan is at least as thorough as ``other``."""
+        """Whether an analysis made with this plan is at least as thorough as ``other``
+        (as many patches or more; which patch hears the opening does not count)."""
         o = AnalysisPlan.parse(other)
         if self.full:
             return True
@@ -132,15 +140,30 @@ def patch_grid(analyzer) -> PatchGrid:
     return PatchGrid(int(analyzer.sample_rate), n, n)
 
 
-def spread_indices(*, n_patches_full: int, n: int) -> list[int] | None:
+#: ``spread:N+opening``: the patch that hears a track's first part -- the second of the full
+#: analysis's grid (3-6 s), past a silent or fading first few seconds.
+OPENING_PATCH = 1
+
+
+def spread_indices(*, n_patches_full: int, n: int, opening: bool = False) -> list[int] | None:
     """Indices of ``n`` patches spread evenly over ``n_patches_full``; ``None`` = take them all.
 
     Patch ``i`` is the middle patch of the ``i``-th of ``n`` equal parts of the track,
     so the beginning, the middle and the end are all heard and none twice.
+    ``opening`` (``spread:N+opening``, N >= 2): the first part is heard at its start
+    instead (:data:`OPENING_PATCH`, 3-6 s), so a clip of a track's opening, which the
+    middles skip, has a segment vector of its own.  Measured on 117 game soundtracks at
+    6 patches (README, "Clips"): 10-s openings find their own track 0.778 -> 0.983 of the
+    time, random 10-s clips 0.957 -> 0.966, but same-soundtrack P@10 through ``similar``
+    0.611 -> 0.601 (an opening says less about a track than its first part's middle):
+    opt-in.
     """
     if n_patches_full <= n:
         return None
-    return [int((i + 0.5) * n_patches_full / n) for i in range(n)]
+    picks = [int((i + 0.5) * n_patches_full / n) for i in range(n)]
+    if opening and n >= 2:
+        picks[0] = min(OPENING_PATCH, picks[1] - 1)
+    return picks
 
 
 def planned_patches(analyzer, plan: str | AnalysisPlan | None, *, frames: int,
@@ -158,7 +181,7 @@ def planned_patches(analyzer, plan: str | AnalysisPlan | None, *, frames: int,
         return None
     grid = patch_grid(analyzer)
     return spread_indices(n_patches_full=grid.n_patches(int(frames * grid.sr // source_sr)),
-                          n=plan.n_patches)
+                          n=plan.n_patches, opening=plan.opening)
 
 
 @dataclass(frozen=True)
