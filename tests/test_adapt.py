@@ -488,6 +488,9 @@ def test_ingest_cli_adapts_at_the_size_asked_and_refits_as_the_catalog_doubles(t
     assert [(f["model_id"], f["tracks"], f["auto"]) for f in st["adaptations"]] == [(second, 10, True)]
     text = stats()
     assert "fitted on 10 tracks by ingest  <- similar's default" in text
+    base = next(m for m in got["models"] if m["name"] == "mfcc-stats")
+    assert base["analyses"] == {"full": 10}  # 2-s tracks: fewer patches than the budget
+    assert "10 tracks (full 10)" in text
     assert "ingest refits mfcc-stats at 20 tracks (has 10" in text
     p = subprocess.run([sys.executable, "-m", "soundalike", "ingest", "--help"], capture_output=True, text=True,
                        env={**os.environ, "COLUMNS": "200"})

@@ -1824,6 +1824,10 @@ class Catalog:
         by_format = {r[0]: int(r[1]) for r in db.fetchall(
             "SELECT format, COUNT(*) FROM tracks WHERE status = 'ok' GROUP BY format ORDER BY 2 DESC")}
         dur = db.fetchone("SELECT COALESCE(SUM(duration_s), 0) FROM tracks WHERE status = 'ok'")[0]
+        plans: dict[str, dict[str, int]] = defaultdict(dict)  # model -> how its analyses were made -> count
+        for mid, how, n in db.fetchall("SELECT model_id, analysis, COUNT(*) FROM analyses GROUP BY model_id, analysis "
+                                       "ORDER BY model_id, 3 DESC"):
+            plans[str(mid)][str(how)] = int(n)
         tags = {r[0]: int(r[1]) for r in db.fetchall("SELECT source, COUNT(*) FROM tags GROUP BY source")}
         by_category = {r[0]: int(r[1]) for r in db.fetchall(
             "SELECT category, COUNT(DISTINCT tag) FROM tags WHERE source <> 'suggested' "
@@ -1840,7 +1844,8 @@ class Catalog:
             "tags_by_source": tags,
             "tag_values_by_category": by_category,
             "attributes": self.attribute_summary(),
-            "models": [{"model_id": m.model_id, "name": m.name, "dim": m.dim, "tracks": m.n_tracks}
+            "models": [{"model_id": m.model_id, "name": m.name, "dim": m.dim, "tracks": m.n_tracks,
+                        "analyses": plans.get(m.model_id, {})}
                        for m in self.models()],
         }
 

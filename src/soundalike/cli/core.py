@@ -408,8 +408,9 @@ def catalog_stats(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None
             how = (f"; fitted on {f['tracks']} tracks "
                    + ("by ingest" if f["auto"] else "by index adapt"))
         mark = "  <- similar's default" if m["model_id"] == s["default_model_id"] else ""
-        out.print(f"  model     {m['name']} ({m['dim']}-d, id {m['model_id']}): {m['tracks']} tracks{how}{mark}",
-                  highlight=False)
+        plans = ", ".join(f"{k} {v}" for k, v in (m.get("analyses") or {}).items())
+        out.print(f"  model     {m['name']} ({m['dim']}-d, id {m['model_id']}): {m['tracks']} tracks"
+                  + (f" ({plans})" if plans else "") + f"{how}{mark}", highlight=False)
     for b in s["adaptation"]:
         if b["next_fit_at"] is None:
             continue
