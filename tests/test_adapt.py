@@ -467,7 +467,7 @@ def test_ingest_cli_adapts_at_the_size_asked_and_refits_as_the_catalog_doubles(t
     assert "adapted" not in run("--adapt-at", "5")
     (st,) = stats("--json")["adaptation"]
     assert st["name"] == "mfcc-stats" and st["tracks"] == 4 and st["adaptations"] == [] and st["next_fit_at"] == 5
-    assert "ingest adapts mfcc-stats at 5 tracks (has 4" in stats()
+    assert "ingest adapts mfcc-stats at 5 tracks (--adapt-at 5; has 4" in stats()
     _write_tracks(tmp_path / "m", 1, offset=4)
     out = run(env={"SOUNDALIKE_ADAPT_AT": "5"})
     assert re.search(r"^  adapted +5 tracks -> mfcc-stats\+adapt", out, re.M) and "re-adapted" not in out
@@ -491,7 +491,11 @@ def test_ingest_cli_adapts_at_the_size_asked_and_refits_as_the_catalog_doubles(t
     base = next(m for m in got["models"] if m["name"] == "mfcc-stats")
     assert base["analyses"] == {"full": 10}  # 2-s tracks: fewer patches than the budget
     assert "10 tracks (full 10)" in text
-    assert "ingest refits mfcc-stats at 20 tracks (has 10" in text
+    assert "ingest refits mfcc-stats at 20 tracks (twice the 10 of the last fit, at least --adapt-at 5; has 10" in text
+    p = subprocess.run([sys.executable, "-m", "soundalike", "catalog", "stats", "--catalog", str(db)],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "SOUNDALIKE_ADAPT_AT": "two"})
+    assert p.returncode == 0 and "SOUNDALIKE_ADAPT_AT='two' is not a whole number >= 3" in p.stderr
+    assert f"at least --adapt-at {AUTO_ADAPT_TRACKS}" in p.stdout
     p = subprocess.run([sys.executable, "-m", "soundalike", "ingest", "--help"], capture_output=True, text=True,
                        env={**os.environ, "COLUMNS": "200"})
     assert "--adapt-at" in p.stdout and f"default: {AUTO_ADAPT_TRACKS}" in p.stdout.replace("[", "").replace("]", "")

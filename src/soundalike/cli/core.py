@@ -363,10 +363,11 @@ def catalog_stats(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None
     from soundalike.search.adapt import AUTO_ADAPT_TRACKS, adaptation_status
     from soundalike.search.sync import default_model_id
 
-    try:  # what ingest --adapt-at would read from the environment
-        adapt_at = max(3, int(os.environ.get("SOUNDALIKE_ADAPT_AT") or AUTO_ADAPT_TRACKS))
-    except ValueError:
-        adapt_at = AUTO_ADAPT_TRACKS
+    raw = os.environ.get("SOUNDALIKE_ADAPT_AT", "").strip()  # what ingest --adapt-at reads from it
+    adapt_at = int(raw) if raw.isdigit() and int(raw) >= 3 else AUTO_ADAPT_TRACKS
+    if raw and str(adapt_at) != raw.lstrip("0"):
+        print(f"warning: SOUNDALIKE_ADAPT_AT={raw!r} is not a whole number >= 3 (ingest refuses it); "
+              f"shown for {AUTO_ADAPT_TRACKS}", file=sys.stderr)
     with Catalog.open(catalog_path(catalog), create=False) as cat:
         s = cat.stats()
         s["default_model_id"] = default_model_id(cat)
@@ -414,9 +415,13 @@ def catalog_stats(catalog: CatalogOpt = None, json_out: JsonOpt = False) -> None
     for b in s["adaptation"]:
         if b["next_fit_at"] is None:
             continue
-        verb = "adapts" if not b["adaptations"] else "refits"
-        out.print(f"  adapt     ingest {verb} {b['name']} at {b['next_fit_at']} tracks (has {b['tracks']}; "
-                  f"--adapt-at, --no-adapt)", highlight=False)
+        if b["adaptations"]:
+            why = f"twice the {b['adaptations'][0]['tracks']} of the last fit, at least --adapt-at {adapt_at}"
+            verb = "refits"
+        else:
+            why, verb = f"--adapt-at {adapt_at}", "adapts"
+        out.print(f"  adapt     ingest {verb} {b['name']} at {b['next_fit_at']} tracks ({why}; has {b['tracks']}; "
+                  f"--no-adapt: never)", highlight=False)
 
 
 @catalog_app.command("peaks")
