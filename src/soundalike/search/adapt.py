@@ -206,6 +206,16 @@ def settings_of(adaptation) -> dict:
             "power": float(min(pw) if isinstance(pw, list) else (pw or 1.0)), "seed": 0}
 
 
+def refit_at(fitted_on: int, *, min_tracks: int = AUTO_ADAPT_TRACKS,
+             growth: float = AUTO_REFIT_GROWTH) -> int | None:
+    """The model's track count at which ingest fits again an adaptation fitted on
+    ``fitted_on`` tracks: ``growth`` times them, at least ``min_tracks``; None with refits
+    off (``growth`` 0) or an adaptation that does not say."""
+    if growth <= 0 or fitted_on <= 0:
+        return None
+    return max(int(min_tracks), math.ceil(growth * fitted_on))
+
+
 def maybe_auto_adapt(cat: Catalog, *, model_id: str, min_tracks: int = AUTO_ADAPT_TRACKS,
                      growth: float = AUTO_REFIT_GROWTH) -> AdaptReport | None:
     """Adapt ``model_id`` as ingest does after a run; None if nothing was due.
@@ -227,7 +237,8 @@ def maybe_auto_adapt(cat: Catalog, *, model_id: str, min_tracks: int = AUTO_ADAP
         return adapt_catalog(cat, model=model_id, auto=True) if n >= min_tracks else None
     newest = Adaptation.from_bytes(existing[0].data)
     fitted_on = int(newest.params.get("tracks", 0))
-    if growth <= 0 or fitted_on <= 0 or n < max(min_tracks, growth * fitted_on):
+    due = refit_at(fitted_on, min_tracks=min_tracks, growth=growth)
+    if due is None or n < due:
         return None
     rep = adapt_catalog(cat, model=model_id, auto=True, **settings_of(newest))
     # every earlier automatic fit is superseded (two ingests may each have fitted one)
@@ -273,12 +284,7 @@ def adaptation_status(cat: Catalog, *, min_tracks: int = AUTO_ADAPT_TRACKS,
             fit = Adaptation.from_bytes(a.data)
             fits.append({"model_id": a.model_id, "dim": int(fit.dim), "tracks": int(fit.params.get("tracks", 0)),
                          "auto": bool(fit.params.get("auto", False)), "created_at": a.created_at})
-        if not fits:
-            nxt: int | None = int(min_tracks)
-        elif growth > 0 and fits[0]["tracks"] > 0:
-            nxt = max(int(min_tracks), math.ceil(growth * fits[0]["tracks"]))
-        else:
-            nxt = None
+        nxt = refit_at(fits[0]["tracks"], min_tracks=min_tracks, growth=growth) if fits else int(min_tracks)
         out.append({"base_model_id": m.model_id, "name": m.name, "tracks": m.n_tracks, "adaptations": fits,
                     "next_fit_at": nxt})
     return out
