@@ -2,7 +2,7 @@
 
     flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_ingest.py \\
         [--gamemusic ~/.cache/soundalike-bench/gamemusic] [--tracks 24] [--model MTT_musicnn] \\
-        [--skip profile,fine,throughput,full,peaks,seek1,local,ray,commit,precision] \\
+        [--skip profile,fine,throughput,full,peaks,seek1,vorbis,local,ray,commit,precision] \\
         [--filed DIR]   # DIR: git worktree add --detach DIR 3268b88 (the code as issue 10 was filed)
 
 All figures of one run are measured side by side on the same machine, so only their
@@ -141,6 +141,7 @@ def profile(files: list[Path], model: str, baseline: str) -> None:
     print("|---|" + "---|" * (3 * len(files)))
     cols: list[dict[str, float]] = []
     one_by_one: list[float] = []  # (before, now) per file: the excerpts' decode
+    sf_vorbis: list[float | None] = []  # per file: the same read with libsndfile's Vorbis decoder
     for path in files:
         meta = io.info(path)
         g = patch_grid(now)
@@ -204,6 +205,10 @@ def profile(files: list[Path], model: str, baseline: str) -> None:
         one_by_one.append(timed(lambda: (io.length_checked(path), io._excerpts_one_by_one(
             path, sr=sr, starts=starts, lengths=lengths)))[0])
         one_by_one.append(r[key])
+        # the same read with libsndfile decoding Ogg Vorbis too (before FFmpeg's decoder took it)
+        with _libsndfile_vorbis(True):
+            sf_vorbis.append(timed(lambda: io.checked_excerpts(path, sr=sr, place=lambda m: (starts, lengths)))[0]
+                             if hasattr(io, "checked_excerpts") else None)
         r["log-mel"], P = timed(lambda: mel_patches(now, ex, sr))
         r["network(s)"], an = timed(lambda: nets(now, P), repeat=1)
         r["attributes (tempo, key, loudness)"], at = timed(
@@ -229,6 +234,10 @@ def profile(files: list[Path], model: str, baseline: str) -> None:
         b, n = one_by_one[2 * i : 2 * i + 2]
         print(f"{f.suffix[1:]}: the excerpts' decode, each excerpt opened and sought alone (before) "
               f"{b * 1000:.0f} ms, in order with overlaps decoded once (now) {n * 1000:.0f} ms: {b / n:.2f}x")
+        if f.suffix == ".ogg" and sf_vorbis[i] is not None:
+            print(f"ogg: the same read with libvorbis through libsndfile (before) {sf_vorbis[i] * 1000:.0f} ms, "
+                  f"FFmpeg's Vorbis decoder placed by the pages' granules (now) {n * 1000:.0f} ms: "
+                  f"{sf_vorbis[i] / n:.2f}x")
 
 
 def fine_profile(files: list[Path], model: str, repeat: int = 5) -> dict[str, dict[str, float]]:
@@ -409,6 +418,22 @@ def _folder(tracks: list[Path], tmp: Path) -> Path:
 
 
 @contextlib.contextmanager
+def _libsndfile_vorbis(on: bool):
+    """In this process, Ogg Vorbis excerpts decoded by libsndfile, as before FFmpeg's
+    decoder read them (samples within ~1e-6; for the same-run comparison)."""
+    from soundalike.audio import io
+
+    real = getattr(io, "FFMPEG_VORBIS", None)
+    if on and real is not None:
+        io.FFMPEG_VORBIS = False
+    try:
+        yield
+    finally:
+        if real is not None:
+            io.FFMPEG_VORBIS = real
+
+
+@contextlib.contextmanager
 def _excerpts_one_by_one(on: bool):
     """In this process, ``load_excerpts`` as it was: every excerpt opened, sought and decoded
     alone (the same samples; for the same-run comparison with reading them in order)."""
@@ -504,6 +529,9 @@ def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path, *, basel
     if "seek1" not in skip:  # the default as it read excerpts before: each opened and sought alone
         runs.append((f"{default_label}, one seek per excerpt (before), local, 1 worker", 1,
                      dict(workers=1, model=model, one_by_one=True)))
+    if "vorbis" not in skip:  # the default before FFmpeg decoded Ogg Vorbis excerpts
+        runs.append((f"{default_label}, Ogg Vorbis through libsndfile (before), local, 1 worker", 1,
+                     dict(workers=1, model=model, sf_vorbis=True)))
     if "peaks" not in skip:  # the default before peaks left ingest: one whole decode per file
         runs.append((f"{default_label}, --peaks (the default before), local, 1 worker", 1,
                      dict(workers=1, model=model, peaks=True)))
@@ -536,7 +564,7 @@ def throughput(gm: Path, n: int, model: str, skip: set[str], tmp: Path, *, basel
         for i, (label, cores, kw) in enumerate(runs):
             os.environ["SOUNDALIKE_THREADS"] = "1"  # one inference thread per worker process
             kw = dict(kw)
-            with _excerpts_one_by_one(kw.pop("one_by_one", False)):
+            with _excerpts_one_by_one(kw.pop("one_by_one", False)), _libsndfile_vorbis(kw.pop("sf_vorbis", False)):
                 wall, steady, got_s = _run_ingest(folder, tmp, f"run{i}", **kw)
             # rates at steady state: a big store amortises the workers' start-up
             per_core = len(tracks) / steady * 3600 / cores
@@ -752,7 +780,7 @@ def main() -> None:
                     help="also run the issue's baseline as the code was when it was filed: a checkout "
                          "(git worktree add --detach DIR 3268b88), its default ingest on the same tracks")
     ap.add_argument("--commits", type=int, default=3000)
-    ap.add_argument("--skip", default="", help="comma-separated: profile,fine,throughput,full,peaks,seek1,local,ray,commit,precision")
+    ap.add_argument("--skip", default="", help="comma-separated: profile,fine,throughput,full,peaks,seek1,vorbis,local,ray,commit,precision")
     args = ap.parse_args()
     if args.model is None:
         from soundalike.models.zoo import DEFAULT_ANALYZER

@@ -796,7 +796,9 @@ def _excerpts_on_one_handle(src: _SfSource, *, sr: int, starts, lengths, margin_
     4-minute track paid 45 ms for it).  Every other format opens the file again for each
     span: libsndfile's Vorbis decoder, sought a second time on one handle, sometimes lands
     on wrong samples (measured on real game soundtracks: 1 seek in ~5), and an open costs
-    under a millisecond.
+    under a millisecond.  An Ogg Vorbis file's spans are decoded by FFmpeg where
+    :mod:`soundalike.audio.oggvorbis` can place them exactly (every span but those in the
+    first or the last page), ~1.7x faster than libvorbis; the rest go through libsndfile.
     """
     p, meta = src.path, src.meta
     src_sr = meta.sr
@@ -813,33 +815,79 @@ def _excerpts_on_one_handle(src: _SfSource, *, sr: int, starts, lengths, margin_
             groups.append([a, a + n_src, i])
     got: dict[int, np.ndarray] = {}
     reuse = meta.subtype.startswith("MPEG_LAYER")
-    for n_group, (g_start, g_stop, *members) in enumerate(groups):
-        handle = src
-        if n_group and not reuse:
-            handle = _sf_open(p)
-            if handle is None:  # pragma: no cover - it opened a moment ago
-                raise AudioDecodeError(p, "cannot open the file again")
-            handle.last_page = src.last_page
-        parts, done = [], g_start
-        try:
-            for block in handle._range(g_start, g_stop):
-                y = _to_mono(block)
-                _check_finite(p, y, offset=done, sr=src_sr)
-                done += len(y)
-                parts.append(y)
-        finally:
-            if handle is not src:
-                handle.close()
-        data = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-        for i in members:
-            a, n_src, lead, _, n = spans[i]
-            y = data[a - g_start : a - g_start + n_src]
-            got[i] = _cut_excerpt(y, src_sr=src_sr, sr=sr, lead=lead, length=n) if len(y) else np.zeros(0, np.float32)
+    vorbis = _vorbis_excerpts(src) if meta.subtype == "VORBIS" and groups else None
+    try:
+        for n_group, (g_start, g_stop, *members) in enumerate(groups):
+            data = _vorbis_span(vorbis, p, g_start, g_stop, src_sr) if vorbis is not None else None
+            if data is None:
+                data = _sf_span(src, n_group=n_group, reuse=reuse, start=g_start, stop=g_stop)
+            for i in members:
+                a, n_src, lead, _, n = spans[i]
+                y = data[a - g_start : a - g_start + n_src]
+                got[i] = _cut_excerpt(y, src_sr=src_sr, sr=sr, lead=lead, length=n) if len(y) else np.zeros(0, np.float32)
+    finally:
+        if vorbis is not None:
+            vorbis.close()
     out = []
     for i, (_, _, _, pad, n) in enumerate(spans):
         y = got.get(i, np.zeros(0, np.float32))
         out.append(np.concatenate([np.zeros(pad, np.float32), y]) if pad else y)
     return out
+
+
+#: Read Ogg Vorbis excerpts with FFmpeg's decoder, placed by the pages' granules
+#: (:mod:`soundalike.audio.oggvorbis`; ~1.7x faster than libvorbis).  ``False``: libsndfile
+#: only, as before (the benchmark's "before" column).
+FFMPEG_VORBIS = True
+
+
+def _vorbis_excerpts(src: _SfSource):
+    """A :class:`~soundalike.audio.oggvorbis.VorbisExcerpts` for ``src``, or ``None``."""
+    from soundalike.audio import oggvorbis
+
+    if not FFMPEG_VORBIS or not oggvorbis.available():
+        return None
+    try:
+        return oggvorbis.VorbisExcerpts(src.path, frames=src.meta.frames, sr=src.meta.sr,
+                                        channels=src.meta.channels)
+    except oggvorbis.Unsupported:
+        return None
+
+
+def _vorbis_span(vorbis, p: Path, start: int, stop: int, sr: int) -> np.ndarray | None:
+    """Mono samples ``[start, stop)`` through FFmpeg, or ``None``: read them with libsndfile."""
+    from soundalike.audio.oggvorbis import Unsupported
+
+    try:
+        chans = vorbis.span(start, stop - start)
+    except Unsupported:
+        return None
+    y = chans[0].copy() if len(chans) == 1 else _mix(chans)  # (the views are read-only)
+    _check_finite(p, y, offset=start, sr=sr)
+    return y
+
+
+def _sf_span(src: _SfSource, *, n_group: int, reuse: bool, start: int, stop: int) -> np.ndarray:
+    """Mono samples ``[start, stop)`` through libsndfile: on ``src`` for the first span (and
+    every span of an MP3), on a fresh open of the file for the others."""
+    p, src_sr = src.path, src.meta.sr
+    handle = src
+    if n_group and not reuse:
+        handle = _sf_open(p)
+        if handle is None:  # pragma: no cover - it opened a moment ago
+            raise AudioDecodeError(p, "cannot open the file again")
+        handle.last_page = src.last_page
+    parts, done = [], start
+    try:
+        for block in handle._range(start, stop):
+            y = _to_mono(block)
+            _check_finite(p, y, offset=done, sr=src_sr)
+            done += len(y)
+            parts.append(y)
+    finally:
+        if handle is not src:
+            handle.close()
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 def _excerpts_one_by_one(p: Path, *, sr: int, starts, lengths, margin_s: float = EXCERPT_MARGIN_S,
