@@ -226,3 +226,33 @@ def test_info_reports_truncation_too(corrupt_files):
 def test_short_audio_is_accepted_when_the_caller_allows_it(corrupt_files):
     w = load(corrupt_files["too_short"], min_duration_s=0.01)
     assert len(w.y) == int(0.05 * w.sr)
+
+
+def test_an_m4a_whose_tags_are_not_utf8_still_loads(tmp_path):
+    """Old taggers write Latin-1 into MP4 tags; the audio is fine, so it must load (it was
+    reported as "corrupt or truncated" when PyAV decoded the tags strictly)."""
+    import av
+    from conftest import stereo_signal, write_m4a
+
+    sr = 44100
+    p = write_m4a(tmp_path / "plain.m4a", stereo_signal(sr, 2.0), sr)
+    # the same file with a title tag, its "é" then replaced by a Latin-1 byte
+    q = tmp_path / "latin1.m4a"
+    with av.open(str(p)) as src, av.open(str(q), "w", format="ipod") as dst:
+        dst.metadata["title"] = "caf\u00e9 del mar"
+        ins = src.streams.audio[0]
+        out = dst.add_stream_from_template(ins)
+        for packet in src.demux(ins):
+            if packet.dts is not None:
+                packet.stream = out
+                dst.mux(packet)
+    data = q.read_bytes()
+    at = data.find("caf\u00e9".encode())
+    assert at > 0
+    q.write_bytes(data[:at + 3] + b"\xe9 " + data[at + 5 :])
+    with pytest.raises(UnicodeDecodeError):
+        av.open(str(q)).close()  # strict decoding fails on this file
+    meta = io.info(q)
+    assert meta.backend == "pyav" and meta.sr == sr
+    w = load(q)
+    assert abs(len(w.y) / w.sr - 2.0) < 0.1

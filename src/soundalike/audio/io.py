@@ -467,7 +467,7 @@ class _AvSource:
         self.path = path
         kind = _sniff(path)
         try:
-            self.container = av.open(str(path), mode="r")
+            self.container = av.open(str(path), mode="r", metadata_errors="replace")  # tags are not audio
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError, OSError) as exc:
             if kind is None:
                 raise AudioDecodeError(path, "not an audio file (the content is no audio format we know)") from exc
