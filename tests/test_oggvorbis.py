@@ -201,3 +201,21 @@ def test_a_page_failing_its_checksum_is_read_as_libsndfile_reads_it(stereo, tmp_
         for x, y in zip(now, before):
             assert x.shape == y.shape
             np.testing.assert_allclose(x, y, atol=1e-5, rtol=0)
+
+
+def test_a_file_cut_short_while_it_is_read_is_refused_not_a_crash(stereo, tmp_path):
+    """Another program truncates the file between the open and the read (a copy being
+    replaced): the span is refused (libsndfile then reports it), the process lives on."""
+    p = tmp_path / "shrinking.ogg"
+    data = stereo.read_bytes()
+    p.write_bytes(data)
+    i = sf.info(str(p))
+    class PageByPage(VorbisExcerpts):
+        WINDOW = 4096  # a page or so a read, so that the part cut off is not in memory yet
+
+    with PageByPage(p, frames=i.frames, sr=i.samplerate, channels=i.channels) as r:
+        assert len(r.span(i.frames // 4, 4410)[0]) == 4410
+        with open(p, "r+b") as fh:
+            fh.truncate(len(data) // 2)
+        with pytest.raises(Unsupported, match="shorter|cut short"):
+            r.span(3 * i.frames // 4, 4410)

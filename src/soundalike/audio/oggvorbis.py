@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import mmap
 import os
 import struct
 import zlib
@@ -99,12 +98,14 @@ class VorbisExcerpts:
 
         self.path = Path(path)
         self.frames, self.sr, self.channels = int(frames), int(sr), int(channels)
+        # Plain reads, not mmap: a file cut short while it is read then reads short (and the
+        # span goes to libsndfile), where a mapped page past the new end would be SIGBUS.
         try:
-            with open(self.path, "rb") as fh:
-                self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError) as exc:
-            raise Unsupported(f"cannot map the file: {exc}") from exc
-        self._size = len(self._mm)
+            self._fh = open(self.path, "rb", buffering=0)
+            self._size = os.fstat(self._fh.fileno()).st_size
+        except OSError as exc:
+            raise Unsupported(f"cannot read the file: {exc}") from exc
+        self._win, self._win_at = b"", 0  # the bytes last read, and where they begin
         # the page index, built as far as it is needed: (offset, granule, flags, segment lengths, body start)
         self._pages: list[tuple[int, int, int, bytes, int]] = []
         self._reach: list[int] = []  # per page: the granule reached by its end (monotone)
@@ -136,9 +137,9 @@ class VorbisExcerpts:
         self._av = av
 
     def close(self) -> None:
-        mm, self._mm = getattr(self, "_mm", None), None
-        if mm is not None:
-            mm.close()
+        fh, self._fh = getattr(self, "_fh", None), None
+        if fh is not None:
+            fh.close()
 
     def __enter__(self) -> "VorbisExcerpts":
         return self
@@ -148,14 +149,28 @@ class VorbisExcerpts:
 
     # ----------------------------------------------------------------- pages
 
+    #: Bytes read at a time (pages are read in order, so one read serves ~200 of them).
+    WINDOW = 1 << 20
+
+    def _bytes(self, off: int, n: int) -> bytes:
+        """``n`` bytes of the file from ``off`` (fewer at its end)."""
+        at = off - self._win_at
+        if 0 <= at and at + n <= len(self._win):
+            return self._win[at : at + n]
+        self._fh.seek(off)
+        self._win, self._win_at = self._fh.read(max(n, self.WINDOW)), off
+        return self._win[:n]
+
     def _page_at(self, off: int) -> tuple[int, int, int, bytes, int] | None:
-        mm = self._mm
         if off + _PAGE.size > self._size:
             return None
-        cap, version, flags, granule, serial, seq, _crc, nseg = _PAGE.unpack_from(mm, off)
+        head = self._bytes(off, _PAGE.size)
+        if len(head) < _PAGE.size:
+            raise Unsupported(f"the file is shorter than it was at byte {off}")
+        cap, version, flags, granule, serial, seq, _crc, nseg = _PAGE.unpack_from(head)
         if cap != b"OggS" or version != 0:
             raise Unsupported(f"no Ogg page at byte {off}")
-        lacing = mm[off + _PAGE.size : off + _PAGE.size + nseg]
+        lacing = self._bytes(off + _PAGE.size, nseg)
         body = off + _PAGE.size + nseg
         if len(lacing) != nseg or body + sum(lacing) > self._size:
             raise Unsupported(f"the page at byte {off} is cut short")
@@ -185,20 +200,23 @@ class VorbisExcerpts:
                 self._done = True
         return self._pages[i] if i < len(self._pages) else None
 
-    def _check_crc(self, i: int) -> None:
-        """Page ``i``'s checksum (libogg drops a page that fails it; so does libsndfile)."""
+    def _checked_body(self, i: int) -> bytes:
+        """Page ``i``'s body, its checksum checked (libogg drops a page that fails it, and
+        so libsndfile does too)."""
         off, _, _, lacing, body = self._pages[i]
-        mm = self._mm
-        reg = zlib.crc32(mm[off : off + 22].translate(_REVERSE), 0xFFFFFFFF)
+        page = self._bytes(off, body + sum(lacing) - off)
+        if len(page) != body + sum(lacing) - off:
+            raise Unsupported(f"the file is shorter than it was at byte {off}")
+        reg = zlib.crc32(page[:22].translate(_REVERSE), 0xFFFFFFFF)
         reg = zlib.crc32(b"\0\0\0\0", reg)
-        reg = zlib.crc32(mm[off + 26 : body + sum(lacing)].translate(_REVERSE), reg) ^ 0xFFFFFFFF
-        if int(f"{reg:032b}"[::-1], 2) != int.from_bytes(mm[off + 22 : off + 26], "little"):
+        reg = zlib.crc32(page[26:].translate(_REVERSE), reg) ^ 0xFFFFFFFF
+        if int(f"{reg:032b}"[::-1], 2) != int.from_bytes(page[22:26], "little"):
             raise Unsupported(f"the page at byte {off} fails its checksum")
+        return page[body - off :]
 
     def _packets(self, first_page: int):
         """``(packet, page index or -1)`` from the first packet that *starts* on
         ``first_page``; the index is given on the last packet completed on a page."""
-        mm = self._mm
         i = first_page
         parts: list[bytes] = []
         skipping = False
@@ -206,8 +224,9 @@ class VorbisExcerpts:
             page = self._page(i)
             if page is None:
                 return
-            off, _, flags, lacing, pos = page
-            self._check_crc(i)
+            _, _, flags, lacing, _ = page
+            body = self._checked_body(i)
+            pos = 0
             if i == first_page:
                 skipping = bool(flags & _CONTINUED)
             elif not (flags & _CONTINUED) and parts:
@@ -215,7 +234,7 @@ class VorbisExcerpts:
             ends = [k for k, n in enumerate(lacing) if n < 255]
             last_end = ends[-1] if ends else -1
             for k, n in enumerate(lacing):
-                parts.append(mm[pos : pos + n])
+                parts.append(body[pos : pos + n])
                 pos += n
                 if n < 255:
                     packet = b"".join(parts)
@@ -241,10 +260,12 @@ class VorbisExcerpts:
             _, _, flags, lacing, pos = page
             if parts and not (flags & _CONTINUED):
                 raise Unsupported("a header is cut off")
+            body = self._bytes(pos, sum(lacing))
+            pos = 0
             for n in lacing:
                 if len(headers) == 3:
                     return headers, i  # audio begins on the headers' last page
-                parts.append(self._mm[pos : pos + n])
+                parts.append(body[pos : pos + n])
                 pos += n
                 if n < 255:
                     headers.append(b"".join(parts))
@@ -255,7 +276,7 @@ class VorbisExcerpts:
     def _last_granule(self) -> int | None:
         """The granule of the file's last page (read from its tail), ``None`` if that page
         belongs to another logical stream (a chained file)."""
-        tail = self._mm[max(0, self._size - 65536 - 282) :]
+        tail = self._bytes(max(0, self._size - 65536 - 282), 65536 + 282)
         i = tail.rfind(b"OggS")
         while i >= 0:
             if i + _PAGE.size <= len(tail) and tail[i + 4] == 0:
