@@ -416,6 +416,33 @@ def test_ingest_keeps_new_tracks_adapted_and_outside_clips_are_mapped(tmp_path):
         assert len(hits) == 3
 
 
+def test_python_ingest_adapts_as_the_cli_does(tmp_path):
+    """``soundalike.ingest.ingest`` fits the adaptation at ``adapt_at`` tracks and again when
+    they double, as ``soundalike ingest`` does; ``adapt_at=None`` never does."""
+    from soundalike.ingest import ingest
+
+    db, off = tmp_path / "c.sqlite", tmp_path / "off.sqlite"
+    _write_tracks(tmp_path / "m", 4)
+    s = ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1, adapt_at=5)
+    assert s.ingested == 4 and s.adapted is None and s.to_dict()["adapted"] is None
+    _write_tracks(tmp_path / "m", 2, offset=4)
+    s = ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1, adapt_at=5)
+    assert s.adapted is not None and s.adapted.tracks == 6 and s.adapted.refit_from_tracks == 0
+    assert s.to_dict()["adapted"]["model_id"] == s.adapted.model_id
+    with Catalog.open(db) as cat:
+        assert [a.model_id for a in cat.adaptations(s.model_id)] == [s.adapted.model_id]
+    _write_tracks(tmp_path / "m", 6, offset=6)
+    s = ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1, adapt_at=5)
+    assert s.adapted is not None and s.adapted.tracks == 12 and s.adapted.refit_from_tracks == 6
+    s = ingest([tmp_path / "m"], catalog=off, model="mfcc-stats", workers=1, adapt_at=None)
+    assert s.ingested == 12 and s.adapted is None
+    with Catalog.open(off) as cat:
+        assert cat.adaptations(s.model_id) == []
+    for bad in (2, 5.5, True):
+        with pytest.raises(ValueError, match="adapt_at"):
+            ingest([tmp_path / "m"], catalog=off, model="mfcc-stats", workers=1, adapt_at=bad)
+
+
 def test_index_adapt_power_takes_the_fused_mean_pool_blocks(tmp_path):
     """``index adapt --power`` on the default fused model: the mean-pool blocks, not the
     penultimate ones; on a single model's vectors it changes nothing."""

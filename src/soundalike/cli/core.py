@@ -159,17 +159,11 @@ def ingest(
     with progress:
         summary = run_ingest(paths, catalog=cat, model=model, workers=workers, top_tags=top_tags,
                              retry_failed=retry_failed, analysis=analysis, precision=precision,
-                             ray=ray, ray_cpus_per_worker=ray_cpus_per_worker, peaks=peaks, on_event=on_event)
-    adapted = None
-    if adapt and summary.model_id:
-        from soundalike.catalog.store import Catalog
-        from soundalike.search.adapt import maybe_auto_adapt
-
-        with Catalog.open(cat, create=False) as c:
-            adapted = maybe_auto_adapt(c, model_id=summary.model_id, min_tracks=adapt_at)
+                             ray=ray, ray_cpus_per_worker=ray_cpus_per_worker, peaks=peaks,
+                             adapt_at=adapt_at if adapt else None, on_event=on_event)
+    adapted = summary.adapted
     if json_out:
-        print_json({"catalog": str(cat), **summary.to_dict(),
-                    "adapted": adapted.to_dict() if adapted else None})
+        print_json({"catalog": str(cat), **summary.to_dict()})
         return
     out = console()
     out.print(f"[bold]{summary.scanned}[/] audio files scanned in {summary.elapsed_s:.1f} s "
