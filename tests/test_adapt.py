@@ -264,10 +264,11 @@ def test_adapted_vectors_say_how_much_of_each_track_their_base_analysis_looked_a
 
 
 def test_a_running_server_follows_a_refit_committed_by_another_process(tmp_path):
-    """serve without --model compares the catalog's default model as it is now, and serve
-    --model NAME the newest model of that name: after an ingest elsewhere refits (and
-    removes the automatic fit the server started on), track pages and similar answer with
-    the new fit, not with vectors that are gone."""
+    """serve without --model compares the catalog's default model as it is now, serve
+    --model NAME the newest model of that name, and serve --model ID of an automatic fit
+    that fit's successor once it is gone: after an ingest elsewhere refits (and removes the
+    automatic fit the server started on), track pages and similar answer with the new fit,
+    not with vectors that are gone."""
     from fastapi.testclient import TestClient
 
     from soundalike.web.app import create_app
@@ -280,12 +281,14 @@ def test_a_running_server_follows_a_refit_committed_by_another_process(tmp_path)
         q = cat.track_by_path("/music/0.wav").id
         cat.put_analysis(q, "toy-1", S[0], {"a": 0.25, "b": 0.75})
         first = maybe_auto_adapt(cat, model_id="toy-1", min_tracks=12)
-    servers = [create_app(db), create_app(db, model="toy+adapt")]  # the default; a model by name
+    # the default; a model by name; the automatic fit pinned by its id (a refit replaces it)
+    servers = [create_app(db), create_app(db, model="toy+adapt"), create_app(db, model=first.model_id)]
     for app in servers:
         with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1") as c:
             assert c.get(f"/api/tracks/{q}").json()["model_id"] == first.model_id
     with TestClient(servers[0], raise_server_exceptions=False, base_url="http://127.0.0.1") as c, \
-            TestClient(servers[1], raise_server_exceptions=False, base_url="http://127.0.0.1") as named:
+            TestClient(servers[1], raise_server_exceptions=False, base_url="http://127.0.0.1") as named, \
+            TestClient(servers[2], raise_server_exceptions=False, base_url="http://127.0.0.1") as pinned:
         d = c.get(f"/api/tracks/{q}").json()
         assert d["model_id"] == first.model_id
         assert [p["label"] for p in d["predictions"]] == ["b", "a"]  # the base model's tags
@@ -309,6 +312,10 @@ with Catalog.open({str(db)!r}) as cat:
         assert r.status_code == 200 and len(r.json()["hits"]) == 23  # the new fit has all 24
         assert named.get(f"/api/tracks/{q}").json()["model_id"] == second
         assert len(named.get("/api/similar", params={"id": q, "k": 30}).json()["hits"]) == 23
+        # the pinned id is gone: its successor answers (it was a 500, "unknown model")
+        r = pinned.get("/api/similar", params={"id": q, "k": 30})
+        assert r.status_code == 200 and len(r.json()["hits"]) == 23
+        assert pinned.get(f"/api/tracks/{q}").json()["model_id"] == second
 
 
 def test_two_ingests_refitting_at_once_both_finish(tmp_path, monkeypatch):

@@ -304,7 +304,9 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
         """The model similarity compares, as the catalog is now: an ingest elsewhere may
         have adapted or refitted it (a refit removes the automatic fit it replaces).
         Without ``model``: the catalog's default; a model *name* (``musicnn-fusion+adapt``):
-        the newest model of that name; a model id or a trained run: that model."""
+        the newest model of that name; a model id or a trained run: that model, except an
+        automatic adaptation that a refit has since removed: then its successor, the newest
+        adaptation of the same base model (a line in the log says so)."""
         cat = cats.get()
         if model is None:
             seen = cat.remembered_default_model()
@@ -316,6 +318,17 @@ def create_app(catalog_path: str | os.PathLike, *, model: str | None = None,
             if info.name == model and info.model_id != model:
                 return info.model_id  # by name: looked up again next time (one small statement)
             state["model_id"] = info.model_id
+        pinned = state["model_id"]
+        base = base_model_id_of(pinned)
+        if base is not None:  # an adaptation: still there? (asked again only after a change)
+            token = cat.change_token()
+            if state.get("checked_at") != token:
+                if cat.get_adaptation(pinned) is None:
+                    newest = cat.adaptations(base)
+                    follow = newest[0].model_id if newest else base
+                    log.warning("model %s is gone (a refit replaced it); following %s", pinned, follow)
+                    state["model_id"] = follow
+                state["checked_at"] = token
         return state["model_id"]
 
     def search_model() -> str | None:
