@@ -433,8 +433,10 @@ def test_python_ingest_adapts_as_the_cli_does(tmp_path):
     s = ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1, adapt_at=5)
     assert s.ingested == 4 and s.adapted is None and s.to_dict()["adapted"] is None
     _write_tracks(tmp_path / "m", 2, offset=4)
-    s = ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1, adapt_at=5)
+    events: list[dict] = []
+    s = ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1, adapt_at=5, on_event=events.append)
     assert s.adapted is not None and s.adapted.tracks == 6 and s.adapted.refit_from_tracks == 0
+    assert events[-1] == {"event": "adapt", "tracks": 6, "last_fit_tracks": 0}  # said before the fit
     assert s.to_dict()["adapted"]["model_id"] == s.adapted.model_id
     with Catalog.open(db) as cat:
         assert [a.model_id for a in cat.adaptations(s.model_id)] == [s.adapted.model_id]
@@ -488,7 +490,10 @@ def test_ingest_cli_adapts_at_the_size_asked_and_refits_as_the_catalog_doubles(t
                             str(db), "--model", "mfcc-stats", "--workers", "1", *extra],
                            capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
         assert p.returncode == 0, p.stderr
+        said.append(p.stderr)  # what the fit is doing while it runs
         return p.stdout
+
+    said: list[str] = []
 
     def stats(*extra):
         p = subprocess.run([sys.executable, "-m", "soundalike", "catalog", "stats", "--catalog", str(db), *extra],
@@ -505,6 +510,7 @@ def test_ingest_cli_adapts_at_the_size_asked_and_refits_as_the_catalog_doubles(t
     _write_tracks(tmp_path / "m", 1, offset=4)
     out = run(env={"SOUNDALIKE_ADAPT_AT": "5"})
     assert re.search(r"^  adapted +5 tracks -> mfcc-stats\+adapt", out, re.M) and "re-adapted" not in out
+    assert "ingest: adapting the catalog: 5 tracks" in said[-1] and "adapting" not in said[0]
     with Catalog.open(db) as cat:
         first = cat.default_model_id(adapted=True)
     _write_tracks(tmp_path / "m", 4, offset=5)  # 9 < 2 x 5
@@ -512,6 +518,8 @@ def test_ingest_cli_adapts_at_the_size_asked_and_refits_as_the_catalog_doubles(t
     _write_tracks(tmp_path / "m", 1, offset=9)
     out = run("--adapt-at", "5")
     assert "re-adapted 10 tracks (the last fit had 5)" in out
+    assert "ingest: re-adapting the catalog: 10 tracks (the last fit had 5)" in said[-1]
+    assert "adapting" not in said[-2]  # 9 tracks: nothing to fit
     with Catalog.open(db) as cat:
         second = cat.default_model_id(adapted=True)
         assert second != first and cat.get_adaptation(first) is None  # the automatic fit replaced

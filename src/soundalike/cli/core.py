@@ -146,6 +146,15 @@ def ingest(
             total = e["total"]
             task = progress.add_task("ingest", total=total, status="", hours=0.0)
             return
+        if e["event"] == "adapt":  # the files are in; the fit takes a while on a large catalog
+            progress.stop()
+            if not json_out:
+                what = (f"re-adapting the catalog: {e['tracks']} tracks (the last fit had {e['last_fit_tracks']})"
+                        if e["last_fit_tracks"] else f"adapting the catalog: {e['tracks']} tracks")
+                err.print(f"ingest: {what} …", highlight=False)
+            return
+        if e["event"] != "file":
+            return
         nonlocal_hours[0] += float(e.get("duration_s") or 0.0) / 3600
         counts[e["status"]] = counts.get(e["status"], 0) + 1
         status = f"{counts['ingested']} new, {counts['failed']} failed"

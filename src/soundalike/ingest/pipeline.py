@@ -947,7 +947,9 @@ def ingest(
         at least 3); None: never.  The fit is ``summary.adapted``
     on_event : called with ``{"event": "start", "total": n}``, then one
         ``{"event": "file", "path", "status": ingested|unchanged|failed, "reason"?,
-        "duration_s"?}`` per file (``duration_s``: seconds of audio in an ingested file)
+        "duration_s"?}`` per file (``duration_s``: seconds of audio in an ingested file),
+        and ``{"event": "adapt", "tracks", "last_fit_tracks"}`` when the adaptation is
+        about to be fitted (``last_fit_tracks`` 0: a first fit)
 
     Returns
     -------
@@ -1085,7 +1087,9 @@ def ingest(
         if adapt_at is not None:
             from soundalike.search.adapt import maybe_auto_adapt
 
-            summary.adapted = maybe_auto_adapt(cat, model_id=analyzer.model_id, min_tracks=int(adapt_at))
+            summary.adapted = maybe_auto_adapt(
+                cat, model_id=analyzer.model_id, min_tracks=int(adapt_at),
+                on_fit=lambda n, last: emit({"event": "adapt", "tracks": n, "last_fit_tracks": last}))
     finally:
         summary.elapsed_s = time.perf_counter() - t0
         if own:

@@ -29,7 +29,7 @@ import os
 import time
 from pathlib import Path
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -217,7 +217,8 @@ def refit_at(fitted_on: int, *, min_tracks: int = AUTO_ADAPT_TRACKS,
 
 
 def maybe_auto_adapt(cat: Catalog, *, model_id: str, min_tracks: int = AUTO_ADAPT_TRACKS,
-                     growth: float = AUTO_REFIT_GROWTH) -> AdaptReport | None:
+                     growth: float = AUTO_REFIT_GROWTH,
+                     on_fit: Callable[[int, int], None] | None = None) -> AdaptReport | None:
     """Adapt ``model_id`` as ingest does after a run; None if nothing was due.
 
     - No adaptation yet: fit one once the catalog holds ``min_tracks`` of its tracks.
@@ -225,6 +226,9 @@ def maybe_auto_adapt(cat: Catalog, *, model_id: str, min_tracks: int = AUTO_ADAP
       fitted on: fit again with its settings.  The segment vectors move over from it, and
       every earlier automatic fit is removed (``index adapt``'s are kept).
       ``growth`` 0 turns refits off.
+
+    ``on_fit(tracks, last_fit_tracks)`` is called just before a fit starts (0: a first fit),
+    so that a caller can say what takes the time (minutes at 10,000 tracks).
     """
     from soundalike.models.adapt import Adaptation
     from soundalike.search.sync import index_dir
@@ -234,12 +238,18 @@ def maybe_auto_adapt(cat: Catalog, *, model_id: str, min_tracks: int = AUTO_ADAP
     n = cat.count_analyses(model_id)
     existing = cat.adaptations(model_id)
     if not existing:
-        return adapt_catalog(cat, model=model_id, auto=True) if n >= min_tracks else None
+        if n < min_tracks:
+            return None
+        if on_fit is not None:
+            on_fit(n, 0)
+        return adapt_catalog(cat, model=model_id, auto=True)
     newest = Adaptation.from_bytes(existing[0].data)
     fitted_on = int(newest.params.get("tracks", 0))
     due = refit_at(fitted_on, min_tracks=min_tracks, growth=growth)
     if due is None or n < due:
         return None
+    if on_fit is not None:
+        on_fit(n, fitted_on)
     rep = adapt_catalog(cat, model=model_id, auto=True, **settings_of(newest))
     # every earlier automatic fit is superseded (two ingests may each have fitted one)
     gone = []
