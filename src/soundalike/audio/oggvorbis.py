@@ -233,16 +233,21 @@ class VorbisExcerpts:
                 raise Unsupported(f"a packet is cut off before page {i}")
             ends = [k for k, n in enumerate(lacing) if n < 255]
             last_end = ends[-1] if ends else -1
+            start = 0  # where the packet being read began on this page
             for k, n in enumerate(lacing):
-                parts.append(body[pos : pos + n])
                 pos += n
-                if n < 255:
-                    packet = b"".join(parts)
-                    parts = []
+                if n < 255:  # a packet ends here (sliced once, not segment by segment)
+                    packet = body[start:pos]
+                    start = pos
+                    if parts:  # it began on an earlier page
+                        packet = b"".join(parts) + packet
+                        parts = []
                     if skipping:
                         skipping = False
                         continue
                     yield packet, (i if k == last_end else -1)
+            if start < pos or (lacing and lacing[-1] == 255):
+                parts.append(body[start:pos])  # continued on the next page
             i += 1
 
     def _headers(self) -> tuple[list[bytes], int]:
