@@ -423,33 +423,28 @@ def test_ingest_keeps_new_tracks_adapted_and_outside_clips_are_mapped(tmp_path):
         assert len(hits) == 3
 
 
-def test_python_ingest_adapts_as_the_cli_does(tmp_path):
-    """``soundalike.ingest.ingest`` fits the adaptation at ``adapt_at`` tracks and again when
-    they double, as ``soundalike ingest`` does; ``adapt_at=None`` never does."""
+def test_after_a_python_ingest_maybe_auto_adapt_does_what_the_cli_does(tmp_path):
+    """The README's recipe: ``ingest()`` (layer ingest) never adapts; ``maybe_auto_adapt``
+    after it (layer search) fits at ``min_tracks`` and again when they double, and says so
+    through ``on_fit`` before each fit."""
     from soundalike.ingest import ingest
 
-    db, off = tmp_path / "c.sqlite", tmp_path / "off.sqlite"
-    _write_tracks(tmp_path / "m", 4)
-    s = ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1, adapt_at=5)
-    assert s.ingested == 4 and s.adapted is None and s.to_dict()["adapted"] is None
-    _write_tracks(tmp_path / "m", 2, offset=4)
-    events: list[dict] = []
-    s = ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1, adapt_at=5, on_event=events.append)
-    assert s.adapted is not None and s.adapted.tracks == 6 and s.adapted.refit_from_tracks == 0
-    assert events[-1] == {"event": "adapt", "tracks": 6, "last_fit_tracks": 0}  # said before the fit
-    assert s.to_dict()["adapted"]["model_id"] == s.adapted.model_id
-    with Catalog.open(db) as cat:
-        assert [a.model_id for a in cat.adaptations(s.model_id)] == [s.adapted.model_id]
-    _write_tracks(tmp_path / "m", 6, offset=6)
-    s = ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1, adapt_at=5)
-    assert s.adapted is not None and s.adapted.tracks == 12 and s.adapted.refit_from_tracks == 6
-    s = ingest([tmp_path / "m"], catalog=off, model="mfcc-stats", workers=1, adapt_at=None)
-    assert s.ingested == 12 and s.adapted is None
-    with Catalog.open(off) as cat:
-        assert cat.adaptations(s.model_id) == []
-    for bad in (2, 5.5, True):
-        with pytest.raises(ValueError, match="adapt_at"):
-            ingest([tmp_path / "m"], catalog=off, model="mfcc-stats", workers=1, adapt_at=bad)
+    db = tmp_path / "c.sqlite"
+    said: list[tuple[int, int]] = []
+
+    def step(n_new: int, offset: int):
+        _write_tracks(tmp_path / "m", n_new, offset=offset)
+        s = ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1)
+        with Catalog.open(db) as cat:
+            assert cat.adaptations(s.model_id) == [] or said  # ingest itself fitted nothing
+            return maybe_auto_adapt(cat, model_id=s.model_id, min_tracks=5, on_fit=lambda n, last: said.append((n, last)))
+
+    assert step(4, 0) is None and said == []
+    rep = step(2, 4)
+    assert rep is not None and rep.tracks == 6 and said == [(6, 0)]
+    assert step(5, 6) is None and said == [(6, 0)]  # 11 < 2 x 6
+    rep = step(1, 11)
+    assert rep.tracks == 12 and rep.refit_from_tracks == 6 and said == [(6, 0), (12, 6)]
 
 
 def test_index_adapt_power_takes_the_fused_mean_pool_blocks(tmp_path):

@@ -146,13 +146,6 @@ def ingest(
             total = e["total"]
             task = progress.add_task("ingest", total=total, status="", hours=0.0)
             return
-        if e["event"] == "adapt":  # the files are in; the fit takes a while on a large catalog
-            progress.stop()
-            if not json_out:
-                what = (f"re-adapting the catalog: {e['tracks']} tracks (the last fit had {e['last_fit_tracks']})"
-                        if e["last_fit_tracks"] else f"adapting the catalog: {e['tracks']} tracks")
-                err.print(f"ingest: {what} …", highlight=False)
-            return
         if e["event"] != "file":
             return
         nonlocal_hours[0] += float(e.get("duration_s") or 0.0) / 3600
@@ -168,11 +161,23 @@ def ingest(
     with progress:
         summary = run_ingest(paths, catalog=cat, model=model, workers=workers, top_tags=top_tags,
                              retry_failed=retry_failed, analysis=analysis, precision=precision,
-                             ray=ray, ray_cpus_per_worker=ray_cpus_per_worker, peaks=peaks,
-                             adapt_at=adapt_at if adapt else None, on_event=on_event)
-    adapted = summary.adapted
+                             ray=ray, ray_cpus_per_worker=ray_cpus_per_worker, peaks=peaks, on_event=on_event)
+    adapted = None
+    if adapt and summary.model_id:
+        from soundalike.catalog.store import Catalog
+        from soundalike.search.adapt import maybe_auto_adapt
+
+        def fitting(n: int, last: int) -> None:  # the files are in; a fit at 10k tracks takes minutes
+            if not json_out:
+                what = (f"re-adapting the catalog: {n} tracks (the last fit had {last})" if last
+                        else f"adapting the catalog: {n} tracks")
+                err.print(f"ingest: {what} …", highlight=False)
+
+        with Catalog.open(cat, create=False) as c:
+            adapted = maybe_auto_adapt(c, model_id=summary.model_id, min_tracks=adapt_at, on_fit=fitting)
     if json_out:
-        print_json({"catalog": str(cat), **summary.to_dict()})
+        print_json({"catalog": str(cat), **summary.to_dict(),
+                    "adapted": adapted.to_dict() if adapted else None})
         return
     out = console()
     out.print(f"[bold]{summary.scanned}[/] audio files scanned in {summary.elapsed_s:.1f} s "

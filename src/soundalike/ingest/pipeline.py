@@ -73,13 +73,9 @@ class IngestSummary:
     analysis: str = ""
     audio_s: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
-    #: the adaptation this run fitted (a :class:`~soundalike.search.adapt.AdaptReport`), or None
-    adapted: Any = None
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["adapted"] = self.adapted.to_dict() if self.adapted is not None else None
-        return d
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 # --------------------------------------------------------------------------- scanning
@@ -914,7 +910,6 @@ def ingest(
     ray: str | None = None,
     ray_cpus_per_worker: int = 1,
     peaks: bool = False,
-    adapt_at: int | None = 200,  # = search.adapt.AUTO_ADAPT_TRACKS (not imported: it pulls in numpy work)
     on_event: Callable[[Event], None] | None = None,
 ) -> IngestSummary:
     """Bring the catalog up to date with the audio files under ``paths``.
@@ -941,15 +936,9 @@ def ingest(
     peaks : also store every file's waveform peaks now (each file decoded whole once, as
         ingest did before); by default only a full analysis keeps them (it decodes every
         sample anyway) and the web page computes the others on first view
-    adapt_at : once the catalog holds this many tracks of the model, fit its adaptation
-        (``index adapt``), and fit again each time they have doubled since
-        (:func:`soundalike.search.adapt.maybe_auto_adapt`, as ``soundalike ingest`` does;
-        at least 3); None: never.  The fit is ``summary.adapted``
     on_event : called with ``{"event": "start", "total": n}``, then one
         ``{"event": "file", "path", "status": ingested|unchanged|failed, "reason"?,
-        "duration_s"?}`` per file (``duration_s``: seconds of audio in an ingested file),
-        and ``{"event": "adapt", "tracks", "last_fit_tracks"}`` when the adaptation is
-        about to be fitted (``last_fit_tracks`` 0: a first fit)
+        "duration_s"?}`` per file (``duration_s``: seconds of audio in an ingested file)
 
     Returns
     -------
@@ -959,8 +948,6 @@ def ingest(
     from soundalike.models.zoo import DEFAULT_ANALYZER, load_analyzer, split_precision
 
     t0 = time.perf_counter()
-    if adapt_at is not None and (isinstance(adapt_at, bool) or int(adapt_at) != adapt_at or adapt_at < 3):
-        raise ValueError(f"adapt_at must be a whole number of tracks, at least 3 (or None), not {adapt_at!r}")
     if analysis is not None:
         AnalysisPlan.parse(analysis)  # a bad --analysis is an error before any work
     from soundalike.models.musicnn import check_overrides
@@ -1084,12 +1071,6 @@ def ingest(
             gone = [tid for path, (tid, *_rest, status) in states.items()
                     if status == "ok" and path not in present and _under(path, roots)]
             summary.missing = cat.mark_missing(gone)
-        if adapt_at is not None:
-            from soundalike.search.adapt import maybe_auto_adapt
-
-            summary.adapted = maybe_auto_adapt(
-                cat, model_id=analyzer.model_id, min_tracks=int(adapt_at),
-                on_fit=lambda n, last: emit({"event": "adapt", "tracks": n, "last_fit_tracks": last}))
     finally:
         summary.elapsed_s = time.perf_counter() - t0
         if own:
