@@ -436,7 +436,7 @@ def test_after_a_python_ingest_maybe_auto_adapt_does_what_the_cli_does(tmp_path)
         _write_tracks(tmp_path / "m", n_new, offset=offset)
         s = ingest([tmp_path / "m"], catalog=db, model="mfcc-stats", workers=1)
         with Catalog.open(db) as cat:
-            assert cat.adaptations(s.model_id) == [] or said  # ingest itself fitted nothing
+            assert len(cat.adaptations(s.model_id)) == min(len(said), 1)  # ingest itself fitted nothing
             return maybe_auto_adapt(cat, model_id=s.model_id, min_tracks=5, on_fit=lambda n, last: said.append((n, last)))
 
     assert step(4, 0) is None and said == []
