@@ -219,3 +219,40 @@ def test_a_file_cut_short_while_it_is_read_is_refused_not_a_crash(stereo, tmp_pa
             fh.truncate(len(data) // 2)
         with pytest.raises(Unsupported, match="shorter|cut short"):
             r.span(3 * i.frames // 4, 4410)
+
+
+def test_more_channels_than_ffmpeg_keeps_in_order_are_left_to_libsndfile(tmp_path, monkeypatch):
+    """FFmpeg reorders 3 and 5-8 Vorbis channels (5.1 comes out L R C LFE Ls Rs): such a
+    file is refused, and its excerpts are libsndfile's."""
+    p = tmp_path / "six.ogg"
+    _write_ogg(p, _music(44100, 12.0, 6), 44100)
+    with pytest.raises(Unsupported, match="6 channels"):
+        _reader(p)
+    now, before = _excerpts_both_ways(p, [4 * 16000], 16000, monkeypatch)
+    np.testing.assert_array_equal(now[0], before[0])
+
+
+def test_a_page_continuing_a_packet_no_page_began_is_refused(stereo, tmp_path, monkeypatch):
+    """A (spliced or damaged) page flagged "continued" after a page that ended on a whole
+    packet: libogg drops its first packet, so the span goes to libsndfile."""
+    data = bytearray(stereo.read_bytes())
+    pages = _pages(bytes(data))
+    k = next(j for j in range(len(pages) // 2, len(pages) - 2)
+             if data[pages[j - 1][0] + 27 + data[pages[j - 1][0] + 26] - 1] < 255  # j-1 ends a packet
+             and not data[pages[j][0] + 5] & 1)
+    off, length = pages[k]
+    data[off + 5] |= 1
+    page = bytearray(data[off : off + length])
+    struct.pack_into("<I", page, 22, 0)
+    struct.pack_into("<I", data, off + 22, ogg_crc(bytes(page)))
+    p = tmp_path / "orphan.ogg"
+    p.write_bytes(bytes(data))
+    i = sf.info(str(p))
+    with _reader(p) as r:
+        r._page(k + 1)  # the pages indexed up to the edited one
+        at = r._reach[k - 2]  # a span whose decode starts on the page before it
+        with pytest.raises(Unsupported, match="no page began"):
+            r.span(at + 4096 + 1, i.samplerate)
+    sr = 16000
+    now, before = _excerpts_both_ways(p, [int(at * sr / i.samplerate)], sr, monkeypatch)
+    np.testing.assert_allclose(now[0], before[0], atol=1e-5, rtol=0)

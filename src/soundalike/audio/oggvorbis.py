@@ -14,9 +14,11 @@ counting the samples the decoder puts out up to such a packet places every sampl
 span exactly, whatever the decoder does with the first packets after a reset.  A second
 granule inside the span checks the placement.
 
-Anything unexpected — another logical stream, a page that does not parse, a gap in the page
-sequence, a decoder error, two granules that disagree, a span in the last page (whose
-granule trims the end) — raises :class:`Unsupported`, and the caller reads that span
+Anything unexpected — another logical stream, a page that does not parse or fails its
+checksum, a gap in the page sequence, a page continuing a packet no page began (libogg
+drops it), 3 or 5-8 channels (FFmpeg reorders them), a decoder error, two granules that
+disagree, a span in the first or the last page (whose granule trims the end) — raises
+:class:`Unsupported`, and the caller reads that span
 through libsndfile as before, so errors and edge cases behave exactly as they did.
 """
 
@@ -122,6 +124,8 @@ class VorbisExcerpts:
             ch, rate = ident[11], int.from_bytes(ident[12:16], "little")
             if ch != self.channels or rate != self.sr:
                 raise Unsupported(f"the identification header says {ch} channels at {rate} Hz")
+            if ch not in (1, 2, 4):  # FFmpeg reorders 3 and 5-8 channels (5.1: L C R Ls Rs LFE -> L R C LFE Ls Rs)
+                raise Unsupported(f"{ch} channels: FFmpeg's order is not the stream's")
             if self._last_granule() != self.frames:
                 raise Unsupported("the last granule is not the header's length")
             ctx = av.CodecContext.create("vorbis", "r")
@@ -231,6 +235,8 @@ class VorbisExcerpts:
                 skipping = bool(flags & _CONTINUED)
             elif not (flags & _CONTINUED) and parts:
                 raise Unsupported(f"a packet is cut off before page {i}")
+            elif flags & _CONTINUED and not parts:  # libogg drops such an orphan; so must we
+                raise Unsupported(f"page {i} continues a packet that no page began")
             ends = [k for k, n in enumerate(lacing) if n < 255]
             last_end = ends[-1] if ends else -1
             start = 0  # where the packet being read began on this page
