@@ -119,7 +119,6 @@ def _with_serial(data: bytes, serial: int) -> bytes:
     for off, length in _pages(data):
         page = bytearray(data[off : off + length])
         struct.pack_into("<I", page, 14, serial)
-        struct.pack_into("<I", page, 22, 0)
         struct.pack_into("<I", page, 22, ogg_crc(bytes(page)))
         out += page
     return bytes(out)
@@ -242,9 +241,7 @@ def test_a_page_continuing_a_packet_no_page_began_is_refused(stereo, tmp_path, m
              and not data[pages[j][0] + 5] & 1)
     off, length = pages[k]
     data[off + 5] |= 1
-    page = bytearray(data[off : off + length])
-    struct.pack_into("<I", page, 22, 0)
-    struct.pack_into("<I", data, off + 22, ogg_crc(bytes(page)))
+    struct.pack_into("<I", data, off + 22, ogg_crc(bytes(data[off : off + length])))
     p = tmp_path / "orphan.ogg"
     p.write_bytes(bytes(data))
     i = sf.info(str(p))

@@ -50,8 +50,11 @@ _REVERSE = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
 
 
 def ogg_crc(page: bytes) -> int:
-    """The CRC an Ogg page stores at bytes 22-25 (computed with those four bytes zero)."""
-    reg = zlib.crc32(page.translate(_REVERSE), 0xFFFFFFFF) ^ 0xFFFFFFFF
+    """The CRC an Ogg page stores at bytes 22-25 (computed as if those four bytes were zero,
+    so a page can be checked as read)."""
+    reg = zlib.crc32(page[:22].translate(_REVERSE), 0xFFFFFFFF)
+    reg = zlib.crc32(b"\0\0\0\0", reg)
+    reg = zlib.crc32(page[26:].translate(_REVERSE), reg) ^ 0xFFFFFFFF
     return int(f"{reg:032b}"[::-1], 2)
 
 
@@ -211,10 +214,7 @@ class VorbisExcerpts:
         page = self._bytes(off, body + sum(lacing) - off)
         if len(page) != body + sum(lacing) - off:
             raise Unsupported(f"the file is shorter than it was at byte {off}")
-        reg = zlib.crc32(page[:22].translate(_REVERSE), 0xFFFFFFFF)
-        reg = zlib.crc32(b"\0\0\0\0", reg)
-        reg = zlib.crc32(page[26:].translate(_REVERSE), reg) ^ 0xFFFFFFFF
-        if int(f"{reg:032b}"[::-1], 2) != int.from_bytes(page[22:26], "little"):
+        if ogg_crc(page) != int.from_bytes(page[22:26], "little"):
             raise Unsupported(f"the page at byte {off} fails its checksum")
         return page[body - off :]
 
