@@ -173,6 +173,61 @@ def test_a_killed_worker_s_files_are_retried_elsewhere_exactly_once(cluster, tmp
     _exactly_once(db, n)
 
 
+def _dies_on_poison(path, *args, **kwargs):
+    """``analyze_file``, except that the worker process dies (as a decoder's segfault would end
+    it) whenever it is given the file named poison.flac."""
+    from soundalike.ingest import pipeline
+
+    if os.path.basename(path) == "poison.flac":
+        os._exit(3)
+    return pipeline.analyze_file(path, *args, **kwargs)  # in a worker: the real one
+
+
+def test_a_file_that_kills_its_worker_costs_that_file_only(cluster, tmp_path, monkeypatch):
+    """The poisonous file is in flight beside others on a worker (2 calls a worker) when it kills
+    it; those others are retried and ingested, and only the file that killed a worker on its own
+    is recorded, once."""
+    import ray.cloudpickle as cloudpickle
+
+    from soundalike.ingest import pipeline
+
+    n = 6
+    _tracks(tmp_path / "m", n, duration_s=6.0)
+    (tmp_path / "m" / "t000.flac").rename(tmp_path / "m" / "poison.flac")  # first in the queue
+    monkeypatch.setattr(pipeline, "analyze_file", _dies_on_poison)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import tests/
+    events = []
+    try:
+        s = ingest([tmp_path / "m"], catalog=tmp_path / "c.sqlite", model="mfcc-stats", ray=cluster.address,
+                   on_event=events.append)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    lost = [e for e in events if e["event"] == "ray-worker-lost"]
+    assert len(lost) == 2 and len(lost[0]["retried"]) >= 2, lost  # bystanders were in flight
+    assert (s.ingested, s.failed) == (n - 1, 1)
+    (path, reason), = s.errors
+    assert path == str(tmp_path / "m" / "poison.flac") and "the second time alone" in reason
+    with Catalog.open(tmp_path / "c.sqlite") as cat:
+        assert cat.count_analyses() == n - 1
+
+
+def test_workers_that_cannot_start_stop_ingest_with_the_reason(cluster, tmp_path, monkeypatch):
+    """Every worker fails as it starts (here the function it is handed comes from a module the
+    workers cannot import, as a model missing on a node would): ingest stops with why, instead
+    of starting workers for ever."""
+    from soundalike.ingest import pipeline
+    from soundalike.ingest.ray_runner import RayUnavailableError
+
+    _tracks(tmp_path / "m", 3)
+    monkeypatch.setattr(pipeline, "analyze_file", _dies_on_poison)  # not importable there
+    with pytest.raises(RayUnavailableError, match=r"Ray workers in a row failed as they started "
+                                                  r"\(ModuleNotFoundError: No module named '[\w.]*test_ingest_ray'\); "
+                                                  r"3 files left"):
+        ingest([tmp_path / "m"], catalog=tmp_path / "c.sqlite", model="mfcc-stats", ray=cluster.address)
+    with Catalog.open(tmp_path / "c.sqlite") as cat:
+        assert cat.count_analyses() == 0
+
+
 def test_a_killed_driver_loses_nothing_and_a_rerun_finishes(cluster, tmp_path):
     n = 24
     _tracks(tmp_path / "m", n, duration_s=8.0)

@@ -36,6 +36,10 @@ class ConfigError(SoundalikeError):
     """A configuration value is out of range or inconsistent."""
 
 
+class WorkerStartError(SoundalikeError):
+    """Worker processes could not start (e.g. a script without a ``__main__`` guard)."""
+
+
 class CatalogError(SoundalikeError):
     """The catalog cannot be opened, migrated or queried."""
 

@@ -18,6 +18,7 @@ import hashlib
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,8 @@ import numpy as np
 from soundalike.audio.attributes import ATTRIBUTES_VERSION
 from soundalike.audio.io import is_audio_path
 from soundalike.catalog.store import Catalog, Tag
-from soundalike.errors import AudioDecodeError, CatalogBusyError, CatalogError, SoundalikeError
+from soundalike.errors import (AudioDecodeError, CatalogBusyError, CatalogError, SoundalikeError,
+                               WorkerStartError)
 from soundalike.models.adapt import segment_spaces
 
 #: How many of an analyzer's labels become model tags on the track.
@@ -1048,6 +1050,10 @@ def ingest(
 
         n_workers = workers if workers is not None else (os.cpu_count() or 1)
         n_workers = max(1, min(n_workers, len(todo)))
+        if ray is None and n_workers > 1 and (why := _spawn_blocker()) is not None:
+            warnings.warn(f"ingest: analysing in this process, not in {n_workers} worker processes: {why}",
+                          RuntimeWarning, stacklevel=2)
+            n_workers = 1
         if ray is not None:
             if todo:
                 from soundalike.ingest.ray_runner import run as run_on_ray
@@ -1104,6 +1110,34 @@ def _under(path: str, roots: list[Path]) -> bool:
     return False
 
 
+def _spawn_blocker() -> str | None:
+    """Why spawned worker processes could not start from this program, or ``None``.
+
+    A spawned worker imports the parent's ``__main__`` again; a main that was read from standard
+    input (``python -``) has no file to import, and every worker would die as it starts.
+    """
+    import sys
+
+    main = sys.modules.get("__main__")
+    if main is None or getattr(getattr(main, "__spec__", None), "name", None):
+        return None  # ``python -m ...`` and the console script import the module by name
+    path = getattr(main, "__file__", None)
+    if path is None or os.path.isfile(path):
+        return None  # an interactive session has no main to import; a script is a file
+    return f"the main program ({path}) is not a file that worker processes can import"
+
+
+def _worker_ready() -> int:
+    return os.getpid()
+
+
+#: What a pool whose workers died before any file reached them says (see :func:`_run_pool`).
+WORKERS_DID_NOT_START = (
+    "ingest's worker processes died as they started, before any file reached them. Worker "
+    "processes import the calling script again: put the script's top level under "
+    "`if __name__ == \"__main__\":`, or pass workers=1 to analyse in this process")
+
+
 def _run_pool(todo: list[tuple[str, str | None, bool]], *, model: str, workers: int,
               handle: Callable[[list[dict[str, Any]]], None], analysis: str | None = None,
               peaks: bool = False) -> None:
@@ -1112,9 +1146,12 @@ def _run_pool(todo: list[tuple[str, str | None, bool]], *, model: str, workers: 
     ``handle`` gets every result that finished while the previous ones were committed
     (a list: one group commit), one at a time when they come one at a time.
 
-    A worker that dies (a decoder crashing the process) breaks the pool: the files that were
-    in flight are retried once in a fresh pool, and a file in flight at a second crash is
-    recorded as an error, so one poisonous file never stops the batch.
+    A worker that dies (a decoder crashing the process) breaks the pool, and which of the files
+    in flight killed it is not known.  So in a fresh pool those files are tried again *one at a
+    time*: a file that crashes a worker on its own is recorded as an error, and the files that
+    were only in flight beside it are analysed as usual.  One poisonous file never stops the
+    batch, nor costs another file.  A pool whose workers die before any file reaches them (a
+    calling script that spawned workers cannot import) raises :class:`WorkerStartError`.
     """
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -1123,17 +1160,26 @@ def _run_pool(todo: list[tuple[str, str | None, bool]], *, model: str, workers: 
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # fork after torch threads start can deadlock
     queue = list(reversed(todo))
-    crashes: dict[str, int] = {}
-    while queue:
+    suspects: list[tuple[str, str | None, bool]] = []  # in flight at a crash: each retried alone
+    while queue or suspects:
         in_flight: dict[Any, tuple[str, str | None, bool]] = {}
+        alone: list[tuple[str, str | None, bool]] = []  # the suspect now in flight by itself
         broken = False
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(model, threads, os.getpid())) as pool:
             def submit() -> None:
+                if in_flight and (alone or suspects):
+                    return  # a suspect runs by itself, so that a crash names its file
+                alone.clear()
+                if suspects:
+                    alone.append(suspects.pop())
+                    in_flight[pool.submit(analyze_file, *alone[0], analysis=analysis, peaks=peaks)] = alone[0]
+                    return
                 while queue and len(in_flight) < workers * 4:
                     item = queue.pop()
                     in_flight[pool.submit(analyze_file, *item, analysis=analysis, peaks=peaks)] = item
 
+            ready = pool.submit(_worker_ready)  # first in the queue: the first worker up runs it
             submit()
             while in_flight and not broken:
                 done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
@@ -1142,21 +1188,21 @@ def _run_pool(todo: list[tuple[str, str | None, bool]], *, model: str, workers: 
                     item = in_flight.pop(fut)
                     try:
                         finished.append(fut.result())
-                    except BrokenProcessPool:
+                    except BrokenProcessPool:  # the others done beside it may have finished
                         broken = True
                         in_flight[fut] = item
-                        break
                 if finished:
                     if not broken:
                         submit()  # the workers go on while the group commits
                     handle(finished)
                 if not broken:
                     submit()
-        if broken:
-            for item in in_flight.values():
-                n = crashes[item[0]] = crashes.get(item[0], 0) + 1
-                if n >= 2:
-                    handle([{"kind": "error", "path": item[0], "type": "WorkerCrash",
-                             "reason": "the decoder crashed the worker process", **_stat_or_none(item[0])}])
-                else:
-                    queue.append(item)
+        if broken and not (ready.done() and ready.exception() is None):
+            raise WorkerStartError(WORKERS_DID_NOT_START)
+        if broken and alone and list(in_flight.values()) == alone:
+            path = alone[0][0]
+            handle([{"kind": "error", "path": path, "type": "WorkerCrash",
+                     "reason": "the decoder crashed the worker process (twice, the second time alone)",
+                     **_stat_or_none(path)}])
+        elif broken:
+            suspects.extend(reversed(list(in_flight.values())))

@@ -41,8 +41,13 @@ from soundalike.errors import ConfigError, SoundalikeError
 
 #: Calls in flight per worker: one running, one queued, so a worker never waits for the driver.
 DEFAULT_DEPTH = 2
-#: How many worker deaths a file may be in flight at before it is recorded as an error.
+#: How many worker deaths a file may be in flight at before it is recorded as an error; the
+#: last of them with the file as its worker's only one (a file in flight at a death is retried
+#: by itself, so a file beside a poisonous one is never blamed).
 MAX_CRASHES = 2
+#: Workers that may fail to start in a row (the model cannot load on a node, say) before ingest
+#: stops with the reason instead of starting more for ever.
+MAX_START_FAILURES = 5
 
 Item = tuple[str, "str | None", bool]
 
@@ -234,6 +239,7 @@ def run(
         threads = cpus_per_worker
 
         seen = {"at": -1e9, "n": 0}
+        start_failures: list[str] = []  # why each worker since the last good start failed to start
 
         def wanted() -> int:
             # the cluster's size, re-read at most every second (a GCS round trip)
@@ -257,13 +263,17 @@ def run(
                 return
             stats["workers_lost"] += 1
             retried = []
+            by_itself = len(w["in_flight"]) == 1
             for ref in list(w["in_flight"]):
                 _, item = in_flight.pop(ref)
                 path = item[0]
                 n = crashes[path] = crashes.get(path, 0) + 1
-                if n >= MAX_CRASHES:
+                # Only a file that was the worker's one file when it died can be blamed: the
+                # others in flight beside it are retried, each by itself (see dispatch).
+                if n >= MAX_CRASHES and by_itself:
                     _deliver({"kind": "error", "path": path, "type": "WorkerCrash",
-                              "reason": "the decoder crashed the worker process (on Ray, twice)",
+                              "reason": "the decoder crashed the worker process (on Ray, twice, "
+                                        "the second time alone)",
                               **_stat_or_none(path)})
                 else:
                     queue.appendleft(item)
@@ -293,13 +303,21 @@ def run(
 
         def dispatch() -> None:
             for a, w in workers.items():
+                if any(crashes.get(in_flight[r][1][0]) for r in w["in_flight"]):
+                    continue  # a suspect runs by itself, so that a crash names its file
                 while w["ready"] and queue and len(w["in_flight"]) < depth:
-                    item = queue.popleft()
-                    if item[0] in committed:
+                    if queue[0][0] in committed:
+                        queue.popleft()
                         continue
+                    suspect = bool(crashes.get(queue[0][0]))  # in flight at a crash
+                    if suspect and w["in_flight"]:
+                        break  # it waits for an idle worker
+                    item = queue.popleft()
                     ref = a.analyze.remote(item)
                     in_flight[ref] = (a, item)
                     w["in_flight"].add(ref)
+                    if suspect:
+                        break
 
         top_up()
         if not workers and queue:
@@ -332,10 +350,17 @@ def run(
                     a = pending_ready.pop(ref)
                     try:
                         info = ray.get(ref, timeout=0)
-                    except (RayActorError, RayTaskError, WorkerCrashedError, GetTimeoutError):
+                    except (RayActorError, RayTaskError, WorkerCrashedError, GetTimeoutError) as exc:
                         lose(a)
+                        start_failures.append(_root_cause(exc))
+                        if len(start_failures) >= MAX_START_FAILURES:
+                            raise RayUnavailableError(
+                                f"{len(start_failures)} Ray workers in a row failed as they started "
+                                f"({start_failures[-1]}); {len(queue) + len(in_flight)} files left "
+                                "(run ingest again once the workers can start)") from exc
                         top_up()
                         continue
+                    start_failures.clear()
                     if a in workers:
                         workers[a]["ready"] = True
                         workers[a]["info"] = info
@@ -373,6 +398,15 @@ def run(
                 pass
         if started_here:
             ray.shutdown()
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost ``SomeError: message`` line of a Ray error (whose text carries the remote
+    traceback), or its type's name."""
+    import re
+
+    lines = re.findall(r"^\s*((?:[\w.]+\.)?\w*(?:Error|Exception)\b: .+?)\s*$", str(exc), flags=re.M)
+    return lines[-1][:300] if lines else type(exc).__name__
 
 
 def _stat_or_none(path: str) -> dict[str, Any]:
