@@ -1134,8 +1134,8 @@ def _worker_ready() -> int:
 #: What a pool whose workers died before any file reached them says (see :func:`_run_pool`).
 WORKERS_DID_NOT_START = (
     "ingest's worker processes died as they started, before any file reached them. Worker "
-    "processes import the calling script again: put the script's top level under "
-    "`if __name__ == \"__main__\":`, or pass workers=1 to analyse in this process")
+    "processes import the calling script again, so a script must keep its top level under "
+    "`if __name__ == \"__main__\":`; or pass workers=1 to analyse in this process")
 
 
 def _run_pool(todo: list[tuple[str, str | None, bool]], *, model: str, workers: int,
