@@ -72,6 +72,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "domain-speaker-fmix-own07": {"augment": _SPEAKER, "freq_mixstyle": 0.4, "freq_mixstyle_alpha": 0.3,
                                   "freq_mixstyle_own": 0.7},
     "domain-speaker-resnorm2": {"augment": _SPEAKER, "model": {"resnorm": 2.0}},
+    # stronger regularisation, three kinds (fixed together before any was scored): 5x the
+    # weight decay, dropout 0.5 before the output layer, half the convolution widths
+    "domain-speaker-wd05": {"augment": _SPEAKER, "weight_decay": 0.05},
+    "domain-speaker-drop05": {"augment": _SPEAKER, "model": {"dropout": 0.5}},
+    "domain-speaker-narrow": {"augment": _SPEAKER, "model": {"channels": (8, 16, 32, 32)}},
 }
 
 

@@ -37,7 +37,9 @@ P@1, the folds and halves).
     .venv/bin/python benchmarks/bench_similarity.py ~/.cache/soundalike-bench/gamemusic/gamemusic.csv
     .venv/bin/python benchmarks/bench_similarity.py ~/.cache/soundalike-bench/gamemusic/gamemusic.csv --cost
 
-(``--cost``: ms per patch of each network, musicnn and VGG, side by side in one run.)
+(``--cost``: ms per patch of each network, musicnn and VGG, side by side in one run;
+``--per-label``: each label's P@10 beside its own ceiling and chance; ``--name-groups
+Olivier_Militon,-jt,-ks``: the same for groups of tracks named alike, e.g. one composer's.)
 
 Targets (issue 12): gamemusic same-soundtrack P@10 >= 0.70 (baseline 0.562, mean MTT
 penultimate) and same-track segment P@1 >= 0.90, Philharmonia same-instrument P@10 not
@@ -478,6 +480,23 @@ def precision_at_k(X: np.ndarray, labels: np.ndarray, k: int = 10, rr: dict | No
     return float((labels[nn] == labels[:, None]).mean())
 
 
+def group_precision(nn: np.ndarray, groups: np.ndarray, k: int = 10) -> dict[str, dict[str, float]]:
+    """Per group (a label, or any other partition of the items; ``""`` is no group): the mean
+    share of its items' ``k`` nearest ``nn`` that are in the group, its ceiling (all the
+    group's other items, at most ``k``) and chance (a random ``k`` of the others)."""
+    out = {}
+    for g in sorted(set(groups.tolist()) - {""}):
+        idx = np.flatnonzero(groups == g)
+        out[g] = {"n": int(len(idx)), "p10": float((groups[nn[idx]] == g).mean()),
+                  "ceiling": min(len(idx) - 1, k) / k, "chance": (len(idx) - 1) / (len(groups) - 1)}
+    return out
+
+
+def print_groups(title: str, stats: dict[str, dict[str, float]]) -> None:
+    print(f"    {title}: " + ", ".join(f"{g} ({s['n']}) {s['p10']:.2f} of {s['ceiling']:.2f} "
+                                      f"[chance {s['chance']:.2f}]" for g, s in stats.items()), flush=True)
+
+
 def ceiling_chance(labels: np.ndarray, k: int = 10) -> tuple[float, float]:
     _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
     same = counts[inv] - 1
@@ -631,6 +650,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--halves", type=int, default=0, metavar="N",
                     help="also N random halves of the set (seeded): P@10 on each, the variant fitted on it "
                          "(a sparser catalog: about half as many tracks of each label)")
+    ap.add_argument("--per-label", action="store_true",
+                    help="also each label's P@10 (numpy) beside its ceiling and chance")
+    ap.add_argument("--name-groups", default="", metavar="SUB[,SUB...]",
+                    help="also, for each substring, the tracks whose file name holds it as a group "
+                         "(e.g. one composer's tracks): the share of their 10 nearest in the group")
     ap.add_argument("--cost", action="store_true",
                     help="only measure ms per patch of each network (musicnn and vgg, side by side) "
                          "on the first tracks of DATA, then stop")
@@ -667,6 +691,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{v:46} {r['dim']:5d} {r['p10']:6.3f} {r['p10_s10']:8.3f} {r['seg_p1']:7.3f} "
               f"{r['lr_acc']:6.3f} {r.get('phil_p10', float('nan')):9.3f}"
               f"{'*' if r.get('phil_fit') == 'main' else ''}", flush=True)
+        if args.per_label or args.name_groups:
+            base, rr = split_rerank(v)
+            nn = ranked_neighbours(variant_vectors(base, [t.arrays for t in tracks]), 10, rr)
+            if args.per_label:
+                r["per_label"] = group_precision(nn, labels)
+                print_groups("per label, P@10 of its ceiling", r["per_label"])
+            if args.name_groups:
+                subs = [x for x in args.name_groups.split(",") if x]
+                names = np.asarray([next((x for x in subs if x in t.path.name), "") for t in tracks])
+                r["name_groups"] = group_precision(nn, names)
+                print_groups("file-name groups, share of the 10 nearest in the group", r["name_groups"])
         if args.loso:
             r["loso"] = {}
             base, rr = split_rerank(v)
