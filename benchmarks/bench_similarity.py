@@ -608,7 +608,10 @@ def network_cost(files: list[Path], *, models=COST_MODELS, rounds: int = 5, per_
 # --------------------------------------------------------------------------- main
 
 
-def evaluate(v_full: str, tracks: list[Track], phil: list[Track], *, through_similar: bool) -> dict:
+def evaluate(v_full: str, tracks: list[Track], phil: list[Track], *, through_similar: bool,
+             groups: dict[str, np.ndarray] | None = None) -> dict:
+    """One variant's row; ``groups``: row key -> a partition of ``tracks`` (one name per track,
+    ``""`` for none) whose :func:`group_precision` the row also gets."""
     v, rr = split_rerank(v_full)
     labels = np.asarray([t.label for t in tracks])
     sets = [t.arrays for t in tracks]
@@ -621,6 +624,10 @@ def evaluate(v_full: str, tracks: list[Track], phil: list[Track], *, through_sim
     row["p10_s10"] = precision_at_k(Xb, labels, rr=rr)
     row["seg_p1"] = segment_p1(tracks, pipe, rr)
     row["lr_acc"] = lr_accuracy(X, labels)
+    if groups:
+        nn = ranked_neighbours(X, 10, rr)
+        for key, names in groups.items():
+            row[key] = group_precision(nn, names)
     if phil:
         from soundalike.errors import ConfigError
 
@@ -654,7 +661,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also each label's P@10 (numpy) beside its ceiling and chance")
     ap.add_argument("--name-groups", default="", metavar="SUB[,SUB...]",
                     help="also, for each substring, the tracks whose file name holds it as a group "
-                         "(e.g. one composer's tracks): the share of their 10 nearest in the group")
+                         "(e.g. one composer's tracks): the share of their 10 nearest in the group; "
+                         "a list that starts with '-' is given as --name-groups=-jt,-ks")
     ap.add_argument("--cost", action="store_true",
                     help="only measure ms per patch of each network (musicnn and vgg, side by side) "
                          "on the first tracks of DATA, then stop")
@@ -683,25 +691,34 @@ def main(argv: list[str] | None = None) -> int:
     if phil:
         pc, pch = ceiling_chance(np.asarray([t.label for t in phil]))
         print(f"philharmonia: {len(phil)} notes; P@10 ceiling {pc:.3f}, chance {pch:.3f}")
+    groups: dict[str, np.ndarray] = {}
+    if args.per_label:
+        groups["per_label"] = labels
+    if args.name_groups:
+        subs = [x.strip() for x in args.name_groups.split(",") if x.strip()]
+        names = np.asarray([next((x for x in subs if x in t.path.name), "") for t in tracks])
+        for x in subs:
+            n = int((names == x).sum())
+            if n < 2:
+                held = sum(x in t.path.name for t in tracks)
+                print(f"--name-groups {x!r}: {held} file name(s) hold it"
+                      + (f", {held - n} of them taken by a substring before it" if held > n else "")
+                      + "; a group needs two tracks: left out", file=sys.stderr)
+                names[names == x] = ""
+        if (names != "").any():
+            groups["name_groups"] = names
     print(f"{'variant':46} {'dim':>5} {'P@10':>6} {'P@10 s10':>8} {'seg P@1':>7} {'LR acc':>6} {'phil P@10':>9}")
     rows = []
     for v in [s.strip() for s in args.variants.split(",") if s.strip()]:
-        r = evaluate(v, tracks, phil, through_similar=not args.fast)
+        r = evaluate(v, tracks, phil, through_similar=not args.fast, groups=groups)
         rows.append(r)
         print(f"{v:46} {r['dim']:5d} {r['p10']:6.3f} {r['p10_s10']:8.3f} {r['seg_p1']:7.3f} "
               f"{r['lr_acc']:6.3f} {r.get('phil_p10', float('nan')):9.3f}"
               f"{'*' if r.get('phil_fit') == 'main' else ''}", flush=True)
-        if args.per_label or args.name_groups:
-            base, rr = split_rerank(v)
-            nn = ranked_neighbours(variant_vectors(base, [t.arrays for t in tracks]), 10, rr)
-            if args.per_label:
-                r["per_label"] = group_precision(nn, labels)
-                print_groups("per label, P@10 of its ceiling", r["per_label"])
-            if args.name_groups:
-                subs = [x for x in args.name_groups.split(",") if x]
-                names = np.asarray([next((x for x in subs if x in t.path.name), "") for t in tracks])
-                r["name_groups"] = group_precision(nn, names)
-                print_groups("file-name groups, share of the 10 nearest in the group", r["name_groups"])
+        if "per_label" in r:
+            print_groups("per label, P@10 of its ceiling", r["per_label"])
+        if "name_groups" in r:
+            print_groups("file-name groups, share of the 10 nearest in the group", r["name_groups"])
         if args.loso:
             r["loso"] = {}
             base, rr = split_rerank(v)
